@@ -1,0 +1,88 @@
+"""Command line: parses arguments into a config and calls the library. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from fruitlake import FruitlakeError, __version__
+from fruitlake.config import DEFAULT_MAX_PIXELS, ENGINES, MODES
+
+
+def _add_run(commands) -> None:
+    run = commands.add_parser("run", help="images -> CNN features -> PCA -> CSV/Parquet under OUTPUT")
+    run.add_argument("input", metavar="INPUT", help="folder or URI of images (Fruits-360 layout)")
+    run.add_argument("output", metavar="OUTPUT", help="folder or URI for the results")
+    choose = run.add_mutually_exclusive_group()
+    choose.add_argument("--k", type=int, help="fixed number of principal components")
+    choose.add_argument("--variance", type=float, default=0.95,
+                        help="smallest k reaching this cumulative explained variance (default 0.95)")
+    run.add_argument("--weights", default=None,
+                     help="'imagenet' (Keras download) or a local .h5 file; default $FRUITLAKE_WEIGHTS or imagenet")
+    run.add_argument("--image-size", type=int, default=224, help="network input size in pixels (default 224)")
+    run.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default 64)")
+    run.add_argument("--engine", choices=ENGINES, default="onnx",
+                     help="inference engine: onnx (default, fastest) or keras")
+    run.add_argument("--mode", choices=MODES, default="error",
+                     help="error (default): refuse a non-empty OUTPUT; overwrite: replace it")
+    run.add_argument("--master", default=None, help="Spark master URL (default local[*], or spark-submit's)")
+    run.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                     help=f"reject images with more pixels than this (default {DEFAULT_MAX_PIXELS})")
+
+
+def _run(args) -> int:
+    from fruitlake.config import RunConfig, default_weights
+    from fruitlake.pipeline import run
+
+    config = RunConfig(
+        input=args.input, output=args.output, k=args.k, variance=args.variance,
+        weights=args.weights or default_weights(), image_size=args.image_size, batch_size=args.batch_size,
+        engine=args.engine, mode=args.mode, master=args.master, max_pixels=args.max_pixels,
+    )
+    manifest = run(config)
+    summary = {key: manifest[key] for key in
+               ("images_total", "images_ok", "images_rejected", "k", "explained_variance", "throughput_img_per_s")}
+    print(json.dumps(summary))
+    return 0
+
+
+def _add_sample_data(commands) -> None:
+    sample = commands.add_parser("sample-data", help="write a small synthetic dataset in the Fruits-360 layout")
+    sample.add_argument("directory", metavar="DIR")
+    sample.add_argument("--classes", type=int, default=5, help="number of labels (default 5)")
+    sample.add_argument("--per-class", type=int, default=40, help="images per label (default 40)")
+    sample.add_argument("--seed", type=int, default=0)
+
+
+def _sample_data(args) -> int:
+    from fruitlake.sample_data import write_sample_data
+
+    written = write_sample_data(args.directory, args.classes, args.per_class, args.seed)
+    print(f"wrote {written} images to {args.directory}")
+    return 0
+
+
+COMMANDS = {"run": (_add_run, _run), "sample-data": (_add_sample_data, _sample_data)}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="fruitlake", description=__doc__)
+    top.add_argument("--version", action="version", version=f"fruitlake {__version__}")
+    top.add_argument("-v", "--verbose", action="store_true", help="log every stage")
+    commands = top.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(commands)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command][1](args)
+    except FruitlakeError as exc:
+        print(f"fruitlake: error: {exc}", file=sys.stderr)
+        return 2

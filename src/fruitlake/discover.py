@@ -1,0 +1,80 @@
+"""Input URI -> DataFrame[path, label, split, length, modification_time, content] through Spark's binaryFile."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fruitlake import FruitlakeError, storage
+
+log = logging.getLogger(__name__)
+
+# Hadoop glob, case-insensitive by character classes: .jpg .jpeg .png in any case.
+IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
+SPLITS = ("Training", "Test", "Validation")
+IMAGES_PER_PARTITION = 500
+FILE_OPEN_COST = 4096
+MAX_PARTITION_BYTES = 128 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Discovered:
+    images: DataFrame
+    count: int
+    total_bytes: int
+
+
+def _split_of(relative_path):
+    """The closest ancestor folder below the root named Training/Test/Validation (any case), else null."""
+    pattern = r"(?i)^(?:.*/)?(" + "|".join(SPLITS) + ")/"
+    found = F.regexp_extract(relative_path, pattern, 1)
+    return F.when(found == "", F.lit(None).cast("string")).otherwise(F.initcap(found))
+
+
+def read_images(spark: SparkSession, uri: str) -> DataFrame:
+    root = storage.qualify(spark, uri).rstrip("/")
+    frame = (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", IMAGE_GLOB)
+        .load(uri)
+    )
+    relative = F.substring(F.col("path"), len(root) + 2, 1 << 30)
+    return frame.select(
+        "path",
+        F.element_at(F.split("path", "/"), -2).alias("label"),
+        _split_of(relative).alias("split"),
+        "length",
+        F.col("modificationTime").alias("modification_time"),
+        "content",
+    )
+
+
+def size_partitions(spark: SparkSession, count: int, total_bytes: int) -> int:
+    """Pack small files so that a task holds ~500 images and every core gets work, not one task per file."""
+    cores = spark.sparkContext.defaultParallelism
+    target = max(2 * cores, math.ceil(count / IMAGES_PER_PARTITION))
+    split_bytes = math.ceil((total_bytes + count * FILE_OPEN_COST) / target)
+    spark.conf.set("spark.sql.files.openCostInBytes", str(FILE_OPEN_COST))
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(FILE_OPEN_COST, min(split_bytes, MAX_PARTITION_BYTES))))
+    spark.conf.set("spark.sql.files.minPartitionNum", "1")
+    return target
+
+
+def discover(spark: SparkSession, uri: str) -> Discovered:
+    if not storage.exists(spark, uri):
+        raise FruitlakeError(f"INPUT {uri!r} does not exist")
+    if not storage.is_dir(spark, uri):
+        raise FruitlakeError(f"INPUT {uri!r} is not a folder of images")
+    images = read_images(spark, uri)
+    stats = images.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
+    count, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
+    if count == 0:
+        raise FruitlakeError(f"INPUT {uri!r} holds no .jpg, .jpeg or .png files")
+    partitions = size_partitions(spark, count, total_bytes)
+    log.info("discovered %d images (%.1f MB) in %s, ~%d partitions", count, total_bytes / 1e6, uri, partitions)
+    return Discovered(images, count, total_bytes)

@@ -1,0 +1,195 @@
+"""Broadcast the network once, build it once per Python worker, stream decoded batches through it.
+
+What crosses to the executors is an `EngineSpec`: plain fields plus a broadcast of the weights (Keras) or the
+ONNX model bytes, never a live model. Each Python worker keeps the engine it built in `_ENGINES`, keyed by an
+id made on the driver, and reuses it for every batch of every task (Spark reuses Python workers).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark import Accumulator
+from pyspark.broadcast import Broadcast
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from fruitlake.images import ImageRejected, decode
+from fruitlake.models import NETWORKS, LoadedNetwork, keras_to_onnx
+
+log = logging.getLogger(__name__)
+
+FEATURES_SCHEMA = T.StructType(
+    [
+        T.StructField("path", T.StringType(), False),
+        T.StructField("label", T.StringType(), True),
+        T.StructField("split", T.StringType(), True),
+        T.StructField("length", T.LongType(), True),
+        T.StructField("modification_time", T.TimestampType(), True),
+        T.StructField("features", T.ArrayType(T.FloatType(), False), True),
+        T.StructField("error", T.StringType(), True),
+    ]
+)
+PASSTHROUGH = ["path", "label", "split", "length", "modification_time"]
+
+Engine = Callable[[np.ndarray], np.ndarray]  # float32 (n, s, s, 3) -> float32 (n, features)
+_ENGINES: dict[str, Engine] = {}
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything a worker needs to build the engine; pickles (a Broadcast pickles as its id)."""
+
+    key: str
+    engine: str
+    model: str
+    image_size: int
+    batch_size: int
+    max_pixels: int
+    payload: Broadcast
+
+
+def _task_cpus() -> int:
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return max(1, int(context.cpus())) if context is not None else 1
+
+
+def _build_onnx(model_bytes: bytes, threads: int) -> Engine:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: batch})[0]
+
+    return run
+
+
+def _build_keras(model: str, image_size: int, weights: list[np.ndarray], threads: int) -> Engine:
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already initialised in this process: keep its threads
+        pass
+    network = NETWORKS[model].build(image_size, None)
+    network.set_weights(weights)
+    forward = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return forward(tf.convert_to_tensor(batch)).numpy()
+
+    return run
+
+
+def engine_for(spec: EngineSpec) -> Engine:
+    """The engine of this Python worker for `spec`, built on first use."""
+    engine = _ENGINES.get(spec.key)
+    if engine is None:
+        threads = _task_cpus()
+        if spec.engine == "onnx":
+            engine = _build_onnx(spec.payload.value, threads)
+        else:
+            engine = _build_keras(spec.model, spec.image_size, spec.payload.value, threads)
+        _ENGINES.clear()  # one network per worker: a new run's engine replaces the last one
+        _ENGINES[spec.key] = engine
+    return engine
+
+
+def decode_frame(frame: pd.DataFrame, spec: EngineSpec) -> tuple[np.ndarray, list[int], list[str | None]]:
+    """Decode every row; returns the stacked good images, their row positions, and a reason per row."""
+    arrays, good, reasons = [], [], []
+    for position, data in enumerate(frame["content"]):
+        try:
+            arrays.append(decode(data, spec.image_size, spec.max_pixels))
+            good.append(position)
+            reasons.append(None)
+        except ImageRejected as rejected:
+            reasons.append(str(rejected))
+    size = spec.image_size
+    stacked = np.stack(arrays) if arrays else np.empty((0, size, size, 3), dtype=np.uint8)
+    return stacked, good, reasons
+
+
+def featurize_frame(
+    frame: pd.DataFrame, decoded: tuple[np.ndarray, list[int], list[str | None]], spec: EngineSpec, engine: Engine
+) -> pd.DataFrame:
+    images, good, reasons = decoded
+    features: list[np.ndarray | None] = [None] * len(frame)
+    if len(good):
+        vectors = engine(NETWORKS[spec.model].normalise(images))
+        for position, vector in zip(good, vectors, strict=True):
+            features[position] = vector.astype(np.float32, copy=False)
+    out = frame[PASSTHROUGH].reset_index(drop=True)
+    out["features"] = features
+    out["error"] = reasons
+    return out
+
+
+def _prefetched(frames: Iterator[pd.DataFrame], spec: EngineSpec, depth: int = 2):
+    """Decode the next Arrow batch on a thread while the engine runs on the current one."""
+    done = object()
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                handoff.put((frame, decode_frame(frame, spec)))
+            handoff.put(done)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
+            handoff.put(exc)
+
+    threading.Thread(target=produce, name="fruitlake-decode", daemon=True).start()
+    while (item := handoff.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def make_featurizer(spec: EngineSpec, images_done: Accumulator | None):
+    def featurize_partition(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        engine = engine_for(spec)
+        for frame, decoded in _prefetched(frames, spec):
+            out = featurize_frame(frame, decoded, spec, engine)
+            if images_done is not None:
+                images_done.add(len(frame))
+            yield out
+
+    return featurize_partition
+
+
+def prepare_engine(spark: SparkSession, loaded: LoadedNetwork, engine: str, batch_size: int, max_pixels: int):
+    """Driver side: turn the loaded network into the broadcast payload the workers build from."""
+    payload = keras_to_onnx(loaded) if engine == "onnx" else loaded.weights
+    broadcast = spark.sparkContext.broadcast(payload)
+    return EngineSpec(
+        key=uuid.uuid4().hex,
+        engine=engine,
+        model=loaded.network.name,
+        image_size=loaded.image_size,
+        batch_size=batch_size,
+        max_pixels=max_pixels,
+        payload=broadcast,
+    )
+
+
+def featurize(images: DataFrame, spec: EngineSpec, images_done: Accumulator | None = None) -> DataFrame:
+    """Lazy: DataFrame[path, label, split, length, modification_time, features, error]; one row per image."""
+    spark = images.sparkSession
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(spec.batch_size))
+    return images.mapInPandas(make_featurizer(spec, images_done), schema=FEATURES_SCHEMA)

@@ -1,0 +1,124 @@
+"""Which networks exist: how to build them, their input normalisation, input and feature sizes.
+
+TensorFlow is imported only inside the functions that need it, so the CLI and the ONNX workers never pay for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fruitlake import FruitlakeError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_NO_TOP = (
+    "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+    "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+)
+
+
+def mobilenet_v2_normalise(batch: np.ndarray) -> np.ndarray:
+    """uint8 RGB in [0, 255] -> float32 in [-1, 1], as keras.applications.mobilenet_v2.preprocess_input."""
+    return batch.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def _build_mobilenet_v2(image_size: int, weights: str | None):
+    import keras
+
+    return keras.applications.MobileNetV2(
+        input_shape=(image_size, image_size, 3), alpha=1.0, include_top=False, weights=weights, pooling="avg"
+    )
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    feature_dim: int
+    build: Callable  # (image_size, weights path or None) -> keras.Model
+    normalise: Callable[[np.ndarray], np.ndarray]
+    imagenet_file: tuple[str, str]
+
+
+NETWORKS: dict[str, Network] = {
+    "mobilenet_v2": Network("mobilenet_v2", 1280, _build_mobilenet_v2, mobilenet_v2_normalise, IMAGENET_NO_TOP),
+}
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_weights(network: Network, weights: str) -> Path:
+    """`imagenet` -> the Keras cache (downloading once), else a local file that must exist."""
+    if weights == "imagenet":
+        import keras
+
+        fname, origin = network.imagenet_file
+        try:
+            return Path(keras.utils.get_file(fname, origin, cache_subdir="models"))
+        except Exception as exc:  # noqa: BLE001 - any download failure gets the same advice
+            raise FruitlakeError(
+                f"could not download the ImageNet weights for {network.name} ({type(exc).__name__}: {exc}). "
+                "Offline? Pass a local Keras weights file with --weights PATH or set FRUITLAKE_WEIGHTS, "
+                "e.g. mobilenet_v2_1.0_224_no_top.h5"
+            ) from None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FruitlakeError(f"weights file {weights!r} does not exist (use --weights imagenet|PATH)")
+    if not os.access(path, os.R_OK):
+        raise FruitlakeError(f"weights file {weights!r} is not readable")
+    return path
+
+
+@dataclass(frozen=True)
+class LoadedNetwork:
+    """What the driver knows after loading: plain arrays, no live model, so it pickles and broadcasts."""
+
+    network: Network
+    image_size: int
+    weights_path: str
+    weights_sha256: str
+    weights: list[np.ndarray]
+
+    def build_keras(self):
+        model = self.network.build(self.image_size, None)
+        model.set_weights(self.weights)
+        return model
+
+
+def load_network(name: str, weights: str, image_size: int) -> LoadedNetwork:
+    network = NETWORKS[name]
+    path = resolve_weights(network, weights)
+    try:
+        model = network.build(image_size, str(path))
+    except (ValueError, OSError, KeyError, TypeError) as exc:
+        raise FruitlakeError(
+            f"weights file {str(path)!r} cannot be loaded into {network.name} without its top "
+            f"({type(exc).__name__}: {str(exc)[:300]}). Is it a Keras .h5 for this architecture?"
+        ) from None
+    if model.output_shape[-1] != network.feature_dim:
+        raise FruitlakeError(f"{network.name} gives {model.output_shape[-1]} features, not {network.feature_dim}")
+    return LoadedNetwork(network, image_size, str(path), sha256_of(path), model.get_weights())
+
+
+def keras_to_onnx(loaded: LoadedNetwork, opset: int = 17) -> bytes:
+    """Convert the Keras network once, on the driver; the workers get the bytes and need no TensorFlow."""
+    import tensorflow as tf
+    import tf2onnx
+
+    model = loaded.build_keras()
+    spec = (tf.TensorSpec((None, loaded.image_size, loaded.image_size, 3), tf.float32, name="images"),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    return proto.SerializeToString()

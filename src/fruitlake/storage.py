@@ -1,0 +1,73 @@
+"""Small side files and folder checks through Hadoop's FileSystem, so local paths, s3a:// and EMR's s3:// act alike.
+
+Datasets go through Spark's readers and writers; this module is only for the manifest, reports and checks.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+
+def _fs_and_path(spark: SparkSession, uri: str):
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return fs, path
+
+
+def qualify(spark: SparkSession, uri: str) -> str:
+    """The URI as Spark's file listings spell it (e.g. `data/x` -> `file:/home/me/data/x`)."""
+    fs, path = _fs_and_path(spark, uri)
+    return fs.makeQualified(path).toString()
+
+
+def join(uri: str, *names: str) -> str:
+    return "/".join([uri.rstrip("/"), *names])
+
+
+def exists(spark: SparkSession, uri: str) -> bool:
+    fs, path = _fs_and_path(spark, uri)
+    return bool(fs.exists(path))
+
+
+def is_dir(spark: SparkSession, uri: str) -> bool:
+    fs, path = _fs_and_path(spark, uri)
+    return bool(fs.exists(path) and fs.getFileStatus(path).isDirectory())
+
+
+def list_names(spark: SparkSession, uri: str) -> list[str]:
+    fs, path = _fs_and_path(spark, uri)
+    if not fs.exists(path):
+        return []
+    return sorted(status.getPath().getName() for status in fs.listStatus(path))
+
+
+def delete(spark: SparkSession, uri: str) -> None:
+    fs, path = _fs_and_path(spark, uri)
+    if fs.exists(path):
+        fs.delete(path, True)
+
+
+def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
+    """Write to a hidden temporary name, then rename: readers never see half a file."""
+    fs, path = _fs_and_path(spark, uri)
+    jvm = spark.sparkContext._jvm
+    tmp = jvm.org.apache.hadoop.fs.Path(path.getParent(), "." + path.getName() + ".tmp")
+    stream = fs.create(tmp, True)
+    try:
+        stream.write(bytearray(data))
+    finally:
+        stream.close()
+    if fs.exists(path):
+        fs.delete(path, False)
+    if not fs.rename(tmp, path):
+        raise OSError(f"could not move {tmp.toString()} to {uri}")
+
+
+def read_bytes(spark: SparkSession, uri: str) -> bytes:
+    fs, path = _fs_and_path(spark, uri)
+    stream = fs.open(path)
+    try:
+        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+    finally:
+        stream.close()
