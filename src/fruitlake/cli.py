@@ -8,7 +8,41 @@ import logging
 import sys
 
 from fruitlake import FruitlakeError, __version__
-from fruitlake.config import DEFAULT_MAX_PIXELS, ENGINES, MODES
+from fruitlake.config import (
+    DEFAULT_COMMIT_EVERY,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    ENGINES,
+    MISSING_CHOICES,
+    MODES,
+    PCA_CHOICES,
+)
+from fruitlake.safety import RedactingFilter, redact
+
+SUMMARY = ("images_total", "images_new", "images_ok", "images_rejected", "k", "explained_variance",
+           "throughput_img_per_s")
+
+
+def _add_growth_options(command) -> None:
+    """Options shared by `run` and `project-images`: writing mode, re-runs, limits."""
+    command.add_argument("--mode", choices=MODES, default="error",
+                         help="error (default): refuse a non-empty OUTPUT; overwrite: replace it; "
+                              "incremental: add only images not already in OUTPUT")
+    command.add_argument("--missing", choices=MISSING_CHOICES, default="keep",
+                         help="incremental: keep (default) or drop the rows of files no longer in INPUT")
+    command.add_argument("--commit-every", type=int, default=DEFAULT_COMMIT_EVERY,
+                         help=f"commit features every N images (default {DEFAULT_COMMIT_EVERY})")
+    command.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default 64)")
+    command.add_argument("--master", default=None,
+                         help="Spark master URL (default local[*], or spark-submit's)")
+    command.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                         help=f"reject images with more pixels than this (default {DEFAULT_MAX_PIXELS})")
+    command.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
+                         help=f"reject files larger than this, unread (default {DEFAULT_MAX_BYTES})")
+
+
+def _print_summary(manifest: dict) -> None:
+    print(json.dumps({key: manifest.get(key) for key in SUMMARY}))
 
 
 def _add_run(commands) -> None:
@@ -20,16 +54,15 @@ def _add_run(commands) -> None:
     choose.add_argument("--variance", type=float, default=0.95,
                         help="smallest k reaching this cumulative explained variance (default 0.95)")
     run.add_argument("--weights", default=None,
-                     help="'imagenet' (Keras download) or a local .h5 file; default $FRUITLAKE_WEIGHTS or imagenet")
+                     help="'imagenet' (Keras download) or a local .h5 file; "
+                          "default $FRUITLAKE_WEIGHTS or imagenet")
     run.add_argument("--image-size", type=int, default=224, help="network input size in pixels (default 224)")
-    run.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default 64)")
     run.add_argument("--engine", choices=ENGINES, default="onnx",
                      help="inference engine: onnx (default, fastest) or keras")
-    run.add_argument("--mode", choices=MODES, default="error",
-                     help="error (default): refuse a non-empty OUTPUT; overwrite: replace it")
-    run.add_argument("--master", default=None, help="Spark master URL (default local[*], or spark-submit's)")
-    run.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                     help=f"reject images with more pixels than this (default {DEFAULT_MAX_PIXELS})")
+    run.add_argument("--pca", choices=PCA_CHOICES, default="reuse",
+                     help="incremental: reuse (default) the saved PCA for new images, "
+                          "or refit it on all stored features")
+    _add_growth_options(run)
 
 
 def _run(args) -> int:
@@ -40,16 +73,43 @@ def _run(args) -> int:
         input=args.input, output=args.output, k=args.k, variance=args.variance,
         weights=args.weights or default_weights(), image_size=args.image_size, batch_size=args.batch_size,
         engine=args.engine, mode=args.mode, master=args.master, max_pixels=args.max_pixels,
+        max_bytes=args.max_bytes, pca=args.pca, missing=args.missing, commit_every=args.commit_every,
     )
-    manifest = run(config)
-    summary = {key: manifest[key] for key in
-               ("images_total", "images_ok", "images_rejected", "k", "explained_variance", "throughput_img_per_s")}
-    print(json.dumps(summary))
+    _print_summary(run(config))
+    return 0
+
+
+def _add_project(commands) -> None:
+    project = commands.add_parser(
+        "project-images", help="apply a finished run's network and PCA to other images, without refitting"
+    )
+    project.add_argument("input", metavar="INPUT", help="folder or URI of images (Fruits-360 layout)")
+    project.add_argument("output", metavar="OUTPUT", help="folder or URI for the results")
+    project.add_argument("--model", required=True, metavar="RUN_OUTPUT", dest="model_run",
+                         help="the OUTPUT of a finished `fruitlake run`: "
+                              "its weights, image size, engine and PCA are used")
+    project.add_argument("--weights", default=None,
+                         help="where the run's weights file is now (default: the path its manifest records); "
+                              "refused unless its sha256 is the recorded one")
+    _add_growth_options(project)
+
+
+def _project(args) -> int:
+    from fruitlake.config import ProjectConfig
+    from fruitlake.pipeline import project
+
+    config = ProjectConfig(
+        input=args.input, output=args.output, model_run=args.model_run, weights=args.weights,
+        batch_size=args.batch_size, mode=args.mode, master=args.master, max_pixels=args.max_pixels,
+        max_bytes=args.max_bytes, missing=args.missing, commit_every=args.commit_every,
+    )
+    _print_summary(project(config))
     return 0
 
 
 def _add_sample_data(commands) -> None:
-    sample = commands.add_parser("sample-data", help="write a small synthetic dataset in the Fruits-360 layout")
+    sample = commands.add_parser("sample-data",
+                                 help="write a small synthetic dataset in the Fruits-360 layout")
     sample.add_argument("directory", metavar="DIR")
     sample.add_argument("--classes", type=int, default=5, help="number of labels (default 5)")
     sample.add_argument("--per-class", type=int, default=40, help="images per label (default 40)")
@@ -64,7 +124,11 @@ def _sample_data(args) -> int:
     return 0
 
 
-COMMANDS = {"run": (_add_run, _run), "sample-data": (_add_sample_data, _sample_data)}
+COMMANDS = {
+    "run": (_add_run, _run),
+    "project-images": (_add_project, _project),
+    "sample-data": (_add_sample_data, _sample_data),
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -81,8 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     try:
         return COMMANDS[args.command][1](args)
     except FruitlakeError as exc:
-        print(f"fruitlake: error: {exc}", file=sys.stderr)
+        print(f"fruitlake: error: {redact(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - Spark's errors name URIs: print them redacted, never raw
+        if args.verbose:
+            logging.getLogger("fruitlake").error("the run failed", exc_info=True)
+        print(f"fruitlake: failed: {type(exc).__name__}: {redact(exc)}", file=sys.stderr)
+        return 1

@@ -9,10 +9,15 @@ from dataclasses import dataclass
 from fruitlake import FruitlakeError
 from fruitlake.models import NETWORKS
 
-MODES = ("error", "overwrite")
+MODES = ("error", "overwrite", "incremental")
+PCA_CHOICES = ("reuse", "refit")  # what an incremental run does with a saved PCA
+MISSING_CHOICES = ("keep", "drop")  # what an incremental run does with rows whose file left INPUT
 ENGINES = ("onnx", "keras")
 WEIGHTS_ENV = "FRUITLAKE_WEIGHTS"
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB; beyond that we refuse, not risk OOM
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # larger files are rejected unread (Spark's binaryFile stops at 2 GiB)
+SPARK_MAX_FILE_BYTES = 2**31 - 1
+DEFAULT_COMMIT_EVERY = 10_000  # images per committed batch: a crash loses at most the batch in flight
 
 
 def default_weights() -> str:
@@ -33,12 +38,13 @@ class RunConfig:
     mode: str = "error"
     master: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    pca: str = "reuse"
+    missing: str = "keep"
+    commit_every: int = DEFAULT_COMMIT_EVERY
 
     def __post_init__(self) -> None:
-        if not self.input:
-            raise FruitlakeError("INPUT is empty: give a folder or URI of images")
-        if not self.output:
-            raise FruitlakeError("OUTPUT is empty: give a folder or URI for the results")
+        _check_common(self)
         if self.model not in NETWORKS:
             raise FruitlakeError(f"model={self.model!r} is unknown; known: {', '.join(NETWORKS)}")
         features = NETWORKS[self.model].feature_dim
@@ -48,14 +54,59 @@ class RunConfig:
             raise FruitlakeError(f"variance={self.variance} must be in (0, 1]")
         if not 32 <= self.image_size <= 1024:
             raise FruitlakeError(f"image_size={self.image_size} must be between 32 and 1024 pixels")
-        if not 1 <= self.batch_size <= 4096:
-            raise FruitlakeError(f"batch_size={self.batch_size} must be between 1 and 4096")
         if self.engine not in ENGINES:
             raise FruitlakeError(f"engine={self.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
-        if self.mode not in MODES:
-            raise FruitlakeError(f"mode={self.mode!r} is unknown; choose one of {', '.join(MODES)}")
-        if self.max_pixels < 1:
-            raise FruitlakeError(f"max_pixels={self.max_pixels} must be positive")
+        if self.pca not in PCA_CHOICES:
+            raise FruitlakeError(f"pca={self.pca!r} is unknown; choose one of {', '.join(PCA_CHOICES)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """Apply a finished run's network and PCA to other images, without refitting anything.
+
+    The network (weights file, engine, image size) comes from the run's manifest; `weights` only says where
+    the same file lives now, and is refused if its sha256 differs from the one the run recorded.
+    """
+
+    input: str
+    output: str
+    model_run: str
+    weights: str | None = None
+    batch_size: int = 64
+    mode: str = "error"
+    master: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    missing: str = "keep"
+    commit_every: int = DEFAULT_COMMIT_EVERY
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if not self.model_run:
+            raise FruitlakeError("--model is empty: give the OUTPUT of a finished `fruitlake run`")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_common(config: RunConfig | ProjectConfig) -> None:
+    if not config.input:
+        raise FruitlakeError("INPUT is empty: give a folder or URI of images")
+    if not config.output:
+        raise FruitlakeError("OUTPUT is empty: give a folder or URI for the results")
+    if not 1 <= config.batch_size <= 4096:
+        raise FruitlakeError(f"batch_size={config.batch_size} must be between 1 and 4096")
+    if config.mode not in MODES:
+        raise FruitlakeError(f"mode={config.mode!r} is unknown; choose one of {', '.join(MODES)}")
+    if config.max_pixels < 1:
+        raise FruitlakeError(f"max_pixels={config.max_pixels} must be positive")
+    if not 1 <= config.max_bytes <= SPARK_MAX_FILE_BYTES:
+        raise FruitlakeError(f"max_bytes={config.max_bytes} must be between 1 and {SPARK_MAX_FILE_BYTES}")
+    if config.missing not in MISSING_CHOICES:
+        choices = ", ".join(MISSING_CHOICES)
+        raise FruitlakeError(f"missing={config.missing!r} is unknown; choose one of {choices}")
+    if config.commit_every < 1:
+        raise FruitlakeError(f"commit_every={config.commit_every} must be at least 1")

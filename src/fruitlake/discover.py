@@ -1,4 +1,4 @@
-"""Input URI -> DataFrame[path, label, split, length, modification_time, content] through Spark's binaryFile."""
+"""Input URI -> DataFrame[path, label, split, length, modification_time, file_uri, content] via binaryFile."""
 
 from __future__ import annotations
 
@@ -50,8 +50,16 @@ def read_images(spark: SparkSession, uri: str) -> DataFrame:
         _split_of(relative).alias("split"),
         "length",
         F.col("modificationTime").alias("modification_time"),
+        # The file's URI as Spark's file index spells it (percent-encoded): filters on it prune whole files.
+        F.col("_metadata.file_path").alias("file_uri"),
         "content",
     )
+
+
+def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
+    """Only these files of `read_images`' frame. Spark drops the others when it plans the scan, so their bytes
+    are never read (a filter on `path` would read every file first)."""
+    return images.where(F.col("file_uri").isin(file_uris))
 
 
 def size_partitions(spark: SparkSession, count: int, total_bytes: int) -> int:

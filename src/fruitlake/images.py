@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Only the decoders photos need: Pillow would otherwise also try EPS (Ghostscript), TIFF, PSD... on any bytes.
+# The content decides, not the name: a GIF or PNG saved as `.jpg` is decoded as what it is.
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")  # JPEG includes phones' multi-picture (MPO) files
+_REASON_CHARS = 200
 
 
 class ImageRejected(Exception):
@@ -32,33 +37,63 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _looks_like_text(data: bytes) -> bool:
+    head = data[:512]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(char.isprintable() or char in "\r\n\t" for char in text)
+
+
+def _short(message: object) -> str:
+    text = " ".join(str(message).split())
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
+
+
+def _too_large(pixels: object, limit: int) -> ImageRejected:
+    return ImageRejected(
+        f"image too large to decode safely: {pixels} pixels exceeds the limit of {limit} pixels"
+    )
+
+
 def decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:
-    """Decode any image Pillow reads into a (size, size, 3) uint8 RGB array, or raise ImageRejected."""
+    """Decode a photo into a (size, size, 3) uint8 RGB array, or raise ImageRejected saying why not.
+
+    Nothing else escapes: whatever a decoder throws on hostile or broken bytes becomes a rejection.
+    """
     if not data:
         raise ImageRejected("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            # Our own limit is checked below; Pillow's hard limit (2x its warning threshold) still applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = image.size
-            if width * height > max_pixels:
-                raise ImageRejected(
-                    f"image too large to decode safely: {width}x{height} = {width * height} pixels "
-                    f"exceeds the limit of {max_pixels} pixels"
-                )
+            if width * height > max_pixels:  # checked on the header, before a pixel is decoded
+                raise _too_large(f"{width}x{height} = {width * height}", max_pixels)
             image.load()
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
             if rgb.size != (size, size):
                 rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
+            array = np.asarray(rgb, dtype=np.uint8)
     except ImageRejected:
         raise
     except UnidentifiedImageError:
-        raise ImageRejected("not an image Pillow can identify") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"image too large to decode safely: {exc}") from None
+        if _looks_like_text(data):
+            raise ImageRejected("not an image: the file holds text") from None
+        raise ImageRejected(f"not an image: no {', '.join(FORMATS)} header found") from None
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"(\d+) pixels", str(exc))
+        limit = min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS) if Image.MAX_IMAGE_PIXELS else max_pixels
+        raise _too_large(found.group(1) if found else "more", limit) from None
     except OSError as exc:
-        raise ImageRejected(f"corrupt or truncated image: {exc}") from None
+        if "truncated" in str(exc).lower():
+            raise ImageRejected(f"truncated image: {_short(exc)}") from None
+        raise ImageRejected(f"corrupt image data: {_short(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file rejection, never a dead job
-        raise ImageRejected(f"cannot decode image: {type(exc).__name__}: {exc}") from None
+        raise ImageRejected(f"cannot decode image: {type(exc).__name__}: {_short(exc)}") from None
+    if array.shape != (size, size, 3):  # e.g. a zero-sized frame: never hand the network a wrong shape
+        raise ImageRejected(f"cannot decode image: decoded to shape {array.shape}")
+    return array

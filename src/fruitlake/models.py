@@ -98,9 +98,22 @@ class LoadedNetwork:
         return model
 
 
+# One network per driver process (a notebook re-running, a test suite): loading and converting take seconds.
+_LOADED: dict[tuple, LoadedNetwork] = {}
+_ONNX: dict[tuple, bytes] = {}
+
+
 def load_network(name: str, weights: str, image_size: int) -> LoadedNetwork:
     network = NETWORKS[name]
     path = resolve_weights(network, weights)
+    key = (name, str(path), sha256_of(path), image_size)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = _load(network, path, key[2], image_size)
+    return _LOADED[key]
+
+
+def _load(network: Network, path: Path, sha256: str, image_size: int) -> LoadedNetwork:
     try:
         model = network.build(image_size, str(path))
     except (ValueError, OSError, KeyError, TypeError) as exc:
@@ -110,15 +123,19 @@ def load_network(name: str, weights: str, image_size: int) -> LoadedNetwork:
         ) from None
     if model.output_shape[-1] != network.feature_dim:
         raise FruitlakeError(f"{network.name} gives {model.output_shape[-1]} features, not {network.feature_dim}")
-    return LoadedNetwork(network, image_size, str(path), sha256_of(path), model.get_weights())
+    return LoadedNetwork(network, image_size, str(path), sha256, model.get_weights())
 
 
 def keras_to_onnx(loaded: LoadedNetwork, opset: int = 17) -> bytes:
     """Convert the Keras network once, on the driver; the workers get the bytes and need no TensorFlow."""
-    import tensorflow as tf
-    import tf2onnx
+    key = (loaded.network.name, loaded.image_size, loaded.weights_sha256, opset)
+    if key not in _ONNX:
+        import tensorflow as tf
+        import tf2onnx
 
-    model = loaded.build_keras()
-    spec = (tf.TensorSpec((None, loaded.image_size, loaded.image_size, 3), tf.float32, name="images"),)
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
-    return proto.SerializeToString()
+        model = loaded.build_keras()
+        spec = (tf.TensorSpec((None, loaded.image_size, loaded.image_size, 3), tf.float32, name="images"),)
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+        _ONNX.clear()
+        _ONNX[key] = proto.SerializeToString()
+    return _ONNX[key]

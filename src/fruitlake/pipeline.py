@@ -1,32 +1,45 @@
-"""run(config) -> manifest: discover, featurize, reduce, write; each stage timed, the CNN run once per image."""
+"""run(config) / project(config) -> manifest: check, discover, featurize into the store, reduce, publish.
+
+The order is what makes a run safe to kill and to repeat:
+1. everything that can refuse the run (locations, INPUT, weights, k, what OUTPUT holds) is checked first, so a
+   refusal leaves OUTPUT as it was;
+2. the CNN's output is committed to OUTPUT/_store in batches (`store.py`), which later runs pick up;
+3. the datasets are written aside and swapped in whole (`write.publish`); the manifest is written last.
+"""
 
 from __future__ import annotations
 
 import logging
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pyspark.sql import SparkSession
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, storage
-from fruitlake.config import RunConfig
-from fruitlake.discover import discover
-from fruitlake.featurize import featurize, prepare_engine
-from fruitlake.models import NETWORKS, load_network
+from fruitlake.config import ProjectConfig, RunConfig
+from fruitlake.discover import discover, select_files, size_partitions
+from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, EngineSpec, featurize, prepare_engine
+from fruitlake.models import NETWORKS, LoadedNetwork, load_network, resolve_weights, sha256_of
 from fruitlake.reduce import fit, transform
+from fruitlake.safety import check_separate, redact, redact_tree
 from fruitlake.session import spark_session
+from fruitlake.store import Store, StoreMeta, missing, pending, require_meta
 from fruitlake.write import (
     FEATURES,
     MANIFEST,
     PCA_CSV,
     PCA_MODEL,
     REJECTS,
-    STAGING,
-    prepare_output,
+    clear_output,
+    inspect_output,
+    publish,
+    read_json,
     write_csv,
     write_features,
     write_json,
@@ -48,7 +61,7 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[stage] = round(time.perf_counter() - started, 3)
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - started, 3)
             log.info("stage %s done in %.1f s", stage, self.seconds[stage])
 
 
@@ -66,90 +79,331 @@ def versions(spark: SparkSession) -> dict[str, str]:
     return found
 
 
+@dataclass(frozen=True)
+class Job:
+    """One shape for both commands: what to read, with which network, what to do about PCA, where to write."""
+
+    command: str
+    input: str
+    output: str
+    mode: str
+    model: str
+    image_size: int
+    engine: str
+    weights: str
+    batch_size: int
+    max_pixels: int
+    max_bytes: int
+    commit_every: int
+    missing: str
+    config: dict
+    k: int | None = None
+    variance: float = 0.95
+    pca: str = "reuse"
+    expected_sha256: str | None = None  # project-images: the sha256 the model run recorded
+    model_run: str | None = None  # project-images: the run whose PCA is applied
+    model_run_manifest: dict | None = None
+
+
+PCA_FACTS = ("k", "explained_variance", "variance_target", "explained_variance_curve", "pca_fitted_images")
+
+
+@dataclass(frozen=True)
+class PcaPlan:
+    action: str  # fit (first run, overwrite), refit, reuse (incremental), project (project-images)
+    model_uri: str | None = None  # the saved PipelineModel applied by reuse and project
+    source: dict | None = None  # the manifest of the run that fitted it
+
+
 def run(config: RunConfig, spark: SparkSession | None = None) -> dict:
     """Run the whole pipeline; returns the manifest that was also written to OUTPUT/manifest.json.
 
     With `spark` given (a notebook, spark-submit) that session is used and left running.
     """
+    job = Job(
+        command="run", input=config.input, output=config.output, mode=config.mode, model=config.model,
+        image_size=config.image_size, engine=config.engine, weights=config.weights,
+        batch_size=config.batch_size, max_pixels=config.max_pixels, max_bytes=config.max_bytes,
+        commit_every=config.commit_every, missing=config.missing, config=config.to_dict(), k=config.k,
+        variance=config.variance, pca=config.pca,
+    )
+    return _start(config.master, spark, lambda _: job)
+
+
+def project(config: ProjectConfig, spark: SparkSession | None = None) -> dict:
+    """Apply the network and PCA of the finished run in `config.model_run` to INPUT; nothing is refitted."""
+    return _start(config.master, spark, lambda session: _project_job(config, session))
+
+
+def _start(master: str | None, spark: SparkSession | None, make_job: Callable[[SparkSession], Job]) -> dict:
     started = time.perf_counter()
     if spark is not None:
-        return _run(config, spark, StageTimer(), started)
-    with spark_session(config.master) as own:
+        return _execute(make_job(spark), spark, StageTimer(), started)
+    with spark_session(master) as own:
         timer = StageTimer()
         timer.seconds["session"] = round(time.perf_counter() - started, 3)
-        return _run(config, own, timer, started)
+        return _execute(make_job(own), own, timer, started)
 
 
-def _run(config: RunConfig, spark: SparkSession, timer: StageTimer, started: float) -> dict:
-    output = config.output.rstrip("/")
-    staging = storage.join(output, STAGING)
-    prepare_output(spark, output, config.mode)
+def _project_job(config: ProjectConfig, spark: SparkSession) -> Job:
+    source = config.model_run.rstrip("/")
+    shown = redact(source)
+    if not storage.exists(spark, storage.join(source, MANIFEST)):
+        raise FruitlakeError(f"--model {shown!r} is not the OUTPUT of a finished fruitlake run (no manifest)")
+    manifest = read_json(spark, storage.join(source, MANIFEST))
+    if manifest.get("command", "run") != "run" or not storage.exists(spark, storage.join(source, PCA_MODEL)):
+        raise FruitlakeError(
+            f"--model {shown!r} holds no fitted PCA ({PCA_MODEL}/): give the OUTPUT of `fruitlake run`"
+        )
+    return Job(
+        command="project-images", input=config.input, output=config.output, mode=config.mode,
+        model=manifest["model"], image_size=manifest["image_size"], engine=manifest["engine"],
+        weights=config.weights or manifest["weights"], batch_size=config.batch_size,
+        max_pixels=config.max_pixels, max_bytes=config.max_bytes, commit_every=config.commit_every,
+        missing=config.missing, config=config.to_dict(), expected_sha256=manifest["weights_sha256"],
+        model_run=source, model_run_manifest=manifest,
+    )
+
+
+class NetworkHandle:
+    """The weights, checked on the driver before OUTPUT is touched. The network itself is built only when the
+    CNN has work: an incremental run with nothing new never pays for it."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.path = str(resolve_weights(NETWORKS[job.model], job.weights))
+        self.sha256 = sha256_of(self.path)
+        self.meta = StoreMeta(job.model, job.image_size, self.sha256)
+        self._loaded: LoadedNetwork | None = None
+        self._spec: EngineSpec | None = None
+
+    def load(self) -> LoadedNetwork:
+        if self._loaded is None:
+            self._loaded = load_network(self.job.model, self.path, self.job.image_size)
+        return self._loaded
+
+    def spec(self, spark: SparkSession) -> EngineSpec:
+        if self._spec is None:
+            job = self.job
+            self._spec = prepare_engine(spark, self.load(), job.engine, job.batch_size, job.max_pixels)
+        return self._spec
+
+    def release(self) -> None:
+        if self._spec is not None:
+            self._spec.payload.unpersist()
+
+
+def _check_network(job: Job, store: Store | None) -> NetworkHandle:
+    network = NetworkHandle(job)
+    if job.expected_sha256 is not None and network.sha256 != job.expected_sha256:
+        raise FruitlakeError(
+            f"weights file {redact(network.path)!r} has sha256 {network.sha256[:16]}..., "
+            f"but the run in --model was made with {job.expected_sha256[:16]}...: "
+            "its PCA only fits features of the same weights (pass the same file with --weights)"
+        )
+    if store is not None:
+        require_meta(store, network.meta)
+    known = job.expected_sha256 is not None or (store is not None and store.read_meta() is not None)
+    if not known:
+        network.load()  # a file of another architecture fails here, before anything is written
+    return network
+
+
+def _plan_pca(job: Job, spark: SparkSession, output: str, previous: dict | None) -> PcaPlan:
+    if job.command == "project-images":
+        return PcaPlan("project", storage.join(job.model_run, PCA_MODEL), job.model_run_manifest)
+    saved = storage.join(output, PCA_MODEL)
+    if previous is None or not storage.exists(spark, saved):
+        return PcaPlan("fit")
+    if job.pca == "refit":
+        return PcaPlan("refit")
+    if job.k is not None and job.k != previous["k"]:
+        raise FruitlakeError(
+            f"k={job.k} differs from the saved PCA's k={previous['k']}: --pca reuse keeps k; "
+            "pass --pca refit to fit a new PCA on all stored features"
+        )
+    return PcaPlan("reuse", saved, previous)
+
+
+def _featurize_files(images: DataFrame, file_uris: list[str], spec: EngineSpec, max_bytes: int,
+                     done) -> DataFrame:
+    """The rows of these files: through the CNN, or rejected unread when larger than `max_bytes`."""
+    chosen = select_files(images, file_uris)
+    too_large = chosen.where(F.col("length") > max_bytes).select(
+        *PASSTHROUGH,
+        F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features"),
+        F.format_string(f"file too large to read: %d bytes exceeds the limit of {max_bytes} bytes", "length")
+        .alias("error"),
+    )
+    return featurize(chosen.where(F.col("length") <= max_bytes), spec, done).unionByName(too_large)
+
+
+def _featurize_pending(job: Job, spark: SparkSession, images: DataFrame, todo: list, network: NetworkHandle,
+                       store: Store, images_done) -> None:
+    """Commit pending files to the store `commit_every` at a time: a kill loses only the batch in flight."""
+    ignore_missing = spark.conf.get("spark.sql.files.ignoreMissingFiles", "false")
+    # A file deleted since the listing is skipped (and later reported missing), not a dead job.
+    spark.conf.set("spark.sql.files.ignoreMissingFiles", "true")
+    try:
+        for start in range(0, len(todo), job.commit_every):
+            chunk = todo[start : start + job.commit_every]
+            size_partitions(spark, len(chunk), sum(row["length"] for row in chunk))
+            uris = [row["file_uri"] for row in chunk]
+            rows = _featurize_files(images, uris, network.spec(spark), job.max_bytes, images_done)
+            batch = store.append(rows)
+            log.info("store batch %d committed: %d/%d pending images", batch, start + len(chunk), len(todo))
+    finally:
+        spark.conf.set("spark.sql.files.ignoreMissingFiles", ignore_missing)
+
+
+def _reduce(job: Job, plan: PcaPlan, good: DataFrame, images_ok: int) -> tuple[PipelineModel, dict]:
+    """The PCA to apply and what the manifest says about it."""
+    if plan.action in ("reuse", "project"):
+        model = PipelineModel.load(plan.model_uri)
+        source = plan.source or {}
+        return model, {
+            "k": model.stages[-1].getK(),
+            "explained_variance": source.get("explained_variance"),
+            "variance_target": source.get("variance_target"),
+            "explained_variance_curve": source.get("explained_variance_curve", []),
+            "pca_fitted_images": source.get("pca_fitted_images", source.get("images_ok")),
+        }
+    reduction = fit(good, images_ok, NETWORKS[job.model].feature_dim, job.k, job.variance)
+    return reduction.model, {
+        "k": reduction.k,
+        "explained_variance": round(reduction.explained_variance, 6),
+        "variance_target": None if job.k is not None else job.variance,
+        "explained_variance_curve": [round(v, 6) for v in reduction.variance_curve],
+        "pca_fitted_images": images_ok,
+    }
+
+
+def _publish(spark: SparkSession, output: str, plan: PcaPlan, stored: DataFrame, model: PipelineModel,
+             k: int) -> None:
+    reduced = transform(model, stored.where(F.col("error").isNull()).drop("error")).orderBy("path").persist()
+    writers = {
+        FEATURES: lambda uri: write_features(reduced, uri),
+        PCA_CSV: lambda uri: write_csv(reduced, uri, k),
+        REJECTS: lambda uri: write_rejects(stored.where(F.col("error").isNotNull()).orderBy("path"), uri),
+    }
+    if plan.action in ("fit", "refit"):
+        writers[PCA_MODEL] = lambda uri: write_model(model, uri)
+    try:
+        publish(spark, output, writers)
+    finally:
+        reduced.unpersist()
+
+
+def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -> dict:
+    output = job.output.rstrip("/")
+    locations = {"INPUT": storage.qualify(spark, job.input), "OUTPUT": storage.qualify(spark, output)}
+    if job.model_run:
+        locations["--model"] = storage.qualify(spark, job.model_run)
+    check_separate(locations)
+    state = inspect_output(spark, output, job.mode)
+    incremental = job.mode == "incremental"
+    previous = state.manifest if incremental else None
+    if previous is not None and previous.get("command", "run") != job.command:
+        raise FruitlakeError(
+            f"OUTPUT {redact(output)!r} was written by `fruitlake {previous.get('command')}`; "
+            f"`fruitlake {job.command} --mode incremental` cannot add to it"
+        )
 
     with timer("discover"):
-        found = discover(spark, config.input)
-    if config.k is not None and config.k > found.count:
-        raise FruitlakeError(f"k={config.k} exceeds the {found.count} images in {config.input!r}")
-
+        found = discover(spark, job.input)
+    store = Store(spark, output)
     with timer("load_model"):
-        loaded = load_network(config.model, config.weights, config.image_size)
-        spec = prepare_engine(spark, loaded, config.engine, config.batch_size, config.max_pixels)
+        network = _check_network(job, store if incremental else None)
+    plan = _plan_pca(job, spark, output, previous)
+    listing = found.images.drop("content")
+    done = store.rows() if incremental else None
+    gone = missing(done, listing)
+    images_missing = gone.count() if gone is not None else 0
+    if job.k is not None and plan.action in ("fit", "refit"):
+        available = found.count + (images_missing if job.missing == "keep" else 0)
+        if job.k > available:
+            raise FruitlakeError(f"k={job.k} exceeds the {available} images in {redact(job.input)!r}")
+
+    # Every check passed: from here on OUTPUT is written.
+    if job.mode == "overwrite" and not state.empty:
+        clear_output(spark, output)
+    store.clean()
+    if store.read_meta() is None:
+        store.write_meta(network.meta)
+    todo = pending(listing, done).select("path", "file_uri", "length").orderBy("path").collect()
 
     images_done = spark.sparkContext.accumulator(0)
     with timer("featurize"):
-        # The only action that runs the CNN: its rows land in Parquet, and every later stage reads them back.
-        featurize(found.images, spec, images_done).write.mode("overwrite").parquet(staging)
-    staged = spark.read.parquet(staging)
-    counts = {row["ok"]: row["count"] for row in staged.groupBy(F.col("error").isNull().alias("ok")).count().collect()}
+        _featurize_pending(job, spark, found.images, todo, network, store, images_done)
+        dropping = job.missing == "drop" and images_missing > 0
+        batches = store.batches()
+        if len(batches) > 1 or dropping:  # leave one batch holding exactly what is published
+            rows = store.rows()
+            if dropping:
+                rows = rows.join(listing.select("path"), on="path", how="left_semi")
+            batch = store.compact(rows)
+        else:
+            batch = batches[-1]
+    stored = store.read_batch(batch)
+    by_status = stored.groupBy(F.col("error").isNull().alias("ok")).count().collect()
+    counts = {row["ok"]: row["count"] for row in by_status}
     images_ok, images_rejected = counts.get(True, 0), counts.get(False, 0)
-    good = staged.where(F.col("error").isNull()).drop("error")
 
-    with timer("reduce"):
-        reduction = fit(good, images_ok, NETWORKS[config.model].feature_dim, config.k, config.variance)
-
-    with timer("write"):
-        reduced = transform(reduction.model, good).orderBy("path").persist()
-        write_features(reduced, storage.join(output, FEATURES))
-        write_csv(reduced, storage.join(output, PCA_CSV), reduction.k)
-        write_rejects(staged.where(F.col("error").isNotNull()).orderBy("path"), storage.join(output, REJECTS))
-        write_model(reduction.model, storage.join(output, PCA_MODEL))
-        reduced.unpersist()
-    spec.payload.unpersist()
+    published = [FEATURES, PCA_CSV, REJECTS] + ([PCA_MODEL] if job.command == "run" else [])
+    up_to_date = (  # an incremental run that found nothing to do rewrites nothing but the manifest
+        not todo and not dropping and plan.action == "reuse"
+        and previous is not None and previous.get("store_batch") == batch
+        and all(storage.exists(spark, storage.join(output, name)) for name in published)
+    )
+    if up_to_date:
+        pca = {key: previous.get(key) for key in PCA_FACTS}
+    else:
+        with timer("reduce"):
+            model, pca = _reduce(job, plan, stored.where(F.col("error").isNull()), images_ok)
+        with timer("write"):
+            _publish(spark, output, plan, stored, model, pca["k"])
+    network.release()
 
     total_seconds = time.perf_counter() - started
     manifest = {
         "fruitlake_version": __version__,
+        "command": job.command,
+        "mode": job.mode,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "input": config.input,
-        "output": config.output,
+        "input": job.input,
+        "output": job.output,
         "images_total": found.count,
+        "images_new": len(todo),
         "images_ok": images_ok,
         "images_rejected": images_rejected,
+        "images_missing": images_missing,
+        "missing_policy": job.missing,
         "cnn_images": images_done.value,
-        "k": reduction.k,
-        "explained_variance": round(reduction.explained_variance, 6),
-        "variance_target": None if config.k is not None else config.variance,
-        "explained_variance_curve": [round(v, 6) for v in reduction.variance_curve],
-        "model": config.model,
-        "engine": config.engine,
-        "weights": loaded.weights_path,
-        "weights_sha256": loaded.weights_sha256,
-        "image_size": config.image_size,
-        "feature_dim": NETWORKS[config.model].feature_dim,
-        "batch_size": config.batch_size,
+        "store_batch": batch,
+        "datasets_rewritten": not up_to_date,
+        "pca": plan.action,
+        "pca_model_from": job.model_run,
+        **pca,
+        "model": job.model,
+        "engine": job.engine,
+        "weights": network.path,
+        "weights_sha256": network.sha256,
+        "image_size": job.image_size,
+        "feature_dim": NETWORKS[job.model].feature_dim,
+        "batch_size": job.batch_size,
         "spark_master": spark.sparkContext.master,
         "spark_default_parallelism": spark.sparkContext.defaultParallelism,
         "timings": timer.seconds,
         "total_seconds": round(total_seconds, 3),
         "throughput_img_per_s": round(found.count / total_seconds, 2),
-        "featurize_img_per_s": round(found.count / max(timer.seconds["featurize"], 1e-9), 2),
+        "featurize_img_per_s": round(images_done.value / max(timer.seconds.get("featurize", 0.0), 1e-9), 2),
         "versions": versions(spark),
-        "config": config.to_dict(),
+        "config": job.config,
     }
-    write_json(spark, storage.join(output, MANIFEST), manifest)
-    storage.delete(spark, staging)
+    manifest = redact_tree(manifest)
+    write_json(spark, storage.join(output, MANIFEST), manifest)  # last: its presence means the run finished
     log.info(
-        "%d images (%d rejected) -> k=%d (%.1f%% variance) in %.1f s, %.1f img/s",
-        found.count, images_rejected, reduction.k, 100 * reduction.explained_variance, total_seconds,
-        manifest["throughput_img_per_s"],
+        "%d images (%d new, %d rejected) -> k=%s (pca %s) in %.1f s",
+        found.count, len(todo), images_rejected, manifest["k"], plan.action, total_seconds,
     )
     return manifest

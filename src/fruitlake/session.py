@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
+from fruitlake.safety import private_temp_dir
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MASTER = "local[*]"
 
 
-def _builder(master: str, app_name: str) -> SparkSession.Builder:
-    return (
+def _builder(master: str, app_name: str, local_dir: str | None = None) -> SparkSession.Builder:
+    builder = (
         SparkSession.builder.master(master)
         .appName(app_name)
         .config("spark.driver.memory", os.environ.get("FRUITLAKE_DRIVER_MEMORY", "4g"))
@@ -28,6 +31,10 @@ def _builder(master: str, app_name: str) -> SparkSession.Builder:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
     )
+    if master.startswith("local") and "SPARK_LOCAL_DIRS" not in os.environ:
+        # Shuffle, cached features and broadcast weights land here: a 0o700 folder, not world-readable /tmp.
+        builder = builder.config("spark.local.dir", local_dir or private_temp_dir("fruitlake-spark-"))
+    return builder
 
 
 def launched_by_spark_submit() -> bool:
@@ -49,9 +56,12 @@ def spark_session(master: str | None = None, app_name: str = "fruitlake") -> Ite
     # Spark's Python workers must run this interpreter, or they will not find our packages.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    spark = _builder(master or os.environ.get("FRUITLAKE_MASTER", DEFAULT_MASTER), app_name).getOrCreate()
+    local_dir = private_temp_dir("fruitlake-spark-")
+    master = master or os.environ.get("FRUITLAKE_MASTER", DEFAULT_MASTER)
+    spark = _builder(master, app_name, local_dir).getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("FRUITLAKE_SPARK_LOG_LEVEL", "ERROR"))
     try:
         yield spark
     finally:
         spark.stop()
+        shutil.rmtree(local_dir, ignore_errors=True)

@@ -71,3 +71,15 @@ def read_bytes(spark: SparkSession, uri: str) -> bytes:
         return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
     finally:
         stream.close()
+
+
+def rename(spark: SparkSession, source: str, target: str) -> None:
+    """Move a file or folder to a name that must not exist yet. A folder rename is atomic on local disks and
+    HDFS; on S3 it is a copy, so there the manifest, written last, is what says a run finished."""
+    fs, source_path = _fs_and_path(spark, source)
+    _, target_path = _fs_and_path(spark, target)
+    if fs.exists(target_path):
+        raise OSError(f"cannot move {source} to {target}: the target exists")
+    fs.mkdirs(target_path.getParent())
+    if not fs.rename(source_path, target_path):
+        raise OSError(f"could not move {source} to {target}")

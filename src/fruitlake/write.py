@@ -1,9 +1,15 @@
-"""Land the results under OUTPUT through Spark's writers (local, s3a://, EMR's s3://) and the manifest beside them."""
+"""Land the results under OUTPUT through Spark's writers (local, s3a://, EMR's s3://), the manifest last.
+
+Datasets are written under OUTPUT/_publish first and renamed into place one by one when all are written, so a
+reader sees a complete old or a complete new dataset, never part of one; the manifest is written last.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
@@ -11,28 +17,63 @@ from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, storage
 from fruitlake.reduce import pc_columns
+from fruitlake.safety import redact
+from fruitlake.store import STORE
 
 log = logging.getLogger(__name__)
 
-# RFC 4180 quoting: a quote inside a field is doubled, so commas, quotes and non-ASCII names round-trip.
-CSV_OPTIONS = {"header": "true", "quote": '"', "escape": '"', "encoding": "UTF-8"}
-PCA_CSV, FEATURES, PCA_MODEL, REJECTS, MANIFEST = "pca_csv", "features", "pca_model", "rejects", "manifest.json"
-STAGING = "_staging"  # Spark's readers skip names starting with "_": partial work is never read as data
+# RFC 4180 quoting: a quote inside a field is doubled, so commas, quotes and non-ASCII names round-trip;
+# Spark's CSV writer trims spaces around values unless told not to (a label "Apple " must stay "Apple ").
+CSV_OPTIONS = {
+    "header": "true", "quote": '"', "escape": '"', "encoding": "UTF-8",
+    "ignoreLeadingWhiteSpace": "false", "ignoreTrailingWhiteSpace": "false",
+}
+PCA_CSV, FEATURES, PCA_MODEL, REJECTS = "pca_csv", "features", "pca_model", "rejects"
+MANIFEST = "manifest.json"
+PUBLISH, RETIRED = "_publish", "_retired"  # new datasets before the swap; old ones during it
+FEATURE_COLUMNS = ["path", "label", "split", "length", "modification_time", "features", "pca"]
 
 
-def prepare_output(spark: SparkSession, uri: str, mode: str) -> None:
-    """Refuse a non-empty OUTPUT in mode `error`; clear it in mode `overwrite`."""
-    names = storage.list_names(spark, uri) if storage.exists(spark, uri) else []
+@dataclass(frozen=True)
+class OutputState:
+    names: list[str]
+    manifest: dict | None
+
+    @property
+    def empty(self) -> bool:
+        return not self.names
+
+
+def inspect_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
+    """What OUTPUT holds and whether `mode` may write there. Reads only: a refusal leaves OUTPUT untouched."""
+    shown = redact(uri)
     if storage.exists(spark, uri) and not storage.is_dir(spark, uri):
-        raise FruitlakeError(f"OUTPUT {uri!r} exists and is a file, not a folder")
+        raise FruitlakeError(f"OUTPUT {shown!r} exists and is a file, not a folder")
+    names = storage.list_names(spark, uri)
+    ours = MANIFEST in names or STORE in names
     if names and mode == "error":
+        if STORE in names and MANIFEST not in names:
+            raise FruitlakeError(
+                f"OUTPUT {shown!r} holds the features of an unfinished run; "
+                "pass --mode incremental to finish it or --mode overwrite to start again"
+            )
+        listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         raise FruitlakeError(
-            f"OUTPUT {uri!r} is not empty ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
-            "pass --mode overwrite to replace it"
+            f"OUTPUT {shown!r} is not empty ({listed}); pass --mode overwrite to replace it "
+            "or --mode incremental to add new images to it"
         )
-    if names and mode == "overwrite":
-        log.info("overwriting %s", uri)
-        storage.delete(spark, uri)
+    if names and not ours:
+        raise FruitlakeError(
+            f"OUTPUT {shown!r} is not empty and holds no fruitlake results (no {MANIFEST} or {STORE}); "
+            f"refusing to {'delete' if mode == 'overwrite' else 'write into'} it"
+        )
+    manifest = read_json(spark, storage.join(uri, MANIFEST)) if MANIFEST in names else None
+    return OutputState(names, manifest)
+
+
+def clear_output(spark: SparkSession, uri: str) -> None:
+    log.info("overwriting %s", redact(uri))
+    storage.delete(spark, uri)
 
 
 def write_csv(reduced: DataFrame, uri: str, k: int) -> None:
@@ -41,15 +82,37 @@ def write_csv(reduced: DataFrame, uri: str, k: int) -> None:
 
 
 def write_features(reduced: DataFrame, uri: str) -> None:
-    reduced.select("path", "label", "split", "features", "pca").write.mode("overwrite").parquet(uri)
+    reduced.select(*FEATURE_COLUMNS).write.mode("overwrite").parquet(uri)
 
 
 def write_rejects(rejects: DataFrame, uri: str) -> None:
-    rejects.select("path", F.col("error").alias("reason")).coalesce(1).write.mode("overwrite").options(**CSV_OPTIONS).csv(uri)
+    rows = rejects.select("path", F.col("error").alias("reason")).coalesce(1)
+    rows.write.mode("overwrite").options(**CSV_OPTIONS).csv(uri)
 
 
 def write_model(model: PipelineModel, uri: str) -> None:
     model.write().overwrite().save(uri)
+
+
+def publish(spark: SparkSession, output: str, writers: dict[str, Callable[[str], None]]) -> None:
+    """Write each dataset under OUTPUT/_publish/<name>, then rename each over OUTPUT/<name>.
+
+    A kill before the renames leaves the old datasets; during them, each dataset is whole (old, new, or
+    briefly absent) and the manifest still names the old store batch, so the next incremental run publishes
+    again.
+    """
+    staging, retired = storage.join(output, PUBLISH), storage.join(output, RETIRED)
+    storage.delete(spark, staging)
+    for name, write in writers.items():
+        write(storage.join(staging, name))
+    storage.delete(spark, retired)
+    for name in writers:
+        target = storage.join(output, name)
+        if storage.exists(spark, target):
+            storage.rename(spark, target, storage.join(retired, name))
+        storage.rename(spark, storage.join(staging, name), target)
+    storage.delete(spark, retired)
+    storage.delete(spark, staging)
 
 
 def write_json(spark: SparkSession, uri: str, document: dict) -> None:

@@ -1,0 +1,148 @@
+"""The feature store under OUTPUT/_store: each image the CNN saw, good or rejected, in committed batches.
+
+A batch is one Spark write (`_store/batch=000007/part-*.parquet`); Spark's commit protocol writes `_SUCCESS`
+after the last part, so a batch without it (a run killed mid-write) is ignored and deleted by the next run.
+Rows are keyed by path and identified by (length, modification_time): a later batch replaces an earlier row of
+the same path. After a run, the store is compacted to one batch that holds exactly what was published.
+Readers of the datasets never look here: Spark skips folders whose names start with `_`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from fruitlake import FruitlakeError, storage
+from fruitlake.featurize import FEATURES_SCHEMA
+
+log = logging.getLogger(__name__)
+
+STORE = "_store"
+META = "_meta.json"
+SUCCESS = "_SUCCESS"
+BATCH_PREFIX = "batch="
+KEY = ["path", "length", "modification_time"]  # a file is the same file while these three are
+COLUMNS = [field.name for field in FEATURES_SCHEMA.fields]
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """What every stored feature was made with; features from another network must never be mixed in."""
+
+    model: str
+    image_size: int
+    weights_sha256: str
+
+    def mismatch(self, other: StoreMeta) -> str | None:
+        for name in ("model", "image_size", "weights_sha256"):
+            if getattr(self, name) != getattr(other, name):
+                mine, theirs = getattr(self, name), getattr(other, name)
+                return f"{name} {theirs!r} differs from the stored features' {mine!r}"
+        return None
+
+
+class Store:
+    def __init__(self, spark: SparkSession, output: str) -> None:
+        self.spark = spark
+        self.uri = storage.join(output.rstrip("/"), STORE)
+
+    def _batch_uri(self, number: int) -> str:
+        return storage.join(self.uri, f"{BATCH_PREFIX}{number:06d}")
+
+    def _numbers(self) -> dict[int, bool]:
+        """Every batch folder -> whether it is committed."""
+        found = {}
+        for name in storage.list_names(self.spark, self.uri):
+            if name.startswith(BATCH_PREFIX) and name[len(BATCH_PREFIX):].isdigit():
+                number = int(name[len(BATCH_PREFIX):])
+                found[number] = storage.exists(self.spark, storage.join(self._batch_uri(number), SUCCESS))
+        return found
+
+    def batches(self) -> list[int]:
+        """Committed batches, oldest first."""
+        return sorted(number for number, committed in self._numbers().items() if committed)
+
+    def exists(self) -> bool:
+        return storage.exists(self.spark, self.uri)
+
+    def read_meta(self) -> StoreMeta | None:
+        uri = storage.join(self.uri, META)
+        if not storage.exists(self.spark, uri):
+            return None
+        return StoreMeta(**json.loads(storage.read_bytes(self.spark, uri).decode("utf-8")))
+
+    def write_meta(self, meta: StoreMeta) -> None:
+        body = json.dumps(meta.__dict__, indent=2) + "\n"
+        storage.write_bytes(self.spark, storage.join(self.uri, META), body.encode("utf-8"))
+
+    def clean(self) -> int:
+        """Delete batches a killed run left uncommitted; returns how many."""
+        stale = [number for number, committed in self._numbers().items() if not committed]
+        for number in stale:
+            log.info("deleting uncommitted store batch %d", number)
+            storage.delete(self.spark, self._batch_uri(number))
+        return len(stale)
+
+    def drop(self, number: int) -> None:
+        # _SUCCESS first: if killed half-way, what is left is an uncommitted batch, not half a committed one.
+        storage.delete(self.spark, storage.join(self._batch_uri(number), SUCCESS))
+        storage.delete(self.spark, self._batch_uri(number))
+
+    def append(self, rows: DataFrame) -> int:
+        """Commit `rows` (FEATURES_SCHEMA) as the next batch; all of it or, if interrupted, none of it."""
+        numbers = self._numbers()
+        number = max(numbers, default=0) + 1
+        rows.select(*COLUMNS).write.mode("errorifexists").parquet(self._batch_uri(number))
+        return number
+
+    def read_batch(self, number: int) -> DataFrame:
+        return self.spark.read.schema(FEATURES_SCHEMA).parquet(self._batch_uri(number))
+
+    def rows(self) -> DataFrame | None:
+        """One row per path, from the newest committed batch holding it; None while the store is empty."""
+        numbers = self.batches()
+        if not numbers:
+            return None
+        if len(numbers) == 1:
+            return self.read_batch(numbers[0])
+        tagged = None
+        for number in numbers:
+            frame = self.read_batch(number).withColumn("_batch", F.lit(number))
+            tagged = frame if tagged is None else tagged.unionByName(frame)
+        newest = Window.partitionBy("path").orderBy(F.col("_batch").desc())
+        return tagged.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1").select(*COLUMNS)
+
+    def compact(self, rows: DataFrame) -> int:
+        """Commit `rows` as one new batch, then delete every older one; returns the new batch's number."""
+        older = self.batches()
+        number = self.append(rows)
+        for old in older:
+            self.drop(old)
+        return number
+
+
+def pending(listing: DataFrame, done: DataFrame | None) -> DataFrame:
+    """The files of `listing` the store does not hold with the same path, length and modification time."""
+    if done is None:
+        return listing
+    return listing.join(done.select(*KEY), on=KEY, how="left_anti")
+
+
+def missing(done: DataFrame | None, listing: DataFrame) -> DataFrame | None:
+    """Stored rows whose path is no longer in INPUT."""
+    if done is None:
+        return None
+    return done.join(listing.select("path"), on="path", how="left_anti")
+
+
+def require_meta(store: Store, meta: StoreMeta) -> None:
+    stored = store.read_meta()
+    if stored is not None and (problem := stored.mismatch(meta)):
+        raise FruitlakeError(
+            f"OUTPUT's stored features were made with another network: {problem}. "
+            "Use the same weights and image size, or --mode overwrite to start again"
+        )
