@@ -12,7 +12,7 @@ REDACTED = "***"
 # user:password@ in any scheme://authority; the password is dropped, the user name kept (it is no secret).
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:?#]*)(?::[^/@\s]*)?@")
 # Query strings of URIs (signed URLs: X-Amz-Signature, X-Amz-Credential...): keep the names, drop the values.
-_QUERY = re.compile(r"(?P<uri>[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\"]*)\?(?P<query>[^\s#'\"]*)")
+_QUERY = re.compile(r"(?P<uri>[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\"]*)\?(?P<query>[^\s#'\"]*[^\s#'\":.,;)\]])")
 _SECRET_WORDS = re.compile(
     r"(?i)(?P<key>\b(?:aws_secret_access_key|aws_session_token|secret[_-]?key|access[_-]?key|"
     r"session[_-]?token|password|passwd|token)\b\s*[=:]\s*)(?P<value>[^\s,;&'\"]+)"
