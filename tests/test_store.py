@@ -1,0 +1,77 @@
+from datetime import datetime
+
+import pytest
+
+from fruitlake import FruitlakeError
+from fruitlake.featurize import FEATURES_SCHEMA
+from fruitlake.store import Store, StoreMeta, missing, pending, require_meta
+
+T0, T1 = datetime(2025, 1, 1, 12, 0, 0), datetime(2025, 1, 8, 12, 0, 0)
+
+
+def rows(spark, *specs):
+    """specs: (path, length, time, value or None for a reject)"""
+    data = [
+        (path, "Kiwi", None, length, when, None if value is None else [float(value)] * 3,
+         "corrupt image data: x" if value is None else None)
+        for path, length, when, value in specs
+    ]
+    return spark.createDataFrame(data, FEATURES_SCHEMA)
+
+
+def as_dict(frame):
+    return {row.path: (row.length, row.features and row.features[0]) for row in frame.collect()}
+
+
+def test_batches_commit_whole_and_the_newest_row_of_a_path_wins(spark, tmp_path):
+    store = Store(spark, str(tmp_path / "out"))
+    assert store.rows() is None and store.batches() == []
+    assert store.append(rows(spark, ("a", 10, T0, 1), ("b", 20, T0, 2), ("c", 30, T0, None))) == 1
+    assert store.append(rows(spark, ("b", 21, T1, 5), ("d", 40, T0, 4))) == 2
+    assert store.batches() == [1, 2]
+    assert as_dict(store.rows()) == {"a": (10, 1.0), "b": (21, 5.0), "c": (30, None), "d": (40, 4.0)}
+
+    assert store.compact(store.rows()) == 3
+    assert store.batches() == [3]
+    assert sorted(p.name for p in (tmp_path / "out" / "_store").iterdir()) == ["batch=000003"]
+    assert as_dict(store.rows()) == {"a": (10, 1.0), "b": (21, 5.0), "c": (30, None), "d": (40, 4.0)}
+
+
+def test_a_batch_without_success_marker_is_ignored_then_deleted(spark, tmp_path):
+    store = Store(spark, str(tmp_path / "out"))
+    store.append(rows(spark, ("a", 10, T0, 1)))
+    store.append(rows(spark, ("a", 11, T1, 9), ("b", 20, T0, 2)))
+    # What a kill during Spark's job commit (or during a drop) leaves: parts without _SUCCESS.
+    (tmp_path / "out" / "_store" / "batch=000002" / "_SUCCESS").unlink()
+    assert store.batches() == [1]
+    assert as_dict(store.rows()) == {"a": (10, 1.0)}
+    assert store.clean() == 1
+    assert not (tmp_path / "out" / "_store" / "batch=000002").exists()
+    assert store.append(rows(spark, ("b", 20, T0, 2))) == 2
+
+
+def test_pending_files_are_new_or_changed_and_missing_ones_are_reported(spark, tmp_path):
+    store = Store(spark, str(tmp_path / "out"))
+    store.append(rows(spark, ("same", 10, T0, 1), ("resized", 20, T0, 2), ("touched", 30, T0, 3),
+                      ("gone", 5, T0, 4)))
+    listing = spark.createDataFrame(
+        [("same", 10, T0), ("resized", 21, T0), ("touched", 30, T1), ("new", 7, T1)],
+        "path string, length long, modification_time timestamp",
+    )
+    todo = pending(listing, store.rows()).collect()
+    assert sorted(row.path for row in todo) == ["new", "resized", "touched"]
+    assert [row.path for row in missing(store.rows(), listing).collect()] == ["gone"]
+    assert pending(listing, None) is listing and missing(None, listing) is None
+
+
+def test_features_of_another_network_are_never_mixed_in(spark, tmp_path):
+    store = Store(spark, str(tmp_path / "out"))
+    meta = StoreMeta("mobilenet_v2", 224, "ab" * 32)
+    require_meta(store, meta)  # an empty store accepts anything
+    store.write_meta(meta)
+    assert store.read_meta() == meta
+    require_meta(store, meta)
+    with pytest.raises(FruitlakeError, match="image_size 160 differs from the stored features' 224"):
+        require_meta(store, StoreMeta("mobilenet_v2", 160, "ab" * 32))
+    with pytest.raises(FruitlakeError, match="weights_sha256 .* differs"):
+        require_meta(store, StoreMeta("mobilenet_v2", 224, "cd" * 32))
