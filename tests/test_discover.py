@@ -56,3 +56,16 @@ def test_missing_and_empty_inputs_are_clear_errors(spark, tmp_path):
     (tmp_path / "empty" / "Kiwi" / "readme.txt").write_text("x")
     with pytest.raises(FruitlakeError, match="holds no .jpg, .jpeg or .png files"):
         discover(spark, str(tmp_path / "empty"))
+
+
+def test_zero_byte_files_are_listed_not_silently_skipped(spark, tmp_path):
+    """Spark's file scan drops empty files; discover must still count and list them (they become rejects)."""
+    make_tree(tmp_path)
+    (tmp_path / "Training" / "Apple Braeburn" / "empty one.jpg").write_bytes(b"")
+    found = discover(spark, str(tmp_path))
+    assert found.count == 6 and found.images.count() == 5
+    rows = {Path(r.path).name: r for r in found.listing.collect()}
+    assert len(rows) == 6
+    empty = rows["empty one.jpg"]
+    assert (empty.label, empty.split, empty.length) == ("Apple Braeburn", "Training", 0)
+    assert empty.path == f"file:{tmp_path}/Training/Apple Braeburn/empty one.jpg"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -23,9 +25,10 @@ MAX_PARTITION_BYTES = 128 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Discovered:
-    images: DataFrame
-    count: int
+    images: DataFrame  # read lazily, with content; Spark's scan leaves out zero-byte files
+    count: int  # every image file, zero-byte ones included
     total_bytes: int
+    listing: DataFrame  # every image file, no content: path, label, split, length, modification_time, file_uri
 
 
 def _split_of(relative_path):
@@ -35,25 +38,61 @@ def _split_of(relative_path):
     return F.when(found == "", F.lit(None).cast("string")).otherwise(F.initcap(found))
 
 
-def read_images(spark: SparkSession, uri: str) -> DataFrame:
-    root = storage.qualify(spark, uri).rstrip("/")
-    frame = (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", IMAGE_GLOB)
-        .load(uri)
-    )
+def _describe(frame: DataFrame, root: str) -> DataFrame:
+    """Label and split from each file's path below `root`."""
     relative = F.substring(F.col("path"), len(root) + 2, 1 << 30)
     return frame.select(
         "path",
         F.element_at(F.split("path", "/"), -2).alias("label"),
         _split_of(relative).alias("split"),
         "length",
+        "modification_time",
+        "file_uri",
+        *(["content"] if "content" in frame.columns else []),
+    )
+
+
+def read_images(spark: SparkSession, uri: str) -> DataFrame:
+    frame = (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", IMAGE_GLOB)
+        .load(uri)
+    )
+    return _describe(frame.select(
+        "path",
+        "length",
         F.col("modificationTime").alias("modification_time"),
         # The file's URI as Spark's file index spells it (percent-encoded): filters on it prune whole files.
         F.col("_metadata.file_path").alias("file_uri"),
         "content",
-    )
+    ), storage.qualify(spark, uri).rstrip("/"))
+
+
+def _uri_key(uri: str) -> tuple[str, str, str]:
+    parts = urlsplit(uri)  # file:/x and file:///x are the same file
+    return parts.scheme, parts.netloc, parts.path
+
+
+def _empty_files(spark: SparkSession, images: DataFrame, scanned: int, root: str) -> DataFrame:
+    """Spark's file scan skips zero-byte files without a word; find them in its listing, so that they are
+    rejected with a reason instead of silently lost."""
+    rows = []
+    listed = images.inputFiles()
+    if len(listed) > scanned:
+        seen = {_uri_key(row.file_uri) for row in images.select("file_uri").collect()}
+        jvm = spark.sparkContext._jvm
+        conf = spark.sparkContext._jsc.hadoopConfiguration()
+        for uri in listed:
+            if _uri_key(uri) in seen:
+                continue
+            path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))
+            status = path.getFileSystem(conf).getFileStatus(path)
+            millis = int(status.getModificationTime())
+            when = datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
+            rows.append((str(path.toString()), int(status.getLen()), when, uri))
+    schema = "path string, length long, modification_time timestamp, file_uri string"
+    return _describe(spark.createDataFrame(rows, schema), root)
 
 
 def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
@@ -80,9 +119,11 @@ def discover(spark: SparkSession, uri: str) -> Discovered:
         raise FruitlakeError(f"INPUT {uri!r} is not a folder of images")
     images = read_images(spark, uri)
     stats = images.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
-    count, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
+    scanned, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
+    empty = _empty_files(spark, images, scanned, storage.qualify(spark, uri).rstrip("/"))
+    count = scanned + empty.count()
     if count == 0:
         raise FruitlakeError(f"INPUT {uri!r} holds no .jpg, .jpeg or .png files")
     partitions = size_partitions(spark, count, total_bytes)
     log.info("discovered %d images (%.1f MB) in %s, ~%d partitions", count, total_bytes / 1e6, uri, partitions)
-    return Discovered(images, count, total_bytes)
+    return Discovered(images, count, total_bytes, images.drop("content").unionByName(empty))

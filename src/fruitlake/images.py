@@ -14,6 +14,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # The content decides, not the name: a GIF or PNG saved as `.jpg` is decoded as what it is.
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")  # JPEG includes phones' multi-picture (MPO) files
 _REASON_CHARS = 200
+EMPTY_FILE = "empty file (0 bytes)"
 
 
 class ImageRejected(Exception):
@@ -63,7 +64,7 @@ def decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:
     Nothing else escapes: whatever a decoder throws on hostile or broken bytes becomes a rejection.
     """
     if not data:
-        raise ImageRejected("empty file (0 bytes)")
+        raise ImageRejected(EMPTY_FILE)
     try:
         with warnings.catch_warnings():
             # Our own limit is checked below; Pillow's hard limit (2x its warning threshold) still applies.

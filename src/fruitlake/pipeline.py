@@ -23,8 +23,9 @@ from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, storage
 from fruitlake.config import ProjectConfig, RunConfig
-from fruitlake.discover import discover, select_files, size_partitions
+from fruitlake.discover import Discovered, discover, select_files, size_partitions
 from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, EngineSpec, featurize, prepare_engine
+from fruitlake.images import EMPTY_FILE
 from fruitlake.models import NETWORKS, LoadedNetwork, load_network, resolve_weights, sha256_of
 from fruitlake.reduce import fit, transform
 from fruitlake.safety import check_separate, redact, redact_tree
@@ -225,20 +226,22 @@ def _plan_pca(job: Job, spark: SparkSession, output: str, previous: dict | None)
     return PcaPlan("reuse", saved, previous)
 
 
-def _featurize_files(images: DataFrame, file_uris: list[str], spec: EngineSpec, max_bytes: int,
+def _featurize_files(found: Discovered, file_uris: list[str], spec: EngineSpec, max_bytes: int,
                      done) -> DataFrame:
-    """The rows of these files: through the CNN, or rejected unread when larger than `max_bytes`."""
-    chosen = select_files(images, file_uris)
-    too_large = chosen.where(F.col("length") > max_bytes).select(
+    """The rows of these files: through the CNN, or rejected unread when empty or larger than `max_bytes`."""
+    length = F.col("length")
+    unread = select_files(found.listing, file_uris).where((length == 0) | (length > max_bytes)).select(
         *PASSTHROUGH,
         F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features"),
-        F.format_string(f"file too large to read: %d bytes exceeds the limit of {max_bytes} bytes", "length")
-        .alias("error"),
+        F.when(length == 0, F.lit(EMPTY_FILE)).otherwise(
+            F.format_string(f"file too large to read: %d bytes exceeds the limit of {max_bytes} bytes", "length")
+        ).alias("error"),
     )
-    return featurize(chosen.where(F.col("length") <= max_bytes), spec, done).unionByName(too_large)
+    readable = select_files(found.images, file_uris).where((length > 0) & (length <= max_bytes))
+    return featurize(readable, spec, done).unionByName(unread)
 
 
-def _featurize_pending(job: Job, spark: SparkSession, images: DataFrame, todo: list, network: NetworkHandle,
+def _featurize_pending(job: Job, spark: SparkSession, found: Discovered, todo: list, network: NetworkHandle,
                        store: Store, images_done) -> None:
     """Commit pending files to the store `commit_every` at a time: a kill loses only the batch in flight."""
     ignore_missing = spark.conf.get("spark.sql.files.ignoreMissingFiles", "false")
@@ -249,7 +252,7 @@ def _featurize_pending(job: Job, spark: SparkSession, images: DataFrame, todo: l
             chunk = todo[start : start + job.commit_every]
             size_partitions(spark, len(chunk), sum(row["length"] for row in chunk))
             uris = [row["file_uri"] for row in chunk]
-            rows = _featurize_files(images, uris, network.spec(spark), job.max_bytes, images_done)
+            rows = _featurize_files(found, uris, network.spec(spark), job.max_bytes, images_done)
             batch = store.append(rows)
             log.info("store batch %d committed: %d/%d pending images", batch, start + len(chunk), len(todo))
     finally:
@@ -315,7 +318,7 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
     with timer("load_model"):
         network = _check_network(job, store if incremental else None)
     plan = _plan_pca(job, spark, output, previous)
-    listing = found.images.drop("content")
+    listing = found.listing
     done = store.rows() if incremental else None
     gone = missing(done, listing)
     images_missing = gone.count() if gone is not None else 0
@@ -334,7 +337,7 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
 
     images_done = spark.sparkContext.accumulator(0)
     with timer("featurize"):
-        _featurize_pending(job, spark, found.images, todo, network, store, images_done)
+        _featurize_pending(job, spark, found, todo, network, store, images_done)
         dropping = job.missing == "drop" and images_missing > 0
         batches = store.batches()
         if len(batches) > 1 or dropping:  # leave one batch holding exactly what is published

@@ -1,0 +1,132 @@
+"""End to end on a messy folder: every kind of bad file is rejected with its reason, every odd-but-valid one is
+converted and counted, and awkward names round-trip exactly through the CSV."""
+
+import csv
+import io
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import read_csv_dir, read_manifest
+from PIL import Image
+
+from fruitlake.config import RunConfig
+from fruitlake.pipeline import run
+
+MAX_PIXELS, MAX_BYTES = 50_000, 200_000
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def photo(seed: int, size=(90, 70)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=3)
+    pixels = np.clip(base + rng.normal(0, 40, size=(size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def rotated_jpeg(seed: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(photo(seed).transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif.tobytes())
+
+
+# relative path -> bytes; every one of these must be decoded and counted as ok
+ACCEPTED = {
+    "Training/Kiwi/grey.jpg": lambda: encode(photo(1).convert("L"), "JPEG"),
+    "Training/Kiwi/rgba.png": lambda: encode(photo(2).convert("RGBA"), "PNG"),
+    "Training/Kiwi/palette.png": lambda: encode(photo(3).convert("P"), "PNG"),
+    "Training/Kiwi/cmyk.jpg": lambda: encode(photo(4).convert("CMYK"), "JPEG"),
+    "Training/Kiwi/sixteen-bit.png": lambda: encode(Image.fromarray(
+        np.random.default_rng(5).integers(0, 65535, size=(60, 60), dtype=np.uint16)), "PNG"),
+    "Training/Kiwi/gif-inside.jpg": lambda: encode(photo(6).convert("P"), "GIF"),
+    "Training/Kiwi/png-inside.jpg": lambda: encode(photo(7), "PNG"),
+    "Training/Kiwi/exif-rotated.jpg": lambda: rotated_jpeg(8),
+    "Training/Kiwi/UPPER.JPG": lambda: encode(photo(9), "JPEG"),
+    "Training/Kiwi/UPPER.JPEG": lambda: encode(photo(10), "JPEG"),
+    "Training/Kiwi/UPPER.PNG": lambda: encode(photo(11), "PNG"),
+    "Test/Pêche, jaune/a b.jpg": lambda: encode(photo(12), "JPEG"),
+    'Test/Kiwi "gold"/it\'s "ripe".jpg': lambda: encode(photo(13), "JPEG"),
+    "Test/日本 梨/梨.jpeg": lambda: encode(photo(14), "JPEG"),
+    "Test/Apple [1]/x{1}.jpg": lambda: encode(photo(15), "JPEG"),
+    "Test/Banana /100% #1, naïve.jpg": lambda: encode(photo(16), "JPEG"),
+    "Validation/ Lime/ leading space.png": lambda: encode(photo(17), "PNG"),
+}
+# relative path -> (bytes, the reason's pattern in rejects/)
+REJECTED = {
+    "Training/Kiwi/zero.jpg": (lambda: b"", r"^empty file \(0 bytes\)$"),
+    "Training/Kiwi/truncated.jpg": (lambda: encode(photo(20), "JPEG")[:400], r"^truncated image: "),
+    "Training/Kiwi/notes.jpg": (lambda: b"shopping list: kiwis, limes\n", r"^not an image: the file holds text$"),
+    "Training/Kiwi/random.jpg": (lambda: np.random.default_rng(21).bytes(3000), r"^not an image: no JPEG, PNG"),
+    "Training/Kiwi/huge.png": (lambda: encode(Image.new("RGB", (300, 300)), "PNG"),
+                               rf"^image too large to decode safely: 300x300 = 90000 pixels exceeds the limit "
+                               rf"of {MAX_PIXELS} pixels$"),
+    "Training/Kiwi/enormous file.jpg": (lambda: b"\xff\xd8\xff" + bytes(250_000),
+                                        rf"^file too large to read: 250003 bytes exceeds the limit of {MAX_BYTES}"),
+}
+
+
+@pytest.fixture(scope="module")
+def messy_run(spark, weights_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("messy")
+    for relative, make in ACCEPTED.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(make())
+    for relative, (make, _) in REJECTED.items():
+        (root / relative).write_bytes(make())
+    (root / "Training" / "Kiwi" / "readme.txt").write_text("not an image name: never listed")
+    output = tmp_path_factory.mktemp("messy-out") / "result"
+    config = RunConfig(str(root), str(output), k=3, weights=weights_path, batch_size=4,
+                       max_pixels=MAX_PIXELS, max_bytes=MAX_BYTES)
+    return root, output, run(config, spark=spark)
+
+
+def file_uri(root: Path, relative: str) -> str:
+    return "file:" + str(root / relative)
+
+
+def test_every_bad_file_is_rejected_with_its_specific_reason(messy_run):
+    root, output, manifest = messy_run
+    with open(next((output / "rejects").glob("part-*.csv")), newline="", encoding="utf-8") as handle:
+        reasons = {row["path"]: row["reason"] for row in csv.DictReader(handle)}
+    assert set(reasons) == {file_uri(root, relative) for relative in REJECTED}
+    for relative, (_, pattern) in REJECTED.items():
+        assert re.search(pattern, reasons[file_uri(root, relative)]), (relative, pattern)
+
+
+def test_odd_but_valid_files_are_converted_and_counted(messy_run):
+    _, output, manifest = messy_run
+    assert manifest["images_total"] == len(ACCEPTED) + len(REJECTED)
+    assert (manifest["images_ok"], manifest["images_rejected"]) == (len(ACCEPTED), len(REJECTED))
+    assert manifest["cnn_images"] == len(ACCEPTED) + len(REJECTED) - 2  # empty and over-sized files: never read
+    assert read_manifest(output)["images_ok"] == len(ACCEPTED)
+
+
+def test_awkward_names_round_trip_exactly_through_the_csv(messy_run):
+    root, output, _ = messy_run
+    expected = {file_uri(root, relative): Path(relative).parent.name for relative in ACCEPTED}
+    got = {}
+    for part in sorted((output / "pca_csv").glob("part-*.csv")):
+        with open(part, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                got[row["path"]] = row["label"]
+    assert got == expected  # paths and labels byte for byte: spaces, quotes, commas, accents, CJK, brackets
+    table = read_csv_dir(output / "pca_csv")
+    assert sorted(table["path"]) == sorted(expected) and len(table) == len(expected)
+    assert all(os.path.exists(path.removeprefix("file:")) for path in table["path"])
+
+
+def test_features_keep_each_files_size_and_modification_time(messy_run, spark):
+    root, output, _ = messy_run
+    rows = spark.read.parquet(str(output / "features")).select("path", "length", "modification_time").collect()
+    assert len(rows) == len(ACCEPTED)
+    for row in rows:
+        status = os.stat(row.path.removeprefix("file:"))
+        assert row.length == status.st_size
+        assert abs(row.modification_time.timestamp() - status.st_mtime) < 1.0
