@@ -315,8 +315,6 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
     with timer("discover"):
         found = discover(spark, job.input)
     store = Store(spark, output)
-    with timer("load_model"):
-        network = _check_network(job, store if incremental else None)
     plan = _plan_pca(job, spark, output, previous)
     listing = found.listing
     done = store.rows() if incremental else None
@@ -326,6 +324,8 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
         available = found.count + (images_missing if job.missing == "keep" else 0)
         if job.k > available:
             raise FruitlakeError(f"k={job.k} exceeds the {available} images in {redact(job.input)!r}")
+    with timer("load_model"):
+        network = _check_network(job, store if incremental else None)
 
     # Every check passed: from here on OUTPUT is written.
     if job.mode == "overwrite" and not state.empty:

@@ -1,0 +1,117 @@
+"""Whole-run errors: a clear message naming the problem, a non-zero exit, and OUTPUT exactly as it was."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from fruitlake.cli import main
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (hidden ones too) -> its sha256; {} when the folder does not exist."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def inputs(sample_root, tmp_path_factory):
+    base = tmp_path_factory.mktemp("errors")
+    (base / "no-images" / "Kiwi").mkdir(parents=True)
+    (base / "no-images" / "Kiwi" / "notes.txt").write_text("no photos here")
+    old = base / "old-results"  # what an earlier run left: must survive every refused run
+    (old / "features").mkdir(parents=True)
+    (old / "features" / "part-00000.parquet").write_bytes(b"old features")
+    (old / "manifest.json").write_text('{"k": 5}')
+    return base, old
+
+
+@pytest.fixture(scope="module")
+def other_weights(tmp_path_factory):
+    import keras
+
+    path = tmp_path_factory.mktemp("weights") / "dense.weights.h5"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).save_weights(path)
+    return path
+
+
+def check_refused(capsys, argv, message, *folders):
+    before = [snapshot(folder) for folder in folders]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "fruitlake: error: " in err and message in err, err
+    assert [snapshot(folder) for folder in folders] == before
+
+
+@pytest.mark.parametrize("mode", ["error", "overwrite"])
+def test_bad_input_is_refused_before_output_is_touched(capsys, sample_root, inputs, weights_path, mode):
+    base, old = inputs
+    new = base / f"new-{mode}"
+    output = old if mode == "overwrite" else new
+    common = ["--weights", weights_path, "--mode", mode]
+    check_refused(capsys, ["run", str(base / "missing"), str(output), *common], "does not exist", output)
+    check_refused(capsys, ["run", str(base / "no-images"), str(output), *common],
+                  "holds no .jpg, .jpeg or .png files", output)
+    check_refused(capsys, ["run", str(sample_root), str(output), "--k", "25", *common],
+                  "k=25 exceeds the 24 images", output)
+    assert not new.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--k", "2000"], "k=2000 must be between 1 and the 1280 features"),
+        (["--variance", "0"], "variance=0.0 must be in (0, 1]"),
+        (["--variance", "1.5"], "variance=1.5 must be in (0, 1]"),
+        (["--commit-every", "0"], "commit_every=0 must be at least 1"),
+    ],
+)
+def test_bad_options_are_refused(capsys, sample_root, inputs, weights_path, options, message):
+    base, old = inputs
+    argv = ["run", str(sample_root), str(old), "--weights", weights_path, "--mode", "overwrite", *options]
+    check_refused(capsys, argv, message, old)
+
+
+def test_unusable_weights_are_refused_before_output_is_touched(capsys, sample_root, inputs, weights_path,
+                                                               other_weights, tmp_path):
+    base, old = inputs
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(Path(weights_path).read_bytes()[:1_000_000])
+    for weights, message in [
+        (str(tmp_path / "nowhere.h5"), "does not exist"),
+        (str(truncated), "cannot be loaded into mobilenet_v2"),
+        (str(other_weights), "cannot be loaded into mobilenet_v2"),
+    ]:
+        for output in (old, base / "new-weights"):
+            mode = "overwrite" if output == old else "error"
+            argv = ["run", str(sample_root), str(output), "--weights", weights, "--mode", mode]
+            check_refused(capsys, argv, message, output)
+    assert not (base / "new-weights").exists()
+
+
+def test_an_output_that_is_not_empty_needs_a_mode_that_allows_it(capsys, sample_root, inputs, weights_path):
+    base, old = inputs
+    check_refused(capsys, ["run", str(sample_root), str(old), "--weights", weights_path],
+                  "is not empty (features, manifest.json); pass --mode overwrite", old)
+    foreign = base / "documents"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    argv = ["run", str(sample_root), str(foreign), "--weights", weights_path, "--mode", "overwrite"]
+    check_refused(capsys, argv, "holds no fruitlake results", foreign)
+
+
+def test_output_only_under_output_never_inside_input(capsys, sample_root, inputs, weights_path, tmp_path):
+    base, old = inputs
+    options = ["--weights", weights_path, "--mode", "overwrite"]
+    same, inside = str(sample_root), str(sample_root / "results")
+    check_refused(capsys, ["run", same, same, *options], "is the same folder as", sample_root)
+    check_refused(capsys, ["run", same, inside, *options], "is inside INPUT", sample_root)
+    # INPUT inside OUTPUT: --mode overwrite would delete the images themselves.
+    nested = tmp_path / "project"
+    (nested / "images" / "Kiwi").mkdir(parents=True)
+    photo = (sample_root / "Test" / "Kiwi" / "0_100.jpg").read_bytes()
+    (nested / "images" / "Kiwi" / "a.jpg").write_bytes(photo)
+    (nested / "manifest.json").write_text("{}")
+    check_refused(capsys, ["run", str(nested / "images"), str(nested), *options], "is inside OUTPUT", nested)
