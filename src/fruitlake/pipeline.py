@@ -230,12 +230,11 @@ def _featurize_files(found: Discovered, file_uris: list[str], spec: EngineSpec, 
                      done) -> DataFrame:
     """The rows of these files: through the CNN, or rejected unread when empty or larger than `max_bytes`."""
     length = F.col("length")
+    too_large = F.format_string(f"file too large to read: %d bytes exceeds the limit of {max_bytes} bytes", length)
     unread = select_files(found.listing, file_uris).where((length == 0) | (length > max_bytes)).select(
         *PASSTHROUGH,
         F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features"),
-        F.when(length == 0, F.lit(EMPTY_FILE)).otherwise(
-            F.format_string(f"file too large to read: %d bytes exceeds the limit of {max_bytes} bytes", "length")
-        ).alias("error"),
+        F.when(length == 0, F.lit(EMPTY_FILE)).otherwise(too_large).alias("error"),
     )
     readable = select_files(found.images, file_uris).where((length > 0) & (length <= max_bytes))
     return featurize(readable, spec, done).unionByName(unread)
