@@ -230,7 +230,8 @@ def _featurize_files(found: Discovered, file_uris: list[str], spec: EngineSpec, 
                      done) -> DataFrame:
     """The rows of these files: through the CNN, or rejected unread when empty or larger than `max_bytes`."""
     length = F.col("length")
-    too_large = F.format_string(f"file too large to read: %d bytes exceeds the limit of {max_bytes} bytes", length)
+    limit = f"exceeds the limit of {max_bytes} bytes"
+    too_large = F.format_string(f"file too large to read: %d bytes {limit}", length)
     unread = select_files(found.listing, file_uris).where((length == 0) | (length > max_bytes)).select(
         *PASSTHROUGH,
         F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features"),
