@@ -67,12 +67,13 @@ def test_features_parquet_and_saved_model_project_the_same(finished_run, spark):
 
     _, output, _ = finished_run
     features = spark.read.parquet(str(output / "features"))
-    assert features.count() == 24 and set(features.columns) == {"path", "label", "split", "features", "pca"}
+    columns = {"path", "label", "split", "length", "modification_time", "features", "pca"}
+    assert features.count() == 24 and set(features.columns) == columns
     first = features.orderBy("path").first()
     assert len(first.features) == 1280 and len(first.pca) == 5
     again = transform(PipelineModel.load(str(output / "pca_model")), features.drop("pca")).orderBy("path").first()
     np.testing.assert_allclose(again.pca, first.pca, atol=1e-6)
-    assert not (output / "_staging").exists()
+    assert sorted(p.name for p in output.iterdir() if p.name.startswith("_")) == ["_store"]
 
 
 def test_non_empty_output_is_refused_then_overwritten(finished_run, spark, weights_path):

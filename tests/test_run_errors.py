@@ -115,3 +115,12 @@ def test_output_only_under_output_never_inside_input(capsys, sample_root, inputs
     (nested / "images" / "Kiwi" / "a.jpg").write_bytes(photo)
     (nested / "manifest.json").write_text("{}")
     check_refused(capsys, ["run", str(nested / "images"), str(nested), *options], "is inside OUTPUT", nested)
+
+
+def test_credentials_in_a_uri_never_reach_the_terminal(capsys, tmp_path, weights_path):
+    """Whatever fails underneath (here Hadoop cannot reach the host), the message is printed redacted."""
+    secret = "http://alice:hunter2-secret@127.0.0.1:9/images?X-Amz-Signature=deadbeefcafe&X-Amz-Expires=60"
+    assert main(["-v", "run", secret, str(tmp_path / "out"), "--weights", weights_path]) != 0
+    err = capsys.readouterr().err
+    assert "fruitlake: " in err and "hunter2-secret" not in err and "deadbeefcafe" not in err
+    assert not (tmp_path / "out").exists()

@@ -87,3 +87,10 @@ def test_spark_writes_its_temporary_files_in_a_private_folder(spark):
     assert stat.S_IMODE(local_dir.stat().st_mode) == 0o700
     assert local_dir.stat().st_uid == os.getuid()
     assert Path(spark.sparkContext._temp_dir).is_relative_to(local_dir)
+
+
+def test_fruitlake_errors_are_redacted_where_they_are_made():
+    from fruitlake import FruitlakeError
+
+    error = FruitlakeError("INPUT 's3a://AKIA:wJalrXUtnF@bucket/x' does not exist")
+    assert "wJalrXUtnF" not in str(error) and "s3a://AKIA:***@bucket/x" in str(error)

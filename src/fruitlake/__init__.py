@@ -4,4 +4,12 @@ __version__ = "0.1.0"
 
 
 class FruitlakeError(ValueError):
-    """A whole-run problem (bad option, missing input, unusable weights): reported before work is lost."""
+    """A whole-run problem (bad option, missing input, unusable weights): reported before work is lost.
+
+    The message is redacted on creation: a URI with a password or a signed query never reaches a log or a user.
+    """
+
+    def __init__(self, message: str) -> None:
+        from fruitlake.safety import redact
+
+        super().__init__(redact(message))
