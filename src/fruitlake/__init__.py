@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 class FruitlakeError(ValueError):
     """A whole-run problem (bad option, missing input, unusable weights): reported before work is lost.
 
-    The message is redacted on creation: a URI with a password or a signed query never reaches a log or a user.
+    Its message is redacted on creation: a password or signed query in a URI never reaches a log or a user.
     """
 
     def __init__(self, message: str) -> None:
