@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, storage
+from fruitlake.safety import redact
 
 log = logging.getLogger(__name__)
 
@@ -125,5 +126,6 @@ def discover(spark: SparkSession, uri: str) -> Discovered:
     if count == 0:
         raise FruitlakeError(f"INPUT {uri!r} holds no .jpg, .jpeg or .png files")
     partitions = size_partitions(spark, count, total_bytes)
-    log.info("discovered %d images (%.1f MB) in %s, ~%d partitions", count, total_bytes / 1e6, uri, partitions)
+    log.info("discovered %d images (%.1f MB) in %s, ~%d partitions", count, total_bytes / 1e6, redact(uri),
+             partitions)
     return Discovered(images, count, total_bytes, images.drop("content").unionByName(empty))
