@@ -23,6 +23,11 @@ def session(config: CloudConfig):
         ) from None
 
 
+def client(session, config: CloudConfig, service: str):
+    """A client in the configured region, whatever region the session was made for."""
+    return session.client(service, region_name=config.region)
+
+
 def account_id(session) -> str:
     from botocore.exceptions import BotoCoreError, ClientError
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fruitlake import FruitlakeError
-from fruitlake.cloud import bucket, emr, iam, network
+from fruitlake.cloud import aws, bucket, emr, iam, network
 from fruitlake.cloud.artifacts import BOOTSTRAP_KEY, JOB_KEY, LOGS_PREFIX, build_wheel, check_wheel
 from fruitlake.cloud.config import EU_REGIONS, CloudConfig
 from fruitlake.cloud.job import split_s3_uri, weights_argument
@@ -72,14 +72,15 @@ class Plan:
 
 def inspect(session, config: CloudConfig, cost: Estimate, wheel: str) -> Plan:
     """What exists and what `up` would create; read-only calls only."""
+    found = emr.find_cluster(aws.client(session, config, "emr"), config)
     return Plan(
         config=config,
         cost=cost,
         wheel=wheel,
-        bucket_exists=bucket.bucket_exists(session.client("s3"), config),
-        roles_exist=iam.roles_exist(session.client("iam"), config),
-        subnet=network.find_subnet(session.client("ec2"), config),
-        cluster_id=(found["Id"] if (found := emr.find_cluster(session.client("emr"), config)) else None),
+        bucket_exists=bucket.bucket_exists(aws.client(session, config, "s3"), config),
+        roles_exist=iam.roles_exist(aws.client(session, config, "iam"), config),
+        subnet=network.find_subnet(aws.client(session, config, "ec2"), config),
+        cluster_id=found["Id"] if found else None,
     )
 
 
@@ -98,17 +99,18 @@ def up(
 ) -> str:
     """Bucket, artifacts, roles, network tags, cluster; every step safe to repeat. Returns the cluster id."""
     wheel_path = check_wheel(wheel) if wheel else build_wheel(source)
-    s3 = session.client("s3")
+    s3 = aws.client(session, config, "s3")
     if bucket.ensure_bucket(s3, config):
         echo(f"created bucket s3://{config.bucket_name}")
     uris = bucket.upload_artifacts(s3, config, wheel_path)
     echo(f"uploaded {wheel_path.name}, bootstrap.sh and fruitlake_job.py to {config.s3_uri('code/')}")
-    roles = iam.ensure_roles(session.client("iam"), config)
+    roles = iam.ensure_roles(aws.client(session, config, "iam"), config)
     for what in roles.created:
         echo(f"created {what}")
-    subnet = network.ensure_network(session.client("ec2"), config)
+    subnet = network.ensure_network(aws.client(session, config, "ec2"), config)
     request = emr.run_job_flow_request(config, uris, roles, subnet, cost)
-    cluster_id, created = emr.ensure_cluster(session.client("emr"), config, request, retry_seconds)
+    emr_client = aws.client(session, config, "emr")
+    cluster_id, created = emr.ensure_cluster(emr_client, config, request, retry_seconds)
     echo(f"{'started' if created else 'reusing'} cluster {cluster_id} ({config.name}, {config.region})")
     return cluster_id
 
@@ -149,7 +151,7 @@ def submit(
             )
         check_uri_in_bucket(config, "--weights", weights[1])
         split_s3_uri(weights[1])
-    client = session.client("emr")
+    client = aws.client(session, config, "emr")
     cluster = emr.find_cluster(client, config)
     if cluster is None:
         raise FruitlakeError(
@@ -167,7 +169,7 @@ def submit(
 
 
 def status(session, config: CloudConfig, echo: Echo = print) -> dict | None:
-    client = session.client("emr")
+    client = aws.client(session, config, "emr")
     cluster = emr.find_cluster(client, config)
     if cluster is None:
         echo(f"no active cluster {config.name!r} for s3://{config.bucket_name} in {config.region}")
@@ -197,12 +199,12 @@ def down(
     poll_seconds: float = 15.0,
 ) -> None:
     """Terminate our cluster; with `delete_bucket`, also empty and delete the bucket (after `confirm`)."""
-    s3 = session.client("s3")
+    s3 = aws.client(session, config, "s3")
     if delete_bucket and confirm is not None and bucket.bucket_exists(s3, config):
         question = f"delete s3://{config.bucket_name} and everything in it (images, results, logs)?"
         if not confirm(question):
             raise FruitlakeError("not confirmed; nothing was deleted or terminated")
-    client = session.client("emr")
+    client = aws.client(session, config, "emr")
     cluster = emr.find_cluster(client, config)
     if cluster is None:
         echo(f"no active cluster {config.name!r} for s3://{config.bucket_name} in {config.region}")
