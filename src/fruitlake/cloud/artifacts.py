@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,8 @@ VENV = "/opt/fruitlake/venv"
 VENV_PYTHON = f"{VENV}/bin/python"
 NODE_PYTHON = "python3.11"  # Amazon Linux 2023 (EMR 7) ships 3.9; fruitlake needs 3.11 or 3.12
 
+NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache",
+              ".hypothesis", "data", "out", "spark-warehouse", "metastore_db")
 _WHEEL = re.compile(r"^fruitlake-[0-9][^-]*-py3-none-any\.whl$")
 
 # Runs as the hadoop user on every node, before YARN and Spark start; any failing command fails the cluster,
@@ -69,8 +72,12 @@ def build_wheel(source: str | Path, into: str | Path | None = None) -> Path:
             "run from the repository or pass --wheel PATH"
         )
     target = Path(into) if into is not None else Path(tempfile.mkdtemp(prefix="fruitlake-wheel-"))
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(target)]
-    done = subprocess.run([*command, str(root)], capture_output=True, text=True, check=False)
+    with tempfile.TemporaryDirectory(prefix="fruitlake-source-") as scratch:
+        # A clean copy: setuptools would package stale files left in the tree's build/ folder.
+        copy = Path(scratch) / "fruitlake"
+        shutil.copytree(root, copy, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+        command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(target)]
+        done = subprocess.run([*command, str(copy)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise FruitlakeError(f"building the wheel from {root} failed:\n{done.stderr.strip()[-2000:]}")
     wheels = sorted(target.glob("fruitlake-*-py3-none-any.whl"))
