@@ -489,6 +489,8 @@ def test_down_terminates_the_cluster_and_keeps_the_bucket(session, wheel, capsys
     assert session.client("s3").head_bucket(Bucket=BUCKET)
     assert main(["cloud", "down"]) == 0
     assert "no active cluster" in capsys.readouterr().out
+    assert main(["cloud", "status"]) == 0  # the last cluster, even terminated, and no step
+    assert f"cluster {cluster_id} fruitlake: TERMINATED" in capsys.readouterr().out
 
 
 def test_down_delete_bucket_asks_and_stops_on_no(session, wheel, capsys, monkeypatch):

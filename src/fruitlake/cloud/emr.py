@@ -106,10 +106,11 @@ def run_job_flow_request(
     }
 
 
-def find_cluster(emr, config: CloudConfig) -> dict | None:
-    """The newest active cluster with our name, our project tag and our bucket tag."""
+def find_cluster(emr, config: CloudConfig, states: list[str] | None = ACTIVE_STATES) -> dict | None:
+    """The newest cluster in `states` (None: any state EMR still lists) with our name, project and bucket."""
     ours = []
-    for page in emr.get_paginator("list_clusters").paginate(ClusterStates=ACTIVE_STATES):
+    pages = emr.get_paginator("list_clusters").paginate(**({"ClusterStates": states} if states else {}))
+    for page in pages:
         for summary in page["Clusters"]:
             if summary["Name"] != config.name:
                 continue

@@ -170,9 +170,9 @@ def submit(
 
 def status(session, config: CloudConfig, echo: Echo = print) -> dict | None:
     client = aws.client(session, config, "emr")
-    cluster = emr.find_cluster(client, config)
+    cluster = emr.find_cluster(client, config) or emr.find_cluster(client, config, states=None)
     if cluster is None:
-        echo(f"no active cluster {config.name!r} for s3://{config.bucket_name} in {config.region}")
+        echo(f"no cluster {config.name!r} for s3://{config.bucket_name} in {config.region}")
         return None
     tags = {tag["Key"]: tag["Value"] for tag in cluster.get("Tags", [])}
     state = cluster["Status"]
