@@ -155,8 +155,9 @@ def _plan(args: argparse.Namespace) -> int:
     from fruitlake.cloud import runner
     from fruitlake.cloud.pricing import check_budget, estimate
 
-    cost = estimate(config_from(args))
-    session, config = _session_and_config(config_from(args))
+    config = config_from(args)
+    cost = estimate(config)
+    session, config = _session_and_config(config)
     plan = runner.inspect(session, config, cost, runner.wheel_description(args.wheel, args.source))
     print("\n".join(plan.lines()))
     check_budget(cost, config.budget_eur)
