@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fruitlake import FruitlakeError
+from fruitlake.discover import discover, read_images
+
+
+def make_tree(root: Path) -> None:
+    files = [
+        "Training/Apple Braeburn/a.jpg",
+        "Training/Apple Braeburn/b.JPG",
+        "Test/Pêche, jaune/c.jpeg",
+        "Validation/Kiwi/d.PNG",
+        "Kiwi/e.png",
+    ]
+    for name in files:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(path, format="PNG" if name.lower().endswith(".png") else "JPEG")
+    (root / "Training" / "notes.txt").write_text("not an image")
+    (root / "Training" / "Apple Braeburn" / "c.gif").write_bytes(b"GIF89a")
+
+
+def test_labels_splits_and_extensions(spark, tmp_path):
+    make_tree(tmp_path)
+    rows = {Path(r.path).name: r for r in read_images(spark, str(tmp_path)).collect()}
+    assert sorted(rows) == ["a.jpg", "b.JPG", "c.jpeg", "d.PNG", "e.png"]
+    assert (rows["a.jpg"].label, rows["a.jpg"].split) == ("Apple Braeburn", "Training")
+    assert (rows["c.jpeg"].label, rows["c.jpeg"].split) == ("Pêche, jaune", "Test")
+    assert (rows["d.PNG"].label, rows["d.PNG"].split) == ("Kiwi", "Validation")
+    assert (rows["e.png"].label, rows["e.png"].split) == ("Kiwi", None)
+    assert rows["a.jpg"].length == (tmp_path / "Training/Apple Braeburn/a.jpg").stat().st_size
+
+
+def test_split_is_only_looked_for_below_the_root(spark, tmp_path):
+    root = tmp_path / "Test" / "photos"
+    (root / "Banana").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "Banana" / "x.jpg")
+    (row,) = read_images(spark, str(root)).collect()
+    assert (row.label, row.split) == ("Banana", None)
+
+
+def test_counts_and_packs_small_files(spark, tmp_path):
+    make_tree(tmp_path)
+    found = discover(spark, str(tmp_path))
+    assert found.count == 5
+    assert found.images.rdd.getNumPartitions() <= 2 * spark.sparkContext.defaultParallelism
+
+
+def test_missing_and_empty_inputs_are_clear_errors(spark, tmp_path):
+    with pytest.raises(FruitlakeError, match="does not exist"):
+        discover(spark, str(tmp_path / "nowhere"))
+    (tmp_path / "empty" / "Kiwi").mkdir(parents=True)
+    (tmp_path / "empty" / "Kiwi" / "readme.txt").write_text("x")
+    with pytest.raises(FruitlakeError, match="holds no .jpg, .jpeg or .png files"):
+        discover(spark, str(tmp_path / "empty"))

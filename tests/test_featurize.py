@@ -1,0 +1,58 @@
+import pickle
+
+import cloudpickle
+import numpy as np
+import pytest
+
+from fruitlake.discover import read_images
+from fruitlake.featurize import engine_for, featurize, make_featurizer, prepare_engine
+from fruitlake.images import decode
+from fruitlake.models import mobilenet_v2_normalise
+
+
+def direct_keras_features(loaded_network, paths):
+    batch = np.stack([decode(open(p.removeprefix("file:"), "rb").read(), 224, 10**8) for p in paths])
+    return loaded_network.build_keras()(mobilenet_v2_normalise(batch), training=False).numpy()
+
+
+@pytest.mark.parametrize("engine", ["onnx", "keras"])
+def test_features_equal_a_direct_keras_call(spark, loaded_network, sample_root, engine):
+    spec = prepare_engine(spark, loaded_network, engine, batch_size=5, max_pixels=10**8)
+    done = spark.sparkContext.accumulator(0)
+    # collect() then sort: a Spark orderBy would sample the input first and run the network twice
+    rows = sorted(featurize(read_images(spark, str(sample_root)), spec, done).collect(), key=lambda r: r.path)
+    assert len(rows) == 24 and all(row.error is None for row in rows)
+    assert done.value == 24  # every image through the network once, no more
+    got = np.array([row.features for row in rows], dtype=np.float32)
+    expected = direct_keras_features(loaded_network, [row.path for row in rows])
+    assert got.shape == (24, 1280)
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_what_crosses_to_the_executors_pickles(spark, loaded_network):
+    spec = prepare_engine(spark, loaded_network, "onnx", batch_size=4, max_pixels=10**8)
+    # The broadcast pickles as its id: the 9 MB of model bytes travel once, not inside every task's closure.
+    assert len(pickle.dumps(spec)) < 2_000
+    assert len(cloudpickle.dumps(make_featurizer(spec, spark.sparkContext.accumulator(0)))) < 20_000
+
+
+def test_the_engine_is_built_once_and_reused(spark, loaded_network):
+    spec = prepare_engine(spark, loaded_network, "onnx", batch_size=4, max_pixels=10**8)
+    first = engine_for(spec)
+    assert engine_for(spec) is first
+    out = first(np.zeros((2, 224, 224, 3), dtype=np.float32))
+    assert out.shape == (2, 1280)
+
+
+def test_bad_files_become_rows_with_a_reason(spark, loaded_network, sample_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "mixed"
+    shutil.copytree(sample_root, root)
+    (root / "Training" / "Banana" / "broken.jpg").write_bytes(b"definitely not a jpeg")
+    spec = prepare_engine(spark, loaded_network, "onnx", batch_size=4, max_pixels=10**8)
+    rows = featurize(read_images(spark, str(root)), spec).collect()
+    bad = [row for row in rows if row.error is not None]
+    assert [row.path.rsplit("/", 1)[-1] for row in bad] == ["broken.jpg"]
+    assert bad[0].features is None and "not an image" in bad[0].error
+    assert sum(row.features is not None for row in rows) == 24

@@ -1,0 +1,106 @@
+"""End to end on local[2]: the run as a user starts it, checked from the files it leaves."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import read_csv_dir, read_manifest
+
+from fruitlake import FruitlakeError
+from fruitlake.cli import main
+from fruitlake.config import RunConfig
+from fruitlake.pipeline import run
+
+
+@pytest.fixture(scope="module")
+def finished_run(spark, sample_root, weights_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("input")
+    shutil.copytree(sample_root, root, dirs_exist_ok=True)
+    (root / "Test" / "Banana" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    output = tmp_path_factory.mktemp("out") / "result"
+    manifest = run(RunConfig(str(root), str(output), k=5, weights=weights_path, batch_size=8), spark=spark)
+    return root, output, manifest
+
+
+def test_one_csv_row_per_good_image_with_its_header(finished_run):
+    _, output, manifest = finished_run
+    table = read_csv_dir(output / "pca_csv")
+    assert list(table.columns) == ["path", "label", "split"] + [f"pc_{i}" for i in range(1, 6)]
+    assert len(table) == 24 == table["path"].nunique()
+    assert set(table["label"]) == {"Apple Braeburn", "Banana", "Kiwi"}
+    assert set(table["split"]) == {"Training", "Test"}
+    assert np.isfinite(table[[f"pc_{i}" for i in range(1, 6)]].to_numpy()).all()
+    assert abs(table["pc_1"].mean()) < 1e-3  # centred before PCA
+
+
+def test_manifest_says_what_happened(finished_run, weights_path):
+    from fruitlake.models import sha256_of
+
+    _, output, manifest = finished_run
+    assert read_manifest(output) == json.loads(json.dumps(manifest))
+    assert (manifest["images_total"], manifest["images_ok"], manifest["images_rejected"]) == (25, 24, 1)
+    assert manifest["cnn_images"] == 25  # the corrupt file is decoded once; the CNN ran once per good image
+    assert manifest["k"] == 5 and 0 < manifest["explained_variance"] <= 1
+    assert manifest["weights_sha256"] == sha256_of(weights_path)
+    assert manifest["model"] == "mobilenet_v2" and manifest["image_size"] == 224
+    assert set(manifest["timings"]) >= {"discover", "load_model", "featurize", "reduce", "write"}
+    assert manifest["throughput_img_per_s"] > 0
+    assert {"python", "spark", "tensorflow"} <= set(manifest["versions"])
+
+
+def test_rejects_list_the_corrupt_file_and_nothing_else(finished_run):
+    _, output, _ = finished_run
+    rejects = read_csv_dir(output / "rejects")
+    assert list(rejects.columns) == ["path", "reason"]
+    assert len(rejects) == 1 and rejects["path"][0].endswith("Banana/corrupt.jpg")
+    assert "corrupt or truncated" in rejects["reason"][0] or "not an image" in rejects["reason"][0]
+
+
+def test_features_parquet_and_saved_model_project_the_same(finished_run, spark):
+    from pyspark.ml import PipelineModel
+
+    from fruitlake.reduce import transform
+
+    _, output, _ = finished_run
+    features = spark.read.parquet(str(output / "features"))
+    assert features.count() == 24 and set(features.columns) == {"path", "label", "split", "features", "pca"}
+    first = features.orderBy("path").first()
+    assert len(first.features) == 1280 and len(first.pca) == 5
+    again = transform(PipelineModel.load(str(output / "pca_model")), features.drop("pca")).orderBy("path").first()
+    np.testing.assert_allclose(again.pca, first.pca, atol=1e-6)
+    assert not (output / "_staging").exists()
+
+
+def test_non_empty_output_is_refused_then_overwritten(finished_run, spark, weights_path):
+    root, output, _ = finished_run
+    before = (output / "manifest.json").read_text()
+    with pytest.raises(FruitlakeError, match="is not empty"):
+        run(RunConfig(str(root), str(output), k=5, weights=weights_path), spark=spark)
+    assert (output / "manifest.json").read_text() == before
+    assert main(["run", str(root), str(output), "--k", "3", "--weights", weights_path, "--mode", "overwrite"]) == 0
+    assert len(read_csv_dir(output / "pca_csv").columns) == 3 + 3
+
+
+def test_cli_errors_exit_non_zero_with_a_message(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing"), str(tmp_path / "out"), "--k", "2000"]) == 2
+    assert "k=2000 must be between 1 and the 1280 features" in capsys.readouterr().err
+
+
+def test_command_line_from_sample_data_to_csv(tmp_path, weights_path):
+    """The README's path: `fruitlake sample-data` then `python -m fruitlake run`, in a fresh process."""
+    env = {**os.environ, "FRUITLAKE_WEIGHTS": weights_path, "FRUITLAKE_MASTER": "local[2]"}
+    fruitlake = [sys.executable, "-m", "fruitlake"]
+    subprocess.run([*fruitlake, "sample-data", str(tmp_path / "in"), "--classes", "2", "--per-class", "6"],
+                   check=True, env=env)
+    done = subprocess.run([*fruitlake, "run", str(tmp_path / "in"), str(tmp_path / "out"), "--variance", "0.9"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["images_ok"] == 12 and summary["images_rejected"] == 0
+    table = read_csv_dir(tmp_path / "out" / "pca_csv")
+    assert len(table) == 12 and table.shape[1] == 3 + summary["k"]
+    assert read_manifest(tmp_path / "out")["explained_variance"] >= 0.9

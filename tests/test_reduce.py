@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from fruitlake import FruitlakeError
+from fruitlake.reduce import choose_k, fit, transform
+
+
+def test_choose_k_is_the_smallest_reaching_the_target():
+    curve = [0.5, 0.8, 0.95, 1.0]
+    assert choose_k(curve, 0.8) == 2
+    assert choose_k(curve, 0.81) == 3
+    assert choose_k(curve, 1.0) == 4
+
+
+def frame(spark, matrix):
+    rows = [(f"p{i}", [float(v) for v in row]) for i, row in enumerate(matrix)]
+    return spark.createDataFrame(rows, "path string, features array<float>")
+
+
+def test_pca_matches_numpy_up_to_sign(spark):
+    rng = np.random.default_rng(0)
+    matrix = (rng.normal(size=(60, 3)) @ rng.normal(size=(3, 12)) + rng.normal(scale=0.05, size=(60, 12)))
+    matrix = matrix.astype(np.float32).astype(np.float64)
+    reduction = fit(frame(spark, matrix), 60, 12, k=None, variance=0.9)
+    centred = matrix - matrix.mean(axis=0)
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(centred, rowvar=False))
+    order = np.argsort(eigenvalues)[::-1]
+    expected_curve = np.cumsum(eigenvalues[order]) / eigenvalues.sum()
+    np.testing.assert_allclose(reduction.variance_curve, expected_curve, atol=1e-6)
+    assert reduction.k == int(np.argmax(expected_curve >= 0.9)) + 1
+    assert reduction.explained_variance == pytest.approx(expected_curve[reduction.k - 1], abs=1e-6)
+
+    projected = transform(reduction.model, frame(spark, matrix)).orderBy("path").collect()
+    got = np.array([row.pca for row in sorted(projected, key=lambda r: int(r.path[1:]))])
+    want = centred @ eigenvectors[:, order[: reduction.k]]
+    for column in range(reduction.k):
+        sign = np.sign(got[:, column] @ want[:, column])
+        np.testing.assert_allclose(sign * got[:, column], want[:, column], atol=1e-4)
+
+
+def test_k_larger_than_the_images_is_refused(spark):
+    with pytest.raises(FruitlakeError, match="k=10 exceeds the 5 decoded images"):
+        fit(frame(spark, np.eye(5, 12)), 5, 12, k=10, variance=0.95)
+
+
+def test_same_model_as_spark_ml_pca_fit(spark):
+    """Our eigendecomposition builds the PCAModel Spark ML's own PCA.fit would (up to each component's sign)."""
+    from pyspark.ml.feature import PCA
+
+    from fruitlake.reduce import CENTRED, with_vectors
+
+    rng = np.random.default_rng(1)
+    matrix = rng.normal(size=(40, 6)) @ rng.normal(size=(6, 9))
+    reduction = fit(frame(spark, matrix), 40, 9, k=4, variance=0.95)
+    centred = reduction.model.stages[0].transform(with_vectors(frame(spark, matrix)))
+    spark_pca = PCA(k=4, inputCol=CENTRED, outputCol="p").fit(centred)
+    ours = reduction.model.stages[1]
+    np.testing.assert_allclose(ours.explainedVariance.toArray(), spark_pca.explainedVariance.toArray(), atol=1e-6)
+    theirs, mine = spark_pca.pc.toArray(), ours.pc.toArray()
+    np.testing.assert_allclose(np.abs(np.sum(theirs * mine, axis=0)), np.ones(4), atol=1e-5)
+    assert ours.getK() == 4
