@@ -8,6 +8,7 @@ import logging
 import sys
 
 from fruitlake import FruitlakeError, __version__
+from fruitlake.cloud import cli as cloud_cli
 from fruitlake.config import DEFAULT_MAX_PIXELS, ENGINES, MODES, PRECISIONS
 
 
@@ -67,7 +68,11 @@ def _sample_data(args) -> int:
     return 0
 
 
-COMMANDS = {"run": (_add_run, _run), "sample-data": (_add_sample_data, _sample_data)}
+COMMANDS = {
+    "run": (_add_run, _run),
+    "sample-data": (_add_sample_data, _sample_data),
+    "cloud": (cloud_cli.add_parser, cloud_cli.handle),
+}
 
 
 def parser() -> argparse.ArgumentParser:
