@@ -12,7 +12,8 @@ from fruitlake.models import NETWORKS
 MODES = ("error", "overwrite", "incremental")
 PCA_CHOICES = ("reuse", "refit")  # what an incremental run does with a saved PCA
 MISSING_CHOICES = ("keep", "drop")  # what an incremental run does with rows whose file left INPUT
-ENGINES = ("onnx", "keras")
+ENGINES = ("onnx", "openvino", "keras")
+PRECISIONS = ("fp32", "bf16")
 WEIGHTS_ENV = "FRUITLAKE_WEIGHTS"
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB; beyond that we refuse, not risk OOM
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # larger files are rejected unread (Spark's binaryFile stops at 2 GiB)
@@ -33,8 +34,9 @@ class RunConfig:
     weights: str = dataclasses.field(default_factory=default_weights)
     model: str = "mobilenet_v2"
     image_size: int = 224
-    batch_size: int = 64
-    engine: str = "onnx"
+    batch_size: int = 16
+    engine: str | None = None  # None: onnx for fp32, openvino for bf16
+    precision: str = "fp32"
     mode: str = "error"
     master: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -54,8 +56,14 @@ class RunConfig:
             raise FruitlakeError(f"variance={self.variance} must be in (0, 1]")
         if not 32 <= self.image_size <= 1024:
             raise FruitlakeError(f"image_size={self.image_size} must be between 32 and 1024 pixels")
+        if self.precision not in PRECISIONS:
+            raise FruitlakeError(f"precision={self.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+        if self.engine is None:
+            object.__setattr__(self, "engine", "openvino" if self.precision == "bf16" else "onnx")
         if self.engine not in ENGINES:
             raise FruitlakeError(f"engine={self.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
+        if self.precision == "bf16" and self.engine != "openvino":
+            raise FruitlakeError(f"precision=bf16 runs on the openvino engine, not {self.engine}")
         if self.pca not in PCA_CHOICES:
             raise FruitlakeError(f"pca={self.pca!r} is unknown; choose one of {', '.join(PCA_CHOICES)}")
 
@@ -75,7 +83,7 @@ class ProjectConfig:
     output: str
     model_run: str
     weights: str | None = None
-    batch_size: int = 64
+    batch_size: int = 16
     mode: str = "error"
     master: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS

@@ -9,6 +9,7 @@ The order is what makes a run safe to kill and to repeat:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import time
@@ -24,9 +25,16 @@ from pyspark.sql import functions as F
 from fruitlake import FruitlakeError, __version__, storage
 from fruitlake.config import ProjectConfig, RunConfig
 from fruitlake.discover import Discovered, discover, select_files, size_partitions
-from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, EngineSpec, featurize, prepare_engine
+from fruitlake.featurize import (
+    FEATURES_SCHEMA,
+    PASSTHROUGH,
+    EngineSpec,
+    cpu_supports_bf16,
+    engine_from_config,
+    featurize,
+)
 from fruitlake.images import EMPTY_FILE
-from fruitlake.models import NETWORKS, LoadedNetwork, load_network, resolve_weights, sha256_of
+from fruitlake.models import NETWORKS, load_network, onnx_model, resolve_weights, sha256_of
 from fruitlake.reduce import fit, transform
 from fruitlake.safety import check_separate, redact, redact_tree
 from fruitlake.session import spark_session
@@ -82,7 +90,11 @@ def versions(spark: SparkSession) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Job:
-    """One shape for both commands: what to read, with which network, what to do about PCA, where to write."""
+    """One shape for both commands: what to read, with which network, what to do about PCA, where to write.
+
+    It has RunConfig's network fields (model, weights, image_size, engine, precision, batch_size, max_pixels),
+    which is all `featurize.engine_from_config` reads.
+    """
 
     command: str
     input: str
@@ -91,6 +103,7 @@ class Job:
     model: str
     image_size: int
     engine: str
+    precision: str
     weights: str
     batch_size: int
     max_pixels: int
@@ -123,7 +136,7 @@ def run(config: RunConfig, spark: SparkSession | None = None) -> dict:
     """
     job = Job(
         command="run", input=config.input, output=config.output, mode=config.mode, model=config.model,
-        image_size=config.image_size, engine=config.engine, weights=config.weights,
+        image_size=config.image_size, engine=config.engine, precision=config.precision, weights=config.weights,
         batch_size=config.batch_size, max_pixels=config.max_pixels, max_bytes=config.max_bytes,
         commit_every=config.commit_every, missing=config.missing, config=config.to_dict(), k=config.k,
         variance=config.variance, pca=config.pca,
@@ -159,6 +172,7 @@ def _project_job(config: ProjectConfig, spark: SparkSession) -> Job:
     return Job(
         command="project-images", input=config.input, output=config.output, mode=config.mode,
         model=manifest["model"], image_size=manifest["image_size"], engine=manifest["engine"],
+        precision=manifest.get("precision", "fp32"),
         weights=config.weights or manifest["weights"], batch_size=config.batch_size,
         max_pixels=config.max_pixels, max_bytes=config.max_bytes, commit_every=config.commit_every,
         missing=config.missing, config=config.to_dict(), expected_sha256=manifest["weights_sha256"],
@@ -174,19 +188,21 @@ class NetworkHandle:
         self.job = job
         self.path = str(resolve_weights(NETWORKS[job.model], job.weights))
         self.sha256 = sha256_of(self.path)
-        self.meta = StoreMeta(job.model, job.image_size, self.sha256)
-        self._loaded: LoadedNetwork | None = None
+        self.meta = StoreMeta(job.model, job.image_size, self.sha256, job.precision)
         self._spec: EngineSpec | None = None
 
-    def load(self) -> LoadedNetwork:
-        if self._loaded is None:
-            self._loaded = load_network(self.job.model, self.path, self.job.image_size)
-        return self._loaded
+    def check(self) -> None:
+        """Load the weights into the network (a file of another architecture fails here). For ONNX engines a
+        conversion cached for this checksum proves it already, and is what the run will use."""
+        job = self.job
+        if job.engine == "keras":
+            load_network(job.model, self.path, job.image_size)
+        else:
+            onnx_model(job.model, self.path, job.image_size)
 
     def spec(self, spark: SparkSession) -> EngineSpec:
         if self._spec is None:
-            job = self.job
-            self._spec = prepare_engine(spark, self.load(), job.engine, job.batch_size, job.max_pixels)
+            self._spec, _ = engine_from_config(spark, dataclasses.replace(self.job, weights=self.path))
         return self._spec
 
     def release(self) -> None:
@@ -204,9 +220,12 @@ def _check_network(job: Job, store: Store | None) -> NetworkHandle:
         )
     if store is not None:
         require_meta(store, network.meta)
+    if job.precision == "bf16" and not cpu_supports_bf16():
+        raise FruitlakeError("--precision bf16 needs a CPU with bf16 support (AVX512_BF16 or AMX, e.g. EC2 "
+                             "m7i/c7i/r7i); this one has none: run without it")
     known = job.expected_sha256 is not None or (store is not None and store.read_meta() is not None)
     if not known:
-        network.load()  # a file of another architecture fails here, before anything is written
+        network.check()  # before anything is written
     return network
 
 
@@ -287,7 +306,7 @@ def _publish(spark: SparkSession, output: str, plan: PcaPlan, stored: DataFrame,
     writers = {
         FEATURES: lambda uri: write_features(reduced, uri),
         PCA_CSV: lambda uri: write_csv(reduced, uri, k),
-        REJECTS: lambda uri: write_rejects(stored.where(F.col("error").isNotNull()).orderBy("path"), uri),
+        REJECTS: lambda uri: write_rejects(stored.where(F.col("error").isNotNull()), uri),
     }
     if plan.action in ("fit", "refit"):
         writers[PCA_MODEL] = lambda uri: write_model(model, uri)
@@ -389,6 +408,7 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
         **pca,
         "model": job.model,
         "engine": job.engine,
+        "precision": job.precision,
         "weights": network.path,
         "weights_sha256": network.sha256,
         "image_size": job.image_size,

@@ -36,9 +36,10 @@ class StoreMeta:
     model: str
     image_size: int
     weights_sha256: str
+    precision: str = "fp32"  # bf16 features differ from fp32 ones by a few percent
 
     def mismatch(self, other: StoreMeta) -> str | None:
-        for name in ("model", "image_size", "weights_sha256"):
+        for name in ("model", "image_size", "weights_sha256", "precision"):
             if getattr(self, name) != getattr(other, name):
                 mine, theirs = getattr(self, name), getattr(other, name)
                 return f"{name} {theirs!r} differs from the stored features' {mine!r}"
