@@ -75,7 +75,7 @@ def _uri_key(uri: str) -> tuple[str, str, str]:
     return parts.scheme, parts.netloc, parts.path
 
 
-def _empty_files(spark: SparkSession, images: DataFrame, scanned: int, root: str) -> DataFrame:
+def _empty_files(spark: SparkSession, images: DataFrame, scanned: int, root: str) -> tuple[DataFrame, int]:
     """Spark's file scan skips zero-byte files without a word; find them in its listing, so that they are
     rejected with a reason instead of silently lost."""
     rows = []
@@ -93,7 +93,7 @@ def _empty_files(spark: SparkSession, images: DataFrame, scanned: int, root: str
             when = datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
             rows.append((str(path.toString()), int(status.getLen()), when, uri))
     schema = "path string, length long, modification_time timestamp, file_uri string"
-    return _describe(spark.createDataFrame(rows, schema), root)
+    return _describe(spark.createDataFrame(rows, schema), root), len(rows)
 
 
 def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
@@ -121,8 +121,8 @@ def discover(spark: SparkSession, uri: str) -> Discovered:
     images = read_images(spark, uri)
     stats = images.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
     scanned, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
-    empty = _empty_files(spark, images, scanned, storage.qualify(spark, uri).rstrip("/"))
-    count = scanned + empty.count()
+    empty, n_empty = _empty_files(spark, images, scanned, storage.qualify(spark, uri).rstrip("/"))
+    count = scanned + n_empty
     if count == 0:
         raise FruitlakeError(f"INPUT {uri!r} holds no .jpg, .jpeg or .png files")
     partitions = size_partitions(spark, count, total_bytes)
