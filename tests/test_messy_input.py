@@ -74,7 +74,7 @@ REJECTED = {
 
 @pytest.fixture(scope="module")
 def messy_run(spark, weights_path, tmp_path_factory):
-    root = tmp_path_factory.mktemp("messy")
+    root = tmp_path_factory.mktemp("messy") / "export token=hunter2secret"  # a secret in INPUT's name
     for relative, make in ACCEPTED.items():
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_bytes(make())
@@ -120,6 +120,13 @@ def test_awkward_names_round_trip_exactly_through_the_csv(messy_run):
     table = read_csv_dir(output / "pca_csv")
     assert sorted(table["path"]) == sorted(expected) and len(table) == len(expected)
     assert all(os.path.exists(path.removeprefix("file:")) for path in table["path"])
+
+
+def test_the_manifest_never_holds_a_secret_from_a_uri(messy_run):
+    _, output, manifest = messy_run
+    text = (output / "manifest.json").read_text()
+    assert "hunter2secret" not in text and manifest["input"].endswith("export token=***")
+    assert "hunter2secret" not in str(manifest["config"])
 
 
 def test_features_keep_each_files_size_and_modification_time(messy_run, spark):

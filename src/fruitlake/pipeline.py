@@ -45,6 +45,7 @@ from fruitlake.write import (
     PCA_CSV,
     PCA_MODEL,
     REJECTS,
+    OutputState,
     clear_output,
     inspect_output,
     publish,
@@ -316,7 +317,23 @@ def _publish(spark: SparkSession, output: str, plan: PcaPlan, stored: DataFrame,
         reduced.unpersist()
 
 
-def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -> dict:
+@dataclass(frozen=True)
+class Checked:
+    """Everything the checks established; nothing has been written to OUTPUT yet."""
+
+    output: str
+    state: OutputState
+    previous: dict | None  # the manifest of the run an incremental run adds to
+    found: Discovered
+    store: Store
+    plan: PcaPlan
+    done: DataFrame | None  # the store's rows, for an incremental run
+    images_missing: int
+    network: NetworkHandle
+
+
+def _check(job: Job, spark: SparkSession, timer: StageTimer) -> Checked:
+    """Every reason to refuse the run, found before OUTPUT is created, cleared or written."""
     output = job.output.rstrip("/")
     locations = {"INPUT": storage.qualify(spark, job.input), "OUTPUT": storage.qualify(spark, output)}
     if job.model_run:
@@ -330,14 +347,12 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
             f"OUTPUT {redact(output)!r} was written by `fruitlake {previous.get('command')}`; "
             f"`fruitlake {job.command} --mode incremental` cannot add to it"
         )
-
     with timer("discover"):
         found = discover(spark, job.input)
     store = Store(spark, output)
     plan = _plan_pca(job, spark, output, previous)
-    listing = found.listing
     done = store.rows() if incremental else None
-    gone = missing(done, listing)
+    gone = missing(done, found.listing)
     images_missing = gone.count() if gone is not None else 0
     if job.k is not None and plan.action in ("fit", "refit"):
         available = found.count + (images_missing if job.missing == "keep" else 0)
@@ -345,49 +360,58 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
             raise FruitlakeError(f"k={job.k} exceeds the {available} images in {redact(job.input)!r}")
     with timer("load_model"):
         network = _check_network(job, store if incremental else None)
+    return Checked(output, state, previous, found, store, plan, done, images_missing, network)
 
-    # Every check passed: from here on OUTPUT is written.
-    if job.mode == "overwrite" and not state.empty:
-        clear_output(spark, output)
+
+def _commit_features(job: Job, spark: SparkSession, checked: Checked, images_done) -> tuple[list, int, bool]:
+    """Featurize the pending files into the store and compact it; returns (pending, store batch, dropped)."""
+    store, listing = checked.store, checked.found.listing
+    if job.mode == "overwrite" and not checked.state.empty:
+        clear_output(spark, checked.output)
     store.clean()
     if store.read_meta() is None:
-        store.write_meta(network.meta)
-    todo = pending(listing, done).select("path", "file_uri", "length").orderBy("path").collect()
+        store.write_meta(checked.network.meta)
+    todo = pending(listing, checked.done).select("path", "file_uri", "length").orderBy("path").collect()
+    _featurize_pending(job, spark, checked.found, todo, checked.network, store, images_done)
+    dropping = job.missing == "drop" and checked.images_missing > 0
+    batches = store.batches()
+    if len(batches) == 1 and not dropping:
+        return todo, batches[0], dropping
+    rows = store.rows()  # leave one batch that holds exactly what is published
+    if dropping:
+        rows = rows.join(listing.select("path"), on="path", how="left_semi")
+    return todo, store.compact(rows), dropping
 
+
+def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -> dict:
+    checked = _check(job, spark, timer)
+    output, plan, previous = checked.output, checked.plan, checked.previous
     images_done = spark.sparkContext.accumulator(0)
-    with timer("featurize"):
-        _featurize_pending(job, spark, found, todo, network, store, images_done)
-        dropping = job.missing == "drop" and images_missing > 0
-        batches = store.batches()
-        if len(batches) > 1 or dropping:  # leave one batch holding exactly what is published
-            rows = store.rows()
-            if dropping:
-                rows = rows.join(listing.select("path"), on="path", how="left_semi")
-            batch = store.compact(rows)
+    try:
+        with timer("featurize"):  # from here on OUTPUT is written
+            todo, batch, dropping = _commit_features(job, spark, checked, images_done)
+        stored = checked.store.read_batch(batch)
+        by_status = stored.groupBy(F.col("error").isNull().alias("ok")).count().collect()
+        counts = {row["ok"]: row["count"] for row in by_status}
+        published = [FEATURES, PCA_CSV, REJECTS] + ([PCA_MODEL] if job.command == "run" else [])
+        up_to_date = (  # an incremental run that found nothing to do rewrites nothing but the manifest
+            not todo and not dropping and plan.action == "reuse"
+            and previous is not None and previous.get("store_batch") == batch
+            and all(storage.exists(spark, storage.join(output, name)) for name in published)
+        )
+        if up_to_date:
+            pca = {key: previous.get(key) for key in PCA_FACTS}
         else:
-            batch = batches[-1]
-    stored = store.read_batch(batch)
-    by_status = stored.groupBy(F.col("error").isNull().alias("ok")).count().collect()
-    counts = {row["ok"]: row["count"] for row in by_status}
-    images_ok, images_rejected = counts.get(True, 0), counts.get(False, 0)
-
-    published = [FEATURES, PCA_CSV, REJECTS] + ([PCA_MODEL] if job.command == "run" else [])
-    up_to_date = (  # an incremental run that found nothing to do rewrites nothing but the manifest
-        not todo and not dropping and plan.action == "reuse"
-        and previous is not None and previous.get("store_batch") == batch
-        and all(storage.exists(spark, storage.join(output, name)) for name in published)
-    )
-    if up_to_date:
-        pca = {key: previous.get(key) for key in PCA_FACTS}
-    else:
-        with timer("reduce"):
-            model, pca = _reduce(job, plan, stored.where(F.col("error").isNull()), images_ok)
-        with timer("write"):
-            _publish(spark, output, plan, stored, model, pca["k"])
-    network.release()
+            with timer("reduce"):
+                model, pca = _reduce(job, plan, stored.where(F.col("error").isNull()), counts.get(True, 0))
+            with timer("write"):
+                _publish(spark, output, plan, stored, model, pca["k"])
+    finally:
+        checked.network.release()
 
     total_seconds = time.perf_counter() - started
-    manifest = {
+    found = checked.found
+    manifest = redact_tree({
         "fruitlake_version": __version__,
         "command": job.command,
         "mode": job.mode,
@@ -396,9 +420,9 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
         "output": job.output,
         "images_total": found.count,
         "images_new": len(todo),
-        "images_ok": images_ok,
-        "images_rejected": images_rejected,
-        "images_missing": images_missing,
+        "images_ok": counts.get(True, 0),
+        "images_rejected": counts.get(False, 0),
+        "images_missing": checked.images_missing,
         "missing_policy": job.missing,
         "cnn_images": images_done.value,
         "store_batch": batch,
@@ -409,8 +433,8 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
         "model": job.model,
         "engine": job.engine,
         "precision": job.precision,
-        "weights": network.path,
-        "weights_sha256": network.sha256,
+        "weights": checked.network.path,
+        "weights_sha256": checked.network.sha256,
         "image_size": job.image_size,
         "feature_dim": NETWORKS[job.model].feature_dim,
         "batch_size": job.batch_size,
@@ -422,11 +446,10 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
         "featurize_img_per_s": round(images_done.value / max(timer.seconds.get("featurize", 0.0), 1e-9), 2),
         "versions": versions(spark),
         "config": job.config,
-    }
-    manifest = redact_tree(manifest)
+    })
     write_json(spark, storage.join(output, MANIFEST), manifest)  # last: its presence means the run finished
     log.info(
         "%d images (%d new, %d rejected) -> k=%s (pca %s) in %.1f s",
-        found.count, len(todo), images_rejected, manifest["k"], plan.action, total_seconds,
+        found.count, len(todo), manifest["images_rejected"], manifest["k"], plan.action, total_seconds,
     )
     return manifest
