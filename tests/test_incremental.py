@@ -176,6 +176,10 @@ def test_project_images_applies_the_saved_model_without_refitting(growth, tmp_pa
         np.testing.assert_allclose(projected[f"file:{images / 'Apple Braeburn' / path.name}"],
                                    saved[f"file:{path}"], atol=1e-4)
 
+    assert main(["project-images", str(images), str(target), "--model", str(output), "--mode", "incremental"]) == 0
+    again = read_manifest(target)
+    assert again["cnn_images"] == 0 and again["datasets_rewritten"] is False
+
     other = tmp_path / "other.h5"
     other.write_bytes(Path(weights_path).read_bytes() + b"\0")
     refused = tmp_path / "refused"

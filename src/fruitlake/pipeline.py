@@ -120,7 +120,8 @@ class Job:
     model_run_manifest: dict | None = None
 
 
-PCA_FACTS = ("k", "explained_variance", "variance_target", "explained_variance_curve", "pca_fitted_images")
+PCA_FACTS = ("k", "explained_variance", "variance_target", "explained_variance_curve", "pca_fitted_images",
+             "pca_fitted_utc")
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,17 @@ def _plan_pca(job: Job, spark: SparkSession, output: str, previous: dict | None)
     return PcaPlan("reuse", saved, previous)
 
 
+def _same_pca(job: Job, plan: PcaPlan, previous: dict) -> bool:
+    """Would the PCA applied now give the published values? Yes for reuse; for project-images, while the model
+    run has not fitted its PCA again since."""
+    if plan.action == "reuse":
+        return True
+    source = plan.source or {}
+    return (plan.action == "project" and previous.get("pca_model_from") == redact(job.model_run)
+            and previous.get("pca_fitted_utc") is not None
+            and previous.get("pca_fitted_utc") == source.get("pca_fitted_utc"))
+
+
 def _featurize_files(found: Discovered, file_uris: list[str], spec: EngineSpec, max_bytes: int,
                      done) -> DataFrame:
     """The rows of these files: through the CNN, or rejected unread when empty or larger than `max_bytes`."""
@@ -290,6 +302,7 @@ def _reduce(job: Job, plan: PcaPlan, good: DataFrame, images_ok: int) -> tuple[P
             "variance_target": source.get("variance_target"),
             "explained_variance_curve": source.get("explained_variance_curve", []),
             "pca_fitted_images": source.get("pca_fitted_images", source.get("images_ok")),
+            "pca_fitted_utc": source.get("pca_fitted_utc"),
         }
     reduction = fit(good, images_ok, NETWORKS[job.model].feature_dim, job.k, job.variance)
     return reduction.model, {
@@ -298,6 +311,7 @@ def _reduce(job: Job, plan: PcaPlan, good: DataFrame, images_ok: int) -> tuple[P
         "variance_target": None if job.k is not None else job.variance,
         "explained_variance_curve": [round(v, 6) for v in reduction.variance_curve],
         "pca_fitted_images": images_ok,
+        "pca_fitted_utc": datetime.now(UTC).isoformat(timespec="microseconds"),
     }
 
 
@@ -395,8 +409,8 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
         counts = {row["ok"]: row["count"] for row in by_status}
         published = [FEATURES, PCA_CSV, REJECTS] + ([PCA_MODEL] if job.command == "run" else [])
         up_to_date = (  # an incremental run that found nothing to do rewrites nothing but the manifest
-            not todo and not dropping and plan.action == "reuse"
-            and previous is not None and previous.get("store_batch") == batch
+            not todo and not dropping and previous is not None and previous.get("store_batch") == batch
+            and _same_pca(job, plan, previous)
             and all(storage.exists(spark, storage.join(output, name)) for name in published)
         )
         if up_to_date:
