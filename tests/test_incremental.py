@@ -197,3 +197,23 @@ def test_overwrite_starts_again_from_scratch(growth, spark, weights_path):
     assert manifest["cnn_images"] == 27 and manifest["pca"] == "fit" and manifest["store_batch"] == 1
     assert (manifest["images_ok"], manifest["images_missing"]) == (26, 0)
     assert len(read_csv_dir(output / "pca_csv")) == 26
+
+
+def test_a_file_deleted_during_the_run_is_skipped_not_fatal(spark, sample_root, weights_path, tmp_path,
+                                                             monkeypatch):
+    import fruitlake.pipeline as pipeline
+
+    root = tmp_path / "in"
+    shutil.copytree(sample_root / "Test", root)
+    victim = sorted(root.rglob("*.jpg"))[0]
+    real = pipeline.size_partitions
+
+    def delete_then_size(*args):  # runs just before a batch of files is read
+        victim.unlink(missing_ok=True)
+        return real(*args)
+
+    monkeypatch.setattr(pipeline, "size_partitions", delete_then_size)
+    manifest = run(RunConfig(str(root), str(tmp_path / "out"), k=2, weights=weights_path), spark=spark)
+    assert (manifest["images_total"], manifest["images_ok"], manifest["images_rejected"]) == (6, 5, 0)
+    assert manifest["images_vanished"] == 1
+    assert f"file:{victim}" not in pcs(tmp_path / "out")

@@ -274,21 +274,28 @@ def _featurize_files(found: Discovered, file_uris: list[str], spec: EngineSpec, 
 
 
 def _featurize_pending(job: Job, spark: SparkSession, found: Discovered, todo: list, network: NetworkHandle,
-                       store: Store, images_done) -> None:
-    """Commit pending files to the store `commit_every` at a time: a kill loses only the batch in flight."""
+                       store: Store, images_done) -> int:
+    """Commit pending files to the store `commit_every` at a time: a kill loses only the batch in flight.
+    Returns how many pending files vanished before they could be read."""
     ignore_missing = spark.conf.get("spark.sql.files.ignoreMissingFiles", "false")
-    # A file deleted since the listing is skipped (and later reported missing), not a dead job.
+    # A file deleted since the listing is skipped and counted, not a dead job.
     spark.conf.set("spark.sql.files.ignoreMissingFiles", "true")
+    vanished = 0
     try:
         for start in range(0, len(todo), job.commit_every):
             chunk = todo[start : start + job.commit_every]
             size_partitions(spark, len(chunk), sum(row["length"] for row in chunk))
             uris = [row["file_uri"] for row in chunk]
-            rows = _featurize_files(found, uris, network.spec(spark), job.max_bytes, images_done)
-            batch = store.append(rows)
+            batch = store.append(_featurize_files(found, uris, network.spec(spark), job.max_bytes, images_done))
+            lost = len(chunk) - store.read_batch(batch).count()  # Parquet footers: no data is read
+            if lost:
+                log.warning("%d files of store batch %d disappeared from INPUT before they could be read",
+                            lost, batch)
+            vanished += lost
             log.info("store batch %d committed: %d/%d pending images", batch, start + len(chunk), len(todo))
     finally:
         spark.conf.set("spark.sql.files.ignoreMissingFiles", ignore_missing)
+    return vanished
 
 
 def _reduce(job: Job, plan: PcaPlan, good: DataFrame, images_ok: int) -> tuple[PipelineModel, dict]:
@@ -377,8 +384,12 @@ def _check(job: Job, spark: SparkSession, timer: StageTimer) -> Checked:
     return Checked(output, state, previous, found, store, plan, done, images_missing, network)
 
 
-def _commit_features(job: Job, spark: SparkSession, checked: Checked, images_done) -> tuple[list, int, bool]:
-    """Featurize the pending files into the store and compact it; returns (pending, store batch, dropped)."""
+def _commit_features(job: Job, spark: SparkSession, checked: Checked,
+                     images_done) -> tuple[list, int, int, bool]:
+    """Featurize the pending files into the store and compact it.
+
+    Returns (pending files, the store batch to publish, files that vanished, whether missing rows were dropped).
+    """
     store, listing = checked.store, checked.found.listing
     if job.mode == "overwrite" and not checked.state.empty:
         clear_output(spark, checked.output)
@@ -386,15 +397,15 @@ def _commit_features(job: Job, spark: SparkSession, checked: Checked, images_don
     if store.read_meta() is None:
         store.write_meta(checked.network.meta)
     todo = pending(listing, checked.done).select("path", "file_uri", "length").orderBy("path").collect()
-    _featurize_pending(job, spark, checked.found, todo, checked.network, store, images_done)
+    vanished = _featurize_pending(job, spark, checked.found, todo, checked.network, store, images_done)
     dropping = job.missing == "drop" and checked.images_missing > 0
     batches = store.batches()
     if len(batches) == 1 and not dropping:
-        return todo, batches[0], dropping
+        return todo, batches[0], vanished, dropping
     rows = store.rows()  # leave one batch that holds exactly what is published
     if dropping:
         rows = rows.join(listing.select("path"), on="path", how="left_semi")
-    return todo, store.compact(rows), dropping
+    return todo, store.compact(rows), vanished, dropping
 
 
 def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -> dict:
@@ -403,7 +414,7 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
     images_done = spark.sparkContext.accumulator(0)
     try:
         with timer("featurize"):  # from here on OUTPUT is written
-            todo, batch, dropping = _commit_features(job, spark, checked, images_done)
+            todo, batch, vanished, dropping = _commit_features(job, spark, checked, images_done)
         stored = checked.store.read_batch(batch)
         by_status = stored.groupBy(F.col("error").isNull().alias("ok")).count().collect()
         counts = {row["ok"]: row["count"] for row in by_status}
@@ -437,6 +448,7 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
         "images_ok": counts.get(True, 0),
         "images_rejected": counts.get(False, 0),
         "images_missing": checked.images_missing,
+        "images_vanished": vanished,
         "missing_policy": job.missing,
         "cnn_images": images_done.value,
         "store_batch": batch,
