@@ -16,7 +16,8 @@ from fruitlake.pipeline import run
 from fruitlake.sample_data import write_sample_data
 
 GOOD, BAD = 60, 2
-OPTIONS = ["--k", "3", "--batch-size", "4", "--commit-every", "8"]
+COMMIT = 12
+OPTIONS = ["--k", "3", "--batch-size", "4", "--commit-every", str(COMMIT)]
 
 
 def start(argv: list[str], log: Path, weights: str) -> subprocess.Popen:
@@ -72,11 +73,11 @@ def test_killed_runs_finish_with_one_row_per_good_image(spark, images, weights_p
     # 1. Killed during featurize, after some batches were committed: nothing is visible as data yet.
     first = start(["run", str(images), str(output), *OPTIONS], log, weights_path)
     kill_when(first, lambda: committed_batches(output) >= 2, log)
-    assert 2 <= committed_batches(output) < (GOOD + BAD + 7) // 8
+    assert 2 <= committed_batches(output) < (GOOD + BAD + COMMIT - 1) // COMMIT
     assert not (output / "manifest.json").exists()
     assert not (output / "features").exists() and not (output / "pca_csv").exists()
     committed = spark.read.parquet(*[str(p.parent) for p in (output / "_store").glob("batch=*/_SUCCESS")])
-    assert committed.count() == 8 * committed_batches(output)  # a committed batch is whole
+    assert committed.count() == COMMIT * committed_batches(output)  # a committed batch is whole
 
     # 2. Re-run, killed while the datasets are being written: the old (absent) or new ones, never half of one.
     second = start(["run", str(images), str(output), *OPTIONS, "--mode", "incremental"], log, weights_path)

@@ -26,7 +26,8 @@ SUMMARY = ("images_total", "images_new", "images_ok", "images_rejected", "k", "e
 
 
 def _add_growth_options(command) -> None:
-    """Options shared by `run` and `project-images`: writing mode, re-runs, limits."""
+    """Options shared by `run` and `project-images`: batch size, writing mode, re-runs, limits."""
+    command.add_argument("--batch-size", type=int, default=16, help="images per inference batch (default 16)")
     command.add_argument("--mode", choices=MODES, default="error",
                          help="error (default): refuse a non-empty OUTPUT; overwrite: replace it; "
                               "incremental: add only images not already in OUTPUT")
@@ -34,7 +35,6 @@ def _add_growth_options(command) -> None:
                          help="incremental: keep (default) or drop the rows of files no longer in INPUT")
     command.add_argument("--commit-every", type=int, default=DEFAULT_COMMIT_EVERY,
                          help=f"commit features every N images (default {DEFAULT_COMMIT_EVERY})")
-    command.add_argument("--batch-size", type=int, default=16, help="images per inference batch (default 16)")
     command.add_argument("--master", default=None,
                          help="Spark master URL (default local[*], or spark-submit's)")
     command.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
