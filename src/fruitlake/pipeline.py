@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake import FruitlakeError, __version__, storage
+from fruitlake import FruitlakeError, __version__, s3, storage
 from fruitlake.config import RunConfig
 from fruitlake.discover import discover
 from fruitlake.featurize import featurize, prepare_engine
 from fruitlake.models import NETWORKS, load_network
 from fruitlake.reduce import fit, transform
-from fruitlake.session import spark_session
+from fruitlake.session import executor_count, spark_session
 from fruitlake.write import (
     FEATURES,
     MANIFEST,
@@ -72,9 +72,11 @@ def run(config: RunConfig, spark: SparkSession | None = None) -> dict:
     With `spark` given (a notebook, spark-submit) that session is used and left running.
     """
     started = time.perf_counter()
+    uris = (config.input, config.output)
     if spark is not None:
+        s3.configure_session(spark, uris)
         return _run(config, spark, StageTimer(), started)
-    with spark_session(config.master) as own:
+    with spark_session(config.master, uris=uris) as own:
         timer = StageTimer()
         timer.seconds["session"] = round(time.perf_counter() - started, 3)
         return _run(config, own, timer, started)
@@ -138,6 +140,7 @@ def _run(config: RunConfig, spark: SparkSession, timer: StageTimer, started: flo
         "batch_size": config.batch_size,
         "spark_master": spark.sparkContext.master,
         "spark_default_parallelism": spark.sparkContext.defaultParallelism,
+        "spark_executors": executor_count(spark),
         "timings": timer.seconds,
         "total_seconds": round(total_seconds, 3),
         "throughput_img_per_s": round(found.count / total_seconds, 2),

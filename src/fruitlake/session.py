@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
+
+from fruitlake import s3
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +37,37 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def executor_count(spark: SparkSession) -> int:
+    """Executors other than the driver (0 in local mode, where the driver runs the tasks)."""
+    return max(0, len(spark.sparkContext._jsc.sc().statusTracker().getExecutorInfos()) - 1)
+
+
 @contextmanager
-def spark_session(master: str | None = None, app_name: str = "fruitlake") -> Iterator[SparkSession]:
+def spark_session(
+    master: str | None = None, app_name: str = "fruitlake", uris: Sequence[str] = ()
+) -> Iterator[SparkSession]:
+    """The session for a run that reads and writes `uris` (s3:// and s3a:// ones get the S3 connector)."""
     active = SparkSession.getActiveSession()
     if active is None and launched_by_spark_submit():
         # spark-submit (an EMR step) already chose the master and resources: take its session as it is.
         active = SparkSession.builder.appName(app_name).getOrCreate()
     if active is not None:
         if master and active.sparkContext.master != master:
-            log.warning("using the given Spark session on %s, not --master %s", active.sparkContext.master, master)
+            log.warning("using the given Spark session on %s, not --master %s",
+                        active.sparkContext.master, master)
+        s3.configure_session(active, uris)
         yield active
         return
     # Spark's Python workers must run this interpreter, or they will not find our packages.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    spark = _builder(master or os.environ.get("FRUITLAKE_MASTER", DEFAULT_MASTER), app_name).getOrCreate()
+    builder = _builder(master or os.environ.get("FRUITLAKE_MASTER", DEFAULT_MASTER), app_name)
+    for key, value in s3.session_conf(uris).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("FRUITLAKE_SPARK_LOG_LEVEL", "ERROR"))
     try:
+        s3.configure_session(spark, uris)
         yield spark
     finally:
         spark.stop()
