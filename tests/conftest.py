@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers import S3_BUCKET, S3_SECRET, kill_group
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -70,10 +71,6 @@ def sample_root(tmp_path_factory) -> Path:
 
 
 # ---- S3: a real S3 API server (moto) on loopback; runs that talk to it go through a subprocess ----------
-
-S3_SECRET = "fruitlake-test-secret-never-written-3f9a"  # must never appear in a manifest, a log or an output
-S3_BUCKET = "fruits"
-
 
 @pytest.fixture(scope="session")
 def s3a_jars() -> str:
@@ -201,8 +198,6 @@ def spark_home() -> Path:
 
 @pytest.fixture(scope="session")
 def standalone_cluster(tmp_path_factory):
-    from helpers import kill_group
-
     base = tmp_path_factory.mktemp("standalone")
     (base / "conf").mkdir()  # an empty SPARK_CONF_DIR: nothing from the machine's Spark config leaks in
     env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_CONF_DIR": str(base / "conf"),

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+S3_SECRET = "fruitlake-test-secret-never-written-3f9a"  # must never appear in a manifest, log or output
+S3_BUCKET = "fruits"
+
 
 def read_csv_dir(folder: Path) -> pd.DataFrame:
     parts = sorted(Path(folder).glob("part-*.csv"))
