@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import S3_BUCKET, S3_SECRET, kill_group
+from helpers import S3_BUCKET, S3_SECRET, kill_group, spark_home
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -190,17 +190,13 @@ class StandaloneCluster:
         return sorted(log for folder in self.worker_dirs for log in folder.glob("app-*/*/stderr"))
 
 
-def spark_home() -> Path:
-    import pyspark
-
-    return Path(pyspark.__file__).resolve().parent
-
-
 @pytest.fixture(scope="session")
 def standalone_cluster(tmp_path_factory):
     base = tmp_path_factory.mktemp("standalone")
     (base / "conf").mkdir()  # an empty SPARK_CONF_DIR: nothing from the machine's Spark config leaks in
-    env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_CONF_DIR": str(base / "conf"),
+    # The workers' environment does not name the weights file: executors get the network by broadcast only.
+    machine = {key: val for key, val in os.environ.items() if not key.startswith(("FRUITLAKE_", "SPARK_"))}
+    env = {**machine, "SPARK_HOME": str(spark_home()), "SPARK_CONF_DIR": str(base / "conf"),
            "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(base / "logs"),
            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     spark_class = str(spark_home() / "bin" / "spark-class")

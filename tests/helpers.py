@@ -60,3 +60,10 @@ def kill_group(process: subprocess.Popen, grace: float = 10) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def spark_home() -> Path:
+    """PySpark's own Spark: bin/spark-submit, bin/spark-class, jars/."""
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
