@@ -43,6 +43,13 @@ def run_process(command: list[str], env: dict[str, str], timeout: float = 900,
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
+def explain(done: subprocess.CompletedProcess) -> str:
+    """The end of a command's output for an assertion message, without the JVM's INFO chatter."""
+    text = done.stdout + "\n" + done.stderr  # spark-submit sends the Python driver's stderr to stdout
+    kept = [line for line in text.splitlines() if " INFO " not in line or "fruitlake" in line]
+    return "\n".join(kept)[-6000:]
+
+
 def kill_group(process: subprocess.Popen, grace: float = 10) -> None:
     """SIGTERM the process group started with `process`, SIGKILL whatever is left of it after `grace` s."""
     try:

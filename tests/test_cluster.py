@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import S3_BUCKET, read_csv_dir, read_manifest, run_process, spark_home
+from helpers import S3_BUCKET, explain, read_csv_dir, read_manifest, run_process, spark_home
 from pyspark import cloudpickle
 
 from fruitlake.config import RunConfig
@@ -43,7 +43,7 @@ def cluster_run(standalone_cluster, images, weights_path, tmp_path_factory) -> P
     done = run_process([sys.executable, "-m", "fruitlake", "-v", "run", str(images), str(output),
                         "--master", standalone_cluster.master_url, "--weights", "mobilenet_v2.h5",
                         "--k", "5", "--batch-size", "8"], env, cwd=str(driver))
-    assert done.returncode == 0, done.stderr[-5000:]
+    assert done.returncode == 0, explain(done)
     return output
 
 
@@ -116,7 +116,7 @@ def test_spark_submit_runs_fruitlake_in_the_session_it_starts(s3_env, s3a_jars, 
               "--conf", "spark.ui.enabled=false", fruitlake.job.__file__]
     done = run_process([*submit, "run", str(images), f"s3a://{S3_BUCKET}/submitted", "--k", "3",
                         "--batch-size", "8"], env)
-    assert done.returncode == 0, done.stderr[-5000:]
+    assert done.returncode == 0, explain(done)
     manifest = s3_bucket.json("submitted/manifest.json")
     assert manifest["spark_master"] == "local[2]" and manifest["spark_default_parallelism"] == 2
     assert (manifest["images_ok"], manifest["images_rejected"], manifest["k"]) == (24, 1, 3)

@@ -5,7 +5,7 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import S3_BUCKET, S3_SECRET, run_process
+from helpers import S3_BUCKET, S3_SECRET, explain, run_process
 
 from fruitlake import FruitlakeError, s3
 from fruitlake.config import RunConfig
@@ -101,7 +101,7 @@ def test_a_given_session_without_the_connector_is_refused(spark, tmp_path, weigh
 def fruitlake_run(env, *args: str):
     done = run_process([sys.executable, "-m", "fruitlake", "-v", "run", *args, "--batch-size", "8"],
                        {**env, "FRUITLAKE_MASTER": "local[2]", "FRUITLAKE_SPARK_LOG_LEVEL": "INFO"})
-    assert done.returncode == 0, done.stderr[-5000:]
+    assert done.returncode == 0, explain(done)
     return done
 
 

@@ -96,10 +96,14 @@ def _has_filesystem(spark: SparkSession, scheme: str) -> bool:
     return True
 
 
+# Where a value comes from when nobody chose it: Hadoop's defaults, and Spark's (the AWS endpoint and region).
+DEFAULT_SOURCES = ("core-default.xml", "Set by Spark to default values")
+
+
 def _set_by_someone(hadoop_conf, key: str) -> bool:
-    """True when `key` has a value from anywhere but Hadoop's built-in defaults."""
+    """True when `key` was chosen by someone (spark-submit --conf, core-site.xml, code), not defaulted."""
     sources = hadoop_conf.getPropertySources(key)
-    return sources is not None and any(source != "core-default.xml" for source in sources)
+    return sources is not None and any(source not in DEFAULT_SOURCES for source in sources)
 
 
 def configure_session(
