@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import S3_BUCKET, explain, read_csv_dir, read_manifest, run_process, spark_home
+from helpers import S3_BUCKET, S3_SECRET, explain, read_csv_dir, read_manifest, run_process, spark_home
 from pyspark import cloudpickle
 
 from fruitlake.config import RunConfig
@@ -104,9 +104,10 @@ def test_cluster_gives_the_results_of_local_mode(cluster_run, local_run):
 
 
 @pytest.mark.slow
-def test_spark_submit_runs_fruitlake_in_the_session_it_starts(s3_env, s3a_jars, s3_bucket, images):
-    """The EMR step shape: spark-submit job.py, local images in, results to S3 through spark-submit's --jars;
-    fruitlake must take spark-submit's session (local[2]), not start its own on $FRUITLAKE_MASTER."""
+def test_spark_submit_runs_fruitlake_in_the_session_it_starts(s3_env, s3a_jars, s3_bucket, s3_images):
+    """The shape of an EMR step: `spark-submit job.py run s3://... s3://...`. fruitlake takes spark-submit's
+    session (local[2], connector from --jars), not one of its own on $FRUITLAKE_MASTER, and, off EMR, serves
+    s3:// with S3A, configured from the AWS environment."""
     import fruitlake.job
 
     jars = ",".join(str(jar) for jar in sorted(Path(s3a_jars).glob("*.jar")))
@@ -114,11 +115,16 @@ def test_spark_submit_runs_fruitlake_in_the_session_it_starts(s3_env, s3a_jars, 
            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     submit = [str(spark_home() / "bin" / "spark-submit"), "--master", "local[2]", "--jars", jars,
               "--conf", "spark.ui.enabled=false", fruitlake.job.__file__]
-    done = run_process([*submit, "run", str(images), f"s3a://{S3_BUCKET}/submitted", "--k", "3",
-                        "--batch-size", "8"], env)
+    done = run_process([*submit, "-v", "run", f"s3://{S3_BUCKET}/{s3_images}", f"s3://{S3_BUCKET}/submitted",
+                        "--k", "3", "--batch-size", "8"], env)
     assert done.returncode == 0, explain(done)
+    assert "s3:// has no connector of its own here: served by S3A" in done.stdout  # the driver's log
     manifest = s3_bucket.json("submitted/manifest.json")
     assert manifest["spark_master"] == "local[2]" and manifest["spark_default_parallelism"] == 2
+    assert manifest["input"] == f"s3://{S3_BUCKET}/{s3_images}"
     assert (manifest["images_ok"], manifest["images_rejected"], manifest["k"]) == (24, 1, 3)
     table = s3_bucket.csv("submitted/pca_csv")
-    assert len(table) == 24 and table["path"].str.startswith("file:").all()
+    assert len(table) == 24 and table["path"].str.startswith(f"s3://{S3_BUCKET}/{s3_images}/").all()
+    assert s3_bucket.csv("submitted/rejects")["path"].tolist() == [
+        f"s3://{S3_BUCKET}/{s3_images}/Test/Banana/corrupt.jpg"]
+    assert S3_SECRET not in done.stdout + done.stderr

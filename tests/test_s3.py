@@ -96,6 +96,7 @@ def test_a_given_session_without_the_connector_is_refused(spark, tmp_path, weigh
 
 
 # ---- whole runs: `python -m fruitlake run` against the loopback S3 server ---------------------------------
+# (s3:// served by S3A: test_cluster.py's spark-submit run, the shape of an EMR step, reads and writes s3://.)
 
 
 def fruitlake_run(env, *args: str):
@@ -150,13 +151,3 @@ def test_the_secret_key_is_not_in_the_logs_the_manifest_or_any_output(s3a_run, s
     assert S3_SECRET not in s3a_run.stdout and S3_SECRET not in s3a_run.stderr
     for key in s3_bucket.keys("results/"):
         assert S3_SECRET.encode() not in s3_bucket.read(key), key
-
-
-def test_s3_scheme_is_served_by_s3a_off_emr(s3_env, s3_images, s3_bucket):
-    done = fruitlake_run(s3_env, f"s3://{S3_BUCKET}/{s3_images}", f"s3://{S3_BUCKET}/results-s3", "--k", "2")
-    assert "s3:// has no connector of its own here: served by S3A" in done.stderr
-    manifest = s3_bucket.json("results-s3/manifest.json")
-    assert manifest["input"] == f"s3://{S3_BUCKET}/{s3_images}" and manifest["images_ok"] == 24
-    table = s3_bucket.csv("results-s3/pca_csv")
-    assert len(table) == 24 and table["path"].str.startswith(f"s3://{S3_BUCKET}/images/").all()
-    assert S3_SECRET not in done.stderr
