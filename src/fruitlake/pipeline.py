@@ -15,8 +15,8 @@ from pyspark.sql import functions as F
 from fruitlake import FruitlakeError, __version__, s3, storage
 from fruitlake.config import RunConfig
 from fruitlake.discover import discover
-from fruitlake.featurize import featurize, prepare_engine
-from fruitlake.models import NETWORKS, load_network
+from fruitlake.featurize import engine_from_config, featurize
+from fruitlake.models import NETWORKS
 from fruitlake.reduce import fit, transform
 from fruitlake.session import executor_count, spark_session
 from fruitlake.write import (
@@ -93,8 +93,7 @@ def _run(config: RunConfig, spark: SparkSession, timer: StageTimer, started: flo
         raise FruitlakeError(f"k={config.k} exceeds the {found.count} images in {config.input!r}")
 
     with timer("load_model"):
-        loaded = load_network(config.model, config.weights, config.image_size)
-        spec = prepare_engine(spark, loaded, config.engine, config.batch_size, config.max_pixels)
+        spec, weights = engine_from_config(spark, config)
 
     images_done = spark.sparkContext.accumulator(0)
     with timer("featurize"):
@@ -112,7 +111,7 @@ def _run(config: RunConfig, spark: SparkSession, timer: StageTimer, started: flo
         reduced = transform(reduction.model, good).orderBy("path").persist()
         write_features(reduced, storage.join(output, FEATURES))
         write_csv(reduced, storage.join(output, PCA_CSV), reduction.k)
-        write_rejects(staged.where(F.col("error").isNotNull()).orderBy("path"), storage.join(output, REJECTS))
+        write_rejects(staged.where(F.col("error").isNotNull()), storage.join(output, REJECTS))
         write_model(reduction.model, storage.join(output, PCA_MODEL))
         reduced.unpersist()
     spec.payload.unpersist()
@@ -133,8 +132,9 @@ def _run(config: RunConfig, spark: SparkSession, timer: StageTimer, started: flo
         "explained_variance_curve": [round(v, 6) for v in reduction.variance_curve],
         "model": config.model,
         "engine": config.engine,
-        "weights": loaded.weights_path,
-        "weights_sha256": loaded.weights_sha256,
+        "precision": config.precision,
+        "weights": weights.path,
+        "weights_sha256": weights.sha256,
         "image_size": config.image_size,
         "feature_dim": NETWORKS[config.model].feature_dim,
         "batch_size": config.batch_size,
