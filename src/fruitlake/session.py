@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from fruitlake import s3
@@ -48,6 +49,10 @@ def spark_session(
 ) -> Iterator[SparkSession]:
     """The session for a run that reads and writes `uris` (s3:// and s3a:// ones get the S3 connector)."""
     active = SparkSession.getActiveSession()
+    if active is None and SparkContext._active_spark_context is not None:
+        # A context runs in this process, but in pinned-thread mode (PySpark's default) a Python thread whose
+        # JVM thread is new does not see the active session. It is still someone else's: use it, never stop it.
+        active = SparkSession.builder.getOrCreate()
     if active is None and launched_by_spark_submit():
         # spark-submit (an EMR step) already chose the master and resources: take its session as it is.
         active = SparkSession.builder.appName(app_name).getOrCreate()
