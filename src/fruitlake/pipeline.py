@@ -22,7 +22,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake import FruitlakeError, __version__, storage
+from fruitlake import FruitlakeError, __version__, s3, storage
 from fruitlake.config import ProjectConfig, RunConfig
 from fruitlake.discover import Discovered, discover, select_files, size_partitions
 from fruitlake.featurize import (
@@ -37,7 +37,7 @@ from fruitlake.images import EMPTY_FILE
 from fruitlake.models import NETWORKS, load_network, onnx_model, resolve_weights, sha256_of
 from fruitlake.reduce import fit, transform
 from fruitlake.safety import check_separate, redact, redact_tree
-from fruitlake.session import spark_session
+from fruitlake.session import executor_count, spark_session
 from fruitlake.store import Store, StoreMeta, missing, pending, require_meta
 from fruitlake.write import (
     FEATURES,
@@ -143,19 +143,22 @@ def run(config: RunConfig, spark: SparkSession | None = None) -> dict:
         commit_every=config.commit_every, missing=config.missing, config=config.to_dict(), k=config.k,
         variance=config.variance, pca=config.pca,
     )
-    return _start(config.master, spark, lambda _: job)
+    return _start(config.master, spark, lambda _: job, (config.input, config.output))
 
 
 def project(config: ProjectConfig, spark: SparkSession | None = None) -> dict:
     """Apply the network and PCA of the finished run in `config.model_run` to INPUT; nothing is refitted."""
-    return _start(config.master, spark, lambda session: _project_job(config, session))
+    uris = (config.input, config.output, config.model_run)
+    return _start(config.master, spark, lambda session: _project_job(config, session), uris)
 
 
-def _start(master: str | None, spark: SparkSession | None, make_job: Callable[[SparkSession], Job]) -> dict:
+def _start(master: str | None, spark: SparkSession | None, make_job: Callable[[SparkSession], Job],
+           uris: tuple[str, ...]) -> dict:
     started = time.perf_counter()
     if spark is not None:
+        s3.configure_session(spark, uris)
         return _execute(make_job(spark), spark, StageTimer(), started)
-    with spark_session(master) as own:
+    with spark_session(master, uris=uris) as own:
         timer = StageTimer()
         timer.seconds["session"] = round(time.perf_counter() - started, 3)
         return _execute(make_job(own), own, timer, started)
@@ -466,6 +469,7 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
         "batch_size": job.batch_size,
         "spark_master": spark.sparkContext.master,
         "spark_default_parallelism": spark.sparkContext.defaultParallelism,
+        "spark_executors": executor_count(spark),
         "timings": timer.seconds,
         "total_seconds": round(total_seconds, 3),
         "throughput_img_per_s": round(found.count / total_seconds, 2),
