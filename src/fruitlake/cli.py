@@ -30,18 +30,20 @@ def _add_run(commands) -> None:
     run.add_argument("--master", default=None, help="Spark master URL (default local[*], or spark-submit's)")
     run.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                      help=f"reject images with more pixels than this (default {DEFAULT_MAX_PIXELS})")
+    run.add_argument("--quiet", action="store_true", help="no progress on stderr (the JSON summary stays)")
 
 
 def _run(args) -> int:
     from fruitlake.config import RunConfig, default_weights
     from fruitlake.pipeline import run
+    from fruitlake.progress import Progress
 
     config = RunConfig(
         input=args.input, output=args.output, k=args.k, variance=args.variance,
         weights=args.weights or default_weights(), image_size=args.image_size, batch_size=args.batch_size,
         engine=args.engine, mode=args.mode, master=args.master, max_pixels=args.max_pixels,
     )
-    manifest = run(config)
+    manifest = run(config, progress=Progress.off() if args.quiet else Progress(sys.stderr))
     summary = {key: manifest[key] for key in
                ("images_total", "images_ok", "images_rejected", "k", "explained_variance", "throughput_img_per_s")}
     print(json.dumps(summary))
@@ -64,7 +66,29 @@ def _sample_data(args) -> int:
     return 0
 
 
-COMMANDS = {"run": (_add_run, _run), "sample-data": (_add_sample_data, _sample_data)}
+def _add_report(commands) -> None:
+    report = commands.add_parser("report", help="write OUTPUT/report.html (plots, probe, run facts) from a run")
+    report.add_argument("output", metavar="OUTPUT", help="the OUTPUT of a finished `fruitlake run`")
+    report.add_argument("--master", default=None, help="Spark master URL (default local[*], or spark-submit's)")
+
+
+def _report(args) -> int:
+    from fruitlake.report import REPORT_HTML, build_report
+    from fruitlake.session import spark_session
+
+    with spark_session(args.master) as spark:
+        report = build_report(spark, args.output)
+    probe = report["probe"]
+    print(json.dumps({"report": f"{report['output']}/{REPORT_HTML}", "probe_accuracy": probe.get("accuracy"),
+                      "probe_macro_f1": probe.get("macro_f1")}))
+    return 0
+
+
+COMMANDS = {
+    "run": (_add_run, _run),
+    "report": (_add_report, _report),
+    "sample-data": (_add_sample_data, _sample_data),
+}
 
 
 def parser() -> argparse.ArgumentParser:

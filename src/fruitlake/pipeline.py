@@ -17,7 +17,9 @@ from fruitlake.config import RunConfig
 from fruitlake.discover import discover
 from fruitlake.featurize import featurize, prepare_engine
 from fruitlake.models import NETWORKS, load_network
+from fruitlake.progress import Progress
 from fruitlake.reduce import fit, transform
+from fruitlake.report import build_report
 from fruitlake.session import spark_session
 from fruitlake.write import (
     FEATURES,
@@ -66,36 +68,40 @@ def versions(spark: SparkSession) -> dict[str, str]:
     return found
 
 
-def run(config: RunConfig, spark: SparkSession | None = None) -> dict:
+def run(config: RunConfig, spark: SparkSession | None = None, progress: Progress | None = None) -> dict:
     """Run the whole pipeline; returns the manifest that was also written to OUTPUT/manifest.json.
 
-    With `spark` given (a notebook, spark-submit) that session is used and left running.
+    With `spark` given (a notebook, spark-submit) that session is used and left running. `progress` shows
+    each stage as it runs (the command line passes one; by default nothing is shown).
     """
     started = time.perf_counter()
+    progress = progress or Progress.off()
     if spark is not None:
-        return _run(config, spark, StageTimer(), started)
+        return _run(config, spark, StageTimer(), started, progress)
     with spark_session(config.master) as own:
         timer = StageTimer()
         timer.seconds["session"] = round(time.perf_counter() - started, 3)
-        return _run(config, own, timer, started)
+        return _run(config, own, timer, started, progress)
 
 
-def _run(config: RunConfig, spark: SparkSession, timer: StageTimer, started: float) -> dict:
+def _run(config: RunConfig, spark: SparkSession, timer: StageTimer, started: float, progress: Progress) -> dict:
     output = config.output.rstrip("/")
     staging = storage.join(output, STAGING)
     prepare_output(spark, output, config.mode)
 
-    with timer("discover"):
+    with timer("discover"), progress.stage("discover", spark) as shown:
         found = discover(spark, config.input)
+        shown.count(found.count)
     if config.k is not None and config.k > found.count:
         raise FruitlakeError(f"k={config.k} exceeds the {found.count} images in {config.input!r}")
 
-    with timer("load_model"):
+    with timer("load_model"), progress.stage("model") as shown:
+        shown.note(f"{config.model} ({config.engine})")
         loaded = load_network(config.model, config.weights, config.image_size)
         spec = prepare_engine(spark, loaded, config.engine, config.batch_size, config.max_pixels)
 
     images_done = spark.sparkContext.accumulator(0)
-    with timer("featurize"):
+    with timer("featurize"), progress.stage("featurize", spark, found.count, lambda: images_done.value):
         # The only action that runs the CNN: its rows land in Parquet, and every later stage reads them back.
         featurize(found.images, spec, images_done).write.mode("overwrite").parquet(staging)
     staged = spark.read.parquet(staging)
@@ -103,16 +109,18 @@ def _run(config: RunConfig, spark: SparkSession, timer: StageTimer, started: flo
     images_ok, images_rejected = counts.get(True, 0), counts.get(False, 0)
     good = staged.where(F.col("error").isNull()).drop("error")
 
-    with timer("reduce"):
+    with timer("reduce"), progress.stage("pca", spark) as shown:
         reduction = fit(good, images_ok, NETWORKS[config.model].feature_dim, config.k, config.variance)
+        shown.note(f"k={reduction.k} keeps {100 * reduction.explained_variance:.1f}% of the variance")
 
-    with timer("write"):
+    with timer("write"), progress.stage("write", spark) as shown:
         reduced = transform(reduction.model, good).orderBy("path").persist()
         write_features(reduced, storage.join(output, FEATURES))
         write_csv(reduced, storage.join(output, PCA_CSV), reduction.k)
         write_rejects(staged.where(F.col("error").isNotNull()).orderBy("path"), storage.join(output, REJECTS))
         write_model(reduction.model, storage.join(output, PCA_MODEL))
         reduced.unpersist()
+        shown.count(images_ok)
     spec.payload.unpersist()
 
     total_seconds = time.perf_counter() - started
@@ -147,6 +155,8 @@ def _run(config: RunConfig, spark: SparkSession, timer: StageTimer, started: flo
     }
     write_json(spark, storage.join(output, MANIFEST), manifest)
     storage.delete(spark, staging)
+    with progress.stage("report", spark) as shown:
+        shown.note(build_report(spark, output, manifest)["summary"])
     log.info(
         "%d images (%d rejected) -> k=%d (%.1f%% variance) in %.1f s, %.1f img/s",
         found.count, images_rejected, reduction.k, 100 * reduction.explained_variance, total_seconds,
