@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 INPUT ?= data/sample
 OUTPUT ?= out/sample
 
-.PHONY: run test lint bench clean
+.PHONY: run test browser lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,14 @@ run: install
 	@test -d $(INPUT) || $(BIN)/fruitlake sample-data $(INPUT)
 	$(BIN)/fruitlake run $(INPUT) $(OUTPUT) --mode overwrite
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The report tests render report.html in headless Chromium: Debian's package, installed once (CI runs as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null; } || \
+		echo "could not install chromium (apt-get as root): the report rendering test will fail" >&2
 
 lint: install
 	$(BIN)/ruff check src tests

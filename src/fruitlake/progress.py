@@ -62,12 +62,11 @@ def render(state: StageState, now: float) -> str:
             parts.append(f"tasks {state.tasks_done}/{state.tasks_total}{running}")
         else:
             parts.append(f"{state.tasks_done} tasks")
-    if state.done is not None and state.unit and elapsed > 0:
+    if state.done is not None and state.total is not None and elapsed > 0:  # a stage with work to count down
         rate = state.done / elapsed
         parts.append(f"{rate:,.1f} {state.unit}/s")
-        if state.finished is None and state.total is not None:
-            remaining = state.total - state.done
-            parts.append(f"ETA {_duration(remaining / rate)}" if rate > 0 else "ETA --")
+        if state.finished is None:
+            parts.append(f"ETA {_duration((state.total - state.done) / rate)}" if rate > 0 else "ETA --")
     if state.note:
         parts.append(state.note)
     parts.append(f"{'done in ' if state.finished is not None else ''}{_duration(elapsed)}")

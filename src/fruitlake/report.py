@@ -31,6 +31,7 @@ MAX_THUMBNAILS = 200
 MAX_LEGEND_LABELS = 40
 MAX_CONFUSION_LABELS = 60
 WORST_PAIRS = 5
+VARIANCE_TOLERANCE = 0.01
 PROBE_MODEL = "LogisticRegression(max_iter=3000) on the PCA components"
 
 
@@ -324,8 +325,20 @@ th, td { border-bottom: 1px solid #e3e6ea; padding: 4px 12px 4px 0; text-align: 
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: .88em; word-break: break-all; }
 img { max-width: 100%; height: auto; display: block; margin: 8px 0; }
+.warn { background: #fdecea; border-left: 4px solid #d62728; padding: 8px 12px; }
 .cols { display: flex; flex-wrap: wrap; gap: 32px; } .note { color: #5a6270; font-size: .9em; }
 """
+
+
+def _variance_check(manifest: dict, curve_at_k: float | None) -> str:
+    """Say so when the fitted PCA's variance at k and the eigenvalue curve disagree: one of them is wrong."""
+    if curve_at_k is None or abs(curve_at_k - manifest["explained_variance"]) <= VARIANCE_TOLERANCE:
+        return ""
+    return (
+        f'<p class="warn">The fitted PCA model keeps {100 * manifest["explained_variance"]:.1f}% of the variance '
+        f"at k={manifest['k']}, but the eigenvalues of the covariance give {100 * curve_at_k:.1f}%: "
+        "the principal components were not computed accurately.</p>"
+    )
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -407,6 +420,7 @@ def render_html(report: dict, manifest: dict, plots: dict[str, bytes], rejects: 
 <div class="cards">{card_html}</div>
 <h2>Explained variance</h2>
 {section("variance", "cumulative explained variance against k")}
+{_variance_check(manifest, report.get("variance_curve_at_k"))}
 <h2>First two principal components</h2>
 {section("projection", "images projected on PC 1 and PC 2, coloured by label")}
 <h2>Classification probe</h2>
@@ -457,6 +471,8 @@ def build_report(spark, output: str, manifest: dict | None = None) -> dict:
     for name, png in plots.items():
         storage.write_bytes(spark, storage.join(folder, f"{name}.png"), png)
 
+    curve = manifest["explained_variance_curve"]
+    curve_at_k = curve[manifest["k"] - 1] if len(curve) >= manifest["k"] else None
     summary = (
         f"probe accuracy {probe['accuracy']:.3f}, macro-F1 {probe['macro_f1']:.3f} on {probe['test_rows']:,} "
         f"test images" if "accuracy" in probe else f"probe skipped: {probe['skipped']}"
@@ -471,6 +487,7 @@ def build_report(spark, output: str, manifest: dict | None = None) -> dict:
         "rejects_by_reason": _reject_reasons(results.rejects),
         "k": manifest["k"],
         "explained_variance": manifest["explained_variance"],
+        "variance_curve_at_k": curve_at_k,
         "labels": len(label_counts),
         "label_counts": label_counts,
         "scatter_points": int(min(len(results.labels), SCATTER_POINTS)),
