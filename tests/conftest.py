@@ -63,7 +63,7 @@ def sample_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reported_run(spark, sample_root, weights_path, tmp_path_factory):
-    """`fruitlake run` from the command line (progress to a non-terminal stderr) on 24 images and 1 corrupt file.
+    """`fruitlake run` from the command line (progress to a non-terminal stderr): 24 images, 1 corrupt file.
 
     Returns (output folder, captured stdout, captured stderr).
     """
@@ -79,6 +79,7 @@ def reported_run(spark, sample_root, weights_path, tmp_path_factory):
     output = tmp_path_factory.mktemp("report_out") / "result"
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["run", str(root), str(output), "--k", "5", "--weights", weights_path, "--batch-size", "8"])
+        arguments = ["run", str(root), str(output), "--k", "5", "--weights", weights_path, "--batch-size=8"]
+        code = main(arguments)
     assert code == 0, stderr.getvalue()[-3000:]
     return output, stdout.getvalue(), stderr.getvalue()

@@ -1,4 +1,4 @@
-"""Progress: the rendered line (fake clock), the three output modes, Spark task counts, and the CLI's stages."""
+"""Progress: the rendered line (fake clock), the output modes, Spark task counts, and the CLI's stages."""
 
 import io
 import re
@@ -26,8 +26,9 @@ class Terminal(io.StringIO):
 
 
 def test_rate_and_eta_from_the_counts_and_the_clock():
-    state = StageState("featurize", started=100.0, total=1000, done=250, tasks_done=1, tasks_total=4,
-                       tasks_running=2)
+    state = StageState(
+        "featurize", started=100.0, total=1000, done=250, tasks_done=1, tasks_total=4, tasks_running=2
+    )
     line = render(state, now=125.0)  # 250 images in 25 s: 10/s, 750 left: 75 s
     assert "250/1,000 images" in line and "25%" in line
     assert "tasks 1/4 (2 running)" in line
@@ -41,7 +42,9 @@ def test_eta_is_unknown_before_the_first_images_arrive_and_hours_show():
 
 
 def test_finished_stage_says_done_with_its_total_rate():
-    state = StageState("featurize", started=0.0, total=600, done=600, tasks_done=3, tasks_total=3, finished=60.0)
+    state = StageState(
+        "featurize", started=0.0, total=600, done=600, tasks_done=3, tasks_total=3, finished=60.0
+    )
     line = render(state, now=999.0)
     assert "600/600 images" in line and "3 tasks" in line and "10.0 images/s" in line
     assert "ETA" not in line and "%" not in line and line.endswith("done in 1:00")
@@ -119,8 +122,9 @@ def test_quiet_prints_no_progress(spark, weights_path, tmp_path, capsys):
     from fruitlake.sample_data import write_sample_data
 
     write_sample_data(tmp_path / "in", classes=2, per_class=3, seed=2)
-    code = main(["run", str(tmp_path / "in"), str(tmp_path / "out"), "--k", "2", "--weights", weights_path,
-                 "--quiet"])
+    code = main(
+        ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--k", "2", "--weights", weights_path, "--quiet"]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert not [line for line in captured.err.splitlines() if line.split(" ")[0] in STAGES]

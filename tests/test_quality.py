@@ -1,4 +1,4 @@
-"""Real photos, real weights: the reduced features must be good enough for a classifier (one run, two checks)."""
+"""Real photos, real weights: the reduced features must be good for a classifier (one run, 2 tests)."""
 
 import json
 

@@ -18,11 +18,13 @@ PLOTS = {"variance", "projection", "labels", "thumbnails", "confusion"}
 
 
 def read_report(output) -> tuple[str, dict]:
-    return (output / "report.html").read_text(encoding="utf-8"), json.loads((output / "report.json").read_text())
+    return (output / "report.html").read_text(encoding="utf-8"), json.loads(
+        (output / "report.json").read_text()
+    )
 
 
 def independent_probe(table: pd.DataFrame) -> tuple[float, float]:
-    """The probe redone from pca_csv: Training vs Test folders when both exist, else stratified 80/20, seed 0."""
+    """Probe redone from pca_csv: Training vs Test folders when both exist, else stratified 80/20, seed 0"""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
     from sklearn.model_selection import train_test_split
@@ -35,7 +37,9 @@ def independent_probe(table: pd.DataFrame) -> tuple[float, float]:
         train, test = train_test_split(table, test_size=0.2, random_state=0, stratify=table["label"])
     probe = LogisticRegression(max_iter=3000).fit(train[components], train["label"])
     predicted = probe.predict(test[components])
-    return float(np.mean(predicted == test["label"])), float(f1_score(test["label"], predicted, average="macro"))
+    return float(np.mean(predicted == test["label"])), float(
+        f1_score(test["label"], predicted, average="macro")
+    )
 
 
 def test_report_files_are_written_and_the_page_embeds_every_plot(reported_run):
@@ -88,11 +92,24 @@ def test_page_renders_in_headless_chromium(reported_run, tmp_path):
     output, _, _ = reported_run
     shot = tmp_path / "report.png"
     subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,2000",
-         (output / "report.html").as_uri()],
-        check=True, capture_output=True, timeout=120,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,2000",
+            (output / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     image = Image.open(shot).convert("RGB")
     assert image.size == (1200, 2000)
@@ -154,13 +171,32 @@ def test_scatter_is_sampled_when_large():
 
 def test_labels_and_paths_are_escaped_in_the_page():
     manifest = {
-        "input": "/data/<script>alert(1)</script>", "output": "/out", "images_total": 2, "images_ok": 2,
-        "images_rejected": 0, "k": 1, "explained_variance": 0.5, "variance_target": None,
-        "explained_variance_curve": [0.5], "model": "mobilenet_v2", "engine": "onnx", "weights": "w.h5",
-        "weights_sha256": "0" * 64, "image_size": 224, "total_seconds": 1.0, "throughput_img_per_s": 2.0,
-        "created_utc": "2026-01-01T00:00:00+00:00", "timings": {"featurize": 0.5},
+        "input": "/data/<script>alert(1)</script>",
+        "output": "/out",
+        "images_total": 2,
+        "images_ok": 2,
+        "images_rejected": 0,
+        "k": 1,
+        "explained_variance": 0.5,
+        "variance_target": None,
+        "explained_variance_curve": [0.5],
+        "model": "mobilenet_v2",
+        "engine": "onnx",
+        "weights": "w.h5",
+        "weights_sha256": "0" * 64,
+        "image_size": 224,
+        "total_seconds": 1.0,
+        "throughput_img_per_s": 2.0,
+        "created_utc": "2026-01-01T00:00:00+00:00",
+        "timings": {"featurize": 0.5},
     }
-    report = {"probe": {"skipped": "needs at least 2 labels"}, "labels": 1, "label_counts": {"<b>Fig</b>": 2},
-              "rejects_by_reason": {}, "fruitlake_version": "0", "created_utc": "now"}
+    report = {
+        "probe": {"skipped": "needs at least 2 labels"},
+        "labels": 1,
+        "label_counts": {"<b>Fig</b>": 2},
+        "rejects_by_reason": {},
+        "fruitlake_version": "0",
+        "created_utc": "now",
+    }
     page = render_html(report, manifest, {}, pd.DataFrame({"path": [], "reason": []}))
     assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;Fig&lt;/b&gt;" in page

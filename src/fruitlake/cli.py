@@ -67,9 +67,9 @@ def _sample_data(args) -> int:
 
 
 def _add_report(commands) -> None:
-    report = commands.add_parser("report", help="write OUTPUT/report.html (plots, probe, run facts) from a run")
+    report = commands.add_parser("report", help="write OUTPUT/report.html (plots, probe, facts) from a run")
     report.add_argument("output", metavar="OUTPUT", help="the OUTPUT of a finished `fruitlake run`")
-    report.add_argument("--master", default=None, help="Spark master URL (default local[*], or spark-submit's)")
+    report.add_argument("--master", default=None, help="Spark master (default local[*] or spark-submit's)")
 
 
 def _report(args) -> int:

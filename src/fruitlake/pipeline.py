@@ -84,7 +84,9 @@ def run(config: RunConfig, spark: SparkSession | None = None, progress: Progress
         return _run(config, own, timer, started, progress)
 
 
-def _run(config: RunConfig, spark: SparkSession, timer: StageTimer, started: float, progress: Progress) -> dict:
+def _run(
+    config: RunConfig, spark: SparkSession, timer: StageTimer, started: float, progress: Progress
+) -> dict:
     output = config.output.rstrip("/")
     staging = storage.join(output, STAGING)
     prepare_output(spark, output, config.mode)

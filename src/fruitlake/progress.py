@@ -48,7 +48,7 @@ def _duration(seconds: float) -> str:
 
 
 def render(state: StageState, now: float) -> str:
-    """One line: `featurize  1,000/2,370 images  42%  tasks 2/5 (2 running)  35.1 images/s  ETA 0:39  0:28`."""
+    """One line: `featurize  1,000/2,370 images  42%  tasks 2/5 (2 running)  35.1 images/s  ETA 0:39  0:28`"""
     elapsed = (state.finished if state.finished is not None else now) - state.started
     parts = [f"{state.name:<10}"]
     if state.done is not None:
@@ -104,7 +104,7 @@ class _SparkTasks:
                 if info is not None:  # a stage Spark no longer keeps stays as last seen
                     self.seen[stage_id] = (info.numCompletedTasks, info.numTasks, info.numActiveTasks)
         done = sum(v[0] for v in self.seen.values())
-        # A stage skipped by adaptive execution never completes its tasks: count what ran, not what was planned.
+        # A stage skipped by adaptive execution never completes its tasks: count what ran, not the plan
         total = sum(v[1] for v in self.seen.values() if v[0] or v[2]) or sum(v[1] for v in self.seen.values())
         return done, total, sum(v[2] for v in self.seen.values())
 
@@ -144,11 +144,13 @@ class Progress:
         counter: Callable[[], int] | None = None,
         unit: str = "images",
     ) -> Iterator[Stage]:
-        """Show one stage while its block runs; `counter()` (e.g. an accumulator's value) is polled for `done`.
+        """Show one stage while its block runs; `counter()` (e.g. an accumulator's value) is polled for done.
 
         With `spark`, the block's jobs run in a job group of their own so its task counts can be polled.
         """
-        state = StageState(name, self.clock(), unit, total, 0 if counter is not None or total is not None else None)
+        state = StageState(
+            name, self.clock(), unit, total, 0 if counter is not None or total is not None else None
+        )
         self.stages.append(state)
         if self.mode == "off":
             yield Stage(state)
@@ -163,7 +165,10 @@ class Progress:
             tasks = _SparkTasks(context.statusTracker(), group)
         stop = threading.Event()
         watcher = threading.Thread(
-            target=self._watch, args=(state, counter, tasks, stop), name=f"fruitlake-progress-{name}", daemon=True
+            target=self._watch,
+            args=(state, counter, tasks, stop),
+            name=f"fruitlake-progress-{name}",
+            daemon=True,
         )
         watcher.start()
         try:

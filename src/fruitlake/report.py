@@ -1,4 +1,4 @@
-"""A finished OUTPUT -> report.html (one self-contained file, plots as data URIs), report.json and report/*.png.
+"""A finished OUTPUT -> report.html (self-contained: plots as data URIs), report.json and report/*.png.
 
 The plots are plain functions returning matplotlib Figures (Agg, no pyplot state), so the notebook shows the
 same ones inline. Results are read through Spark (Parquet, CSV, the storage helper), so OUTPUT may be local or
@@ -55,7 +55,9 @@ def load_results(spark, output: str, manifest: dict | None = None) -> Results:
     if manifest is None:
         manifest_uri = storage.join(output, MANIFEST)
         if not storage.exists(spark, manifest_uri):
-            raise FruitlakeError(f"{output!r} has no {MANIFEST}: is it the OUTPUT of a finished `fruitlake run`?")
+            raise FruitlakeError(
+                f"{output!r} has no {MANIFEST}: is it the OUTPUT of a finished `fruitlake run`?"
+            )
         manifest = read_json(spark, manifest_uri)
     from pyspark.sql import functions as F
 
@@ -63,8 +65,11 @@ def load_results(spark, output: str, manifest: dict | None = None) -> Results:
     frame = features.orderBy("path").select("label", "split", "pca").toPandas()
     first = features.groupBy("label").agg(F.min("path").alias("path")).collect()
     rejects = (
-        spark.read.options(**CSV_OPTIONS).schema("path string, reason string").csv(storage.join(output, REJECTS))
-        .orderBy("path").toPandas()
+        spark.read.options(**CSV_OPTIONS)
+        .schema("path string, reason string")
+        .csv(storage.join(output, REJECTS))
+        .orderBy("path")
+        .toPandas()
         if storage.exists(spark, storage.join(output, REJECTS))
         else pd.DataFrame({"path": [], "reason": []})
     )
@@ -80,7 +85,9 @@ def load_results(spark, output: str, manifest: dict | None = None) -> Results:
     )
 
 
-def read_thumbnails(spark, first_paths: dict[str, str], pixels: int = THUMBNAIL_PIXELS) -> dict[str, np.ndarray]:
+def read_thumbnails(
+    spark, first_paths: dict[str, str], pixels: int = THUMBNAIL_PIXELS
+) -> dict[str, np.ndarray]:
     """label -> RGB thumbnail of its first image, read through Hadoop's FileSystem (file:, s3a:, s3:)."""
     from PIL import Image, ImageOps
 
@@ -99,8 +106,10 @@ def read_thumbnails(spark, first_paths: dict[str, str], pixels: int = THUMBNAIL_
 # ---------------------------------------------------------------- the classification probe
 
 
-def probe_split(labels: np.ndarray, splits: np.ndarray, seed: int = SEED) -> tuple[np.ndarray, np.ndarray, str]:
-    """Train/test masks: the input's Training vs Test folders when both exist, else a stratified 80/20 split."""
+def probe_split(
+    labels: np.ndarray, splits: np.ndarray, seed: int = SEED
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Train/test masks: the input's Training vs Test folders when both exist, else stratified 80/20."""
     from sklearn.model_selection import train_test_split
 
     train, test = splits == "Training", splits == "Test"
@@ -119,7 +128,7 @@ def probe_split(labels: np.ndarray, splits: np.ndarray, seed: int = SEED) -> tup
 
 
 def classification_probe(pca: np.ndarray, labels: np.ndarray, splits: np.ndarray, seed: int = SEED) -> dict:
-    """How well a linear classifier separates the labels on the PCA features: accuracy, macro-F1, confusions."""
+    """How well a linear classifier separates labels on the PCA features: accuracy, macro-F1, confusion."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
@@ -134,9 +143,14 @@ def classification_probe(pca: np.ndarray, labels: np.ndarray, splits: np.ndarray
     matrix = confusion_matrix(labels[test], predicted, labels=names)
     support = matrix.sum(axis=1)
     pairs = [
-        {"true": names[i], "predicted": names[j], "count": int(matrix[i, j]),
-         "share_of_true": round(float(matrix[i, j] / support[i]), 4)}
-        for i, j in zip(*np.nonzero(matrix), strict=True) if i != j
+        {
+            "true": names[i],
+            "predicted": names[j],
+            "count": int(matrix[i, j]),
+            "share_of_true": round(float(matrix[i, j] / support[i]), 4),
+        }
+        for i, j in zip(*np.nonzero(matrix), strict=True)
+        if i != j
     ]
     pairs.sort(key=lambda pair: (-pair["count"], -pair["share_of_true"], pair["true"], pair["predicted"]))
     recall = {name: round(float(matrix[i, i] / support[i]), 4) for i, name in enumerate(names) if support[i]}
@@ -146,7 +160,9 @@ def classification_probe(pca: np.ndarray, labels: np.ndarray, splits: np.ndarray
         "train_rows": int(train.sum()),
         "test_rows": int(test.sum()),
         "accuracy": round(float(accuracy_score(labels[test], predicted)), 6),
-        "macro_f1": round(float(f1_score(labels[test], predicted, labels=names, average="macro", zero_division=0)), 6),
+        "macro_f1": round(
+            float(f1_score(labels[test], predicted, labels=names, average="macro", zero_division=0)), 6
+        ),
         "worst_confused": pairs[:WORST_PAIRS],
         "recall_per_label": recall,
         "labels": names,
@@ -190,9 +206,16 @@ def plot_variance(curve: list[float], k: int, explained: float):
     axes.plot(ks, curve, color="#1f77b4", linewidth=2, label="cumulative explained variance")
     axes.axvline(k, color="#d62728", linestyle="--", linewidth=1)
     axes.axhline(explained, color="#d62728", linestyle=":", linewidth=1)
-    axes.plot([k], [explained], "o", color="#d62728", markersize=8, label=f"chosen k={k}: {100 * explained:.1f}%")
-    axes.annotate(f"k={k}, {100 * explained:.1f}%", (k, explained), textcoords="offset points", xytext=(10, -18),
-                  color="#d62728")
+    axes.plot(
+        [k], [explained], "o", color="#d62728", markersize=8, label=f"chosen k={k}: {100 * explained:.1f}%"
+    )
+    axes.annotate(
+        f"k={k}, {100 * explained:.1f}%",
+        (k, explained),
+        textcoords="offset points",
+        xytext=(10, -18),
+        color="#d62728",
+    )
     axes.set_xscale("log" if len(curve) > 200 else "linear")
     axes.set_xlabel("number of principal components k")
     axes.set_ylabel("cumulative explained variance")
@@ -210,7 +233,7 @@ def scatter_sample(n: int, max_points: int = SCATTER_POINTS, seed: int = SEED) -
 
 
 def plot_projection(pca: np.ndarray, labels: np.ndarray, max_points: int = SCATTER_POINTS, seed: int = SEED):
-    """The images on the first two principal components, coloured by label (a fixed-seed sample when large)."""
+    """The images on the first two principal components, coloured by label (fixed-seed sample when large)."""
     rows = scatter_sample(len(labels), max_points, seed)
     names = sorted(set(labels))
     colours = label_colours(names)
@@ -220,22 +243,33 @@ def plot_projection(pca: np.ndarray, labels: np.ndarray, max_points: int = SCATT
     second = pca[rows, 1] if pca.shape[1] > 1 else np.zeros(len(rows))
     for name in names:
         mine = labels[rows] == name
-        axes.scatter(pca[rows, 0][mine], second[mine], s=10, alpha=0.7, color=colours[name], label=name,
-                     linewidths=0)
+        axes.scatter(
+            pca[rows, 0][mine], second[mine], s=10, alpha=0.7, color=colours[name], label=name, linewidths=0
+        )
     axes.set_xlabel("PC 1")
     axes.set_ylabel("PC 2" if pca.shape[1] > 1 else "(k=1: no second component)")
-    shown = f"{len(rows):,} of {len(labels):,} images" if len(rows) < len(labels) else f"{len(labels):,} images"
+    shown = (
+        f"{len(rows):,} of {len(labels):,} images" if len(rows) < len(labels) else f"{len(labels):,} images"
+    )
     axes.set_title(f"Images on the first two principal components ({shown})")
     axes.grid(True, alpha=0.3)
     if legend:
-        axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=1.5,
-                    ncol=1 if len(names) <= 20 else 2, frameon=False)
+        axes.legend(
+            loc="center left",
+            bbox_to_anchor=(1.01, 0.5),
+            fontsize=8,
+            markerscale=1.5,
+            ncol=1 if len(names) <= 20 else 2,
+            frameon=False,
+        )
     return figure
 
 
 def plot_label_counts(labels: np.ndarray, splits: np.ndarray):
     """Images per label, stacked by split folder."""
-    table = pd.crosstab(pd.Series(labels, name="label"), pd.Series(splits, name="split").replace("", "(none)"))
+    table = pd.crosstab(
+        pd.Series(labels, name="label"), pd.Series(splits, name="split").replace("", "(none)")
+    )
     table = table.loc[sorted(table.index, reverse=True)]
     figure = _figure(8, max(2.5, 0.6 + 0.22 * len(table)))
     axes = figure.add_subplot()
@@ -253,7 +287,9 @@ def plot_label_counts(labels: np.ndarray, splits: np.ndarray):
     return figure
 
 
-def plot_thumbnails(thumbnails: dict[str, np.ndarray], counts: dict[str, int] | None = None, columns: int = 8):
+def plot_thumbnails(
+    thumbnails: dict[str, np.ndarray], counts: dict[str, int] | None = None, columns: int = 8
+):
     """One image per label, with its label (and image count) as caption."""
     names = sorted(thumbnails)
     rows = max(1, -(-len(names) // columns))
@@ -323,7 +359,8 @@ h2 { border-bottom: 2px solid #e3e6ea; padding-bottom: 4px; margin-top: 36px; }
 table { border-collapse: collapse; margin: 10px 0; font-size: .92em; }
 th, td { border-bottom: 1px solid #e3e6ea; padding: 4px 12px 4px 0; text-align: left; vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: .88em; word-break: break-all; }
+code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: .88em;
+              word-break: break-all; }
 img { max-width: 100%; height: auto; display: block; margin: 8px 0; }
 .warn { background: #fdecea; border-left: 4px solid #d62728; padding: 8px 12px; }
 .cols { display: flex; flex-wrap: wrap; gap: 32px; } .note { color: #5a6270; font-size: .9em; }
@@ -335,14 +372,16 @@ def _variance_check(manifest: dict, curve_at_k: float | None) -> str:
     if curve_at_k is None or abs(curve_at_k - manifest["explained_variance"]) <= VARIANCE_TOLERANCE:
         return ""
     return (
-        f'<p class="warn">The fitted PCA model keeps {100 * manifest["explained_variance"]:.1f}% of the variance '
-        f"at k={manifest['k']}, but the eigenvalues of the covariance give {100 * curve_at_k:.1f}%: "
+        f'<p class="warn">The fitted PCA model keeps {100 * manifest["explained_variance"]:.1f}% of the '
+        f"variance at k={manifest['k']}, but the eigenvalues of the covariance give {100 * curve_at_k:.1f}%: "
         "the principal components were not computed accurately.</p>"
     )
 
 
 def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+    return (
+        f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+    )
 
 
 def render_html(report: dict, manifest: dict, plots: dict[str, bytes], rejects: pd.DataFrame) -> str:
@@ -356,48 +395,90 @@ def render_html(report: dict, manifest: dict, plots: dict[str, bytes], rejects: 
         (f"{probe['macro_f1']:.3f}" if "macro_f1" in probe else "n/a", "probe macro-F1"),
         (f"{manifest['throughput_img_per_s']:,.1f}", "images/s overall"),
     ]
-    card_html = "".join(f"<div class=card><b>{html.escape(v)}</b><span>{html.escape(t)}</span></div>" for v, t in cards)
+    card_html = "".join(
+        f"<div class=card><b>{html.escape(v)}</b><span>{html.escape(t)}</span></div>" for v, t in cards
+    )
     facts = [
-        ("input", manifest["input"]), ("output", manifest["output"]),
-        ("images found", manifest["images_total"]), ("images featurized", manifest["images_ok"]),
+        ("input", manifest["input"]),
+        ("output", manifest["output"]),
+        ("images found", manifest["images_total"]),
+        ("images featurized", manifest["images_ok"]),
         ("images rejected", manifest["images_rejected"]),
         ("k (principal components)", manifest["k"]),
         ("explained variance at k", f"{100 * manifest['explained_variance']:.2f}%"),
-        ("k chosen by", f"variance target {manifest['variance_target']}" if manifest.get("variance_target")
-         else "fixed --k"),
-        ("model", f"{manifest['model']} ({manifest.get('feature_dim', '?')} features, "
-                  f"{manifest['image_size']} px input)"),
-        ("engine", manifest["engine"]), ("batch size", manifest.get("batch_size", "")),
-        ("weights", manifest["weights"]), ("weights sha256", manifest["weights_sha256"]),
-        ("Spark master", f"{manifest.get('spark_master', '')} "
-                         f"(default parallelism {manifest.get('spark_default_parallelism', '?')})"),
+        (
+            "k chosen by",
+            f"variance target {manifest['variance_target']}"
+            if manifest.get("variance_target")
+            else "fixed --k",
+        ),
+        (
+            "model",
+            f"{manifest['model']} ({manifest.get('feature_dim', '?')} features, "
+            f"{manifest['image_size']} px input)",
+        ),
+        ("engine", manifest["engine"]),
+        ("batch size", manifest.get("batch_size", "")),
+        ("weights", manifest["weights"]),
+        ("weights sha256", manifest["weights_sha256"]),
+        (
+            "Spark master",
+            f"{manifest.get('spark_master', '')} "
+            f"(default parallelism {manifest.get('spark_default_parallelism', '?')})",
+        ),
         ("total time", f"{manifest['total_seconds']:,.1f} s"),
-        ("throughput", f"{manifest['throughput_img_per_s']:,.2f} images/s overall, "
-                       f"{manifest.get('featurize_img_per_s', 0):,.2f} images/s in featurize"),
+        (
+            "throughput",
+            f"{manifest['throughput_img_per_s']:,.2f} images/s overall, "
+            f"{manifest.get('featurize_img_per_s', 0):,.2f} images/s in featurize",
+        ),
         ("versions", ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items())),
         ("run created (UTC)", manifest["created_utc"]),
     ]
     timings = manifest.get("timings", {})
     total = max(float(manifest.get("total_seconds") or 0), 1e-9)
-    timing_rows = [(stage, round(float(s), 2), f"{100 * float(s) / total:.0f}%") for stage, s in timings.items()]
+    timing_rows = [
+        (stage, round(float(s), 2), f"{100 * float(s) / total:.0f}%") for stage, s in timings.items()
+    ]
     reasons = report["rejects_by_reason"]
     rejects_html = (
         _table(list(reasons.items()), ("reason", "images"))
-        + _table([(r.path, r.reason) for r in rejects.head(50).itertuples()], ("file", "reason"), numeric_from=9)
-        + (f'<p class="note">first 50 of {len(rejects):,} listed; all are in <code>rejects/</code></p>'
-           if len(rejects) > 50 else "")
-        if len(rejects) else "<p>No file was rejected.</p>"
+        + _table(
+            [(r.path, r.reason) for r in rejects.head(50).itertuples()], ("file", "reason"), numeric_from=9
+        )
+        + (
+            f'<p class="note">first 50 of {len(rejects):,} listed; all are in <code>rejects/</code></p>'
+            if len(rejects) > 50
+            else ""
+        )
+        if len(rejects)
+        else "<p>No file was rejected.</p>"
     )
     if "accuracy" in probe:
         probe_html = (
-            _table([("model", probe["model"]), ("split", probe["split_rule"]),
-                    ("training rows", probe["train_rows"]), ("test rows", probe["test_rows"]),
-                    ("accuracy", f"{probe['accuracy']:.4f}"), ("macro-F1", f"{probe['macro_f1']:.4f}")])
+            _table(
+                [
+                    ("model", probe["model"]),
+                    ("split", probe["split_rule"]),
+                    ("training rows", probe["train_rows"]),
+                    ("test rows", probe["test_rows"]),
+                    ("accuracy", f"{probe['accuracy']:.4f}"),
+                    ("macro-F1", f"{probe['macro_f1']:.4f}"),
+                ]
+            )
             + "<h3>Most confused label pairs</h3>"
-            + (_table([(p["true"], p["predicted"], p["count"], f"{100 * p['share_of_true']:.1f}%")
-                       for p in probe["worst_confused"]], ("true label", "predicted as", "test images", "share"),
-                      numeric_from=2)
-               if probe["worst_confused"] else "<p>No confusion on the test rows.</p>")
+            + (
+                _table(
+                    [
+                        (p["true"], p["predicted"], p["count"], f"{100 * p['share_of_true']:.1f}%")
+                        for p in probe["worst_confused"]
+                    ],
+                    ("true label", "predicted as", "test images", "share"),
+                    numeric_from=2,
+                )
+                if probe["worst_confused"]
+                else "<p>No confusion on the test rows.</p>"
+            )
         )
     else:
         probe_html = f"<p>Probe skipped: {html.escape(probe['skipped'])}</p>"
@@ -407,16 +488,18 @@ def render_html(report: dict, manifest: dict, plots: dict[str, bytes], rejects: 
 
     label_counts = report["label_counts"]
     recall = probe.get("recall_per_label", {})
-    label_rows = [(name, n, f"{recall[name]:.3f}" if name in recall else "") for name, n in label_counts.items()]
+    label_rows = [
+        (name, n, f"{recall[name]:.3f}" if name in recall else "") for name, n in label_counts.items()
+    ]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>fruitlake report: {html.escape(manifest['input'])}</title>
+<title>fruitlake report: {html.escape(manifest["input"])}</title>
 <style>{STYLE}</style></head>
 <body>
 <h1>fruitlake report</h1>
-<p class="sub"><span class="mono">{html.escape(manifest['input'])}</span> &rarr;
-<span class="mono">{html.escape(manifest['output'])}</span>, run {html.escape(manifest['created_utc'])}</p>
+<p class="sub"><span class="mono">{html.escape(manifest["input"])}</span> &rarr;
+<span class="mono">{html.escape(manifest["output"])}</span>, run {html.escape(manifest["created_utc"])}</p>
 <div class="cards">{card_html}</div>
 <h2>Explained variance</h2>
 {section("variance", "cumulative explained variance against k")}
@@ -436,14 +519,14 @@ def render_html(report: dict, manifest: dict, plots: dict[str, bytes], rejects: 
 <h2>Run facts</h2>
 <div class="cols"><div>{_table(facts, numeric_from=9)}</div>
 <div><h3>Time per stage</h3>{_table(timing_rows, ("stage", "seconds", "share"))}</div></div>
-<p class="note">Written by fruitlake {html.escape(str(report['fruitlake_version']))} on
-{html.escape(report['created_utc'])}; everything on this page is embedded in this one file.</p>
+<p class="note">Written by fruitlake {html.escape(str(report["fruitlake_version"]))} on
+{html.escape(report["created_utc"])}; everything on this page is embedded in this one file.</p>
 </body></html>
 """
 
 
 def build_report(spark, output: str, manifest: dict | None = None) -> dict:
-    """Write OUTPUT/report.html, OUTPUT/report.json and OUTPUT/report/*.png; returns what report.json holds."""
+    """Write OUTPUT/report.html, OUTPUT/report.json and OUTPUT/report/*.png; returns report.json's content."""
     from fruitlake import __version__
 
     started = time.perf_counter()
@@ -455,7 +538,9 @@ def build_report(spark, output: str, manifest: dict | None = None) -> dict:
     label_counts = {name: int(counts[name]) for name in sorted(counts.index)}
 
     figures = {
-        "variance": plot_variance(manifest["explained_variance_curve"], manifest["k"], manifest["explained_variance"]),
+        "variance": plot_variance(
+            manifest["explained_variance_curve"], manifest["k"], manifest["explained_variance"]
+        ),
         "projection": plot_projection(results.pca, results.labels),
         "labels": plot_label_counts(results.labels, results.splits),
     }
@@ -475,7 +560,9 @@ def build_report(spark, output: str, manifest: dict | None = None) -> dict:
     curve_at_k = curve[manifest["k"] - 1] if len(curve) >= manifest["k"] else None
     summary = (
         f"probe accuracy {probe['accuracy']:.3f}, macro-F1 {probe['macro_f1']:.3f} on {probe['test_rows']:,} "
-        f"test images" if "accuracy" in probe else f"probe skipped: {probe['skipped']}"
+        f"test images"
+        if "accuracy" in probe
+        else f"probe skipped: {probe['skipped']}"
     )
     report = {
         "fruitlake_version": __version__,
