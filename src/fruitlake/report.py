@@ -282,7 +282,7 @@ def plot_label_counts(labels: np.ndarray, splits: np.ndarray):
     axes.set_title(f"Images per label ({len(table)} labels, {int(left.sum()):,} images)")
     axes.tick_params(axis="y", labelsize=8)
     axes.margins(y=0.01)
-    axes.legend(loc="lower right")
+    figure.legend(loc="outside lower center", ncol=4, frameon=False)
     axes.grid(True, axis="x", alpha=0.3)
     return figure
 
@@ -358,6 +358,7 @@ h2 { border-bottom: 2px solid #e3e6ea; padding-bottom: 4px; margin-top: 36px; }
 .card b { display: block; font-size: 1.5em; color: #0b5cad; } .card span { color: #5a6270; font-size: .9em; }
 table { border-collapse: collapse; margin: 10px 0; font-size: .92em; }
 th, td { border-bottom: 1px solid #e3e6ea; padding: 4px 12px 4px 0; text-align: left; vertical-align: top; }
+td:first-child { white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: .88em;
               word-break: break-all; }
