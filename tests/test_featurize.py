@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import cloudpickle
 import numpy as np
@@ -11,11 +12,11 @@ from fruitlake.models import mobilenet_v2_normalise
 
 
 def direct_keras_features(loaded_network, paths):
-    batch = np.stack([decode(open(p.removeprefix("file:"), "rb").read(), 224, 10**8) for p in paths])
+    batch = np.stack([decode(Path(p.removeprefix("file:")).read_bytes(), 224, 10**8) for p in paths])
     return loaded_network.build_keras()(mobilenet_v2_normalise(batch), training=False).numpy()
 
 
-@pytest.mark.parametrize("engine", ["onnx", "keras"])
+@pytest.mark.parametrize("engine", ["onnx", "openvino", "keras"])
 def test_features_equal_a_direct_keras_call(spark, loaded_network, sample_root, engine):
     spec = prepare_engine(spark, loaded_network, engine, batch_size=5, max_pixels=10**8)
     done = spark.sparkContext.accumulator(0)
@@ -56,3 +57,21 @@ def test_bad_files_become_rows_with_a_reason(spark, loaded_network, sample_root,
     assert [row.path.rsplit("/", 1)[-1] for row in bad] == ["broken.jpg"]
     assert bad[0].features is None and "not an image" in bad[0].error
     assert sum(row.features is not None for row in rows) == 24
+
+
+def test_bf16_features_stay_close_to_fp32(spark, loaded_network, sample_root):
+    from fruitlake.featurize import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no bf16 support (the CLI refuses --precision bf16 here)")
+    images = read_images(spark, str(sample_root))
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        spec = prepare_engine(spark, loaded_network, "openvino", 8, 10**8, precision=precision)
+        ordered = sorted(featurize(images, spec).collect(), key=lambda r: r.path)
+        rows[precision] = np.array([r.features for r in ordered])
+    a, b = rows["fp32"], rows["bf16"]
+    cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    print(f"bf16 vs fp32: cosine similarity per image, min {cosine.min():.4f}")
+    assert not np.array_equal(a, b)  # bf16 really ran
+    assert cosine.min() > 0.95  # each feature vector keeps its direction

@@ -41,3 +41,21 @@ def test_pca_matches_numpy_up_to_sign(spark):
 def test_k_larger_than_the_images_is_refused(spark):
     with pytest.raises(FruitlakeError, match="k=10 exceeds the 5 decoded images"):
         fit(frame(spark, np.eye(5, 12)), 5, 12, k=10, variance=0.95)
+
+
+def test_same_model_as_spark_ml_pca_fit(spark):
+    """Our eigendecomposition builds the PCAModel Spark ML's own PCA.fit would (up to each component's sign)."""
+    from pyspark.ml.feature import PCA
+
+    from fruitlake.reduce import CENTRED, with_vectors
+
+    rng = np.random.default_rng(1)
+    matrix = rng.normal(size=(40, 6)) @ rng.normal(size=(6, 9))
+    reduction = fit(frame(spark, matrix), 40, 9, k=4, variance=0.95)
+    centred = reduction.model.stages[0].transform(with_vectors(frame(spark, matrix)))
+    spark_pca = PCA(k=4, inputCol=CENTRED, outputCol="p").fit(centred)
+    ours = reduction.model.stages[1]
+    np.testing.assert_allclose(ours.explainedVariance.toArray(), spark_pca.explainedVariance.toArray(), atol=1e-6)
+    theirs, mine = spark_pca.pc.toArray(), ours.pc.toArray()
+    np.testing.assert_allclose(np.abs(np.sum(theirs * mine, axis=0)), np.ones(4), atol=1e-5)
+    assert ours.getK() == 4

@@ -10,7 +10,8 @@ from fruitlake import FruitlakeError
 from fruitlake.models import NETWORKS
 
 MODES = ("error", "overwrite")
-ENGINES = ("onnx", "keras")
+ENGINES = ("onnx", "openvino", "keras")
+PRECISIONS = ("fp32", "bf16")
 WEIGHTS_ENV = "FRUITLAKE_WEIGHTS"
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB; beyond that we refuse, not risk OOM
 
@@ -29,7 +30,8 @@ class RunConfig:
     model: str = "mobilenet_v2"
     image_size: int = 224
     batch_size: int = 64
-    engine: str = "onnx"
+    engine: str | None = None  # None: onnx for fp32, openvino for bf16
+    precision: str = "fp32"
     mode: str = "error"
     master: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -50,8 +52,14 @@ class RunConfig:
             raise FruitlakeError(f"image_size={self.image_size} must be between 32 and 1024 pixels")
         if not 1 <= self.batch_size <= 4096:
             raise FruitlakeError(f"batch_size={self.batch_size} must be between 1 and 4096")
+        if self.precision not in PRECISIONS:
+            raise FruitlakeError(f"precision={self.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+        if self.engine is None:
+            object.__setattr__(self, "engine", "openvino" if self.precision == "bf16" else "onnx")
         if self.engine not in ENGINES:
             raise FruitlakeError(f"engine={self.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
+        if self.precision == "bf16" and self.engine != "openvino":
+            raise FruitlakeError(f"precision=bf16 runs on the openvino engine, not {self.engine}")
         if self.mode not in MODES:
             raise FruitlakeError(f"mode={self.mode!r} is unknown; choose one of {', '.join(MODES)}")
         if self.max_pixels < 1:

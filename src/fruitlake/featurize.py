@@ -21,8 +21,10 @@ from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
+from fruitlake import FruitlakeError
+from fruitlake.config import RunConfig
 from fruitlake.images import ImageRejected, decode
-from fruitlake.models import NETWORKS, LoadedNetwork, keras_to_onnx
+from fruitlake.models import NETWORKS, LoadedNetwork, keras_to_onnx, load_network, onnx_model
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class EngineSpec:
     batch_size: int
     max_pixels: int
     payload: Broadcast
+    precision: str = "fp32"
 
 
 def _task_cpus() -> int:
@@ -70,11 +73,39 @@ def _build_onnx(model_bytes: bytes, threads: int) -> Engine:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads fight the decode thread and the other Python workers for the same cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
 
     def run(batch: np.ndarray) -> np.ndarray:
         return session.run(None, {input_name: batch})[0]
+
+    return run
+
+
+def cpu_supports_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def _build_openvino(model_bytes: bytes, threads: int, precision: str) -> Engine:
+    import openvino as ov
+
+    if precision == "bf16" and not cpu_supports_bf16():
+        raise RuntimeError("this executor's CPU has no bf16 support (AVX512_BF16/AMX): run without --precision bf16")
+    core = ov.Core()
+    config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    compiled = core.compile_model(core.read_model(model_bytes), "CPU", config)
+    request, output = compiled.create_infer_request(), compiled.output(0)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return np.array(request.infer({0: batch})[output], dtype=np.float32, copy=True)
 
     return run
 
@@ -104,6 +135,8 @@ def engine_for(spec: EngineSpec) -> Engine:
         threads = _task_cpus()
         if spec.engine == "onnx":
             engine = _build_onnx(spec.payload.value, threads)
+        elif spec.engine == "openvino":
+            engine = _build_openvino(spec.payload.value, threads, spec.precision)
         else:
             engine = _build_keras(spec.model, spec.image_size, spec.payload.value, threads)
         _ENGINES.clear()  # one network per worker: a new run's engine replaces the last one
@@ -173,19 +206,47 @@ def make_featurizer(spec: EngineSpec, images_done: Accumulator | None):
     return featurize_partition
 
 
-def prepare_engine(spark: SparkSession, loaded: LoadedNetwork, engine: str, batch_size: int, max_pixels: int):
-    """Driver side: turn the loaded network into the broadcast payload the workers build from."""
-    payload = keras_to_onnx(loaded) if engine == "onnx" else loaded.weights
-    broadcast = spark.sparkContext.broadcast(payload)
+def _spec(spark: SparkSession, payload, engine: str, model: str, image_size: int, batch_size: int,
+          max_pixels: int, precision: str) -> EngineSpec:
+    if precision == "bf16" and not cpu_supports_bf16():
+        raise FruitlakeError("--precision bf16 needs a CPU with bf16 support (AVX512_BF16 or AMX, e.g. EC2 "
+                             "m7i/c7i/r7i); this one has none: run without it")
     return EngineSpec(
         key=uuid.uuid4().hex,
         engine=engine,
-        model=loaded.network.name,
-        image_size=loaded.image_size,
+        model=model,
+        image_size=image_size,
         batch_size=batch_size,
         max_pixels=max_pixels,
-        payload=broadcast,
+        payload=spark.sparkContext.broadcast(payload),
+        precision=precision,
     )
+
+
+def prepare_engine(spark: SparkSession, loaded: LoadedNetwork, engine: str, batch_size: int, max_pixels: int,
+                   precision: str = "fp32") -> EngineSpec:
+    """Driver side, from a loaded network: the broadcast payload (ONNX bytes or Keras weights) and its spec."""
+    payload = loaded.weights if engine == "keras" else keras_to_onnx(loaded)
+    return _spec(spark, payload, engine, loaded.network.name, loaded.image_size, batch_size, max_pixels, precision)
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    path: str
+    sha256: str
+
+
+def engine_from_config(spark: SparkSession, config: RunConfig) -> tuple[EngineSpec, WeightsInfo]:
+    """Driver side, for a run: the ONNX engines use the on-disk conversion cache and skip TensorFlow."""
+    if config.engine == "keras":
+        loaded = load_network(config.model, config.weights, config.image_size)
+        payload, weights = loaded.weights, WeightsInfo(loaded.weights_path, loaded.weights_sha256)
+    else:
+        path, digest, payload = onnx_model(config.model, config.weights, config.image_size)
+        weights = WeightsInfo(path, digest)
+    spec = _spec(spark, payload, config.engine, config.model, config.image_size, config.batch_size,
+                 config.max_pixels, config.precision)
+    return spec, weights
 
 
 def featurize(images: DataFrame, spec: EngineSpec, images_done: Accumulator | None = None) -> DataFrame:

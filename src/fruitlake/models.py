@@ -113,7 +113,40 @@ def load_network(name: str, weights: str, image_size: int) -> LoadedNetwork:
     return LoadedNetwork(network, image_size, str(path), sha256_of(path), model.get_weights())
 
 
-def keras_to_onnx(loaded: LoadedNetwork, opset: int = 17) -> bytes:
+ONNX_OPSET = 17
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FRUITLAKE_CACHE") or Path.home() / ".cache" / "fruitlake").expanduser()
+
+
+def onnx_model(name: str, weights: str, image_size: int) -> tuple[str, str, bytes]:
+    """(weights path, weights sha256, ONNX bytes) for the network, converted once per weights file and size.
+
+    The conversion (TensorFlow import, Keras build, tf2onnx) costs ~10 s; its result is cached on disk keyed
+    by the weights' checksum, so later runs load neither TensorFlow nor Keras on the driver.
+    """
+    network = NETWORKS[name]
+    path = resolve_weights(network, weights)
+    digest = sha256_of(path)
+    cached = cache_dir() / "onnx" / f"{name}-{digest[:24]}-{image_size}px-opset{ONNX_OPSET}.onnx"
+    if cached.is_file() and cached.stat().st_size > 0:
+        log.info("ONNX model from cache %s", cached)
+        return str(path), digest, cached.read_bytes()
+    loaded = load_network(name, str(path), image_size)
+    model_bytes = keras_to_onnx(loaded)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        partial.write_bytes(model_bytes)
+        os.chmod(partial, 0o600)
+        os.replace(partial, cached)  # readers see the whole file or none
+    except OSError as exc:  # a read-only home must not fail the run: it only costs the conversion next time
+        log.warning("could not cache the ONNX model in %s: %s", cached.parent, exc)
+    return str(path), digest, model_bytes
+
+
+def keras_to_onnx(loaded: LoadedNetwork, opset: int = ONNX_OPSET) -> bytes:
     """Convert the Keras network once, on the driver; the workers get the bytes and need no TensorFlow."""
     import tensorflow as tf
     import tf2onnx

@@ -15,8 +15,8 @@ from pyspark.sql import functions as F
 from fruitlake import FruitlakeError, __version__, storage
 from fruitlake.config import RunConfig
 from fruitlake.discover import discover
-from fruitlake.featurize import featurize, prepare_engine
-from fruitlake.models import NETWORKS, load_network
+from fruitlake.featurize import engine_from_config, featurize
+from fruitlake.models import NETWORKS
 from fruitlake.progress import Progress
 from fruitlake.reduce import fit, transform
 from fruitlake.report import build_report
@@ -98,9 +98,8 @@ def _run(
         raise FruitlakeError(f"k={config.k} exceeds the {found.count} images in {config.input!r}")
 
     with timer("load_model"), progress.stage("model") as shown:
-        shown.note(f"{config.model} ({config.engine})")
-        loaded = load_network(config.model, config.weights, config.image_size)
-        spec = prepare_engine(spark, loaded, config.engine, config.batch_size, config.max_pixels)
+        shown.note(f"{config.model} ({config.engine}, {config.precision})")
+        spec, weights = engine_from_config(spark, config)
 
     images_done = spark.sparkContext.accumulator(0)
     with timer("featurize"), progress.stage("featurize", spark, found.count, lambda: images_done.value):
@@ -141,8 +140,9 @@ def _run(
         "explained_variance_curve": [round(v, 6) for v in reduction.variance_curve],
         "model": config.model,
         "engine": config.engine,
-        "weights": loaded.weights_path,
-        "weights_sha256": loaded.weights_sha256,
+        "precision": config.precision,
+        "weights": weights.path,
+        "weights_sha256": weights.sha256,
         "image_size": config.image_size,
         "feature_dim": NETWORKS[config.model].feature_dim,
         "batch_size": config.batch_size,

@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-
-from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.feature import PCA, StandardScaler
+import pandas as pd
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import PCA, PCAModel, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError
@@ -36,35 +36,52 @@ def choose_k(curve: list[float], variance: float) -> int:
     return len(curve)
 
 
-def _pipeline(k: int) -> Pipeline:
-    centre = StandardScaler(inputCol=VECTOR, outputCol=CENTRED, withMean=True, withStd=False)
-    return Pipeline(stages=[centre, PCA(k=k, inputCol=CENTRED, outputCol=PROJECTED)])
-
-
-def _cumulative(model: PipelineModel) -> list[float]:
-    total, curve = 0.0, []
-    for share in model.stages[-1].explainedVariance.toArray():
-        total += float(share)
-        curve.append(min(total, 1.0))
-    return curve
-
-
-def variance_curve(vectors: DataFrame) -> list[float]:
-    """Cumulative explained variance for every k, from the covariance Spark aggregates (features x features).
-
-    Spark ML's PCA runs a full SVD per fit (seconds on the JVM for 1280 features); the eigenvalues of the
-    covariance give the whole curve in one pass, so k is chosen first and Spark ML fits PCA once, at k.
+def covariance(features: DataFrame, n_features: int) -> np.ndarray:
+    """Sample covariance of the `features` arrays: a Gram matrix per partition with NumPy's BLAS, summed by
+    Spark's Summarizer on the executors. The driver receives one features x features matrix, whatever the
+    number of images.
     """
-    from pyspark.mllib.linalg import Vectors as MLlibVectors
-    from pyspark.mllib.linalg.distributed import RowMatrix
+    from pyspark.ml.stat import Summarizer
 
-    rows = vectors.rdd.map(lambda row: MLlibVectors.fromML(row[0]))
-    covariance = RowMatrix(rows).computeCovariance().toArray()
-    eigenvalues = np.clip(np.linalg.eigvalsh(covariance)[::-1], 0.0, None)
-    total = float(eigenvalues.sum())
-    if total <= 0.0:
-        raise FruitlakeError("all images have identical features: there is no variance for PCA to explain")
-    return [min(float(v), 1.0) for v in np.cumsum(eigenvalues) / total]
+    d = n_features
+
+    def gram(frames):
+        n, total, products = 0, np.zeros(d), np.zeros((d, d))
+        for frame in frames:
+            if len(frame):
+                x = np.stack(frame["features"].to_numpy()).astype(np.float64)
+                n, total, products = n + len(x), total + x.sum(axis=0), products + x.T @ x
+        yield pd.DataFrame({"moments": [np.concatenate(([n], total, products.ravel()))]})
+
+    moments = features.select("features").mapInPandas(gram, "moments array<double>")
+    summed = moments.select(Summarizer.sum(array_to_vector("moments")).alias("sum")).first()["sum"].toArray()
+    n = summed[0]
+    mean = summed[1 : d + 1] / n
+    cov = (summed[d + 1 :].reshape(d, d) / n - np.outer(mean, mean)) * (n / max(n - 1.0, 1.0))
+    return (cov + cov.T) / 2
+
+
+def _pca_model(spark: SparkSession, components: np.ndarray, shares: np.ndarray, k: int) -> PCAModel:
+    """A Spark ML PCAModel from the top-k eigenvectors: it transforms, saves and loads like one from PCA.fit.
+
+    PCA.fit runs a full SVD on the JVM (seconds for 1280 features without native LAPACK, and a second fit
+    to pick k by variance); the eigendecomposition of the same covariance with NumPy's LAPACK is the same
+    mathematics in a fraction of the time.
+    """
+    from pyspark.ml.common import _py2java
+    from pyspark.ml.linalg import DenseMatrix, DenseVector
+
+    d = components.shape[0]
+    matrix = DenseMatrix(d, k, components[:, :k].flatten(order="F").tolist())
+    java_model = spark.sparkContext._jvm.org.apache.spark.ml.feature.PCAModel(
+        PCA().uid,
+        _py2java(spark.sparkContext, matrix),
+        _py2java(spark.sparkContext, DenseVector(shares[:k].tolist())),
+    )
+    model = PCAModel(java_model)
+    model._set(k=k, inputCol=CENTRED, outputCol=PROJECTED)
+    model._transfer_params_to_java()
+    return model
 
 
 def with_vectors(features: DataFrame) -> DataFrame:
@@ -72,21 +89,26 @@ def with_vectors(features: DataFrame) -> DataFrame:
 
 
 def fit(features: DataFrame, n_images: int, n_features: int, k: int | None, variance: float) -> Reduction:
-    """`features` has an array `features` column; it is read twice (the full curve, then at k), never recomputed."""
+    """Centre + PCA on the `features` arrays, which are read (two passes), never recomputed."""
     if n_images < 2:
         raise FruitlakeError(f"PCA needs at least 2 decoded images, got {n_images}")
     if k is not None and k > n_images:
         raise FruitlakeError(f"k={k} exceeds the {n_images} decoded images")
-    vectors = with_vectors(features).select(VECTOR).persist()
-    try:
-        curve = variance_curve(vectors)[: min(n_features, n_images)]
-        chosen = k if k is not None else choose_k(curve, variance)
-        model = _pipeline(chosen).fit(vectors)
-    finally:
-        vectors.unpersist()
-    explained = _cumulative(model)[-1]
-    log.info("PCA: k=%d keeps %.3f of the variance", chosen, explained)
-    return Reduction(model, chosen, explained, curve)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance(features, n_features))
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues, eigenvectors = np.clip(eigenvalues[order], 0.0, None), eigenvectors[:, order]
+    total = float(eigenvalues.sum())
+    if total <= 0.0:
+        raise FruitlakeError("all images have identical features: there is no variance for PCA to explain")
+    shares = eigenvalues / total
+    curve = [min(float(v), 1.0) for v in np.cumsum(shares)][: min(n_features, n_images)]
+    chosen = k if k is not None else choose_k(curve, variance)
+    centre = StandardScaler(inputCol=VECTOR, outputCol=CENTRED, withMean=True, withStd=False)
+    centre_model = centre.fit(with_vectors(features).select(VECTOR))
+    pca_model = _pca_model(features.sparkSession, eigenvectors, shares, chosen)
+    model = PipelineModel(stages=[centre_model, pca_model])
+    log.info("PCA: k=%d keeps %.3f of the variance", chosen, curve[chosen - 1])
+    return Reduction(model, chosen, curve[chosen - 1], curve)
 
 
 def transform(model: PipelineModel, features: DataFrame) -> DataFrame:

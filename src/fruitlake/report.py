@@ -418,7 +418,7 @@ def render_html(report: dict, manifest: dict, plots: dict[str, bytes], rejects: 
             f"{manifest['model']} ({manifest.get('feature_dim', '?')} features, "
             f"{manifest['image_size']} px input)",
         ),
-        ("engine", manifest["engine"]),
+        ("engine", f"{manifest['engine']} ({manifest.get('precision', 'fp32')})"),
         ("batch size", manifest.get("batch_size", "")),
         ("weights", manifest["weights"]),
         ("weights sha256", manifest["weights_sha256"]),

@@ -45,7 +45,8 @@ def write_features(reduced: DataFrame, uri: str) -> None:
 
 
 def write_rejects(rejects: DataFrame, uri: str) -> None:
-    rejects.select("path", F.col("error").alias("reason")).coalesce(1).write.mode("overwrite").options(**CSV_OPTIONS).csv(uri)
+    rows = rejects.select("path", F.col("error").alias("reason")).coalesce(1)
+    rows.write.mode("overwrite").options(**CSV_OPTIONS).csv(uri)
 
 
 def write_model(model: PipelineModel, uri: str) -> None:

@@ -1,0 +1,219 @@
+"""The cloud commands as library calls (plan, up, submit, status, down), wiring the resource modules in order.
+
+Guards come first and need no AWS call: the region (CloudConfig) and the budget (`guard`). Everything after
+takes a boto3 session, so tests point it at a local S3/IAM/EMR server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fruitlake import FruitlakeError
+from fruitlake.cloud import aws, bucket, emr, iam, network
+from fruitlake.cloud.artifacts import BOOTSTRAP_KEY, JOB_KEY, LOGS_PREFIX, build_wheel, check_wheel
+from fruitlake.cloud.config import EU_REGIONS, CloudConfig
+from fruitlake.cloud.job import split_s3_uri, weights_argument
+from fruitlake.cloud.pricing import Estimate, check_budget, estimate
+
+log = logging.getLogger(__name__)
+
+Echo = Callable[[str], None]
+
+
+def guard(config: CloudConfig) -> Estimate:
+    """The cost estimate, refused above the budget; no AWS call (the region was checked by CloudConfig)."""
+    cost = estimate(config)
+    check_budget(cost, config.budget_eur)
+    return cost
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: CloudConfig  # with the bucket resolved
+    cost: Estimate
+    wheel: str
+    bucket_exists: bool
+    roles_exist: dict[str, bool]
+    subnet: network.Subnet
+    cluster_id: str | None  # the active cluster `up` would reuse
+
+    def lines(self) -> list[str]:
+        c = self.config
+
+        def action(exists: bool) -> str:
+            return "exists, kept" if exists else "create"
+
+        where = EU_REGIONS.get(c.region, "outside the EU (--allow-non-eu)")
+        market = "spot" if c.spot else "on-demand"
+        core = f" + {c.core_count} x {c.core_type} core ({market})" if c.core_count else ""
+        net = self.subnet
+        return [
+            f"fruitlake cloud plan: region {c.region} ({where})",
+            f"  S3 bucket      s3://{c.bucket_name}  [{action(self.bucket_exists)}]",
+            "                 SSE-S3 default encryption, all public access blocked, TLS-only bucket policy",
+            f"  upload         {self.wheel} -> {c.s3_uri('code/')}",
+            f"                 {c.s3_uri(BOOTSTRAP_KEY)}, {c.s3_uri(JOB_KEY)}",
+            f"  IAM role       {c.instance_role} + instance profile: S3 on s3://{c.bucket_name} only  "
+            f"[{action(self.roles_exist[c.instance_role])}]",
+            f"  IAM role       {c.service_role}: {iam.EMR_SERVICE_POLICY.rsplit('/', 1)[-1]} + pass "
+            f"{c.instance_role}  [{action(self.roles_exist[c.service_role])}]",
+            f"  network        {net.subnet_id} in {net.vpc_id} ({net.availability_zone}): "
+            f"tag for-use-with-amazon-emr-managed-policies=true  [{'tagged' if net.tagged else 'tag'}]",
+            f"  EMR cluster    {c.name}: {c.release}, Spark, 1 x {c.primary_type} primary (on-demand){core}",
+            f"                 auto-terminates after {c.idle_minutes} min idle; logs {c.s3_uri(LOGS_PREFIX)}",
+            f"                 [{'reuse ' + self.cluster_id if self.cluster_id else 'create'}]",
+            f"Estimated cost: {self.cost.eur:.2f} EUR (budget {c.budget_eur:.2f} EUR)",
+            *self.cost.lines(),
+        ]
+
+
+def inspect(session, config: CloudConfig, cost: Estimate, wheel: str) -> Plan:
+    """What exists and what `up` would create; read-only calls only."""
+    found = emr.find_cluster(aws.client(session, config, "emr"), config)
+    return Plan(
+        config=config,
+        cost=cost,
+        wheel=wheel,
+        bucket_exists=bucket.bucket_exists(aws.client(session, config, "s3"), config),
+        roles_exist=iam.roles_exist(aws.client(session, config, "iam"), config),
+        subnet=network.find_subnet(aws.client(session, config, "ec2"), config),
+        cluster_id=found["Id"] if found else None,
+    )
+
+
+def wheel_description(wheel: str | None, source: str) -> str:
+    return str(Path(wheel).expanduser()) if wheel else f"fruitlake wheel built from {Path(source).resolve()}"
+
+
+def up(
+    session,
+    config: CloudConfig,
+    cost: Estimate,
+    wheel: str | None,
+    source: str = ".",
+    echo: Echo = print,
+    retry_seconds: float = 10.0,
+) -> str:
+    """Bucket, artifacts, roles, network tags, cluster; every step safe to repeat. Returns the cluster id."""
+    wheel_path = check_wheel(wheel) if wheel else build_wheel(source)
+    s3 = aws.client(session, config, "s3")
+    if bucket.ensure_bucket(s3, config):
+        echo(f"created bucket s3://{config.bucket_name}")
+    uris = bucket.upload_artifacts(s3, config, wheel_path)
+    echo(f"uploaded {wheel_path.name}, bootstrap.sh and fruitlake_job.py to {config.s3_uri('code/')}")
+    roles = iam.ensure_roles(aws.client(session, config, "iam"), config)
+    for what in roles.created:
+        echo(f"created {what}")
+    subnet = network.ensure_network(aws.client(session, config, "ec2"), config)
+    request = emr.run_job_flow_request(config, uris, roles, subnet, cost)
+    emr_client = aws.client(session, config, "emr")
+    cluster_id, created = emr.ensure_cluster(emr_client, config, request, retry_seconds)
+    echo(f"{'started' if created else 'reusing'} cluster {cluster_id} ({config.name}, {config.region})")
+    return cluster_id
+
+
+def check_uri_in_bucket(config: CloudConfig, what: str, uri: str) -> None:
+    """The nodes' role reaches only the project bucket, so INPUT, OUTPUT and weights must live there."""
+    if not uri.startswith("s3://"):
+        raise FruitlakeError(f"{what} {uri!r} is not an s3:// URI: the cluster cannot read local files")
+    if uri.removeprefix("s3://").split("/", 1)[0] != config.bucket_name:
+        raise FruitlakeError(
+            f"{what} {uri!r} is outside s3://{config.bucket_name}, the only bucket the cluster may use"
+        )
+
+
+def submit(
+    session,
+    config: CloudConfig,
+    input: str,
+    output: str,
+    run_args: list[str],
+    echo: Echo = print,
+    wait: bool = True,
+    poll_seconds: float = 30.0,
+    timeout_seconds: float | None = None,
+) -> str:
+    """Add a `fruitlake run INPUT OUTPUT ...` step to our active cluster; wait for it unless told not to."""
+    check_uri_in_bucket(config, "INPUT", input)
+    check_uri_in_bucket(config, "OUTPUT", output)
+    if input.rstrip("/") == output.rstrip("/"):
+        raise FruitlakeError("INPUT and OUTPUT are the same folder")
+    weights = weights_argument(run_args)
+    if weights is not None and weights[1] != "imagenet":
+        if not weights[1].startswith("s3://"):
+            bucket_uri = config.s3_uri("weights/")
+            raise FruitlakeError(
+                f"--weights {weights[1]!r} is a local file the cluster cannot see: upload it with "
+                f"`aws s3 cp {weights[1]} {bucket_uri}` and pass --weights {bucket_uri}<name>"
+            )
+        check_uri_in_bucket(config, "--weights", weights[1])
+        split_s3_uri(weights[1])
+    client = aws.client(session, config, "emr")
+    cluster = emr.find_cluster(client, config)
+    if cluster is None:
+        raise FruitlakeError(
+            f"no active cluster {config.name!r} for s3://{config.bucket_name} in {config.region}: "
+            "start one with `fruitlake cloud up`"
+        )
+    run = [input, output, *run_args]
+    step = emr.step_request(config, config.s3_uri(JOB_KEY), run, f"fruitlake run {output}")
+    step_id = emr.add_step(client, cluster["Id"], step)
+    echo(f"added step {step_id} to cluster {cluster['Id']}: fruitlake run {' '.join(run)}")
+    if wait:
+        emr.wait_for_step(client, cluster["Id"], step_id, echo, poll_seconds, timeout_seconds)
+        echo(f"results in {output}; download with: aws s3 sync {output} ./results")
+    return step_id
+
+
+def status(session, config: CloudConfig, echo: Echo = print) -> dict | None:
+    client = aws.client(session, config, "emr")
+    cluster = emr.find_cluster(client, config) or emr.find_cluster(client, config, states=None)
+    if cluster is None:
+        echo(f"no cluster {config.name!r} for s3://{config.bucket_name} in {config.region}")
+        return None
+    tags = {tag["Key"]: tag["Value"] for tag in cluster.get("Tags", [])}
+    state = cluster["Status"]
+    reason = state.get("StateChangeReason", {}).get("Message")
+    echo(
+        f"cluster {cluster['Id']} {cluster['Name']}: {state['State']}{f' ({reason})' if reason else ''}; "
+        f"{cluster.get('ReleaseLabel')}; estimate {tags.get('fruitlake:estimate-eur', '?')} EUR"
+    )
+    if cluster.get("MasterPublicDnsName"):
+        echo(f"  primary node: {cluster['MasterPublicDnsName']}")
+    steps = emr.recent_steps(client, cluster["Id"])
+    echo("  recent steps:" if steps else "  no steps yet")
+    for step in steps:
+        echo(f"  {step['Id']}  {step['Status']['State']:<11} {step['Name']}")
+    return cluster
+
+
+def down(
+    session,
+    config: CloudConfig,
+    echo: Echo = print,
+    delete_bucket: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    poll_seconds: float = 15.0,
+) -> None:
+    """Terminate our cluster; with `delete_bucket`, also empty and delete the bucket (after `confirm`)."""
+    s3 = aws.client(session, config, "s3")
+    if delete_bucket and confirm is not None and bucket.bucket_exists(s3, config):
+        question = f"delete s3://{config.bucket_name} and everything in it (images, results, logs)?"
+        if not confirm(question):
+            raise FruitlakeError("not confirmed; nothing was deleted or terminated")
+    client = aws.client(session, config, "emr")
+    cluster = emr.find_cluster(client, config)
+    if cluster is None:
+        echo(f"no active cluster {config.name!r} for s3://{config.bucket_name} in {config.region}")
+    else:
+        # Before deleting the bucket, wait: a terminating cluster still writes its last logs there.
+        emr.terminate(client, cluster["Id"], echo, wait=delete_bucket, poll_seconds=poll_seconds)
+    if delete_bucket:
+        if bucket.bucket_exists(s3, config):
+            removed = bucket.empty_and_delete_bucket(s3, config.bucket_name)
+            echo(f"deleted s3://{config.bucket_name} ({removed} objects)")
+        else:
+            echo(f"bucket s3://{config.bucket_name} does not exist")

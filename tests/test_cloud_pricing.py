@@ -1,0 +1,70 @@
+"""The dated price table, the EUR estimate and the budget guard; no AWS involved."""
+
+import re
+
+import pytest
+
+from fruitlake import FruitlakeError
+from fruitlake.cloud import pricing
+from fruitlake.cloud.config import CloudConfig
+
+REQUIRED_REGIONS = ["eu-west-1", "eu-central-1", "eu-north-1", "eu-west-3", "us-east-1"]
+REQUIRED_TYPES = ["m5.xlarge", "m5.2xlarge", "m7i.xlarge", "c7i.xlarge"]
+
+
+def test_the_table_covers_the_required_regions_and_types_with_dates():
+    for region in REQUIRED_REGIONS:
+        for instance_type in REQUIRED_TYPES:
+            ec2, emr = pricing.hourly_usd(region, instance_type)
+            assert 0.1 < ec2 < 1.0 and 0.01 < emr < ec2
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", pricing.PRICES_AS_OF)
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", pricing.USD_TO_EUR_AS_OF)
+    assert 0.7 < pricing.USD_TO_EUR < 1.1
+
+
+def test_default_cluster_estimate_matches_a_hand_computation():
+    cost = pricing.estimate(CloudConfig())
+    # 3 x m5.xlarge in eu-west-1: (0.214 EC2 + 0.048 EMR) USD/h each, 1 h of work + 30 min idle timeout.
+    assert cost.usd_per_hour == pytest.approx(3 * 0.262)
+    assert cost.hours == pytest.approx(1.5)
+    assert cost.usd == pytest.approx(1.179)
+    assert cost.eur == pytest.approx(1.179 * 0.877)
+    text = "\n".join(cost.lines())
+    assert "= 1.18 USD = 1.03 EUR" in text
+    assert "as of 2025-06-01" in text and "1 USD = 0.877 EUR" in text
+
+
+def test_spot_makes_only_the_core_nodes_cheaper():
+    on_demand = pricing.estimate(CloudConfig())
+    spot = pricing.estimate(CloudConfig(spot=True))
+    primary, core = spot.nodes
+    assert (primary.market, primary.ec2_usd_per_hour) == ("on-demand", 0.214)
+    assert (core.market, core.count) == ("spot", 2)
+    assert core.ec2_usd_per_hour == pytest.approx(0.214 * pricing.SPOT_FRACTION)
+    assert core.emr_usd_per_hour == 0.048  # EMR charges its fee on spot nodes too
+    assert spot.usd == pytest.approx(1.5 * (0.262 + 2 * (0.214 * 0.45 + 0.048)))
+    assert spot.usd < on_demand.usd
+
+
+def test_region_and_instance_type_change_the_estimate():
+    options = {"region": "eu-central-1", "core_type": "c7i.xlarge", "core_count": 4, "hours": 2}
+    frankfurt = pricing.estimate(CloudConfig(**options))
+    assert frankfurt.usd == pytest.approx(2.5 * ((0.230 + 0.048) + 4 * (0.2037 + 0.0446)))
+
+
+def test_unknown_prices_are_refused_not_guessed():
+    with pytest.raises(FruitlakeError, match="no price for instance type 'r5.xlarge'"):
+        pricing.estimate(CloudConfig(core_type="r5.xlarge"))
+    with pytest.raises(FruitlakeError, match="no prices for region 'eu-south-1'"):
+        pricing.estimate(CloudConfig(region="eu-south-1"))
+
+
+def test_budget_guard_refuses_above_and_passes_below():
+    big = pricing.estimate(CloudConfig(core_count=20, core_type="m5.2xlarge", hours=8))
+    assert big.eur > 10
+    with pytest.raises(FruitlakeError) as refused:
+        pricing.check_budget(big, 10.0)
+    assert f"{big.eur:.2f} EUR exceeds the budget of 10.00 EUR" in str(refused.value)
+    assert "--budget-eur" in str(refused.value)
+    pricing.check_budget(big, big.eur + 0.01)
+    pricing.check_budget(pricing.estimate(CloudConfig()), 10.0)
