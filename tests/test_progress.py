@@ -65,6 +65,14 @@ def test_a_non_terminal_gets_one_line_per_stage_and_no_carriage_returns():
     assert lines[1].startswith("pca") and "k=5" in lines[1] and lines[1].endswith("done in 0:02")
 
 
+def test_a_failing_stage_says_so_and_the_error_goes_on():
+    clock, stream = FakeClock(), io.StringIO()
+    with pytest.raises(RuntimeError, match="boom"), Progress(stream, clock=clock).stage("write"):
+        clock.now = 3.0
+        raise RuntimeError("boom")
+    assert stream.getvalue().rstrip().endswith("failed after 0:03")
+
+
 def test_a_terminal_gets_one_line_redrawn_in_place():
     clock, stream, counted = FakeClock(), Terminal(), [0]
     progress = Progress(stream, clock=clock, interval=0.01)

@@ -37,6 +37,7 @@ class StageState:
     tasks_total: int = 0
     tasks_running: int = 0
     finished: float | None = None
+    failed: bool = False
     note: str = ""
 
 
@@ -69,7 +70,8 @@ def render(state: StageState, now: float) -> str:
             parts.append(f"ETA {_duration((state.total - state.done) / rate)}" if rate > 0 else "ETA --")
     if state.note:
         parts.append(state.note)
-    parts.append(f"{'done in ' if state.finished is not None else ''}{_duration(elapsed)}")
+    ending = "" if state.finished is None else "failed after " if state.failed else "done in "
+    parts.append(f"{ending}{_duration(elapsed)}")
     return "  ".join(parts)
 
 
@@ -173,6 +175,9 @@ class Progress:
         watcher.start()
         try:
             yield Stage(state)
+        except BaseException:
+            state.failed = True
+            raise
         finally:
             stop.set()
             watcher.join()
