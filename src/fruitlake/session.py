@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ def launched_by_spark_submit() -> bool:
 @contextmanager
 def spark_session(master: str | None = None, app_name: str = "fruitlake") -> Iterator[SparkSession]:
     active = SparkSession.getActiveSession()
+    if active is None and SparkContext._active_spark_context is not None:
+        # A session runs but is not this thread's active one (py4j can serve a thread anew): it is not ours
+        # to stop, so take it as it is rather than "create" it and stop the context under its owner.
+        active = SparkSession.builder.getOrCreate()
     if active is None and launched_by_spark_submit():
         # spark-submit (an EMR step) already chose the master and resources: take its session as it is.
         active = SparkSession.builder.appName(app_name).getOrCreate()
