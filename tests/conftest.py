@@ -61,7 +61,7 @@ def sample_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reported_run(spark, sample_root, weights_path, tmp_path_factory):
     """`fruitlake run` from the command line (progress to a non-terminal stderr): 24 images, 1 corrupt file.
 
