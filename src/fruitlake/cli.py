@@ -23,7 +23,7 @@ def _add_run(commands) -> None:
     run.add_argument("--weights", default=None,
                      help="'imagenet' (Keras download) or a local .h5 file; default $FRUITLAKE_WEIGHTS or imagenet")
     run.add_argument("--image-size", type=int, default=224, help="network input size in pixels (default 224)")
-    run.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default 64)")
+    run.add_argument("--batch-size", type=int, default=16, help="images per inference batch (default 16)")
     run.add_argument("--engine", choices=ENGINES, default=None,
                      help="inference engine: onnx (default: ONNX Runtime), openvino, or keras (reference)")
     run.add_argument("--precision", choices=PRECISIONS, default="fp32",

@@ -29,7 +29,7 @@ class RunConfig:
     weights: str = dataclasses.field(default_factory=default_weights)
     model: str = "mobilenet_v2"
     image_size: int = 224
-    batch_size: int = 64
+    batch_size: int = 16
     engine: str | None = None  # None: onnx for fp32, openvino for bf16
     precision: str = "fp32"
     mode: str = "error"

@@ -118,7 +118,7 @@ def _run(
         reduced = transform(reduction.model, good).orderBy("path").persist()
         write_features(reduced, storage.join(output, FEATURES))
         write_csv(reduced, storage.join(output, PCA_CSV), reduction.k)
-        write_rejects(staged.where(F.col("error").isNotNull()).orderBy("path"), storage.join(output, REJECTS))
+        write_rejects(staged.where(F.col("error").isNotNull()), storage.join(output, REJECTS))
         write_model(reduction.model, storage.join(output, PCA_MODEL))
         reduced.unpersist()
         shown.count(images_ok)

@@ -36,13 +36,14 @@ def choose_k(curve: list[float], variance: float) -> int:
     return len(curve)
 
 
-def covariance(features: DataFrame, n_features: int) -> np.ndarray:
-    """Sample covariance of the `features` arrays: a Gram matrix per partition with NumPy's BLAS, summed by
-    Spark's Summarizer on the executors. The driver receives one features x features matrix, whatever the
-    number of images.
-    """
-    from pyspark.ml.stat import Summarizer
+MAX_GRAM_PARTS = 8  # the driver sums at most this many features x features matrices, whatever the data size
 
+
+def covariance(features: DataFrame, n_features: int) -> np.ndarray:
+    """Sample covariance of the `features` arrays: Gram matrices summed with NumPy's BLAS on the executors,
+    over at most MAX_GRAM_PARTS partitions, then added up on the driver. The driver's memory depends on the
+    number of features, never on the number of images.
+    """
     d = n_features
 
     def gram(frames):
@@ -51,13 +52,15 @@ def covariance(features: DataFrame, n_features: int) -> np.ndarray:
             if len(frame):
                 x = np.stack(frame["features"].to_numpy()).astype(np.float64)
                 n, total, products = n + len(x), total + x.sum(axis=0), products + x.T @ x
-        yield pd.DataFrame({"moments": [np.concatenate(([n], total, products.ravel()))]})
+        yield pd.DataFrame({"n": [n], "total": [total], "products": [products.ravel()]})
 
-    moments = features.select("features").mapInPandas(gram, "moments array<double>")
-    summed = moments.select(Summarizer.sum(array_to_vector("moments")).alias("sum")).first()["sum"].toArray()
-    n = summed[0]
-    mean = summed[1 : d + 1] / n
-    cov = (summed[d + 1 :].reshape(d, d) / n - np.outer(mean, mean)) * (n / max(n - 1.0, 1.0))
+    parts = max(1, min(features.sparkSession.sparkContext.defaultParallelism, MAX_GRAM_PARTS))
+    schema = "n long, total array<double>, products array<double>"
+    sums = features.select("features").coalesce(parts).mapInPandas(gram, schema).toPandas()  # <= parts rows
+    n = float(sums["n"].sum())
+    mean = np.sum(np.stack(sums["total"].to_numpy()), axis=0) / n
+    products = np.sum(np.stack(sums["products"].to_numpy()), axis=0).reshape(d, d)
+    cov = (products / n - np.outer(mean, mean)) * (n / max(n - 1.0, 1.0))
     return (cov + cov.T) / 2
 
 
@@ -94,15 +97,18 @@ def fit(features: DataFrame, n_images: int, n_features: int, k: int | None, vari
         raise FruitlakeError(f"PCA needs at least 2 decoded images, got {n_images}")
     if k is not None and k > n_images:
         raise FruitlakeError(f"k={k} exceeds the {n_images} decoded images")
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance(features, n_features))
-    order = np.argsort(eigenvalues)[::-1]
-    eigenvalues, eigenvectors = np.clip(eigenvalues[order], 0.0, None), eigenvectors[:, order]
+    from scipy.linalg import eigh
+
+    cov = covariance(features, n_features)
+    eigenvalues = np.clip(eigh(cov, eigvals_only=True)[::-1], 0.0, None)  # all of them, for the curve
     total = float(eigenvalues.sum())
     if total <= 0.0:
         raise FruitlakeError("all images have identical features: there is no variance for PCA to explain")
     shares = eigenvalues / total
     curve = [min(float(v), 1.0) for v in np.cumsum(shares)][: min(n_features, n_images)]
     chosen = k if k is not None else choose_k(curve, variance)
+    d = cov.shape[0]
+    eigenvectors = eigh(cov, subset_by_index=[d - chosen, d - 1])[1][:, ::-1]  # only the k we keep
     centre = StandardScaler(inputCol=VECTOR, outputCol=CENTRED, withMean=True, withStd=False)
     centre_model = centre.fit(with_vectors(features).select(VECTOR))
     pca_model = _pca_model(features.sparkSession, eigenvectors, shares, chosen)

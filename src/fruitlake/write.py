@@ -45,7 +45,7 @@ def write_features(reduced: DataFrame, uri: str) -> None:
 
 
 def write_rejects(rejects: DataFrame, uri: str) -> None:
-    rows = rejects.select("path", F.col("error").alias("reason")).coalesce(1)
+    rows = rejects.select("path", F.col("error").alias("reason")).coalesce(1).sortWithinPartitions("path")
     rows.write.mode("overwrite").options(**CSV_OPTIONS).csv(uri)
 
 

@@ -1,0 +1,220 @@
+"""Speed of fruitlake on this machine, in one run: bare engines, `fruitlake run` end to end, the naive baseline.
+
+    python bench/bench.py [--n 10000] [--naive-n 2000] [--skip-naive] [--memory] [--sizes]
+
+Generates N synthetic 100x100 JPEGs (fruitlake sample-data), then prints images/s for each variant and the
+ratios. Every figure is wall clock on this machine; compare variants within one run (the machine is noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+WEIGHTS = os.environ.get("FRUITLAKE_WEIGHTS") or str(REPO.parent / "shared/models/mobilenet_v2_1.0_224_no_top.h5")
+GROCERY = REPO.parent / "shared/data/grocery-fruits"
+
+
+def ensure_images(root: Path, n: int) -> Path:
+    from fruitlake.sample_data import write_sample_data
+
+    folder = root / f"synthetic-{n}"
+    if not folder.exists():
+        classes = 10
+        write_sample_data(folder, classes=classes, per_class=n // classes, seed=7)
+    return folder
+
+
+# ---------------------------------------------------------------- bare engines (no Spark, no decoding)
+
+def _engine(kind: str, image_size: int, threads: int):
+    from fruitlake.featurize import _build_keras, _build_onnx, _build_openvino
+    from fruitlake.models import load_network, onnx_model
+
+    if kind.startswith("keras"):
+        loaded = load_network("mobilenet_v2", WEIGHTS, image_size)
+        if kind == "keras-predict":
+            model = loaded.build_keras()
+            return lambda batch: model.predict(batch, verbose=0)
+        return _build_keras("mobilenet_v2", image_size, loaded.weights, threads)
+    _, _, model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size)
+    if kind == "onnx":
+        return _build_onnx(model_bytes, threads)
+    return _build_openvino(model_bytes, threads, "bf16" if kind == "openvino-bf16" else "fp32")
+
+
+def _bare_worker(kind, image_size, threads, batch_size, images, barrier, results):
+    run = _engine(kind, image_size, threads)
+    batch = np.random.default_rng(0).uniform(-1, 1, (batch_size, image_size, image_size, 3)).astype(np.float32)
+    run(batch)  # warm-up
+    barrier.wait()
+    started = time.perf_counter()
+    for _ in range(max(1, images // batch_size)):
+        run(batch)
+    results.put((max(1, images // batch_size) * batch_size, time.perf_counter() - started))
+
+
+def bare(kind: str, image_size: int, batch_size: int, processes: int, threads: int, images: int) -> float:
+    """images/s of `processes` engines with `threads` threads each, running side by side like Spark's workers."""
+    context = mp.get_context("spawn")
+    barrier, results = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_bare_worker,
+                               args=(kind, image_size, threads, batch_size, images // processes, barrier, results))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    done = [results.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    return sum(n for n, _ in done) / max(seconds for _, seconds in done)
+
+
+# ---------------------------------------------------------------- end to end
+
+def peak_rss_of_tree(pid: int, stop: threading.Event, peaks: dict) -> None:
+    import psutil
+
+    root = psutil.Process(pid)
+    while not stop.is_set():
+        try:
+            for proc in [root, *root.children(recursive=True)]:
+                name = "jvm" if "java" in proc.name() else ("driver" if proc.pid == pid else None)
+                if name:
+                    peaks[name] = max(peaks.get(name, 0), proc.memory_info().rss)
+        except psutil.Error:
+            pass
+        stop.wait(0.2)
+
+
+def fruitlake_run(source: Path, extra: list[str]) -> dict:
+    output = Path(tempfile.mkdtemp(prefix="fruitlake-bench-")) / "out"
+    env = {**os.environ, "FRUITLAKE_WEIGHTS": WEIGHTS, "PYSPARK_PYTHON": sys.executable}
+    command = [sys.executable, "-m", "fruitlake", "run", str(source), str(output), *extra]
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stop, peaks = threading.Event(), {}
+    watcher = threading.Thread(target=peak_rss_of_tree, args=(proc.pid, stop, peaks), daemon=True)
+    watcher.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    stop.set()
+    if proc.returncode != 0:
+        raise SystemExit(f"fruitlake run failed:\n{err[-3000:]}")
+    manifest = json.loads((output / "manifest.json").read_text())
+    return {"wall_s": wall, "img_s": manifest["images_total"] / wall, "manifest": manifest, "output": output,
+            "peak_rss_mb": {k: v / 2**20 for k, v in peaks.items()}}
+
+
+def probe_accuracy(output: Path, k: int = 50) -> float:
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    table = pd.concat([pd.read_csv(p, keep_default_na=False) for p in sorted((output / "pca_csv").glob("part-*.csv"))])
+    columns = [f"pc_{i}" for i in range(1, k + 1)]
+    train, test = table[table["split"] == "Training"], table[table["split"] == "Test"]
+    return LogisticRegression(max_iter=3000).fit(train[columns], train["label"]).score(test[columns], test["label"])
+
+
+def naive(source: Path, n: int) -> dict:
+    subset = Path(tempfile.mkdtemp(prefix="fruitlake-naive-")) / "in"
+    files = sorted(source.rglob("*.jpg"))[:n]
+    for file in files:
+        target = subset / file.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(file)
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(HERE / "naive_baseline.py"), str(subset), str(subset.parent / "out"),
+                           WEIGHTS], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"naive baseline failed:\n{done.stderr[-3000:]}")
+    return {"wall_s": wall, "img_s": len(files) / wall, "n": len(files)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10_000, help="synthetic images for the end-to-end runs")
+    parser.add_argument("--naive-n", type=int, default=2_000, help="images for the naive baseline (it is slow)")
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--skip-bf16", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="also run 4N images and compare driver peak RSS")
+    parser.add_argument("--sizes", action="store_true", help="speed and grocery-fruits probe at 224/160/128/96 px")
+    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "fruitlake-bench"))
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    cores = os.cpu_count() or 1
+    print(f"machine: {cores} cores, python {sys.version.split()[0]}; N={args.n}; weights {WEIGHTS}")
+    source = ensure_images(work, args.n)
+    from fruitlake.featurize import cpu_supports_bf16
+
+    bf16 = cpu_supports_bf16() and not args.skip_bf16
+    rows = []
+
+    def show(name: str, value: float, note: str = "") -> None:
+        rows.append((name, value))
+        print(f"  {name:58s} {value:8.1f} img/s  {note}", flush=True)
+
+    print("bare engines at 224 px (random input, no decoding), batch 16 unless said:")
+    show("keras model.predict, 1 process x 2 threads, batch 64", bare("keras-predict", 224, 64, 1, cores, 512))
+    show("keras tf.function, 1 process x 2 threads", bare("keras", 224, 16, 1, cores, 512))
+    onnx_1x2 = bare("onnx", 224, 16, 1, cores, 1024)
+    show("onnx runtime, 1 process x 2 threads", onnx_1x2)
+    onnx_2x1 = bare("onnx", 224, 16, cores, 1, 1024)
+    show(f"onnx runtime, {cores} processes x 1 thread (as Spark's workers)", onnx_2x1)
+    show(f"openvino fp32, {cores} processes x 1 thread", bare("openvino", 224, 16, cores, 1, 1024))
+    if bf16:
+        show(f"openvino bf16, {cores} processes x 1 thread", bare("openvino-bf16", 224, 16, cores, 1, 1024))
+
+    print(f"end to end, {args.n} synthetic 100x100 JPEGs, 224 px, k=50, wall clock incl. start-up:")
+    e2e = fruitlake_run(source, ["--k", "50", "--batch-size", "16"])
+    timings = e2e["manifest"]["timings"]
+    featurize_rate = e2e["manifest"]["images_total"] / timings["featurize"]
+    show("fruitlake run (onnx, fp32)", e2e["img_s"], f"{e2e['wall_s']:.1f} s; stages {timings}")
+    show("  its featurize stage", featurize_rate, f"= {featurize_rate / onnx_2x1:.0%} of the bare engine")
+    if bf16:
+        e2e_bf16 = fruitlake_run(source, ["--k", "50", "--batch-size", "16", "--precision", "bf16"])
+        show("fruitlake run --precision bf16 (openvino)", e2e_bf16["img_s"], f"{e2e_bf16['wall_s']:.1f} s")
+    print(f"  driver peak RSS (MB): {e2e['peak_rss_mb']}")
+    if args.memory:
+        big = ensure_images(work, 4 * args.n)
+        e2e_big = fruitlake_run(big, ["--k", "50", "--batch-size", "16"])
+        show(f"fruitlake run on {4 * args.n} images", e2e_big["img_s"], f"{e2e_big['wall_s']:.1f} s")
+        for part in ("driver", "jvm"):
+            small, large = e2e["peak_rss_mb"].get(part, 0), e2e_big["peak_rss_mb"].get(part, 0)
+            print(f"  peak RSS {part}: {small:.0f} MB at N={args.n}, {large:.0f} MB at 4N ({large / small - 1:+.1%})")
+
+    if not args.skip_naive:
+        print(f"naive notebook baseline (binaryFile, repartition(20), Keras rebuilt per partition, "
+              f"PCA recomputing features), {args.naive_n} images:")
+        base = naive(source, args.naive_n)
+        show("naive baseline", base["img_s"], f"{base['wall_s']:.1f} s")
+        print(f"  fruitlake / naive: {e2e['img_s'] / base['img_s']:.1f}x"
+              + (f"; bf16 / naive: {e2e_bf16['img_s'] / base['img_s']:.1f}x" if bf16 else ""))
+
+    if args.sizes:
+        print("image size: bare onnx speed and end-to-end probe on grocery-fruits (logistic regression, PCA-50):")
+        for size in (224, 160, 128, 96):
+            speed = bare("onnx", size, 16, cores, 1, 1024)
+            run = fruitlake_run(GROCERY, ["--k", "50", "--image-size", str(size), "--batch-size", "16"])
+            print(f"  {size:3d} px: bare {speed:7.1f} img/s, grocery run {run['img_s']:6.1f} img/s "
+                  f"({run['wall_s']:.0f} s), probe accuracy {probe_accuracy(run['output']):.3f}", flush=True)
+        if bf16:
+            run = fruitlake_run(GROCERY, ["--k", "50", "--batch-size", "16", "--precision", "bf16"])
+            print(f"  224 px bf16: probe accuracy {probe_accuracy(run['output']):.3f}")
+
+
+if __name__ == "__main__":
+    main()
