@@ -19,7 +19,7 @@ S3A_JARS_IN_SDIST := sagemaker_pyspark-1.4.5/deps/jars
 S3A_JARS := hadoop-aws-3.3.1.jar aws-java-sdk-bundle-1.11.901.jar
 FRUITLAKE_S3A_JARS ?= $(abspath $(JARS_DIR))
 
-.PHONY: run test lint bench clean install jars
+.PHONY: run test browser lint bench clean install jars
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,14 @@ run: install
 	@test -d $(INPUT) || $(BIN)/fruitlake sample-data $(INPUT)
 	$(BIN)/fruitlake run $(INPUT) $(OUTPUT) --mode overwrite
 
-test: install jars
+test: install jars browser
 	FRUITLAKE_S3A_JARS=$(FRUITLAKE_S3A_JARS) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The report tests render report.html in headless Chromium: Debian's package, installed once (CI runs as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null; } || \
+		echo "could not install chromium (apt-get as root): the report rendering test will fail" >&2
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -237,3 +237,27 @@ def standalone_cluster(tmp_path_factory):
     finally:
         for process, _ in reversed(started):
             kill_group(process)
+
+
+@pytest.fixture(scope="session")
+def reported_run(spark, sample_root, weights_path, tmp_path_factory):
+    """`fruitlake run` from the command line (progress to a non-terminal stderr): 24 images, 1 corrupt file.
+
+    Returns (output folder, captured stdout, captured stderr).
+    """
+    import contextlib
+    import io
+    import shutil
+
+    from fruitlake.cli import main
+
+    root = tmp_path_factory.mktemp("report_input")
+    shutil.copytree(sample_root, root, dirs_exist_ok=True)
+    (root / "Test" / "Kiwi" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    output = tmp_path_factory.mktemp("report_out") / "result"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        arguments = ["run", str(root), str(output), "--k", "5", "--weights", weights_path, "--batch-size=8"]
+        code = main(arguments)
+    assert code == 0, stderr.getvalue()[-3000:]
+    return output, stdout.getvalue(), stderr.getvalue()
