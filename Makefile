@@ -11,8 +11,15 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 INPUT ?= data/sample
 OUTPUT ?= out/sample
+# S3A connector jars for offline use (tests against a local S3 API server): the PyPI sdist of
+# sagemaker-pyspark ships hadoop-aws and the AWS SDK bundle it was built with; we keep only those two.
+JARS_DIR := .cache/jars
+S3A_JARS_SDIST := sagemaker-pyspark==1.4.5
+S3A_JARS_IN_SDIST := sagemaker_pyspark-1.4.5/deps/jars
+S3A_JARS := hadoop-aws-3.3.1.jar aws-java-sdk-bundle-1.11.901.jar
+FRUITLAKE_S3A_JARS ?= $(abspath $(JARS_DIR))
 
-.PHONY: run test lint bench clean
+.PHONY: run test browser lint bench clean install jars
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +30,28 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 	$(BIN)/pip install --quiet --no-deps --force-reinstall .
 
+$(JARS_DIR)/.fetched: | $(BIN)/.installed
+	rm -rf $(JARS_DIR) && mkdir -p $(JARS_DIR)/sdist
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: '$(S3A_JARS_SDIST)' -d $(JARS_DIR)/sdist
+	tar -xzf $(JARS_DIR)/sdist/*.tar.gz -C $(JARS_DIR) --strip-components=3 \
+		$(addprefix $(S3A_JARS_IN_SDIST)/,$(S3A_JARS))
+	rm -rf $(JARS_DIR)/sdist
+	touch $@
+
+jars: $(JARS_DIR)/.fetched
+
 run: install
 	@test -d $(INPUT) || $(BIN)/fruitlake sample-data $(INPUT)
 	$(BIN)/fruitlake run $(INPUT) $(OUTPUT) --mode overwrite
 
-test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: install jars browser
+	FRUITLAKE_S3A_JARS=$(FRUITLAKE_S3A_JARS) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The report tests render report.html in headless Chromium: Debian's package, installed once (CI runs as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null; } || \
+		echo "could not install chromium (apt-get as root): the report rendering test will fail" >&2
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -1,11 +1,19 @@
-"""Small readers for the tests: the CSV and JSON a run leaves under OUTPUT, read without Spark."""
+"""Small readers for the tests (the CSV and JSON a run leaves under OUTPUT, read without Spark), processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
+
+S3_SECRET = "fruitlake-test-secret-never-written-3f9a"  # must never appear in a manifest, log or output
+S3_BUCKET = "fruits"
 
 
 def read_csv_dir(folder: Path) -> pd.DataFrame:
@@ -17,3 +25,52 @@ def read_csv_dir(folder: Path) -> pd.DataFrame:
 
 def read_manifest(output: Path) -> dict:
     return json.loads((Path(output) / "manifest.json").read_text())
+
+
+def run_process(command: list[str], env: dict[str, str], timeout: float = 900,
+                cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run a command in its own process group; on timeout the whole group (JVMs included) is killed."""
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"{command[:4]} timed out after {timeout} s:\n{stderr[-3000:]}") from None
+    finally:
+        kill_group(process)  # what the command left behind (a JVM whose Python parent is gone)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def explain(done: subprocess.CompletedProcess) -> str:
+    """The end of a command's output for an assertion message, without the JVM's INFO chatter."""
+    text = done.stdout + "\n" + done.stderr  # spark-submit sends the Python driver's stderr to stdout
+    kept = [line for line in text.splitlines() if " INFO " not in line or "fruitlake" in line]
+    return "\n".join(kept)[-6000:]
+
+
+def kill_group(process: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM the process group started with `process`, SIGKILL whatever is left of it after `grace` s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return  # the group is already gone
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        process.poll()  # reap the leader, or its zombie keeps the group alive
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def spark_home() -> Path:
+    """PySpark's own Spark: bin/spark-submit, bin/spark-class, jars/."""
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent

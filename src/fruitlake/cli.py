@@ -41,6 +41,13 @@ def _add_growth_options(command) -> None:
                          help=f"reject images with more pixels than this (default {DEFAULT_MAX_PIXELS})")
     command.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
                          help=f"reject files larger than this, unread (default {DEFAULT_MAX_BYTES})")
+    command.add_argument("--quiet", action="store_true", help="no progress on stderr (the JSON summary stays)")
+
+
+def _progress(args):
+    from fruitlake.progress import Progress
+
+    return Progress.off() if args.quiet else Progress(sys.stderr)
 
 
 def _print_summary(manifest: dict) -> None:
@@ -81,7 +88,7 @@ def _run(args) -> int:
         max_pixels=args.max_pixels, max_bytes=args.max_bytes, pca=args.pca, missing=args.missing,
         commit_every=args.commit_every,
     )
-    _print_summary(run(config))
+    _print_summary(run(config, progress=_progress(args)))
     return 0
 
 
@@ -109,7 +116,7 @@ def _project(args) -> int:
         batch_size=args.batch_size, mode=args.mode, master=args.master, max_pixels=args.max_pixels,
         max_bytes=args.max_bytes, missing=args.missing, commit_every=args.commit_every,
     )
-    _print_summary(project(config))
+    _print_summary(project(config, progress=_progress(args)))
     return 0
 
 
@@ -130,9 +137,28 @@ def _sample_data(args) -> int:
     return 0
 
 
+def _add_report(commands) -> None:
+    report = commands.add_parser("report", help="write OUTPUT/report.html (plots, probe, facts) from a run")
+    report.add_argument("output", metavar="OUTPUT", help="the OUTPUT of a finished `fruitlake run`")
+    report.add_argument("--master", default=None, help="Spark master (default local[*] or spark-submit's)")
+
+
+def _report(args) -> int:
+    from fruitlake.report import REPORT_HTML, build_report
+    from fruitlake.session import spark_session
+
+    with spark_session(args.master) as spark:
+        report = build_report(spark, args.output)
+    probe = report["probe"]
+    print(json.dumps({"report": f"{report['output']}/{REPORT_HTML}", "probe_accuracy": probe.get("accuracy"),
+                      "probe_macro_f1": probe.get("macro_f1")}))
+    return 0
+
+
 COMMANDS = {
     "run": (_add_run, _run),
     "project-images": (_add_project, _project),
+    "report": (_add_report, _report),
     "sample-data": (_add_sample_data, _sample_data),
     "cloud": (cloud_cli.add_parser, cloud_cli.handle),
 }

@@ -22,7 +22,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake import FruitlakeError, __version__, storage
+from fruitlake import FruitlakeError, __version__, s3, storage
 from fruitlake.config import ProjectConfig, RunConfig
 from fruitlake.discover import Discovered, discover, select_files, size_partitions
 from fruitlake.featurize import (
@@ -35,9 +35,11 @@ from fruitlake.featurize import (
 )
 from fruitlake.images import EMPTY_FILE
 from fruitlake.models import NETWORKS, load_network, onnx_model, resolve_weights, sha256_of
+from fruitlake.progress import Progress
 from fruitlake.reduce import fit, transform
+from fruitlake.report import build_report
 from fruitlake.safety import check_separate, redact, redact_tree
-from fruitlake.session import spark_session
+from fruitlake.session import executor_count, spark_session
 from fruitlake.store import Store, StoreMeta, missing, pending, require_meta
 from fruitlake.write import (
     FEATURES,
@@ -131,10 +133,11 @@ class PcaPlan:
     source: dict | None = None  # the manifest of the run that fitted it
 
 
-def run(config: RunConfig, spark: SparkSession | None = None) -> dict:
+def run(config: RunConfig, spark: SparkSession | None = None, progress: Progress | None = None) -> dict:
     """Run the whole pipeline; returns the manifest that was also written to OUTPUT/manifest.json.
 
-    With `spark` given (a notebook, spark-submit) that session is used and left running.
+    With `spark` given (a notebook, spark-submit) that session is used and left running. `progress` shows
+    each stage as it runs (the command line passes one; by default nothing is shown).
     """
     job = Job(
         command="run", input=config.input, output=config.output, mode=config.mode, model=config.model,
@@ -143,22 +146,26 @@ def run(config: RunConfig, spark: SparkSession | None = None) -> dict:
         commit_every=config.commit_every, missing=config.missing, config=config.to_dict(), k=config.k,
         variance=config.variance, pca=config.pca,
     )
-    return _start(config.master, spark, lambda _: job)
+    return _start(config.master, spark, lambda _: job, (config.input, config.output), progress)
 
 
-def project(config: ProjectConfig, spark: SparkSession | None = None) -> dict:
+def project(config: ProjectConfig, spark: SparkSession | None = None, progress: Progress | None = None) -> dict:
     """Apply the network and PCA of the finished run in `config.model_run` to INPUT; nothing is refitted."""
-    return _start(config.master, spark, lambda session: _project_job(config, session))
+    uris = (config.input, config.output, config.model_run)
+    return _start(config.master, spark, lambda session: _project_job(config, session), uris, progress)
 
 
-def _start(master: str | None, spark: SparkSession | None, make_job: Callable[[SparkSession], Job]) -> dict:
+def _start(master: str | None, spark: SparkSession | None, make_job: Callable[[SparkSession], Job],
+           uris: tuple[str, ...], progress: Progress | None) -> dict:
     started = time.perf_counter()
+    progress = progress or Progress.off()
     if spark is not None:
-        return _execute(make_job(spark), spark, StageTimer(), started)
-    with spark_session(master) as own:
+        s3.configure_session(spark, uris)
+        return _execute(make_job(spark), spark, StageTimer(), started, progress)
+    with spark_session(master, uris=uris) as own:
         timer = StageTimer()
         timer.seconds["session"] = round(time.perf_counter() - started, 3)
-        return _execute(make_job(own), own, timer, started)
+        return _execute(make_job(own), own, timer, started, progress)
 
 
 def _project_job(config: ProjectConfig, spark: SparkSession) -> Job:
@@ -353,7 +360,7 @@ class Checked:
     network: NetworkHandle
 
 
-def _check(job: Job, spark: SparkSession, timer: StageTimer) -> Checked:
+def _check(job: Job, spark: SparkSession, timer: StageTimer, progress: Progress) -> Checked:
     """Every reason to refuse the run, found before OUTPUT is created, cleared or written."""
     output = job.output.rstrip("/")
     locations = {"INPUT": storage.qualify(spark, job.input), "OUTPUT": storage.qualify(spark, output)}
@@ -368,8 +375,9 @@ def _check(job: Job, spark: SparkSession, timer: StageTimer) -> Checked:
             f"OUTPUT {redact(output)!r} was written by `fruitlake {previous.get('command')}`; "
             f"`fruitlake {job.command} --mode incremental` cannot add to it"
         )
-    with timer("discover"):
+    with timer("discover"), progress.stage("discover", spark) as shown:
         found = discover(spark, job.input)
+        shown.count(found.count)
     store = Store(spark, output)
     plan = _plan_pca(job, spark, output, previous)
     done = store.rows() if incremental else None
@@ -379,13 +387,14 @@ def _check(job: Job, spark: SparkSession, timer: StageTimer) -> Checked:
         available = found.count + (images_missing if job.missing == "keep" else 0)
         if job.k > available:
             raise FruitlakeError(f"k={job.k} exceeds the {available} images in {redact(job.input)!r}")
-    with timer("load_model"):
+    with timer("load_model"), progress.stage("model") as shown:
+        shown.note(f"{job.model} ({job.engine}, {job.precision})")
         network = _check_network(job, store if incremental else None)
     return Checked(output, state, previous, found, store, plan, done, images_missing, network)
 
 
-def _commit_features(job: Job, spark: SparkSession, checked: Checked,
-                     images_done) -> tuple[list, int, int, bool]:
+def _commit_features(job: Job, spark: SparkSession, checked: Checked, images_done,
+                     progress: Progress) -> tuple[list, int, int, bool]:
     """Featurize the pending files into the store and compact it.
 
     Returns (pending files, the store batch to publish, files that vanished, whether missing rows were dropped).
@@ -397,7 +406,8 @@ def _commit_features(job: Job, spark: SparkSession, checked: Checked,
     if store.read_meta() is None:
         store.write_meta(checked.network.meta)
     todo = pending(listing, checked.done).select("path", "file_uri", "length").orderBy("path").collect()
-    vanished = _featurize_pending(job, spark, checked.found, todo, checked.network, store, images_done)
+    with progress.stage("featurize", spark, len(todo), lambda: images_done.value):
+        vanished = _featurize_pending(job, spark, checked.found, todo, checked.network, store, images_done)
     dropping = job.missing == "drop" and checked.images_missing > 0
     batches = store.batches()
     if len(batches) == 1 and not dropping:
@@ -408,13 +418,13 @@ def _commit_features(job: Job, spark: SparkSession, checked: Checked,
     return todo, store.compact(rows), vanished, dropping
 
 
-def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -> dict:
-    checked = _check(job, spark, timer)
+def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float, progress: Progress) -> dict:
+    checked = _check(job, spark, timer, progress)
     output, plan, previous = checked.output, checked.plan, checked.previous
     images_done = spark.sparkContext.accumulator(0)
     try:
         with timer("featurize"):  # from here on OUTPUT is written
-            todo, batch, vanished, dropping = _commit_features(job, spark, checked, images_done)
+            todo, batch, vanished, dropping = _commit_features(job, spark, checked, images_done, progress)
         stored = checked.store.read_batch(batch)
         by_status = stored.groupBy(F.col("error").isNull().alias("ok")).count().collect()
         counts = {row["ok"]: row["count"] for row in by_status}
@@ -427,10 +437,12 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
         if up_to_date:
             pca = {key: previous.get(key) for key in PCA_FACTS}
         else:
-            with timer("reduce"):
+            with timer("reduce"), progress.stage("pca", spark) as shown:
                 model, pca = _reduce(job, plan, stored.where(F.col("error").isNull()), counts.get(True, 0))
-            with timer("write"):
+                shown.note(f"k={pca['k']} ({plan.action})")
+            with timer("write"), progress.stage("write", spark) as shown:
                 _publish(spark, output, plan, stored, model, pca["k"])
+                shown.count(counts.get(True, 0))
     finally:
         checked.network.release()
 
@@ -466,6 +478,7 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
         "batch_size": job.batch_size,
         "spark_master": spark.sparkContext.master,
         "spark_default_parallelism": spark.sparkContext.defaultParallelism,
+        "spark_executors": executor_count(spark),
         "timings": timer.seconds,
         "total_seconds": round(total_seconds, 3),
         "throughput_img_per_s": round(found.count / total_seconds, 2),
@@ -474,6 +487,9 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float) -
         "config": job.config,
     })
     write_json(spark, storage.join(output, MANIFEST), manifest)  # last: its presence means the run finished
+    if job.command == "run":
+        with progress.stage("report", spark) as shown:
+            shown.note(build_report(spark, output, manifest)["summary"])
     log.info(
         "%d images (%d new, %d rejected) -> k=%s (pca %s) in %.1f s",
         found.count, len(todo), manifest["images_rejected"], manifest["k"], plan.action, total_seconds,

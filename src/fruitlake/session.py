@@ -6,11 +6,13 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
+from fruitlake import s3
 from fruitlake.safety import private_temp_dir
 
 log = logging.getLogger(__name__)
@@ -42,15 +44,29 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def executor_count(spark: SparkSession) -> int:
+    """Executors other than the driver (0 in local mode, where the driver runs the tasks)."""
+    return max(0, len(spark.sparkContext._jsc.sc().statusTracker().getExecutorInfos()) - 1)
+
+
 @contextmanager
-def spark_session(master: str | None = None, app_name: str = "fruitlake") -> Iterator[SparkSession]:
+def spark_session(
+    master: str | None = None, app_name: str = "fruitlake", uris: Sequence[str] = ()
+) -> Iterator[SparkSession]:
+    """The session for a run that reads and writes `uris` (s3:// and s3a:// ones get the S3 connector)."""
     active = SparkSession.getActiveSession()
+    if active is None and SparkContext._active_spark_context is not None:
+        # A context runs in this process, but in pinned-thread mode (PySpark's default) a Python thread whose
+        # JVM thread is new does not see the active session. It is still someone else's: use it, never stop it.
+        active = SparkSession.builder.getOrCreate()
     if active is None and launched_by_spark_submit():
         # spark-submit (an EMR step) already chose the master and resources: take its session as it is.
         active = SparkSession.builder.appName(app_name).getOrCreate()
     if active is not None:
         if master and active.sparkContext.master != master:
-            log.warning("using the given Spark session on %s, not --master %s", active.sparkContext.master, master)
+            log.warning("using the given Spark session on %s, not --master %s",
+                        active.sparkContext.master, master)
+        s3.configure_session(active, uris)
         yield active
         return
     # Spark's Python workers must run this interpreter, or they will not find our packages.
@@ -58,9 +74,13 @@ def spark_session(master: str | None = None, app_name: str = "fruitlake") -> Ite
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     local_dir = private_temp_dir("fruitlake-spark-")
     master = master or os.environ.get("FRUITLAKE_MASTER", DEFAULT_MASTER)
-    spark = _builder(master, app_name, local_dir).getOrCreate()
+    builder = _builder(master, app_name, local_dir)
+    for key, value in s3.session_conf(uris).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("FRUITLAKE_SPARK_LOG_LEVEL", "ERROR"))
     try:
+        s3.configure_session(spark, uris)
         yield spark
     finally:
         spark.stop()
