@@ -101,7 +101,7 @@ def peak_rss_of_tree(pid: int, stop: threading.Event, peaks: dict) -> None:
 def fruitlake_run(source: Path, extra: list[str]) -> dict:
     output = Path(tempfile.mkdtemp(prefix="fruitlake-bench-")) / "out"
     env = {**os.environ, "FRUITLAKE_WEIGHTS": WEIGHTS, "PYSPARK_PYTHON": sys.executable}
-    command = [sys.executable, "-m", "fruitlake", "run", str(source), str(output), *extra]
+    command = [sys.executable, "-m", "fruitlake", "run", str(source), str(output), "--quiet", *extra]
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stop, peaks = threading.Event(), {}
