@@ -1,7 +1,7 @@
 import pytest
 
 from fruitlake import FruitlakeError
-from fruitlake.write import inspect_output, publish
+from fruitlake.write import inspect_output, prepare_output, publish
 
 
 def parquet_writer(spark, values):
@@ -55,3 +55,17 @@ def test_what_each_mode_may_write_into(spark, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FruitlakeError, match="is a file"):
         inspect_output(spark, str(tmp_path / "file"), "overwrite")
+
+
+def test_prepare_output_replaces_what_fruitlake_wrote_and_nothing_else(spark, tmp_path):
+    notebook = tmp_path / "notebook-out"  # what the notebook leaves: datasets, no manifest
+    for name in ("features", "pca_csv", "_staging"):
+        (notebook / name).mkdir(parents=True)
+    prepare_output(spark, str(notebook), "overwrite")
+    assert not notebook.exists()
+    mixed = tmp_path / "mixed"
+    (mixed / "features").mkdir(parents=True)
+    (mixed / "taxes-2024.xlsx").write_text("x")
+    with pytest.raises(FruitlakeError, match="holds no fruitlake results"):
+        prepare_output(spark, str(mixed), "overwrite")
+    assert (mixed / "taxes-2024.xlsx").exists()

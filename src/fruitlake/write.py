@@ -31,6 +31,9 @@ CSV_OPTIONS = {
 PCA_CSV, FEATURES, PCA_MODEL, REJECTS = "pca_csv", "features", "pca_model", "rejects"
 MANIFEST = "manifest.json"
 PUBLISH, RETIRED = "_publish", "_retired"  # new datasets before the swap; old ones during it
+# Everything a run, the report or the notebook leaves in OUTPUT: a folder holding only these is ours to replace.
+KNOWN_NAMES = {PCA_CSV, FEATURES, PCA_MODEL, REJECTS, MANIFEST, STORE, PUBLISH, RETIRED, "_staging",
+               "report.html", "report.json", "report"}
 FEATURE_COLUMNS = ["path", "label", "split", "length", "modification_time", "features", "pca"]
 
 
@@ -50,7 +53,7 @@ def inspect_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
     if storage.exists(spark, uri) and not storage.is_dir(spark, uri):
         raise FruitlakeError(f"OUTPUT {shown!r} exists and is a file, not a folder")
     names = storage.list_names(spark, uri)
-    ours = MANIFEST in names or STORE in names
+    ours = MANIFEST in names or STORE in names or all(n in KNOWN_NAMES or n.startswith(".") for n in names)
     if names and mode == "error":
         if STORE in names and MANIFEST not in names:
             raise FruitlakeError(
@@ -74,6 +77,14 @@ def inspect_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
 def clear_output(spark: SparkSession, uri: str) -> None:
     log.info("overwriting %s", redact(uri))
     storage.delete(spark, uri)
+
+
+def prepare_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
+    """For scripts and the notebook: refuse OUTPUT as `mode` requires, and clear it for `overwrite`."""
+    state = inspect_output(spark, uri, mode)
+    if mode == "overwrite" and not state.empty:
+        clear_output(spark, uri)
+    return state
 
 
 def write_csv(reduced: DataFrame, uri: str, k: int) -> None:
