@@ -6,9 +6,8 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, storage
@@ -70,23 +69,25 @@ def read_images(spark: SparkSession, uri: str) -> DataFrame:
     ), storage.qualify(spark, uri).rstrip("/"))
 
 
-def _uri_key(uri: str) -> tuple[str, str, str]:
-    parts = urlsplit(uri)  # file:/x and file:///x are the same file
-    return parts.scheme, parts.netloc, parts.path
+def _same_uri(uri):
+    """The Hadoop file index spells local files file:///x, the scan's metadata file:/x; the same file either way."""
+    return F.regexp_replace(uri, "^file:///", "file:/")
 
 
 def _empty_files(spark: SparkSession, images: DataFrame, scanned: int, root: str) -> tuple[DataFrame, int]:
     """Spark's file scan skips zero-byte files without a word; find them in its listing, so that they are
-    rejected with a reason instead of silently lost."""
+    rejected with a reason instead of silently lost. The listing stays in the JVM: only the empty files' names
+    come to Python."""
     rows = []
-    listed = images.inputFiles()
+    listed = images._jdf.inputFiles()  # a Java array, not a Python list of every file
     if len(listed) > scanned:
-        seen = {_uri_key(row.file_uri) for row in images.select("file_uri").collect()}
         jvm = spark.sparkContext._jvm
+        as_column = Column(jvm.org.apache.spark.sql.functions.lit(listed))  # the array, still in the JVM
+        every = spark.range(1).select(F.explode(as_column).alias("uri"))
+        read = images.select(_same_uri(F.col("file_uri")).alias("key"))
+        unread = every.withColumn("key", _same_uri(F.col("uri"))).join(read, on="key", how="left_anti")
         conf = spark.sparkContext._jsc.hadoopConfiguration()
-        for uri in listed:
-            if _uri_key(uri) in seen:
-                continue
+        for (uri,) in unread.select("uri").collect():
             path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))
             status = path.getFileSystem(conf).getFileStatus(path)
             millis = int(status.getModificationTime())
@@ -100,6 +101,12 @@ def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
     """Only these files of `read_images`' frame. Spark drops the others when it plans the scan, so their bytes
     are never read (a filter on `path` would read every file first)."""
     return images.where(F.col("file_uri").isin(file_uris))
+
+
+def bucket_of(buckets: int):
+    """A file's bucket among `buckets`, from its URI: a filter on it also prunes files when Spark plans the scan,
+    so `images.where(bucket_of(n) == i)` reads 1/n of INPUT, and nobody lists the files on the driver."""
+    return F.pmod(F.xxhash64("file_uri"), F.lit(buckets))
 
 
 def size_partitions(spark: SparkSession, count: int, total_bytes: int) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, s3, storage
 from fruitlake.config import ProjectConfig, RunConfig
-from fruitlake.discover import Discovered, discover, select_files, size_partitions
+from fruitlake.discover import Discovered, bucket_of, discover, select_files, size_partitions
 from fruitlake.featurize import (
     FEATURES_SCHEMA,
     PASSTHROUGH,
@@ -265,41 +266,64 @@ def _same_pca(job: Job, plan: PcaPlan, previous: dict) -> bool:
             and previous.get("pca_fitted_utc") == source.get("pca_fitted_utc"))
 
 
-def _featurize_files(found: Discovered, file_uris: list[str], spec: EngineSpec, max_bytes: int,
-                     done) -> DataFrame:
-    """The rows of these files: through the CNN, or rejected unread when empty or larger than `max_bytes`."""
+def _featurize_files(found: Discovered, selected: Callable[[DataFrame], DataFrame], spec: EngineSpec,
+                     max_bytes: int, done) -> DataFrame:
+    """The rows of the `selected` files: through the CNN, or rejected unread when empty or larger than
+    `max_bytes`."""
     length = F.col("length")
     limit = f"exceeds the limit of {max_bytes} bytes"
     too_large = F.format_string(f"file too large to read: %d bytes {limit}", length)
-    unread = select_files(found.listing, file_uris).where((length == 0) | (length > max_bytes)).select(
+    unread = selected(found.listing).where((length == 0) | (length > max_bytes)).select(
         *PASSTHROUGH,
         F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features"),
         F.when(length == 0, F.lit(EMPTY_FILE)).otherwise(too_large).alias("error"),
     )
-    readable = select_files(found.images, file_uris).where((length > 0) & (length <= max_bytes))
+    readable = selected(found.images).where((length > 0) & (length <= max_bytes))
     return featurize(readable, spec, done).unionByName(unread)
 
 
-def _featurize_pending(job: Job, spark: SparkSession, found: Discovered, todo: list, network: NetworkHandle,
-                       store: Store, images_done) -> int:
+def _selections(job: Job, todo: DataFrame, every_file: bool, images: int,
+                total_bytes: int) -> Iterator[tuple[Callable[[DataFrame], DataFrame], int, int]]:
+    """The pending files in batches of about `commit_every`: (how to select a batch's files, files, bytes).
+
+    A file's batch is a hash of its URI, so no list of files is held on the driver. When every file is pending
+    (a first run) the hash itself selects them and Spark prunes the scan with it; otherwise the URIs of one
+    batch, at most about `commit_every` of them, are fetched to select exactly those files.
+    """
+    count = max(1, math.ceil(images / job.commit_every))
+    if every_file and count == 1:
+        yield (lambda frame: frame), images, total_bytes
+        return
+    bucket = bucket_of(count)
+    sizes = todo.groupBy(bucket.alias("bucket")).agg(F.count(F.lit(1)).alias("files"),
+                                                     F.sum("length").alias("bytes"))
+    for number, files, size in sorted(sizes.collect()):
+        if every_file:
+            yield (lambda frame, number=number: frame.where(bucket == number)), files, size
+        else:
+            uris = [row["file_uri"] for row in todo.where(bucket == number).select("file_uri").collect()]
+            yield (lambda frame, uris=uris: select_files(frame, uris)), files, size
+
+
+def _featurize_pending(job: Job, spark: SparkSession, found: Discovered, todo: DataFrame, every_file: bool,
+                       images: int, network: NetworkHandle, store: Store, images_done) -> int:
     """Commit pending files to the store `commit_every` at a time: a kill loses only the batch in flight.
     Returns how many pending files vanished before they could be read."""
     ignore_missing = spark.conf.get("spark.sql.files.ignoreMissingFiles", "false")
     # A file deleted since the listing is skipped and counted, not a dead job.
     spark.conf.set("spark.sql.files.ignoreMissingFiles", "true")
-    vanished = 0
+    vanished = committed = 0
     try:
-        for start in range(0, len(todo), job.commit_every):
-            chunk = todo[start : start + job.commit_every]
-            size_partitions(spark, len(chunk), sum(row["length"] for row in chunk))
-            uris = [row["file_uri"] for row in chunk]
-            batch = store.append(_featurize_files(found, uris, network.spec(spark), job.max_bytes, images_done))
-            lost = len(chunk) - store.read_batch(batch).count()  # Parquet footers: no data is read
+        for selected, files, size in _selections(job, todo, every_file, images, found.total_bytes):
+            size_partitions(spark, files, size)
+            batch = store.append(_featurize_files(found, selected, network.spec(spark), job.max_bytes, images_done))
+            lost = files - store.read_batch(batch).count()  # Parquet footers: no data is read
             if lost:
                 log.warning("%d files of store batch %d disappeared from INPUT before they could be read",
                             lost, batch)
             vanished += lost
-            log.info("store batch %d committed: %d/%d pending images", batch, start + len(chunk), len(todo))
+            committed += files
+            log.info("store batch %d committed: %d/%d pending images", batch, committed, images)
     finally:
         spark.conf.set("spark.sql.files.ignoreMissingFiles", ignore_missing)
     return vanished
@@ -394,28 +418,31 @@ def _check(job: Job, spark: SparkSession, timer: StageTimer, progress: Progress)
 
 
 def _commit_features(job: Job, spark: SparkSession, checked: Checked, images_done,
-                     progress: Progress) -> tuple[list, int, int, bool]:
+                     progress: Progress) -> tuple[int, int, int, bool]:
     """Featurize the pending files into the store and compact it.
 
     Returns (pending files, the store batch to publish, files that vanished, whether missing rows were dropped).
     """
-    store, listing = checked.store, checked.found.listing
+    store, found = checked.store, checked.found
     if job.mode == "overwrite" and not checked.state.empty:
         clear_output(spark, checked.output)
     store.clean()
     if store.read_meta() is None:
         store.write_meta(checked.network.meta)
-    todo = pending(listing, checked.done).select("path", "file_uri", "length").orderBy("path").collect()
-    with progress.stage("featurize", spark, len(todo), lambda: images_done.value):
-        vanished = _featurize_pending(job, spark, checked.found, todo, checked.network, store, images_done)
+    every_file = checked.done is None
+    todo = pending(found.listing, checked.done)
+    images = found.count if every_file else todo.count()
+    with progress.stage("featurize", spark, images, lambda: images_done.value):
+        vanished = _featurize_pending(job, spark, found, todo, every_file, images, checked.network, store,
+                                      images_done)
     dropping = job.missing == "drop" and checked.images_missing > 0
     batches = store.batches()
     if len(batches) == 1 and not dropping:
-        return todo, batches[0], vanished, dropping
+        return images, batches[0], vanished, dropping
     rows = store.rows()  # leave one batch that holds exactly what is published
     if dropping:
-        rows = rows.join(listing.select("path"), on="path", how="left_semi")
-    return todo, store.compact(rows), vanished, dropping
+        rows = rows.join(found.listing.select("path"), on="path", how="left_semi")
+    return images, store.compact(rows), vanished, dropping
 
 
 def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float, progress: Progress) -> dict:
@@ -424,13 +451,13 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float, p
     images_done = spark.sparkContext.accumulator(0)
     try:
         with timer("featurize"):  # from here on OUTPUT is written
-            todo, batch, vanished, dropping = _commit_features(job, spark, checked, images_done, progress)
+            images_new, batch, vanished, dropping = _commit_features(job, spark, checked, images_done, progress)
         stored = checked.store.read_batch(batch)
         by_status = stored.groupBy(F.col("error").isNull().alias("ok")).count().collect()
         counts = {row["ok"]: row["count"] for row in by_status}
         published = [FEATURES, PCA_CSV, REJECTS] + ([PCA_MODEL] if job.command == "run" else [])
         up_to_date = (  # an incremental run that found nothing to do rewrites nothing but the manifest
-            not todo and not dropping and previous is not None and previous.get("store_batch") == batch
+            not images_new and not dropping and previous is not None and previous.get("store_batch") == batch
             and _same_pca(job, plan, previous)
             and all(storage.exists(spark, storage.join(output, name)) for name in published)
         )
@@ -456,7 +483,7 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float, p
         "input": job.input,
         "output": job.output,
         "images_total": found.count,
-        "images_new": len(todo),
+        "images_new": images_new,
         "images_ok": counts.get(True, 0),
         "images_rejected": counts.get(False, 0),
         "images_missing": checked.images_missing,
@@ -492,6 +519,6 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float, p
             shown.note(build_report(spark, output, manifest)["summary"])
     log.info(
         "%d images (%d new, %d rejected) -> k=%s (pca %s) in %.1f s",
-        found.count, len(todo), manifest["images_rejected"], manifest["k"], plan.action, total_seconds,
+        found.count, images_new, manifest["images_rejected"], manifest["k"], plan.action, total_seconds,
     )
     return manifest
