@@ -126,6 +126,10 @@ def discover(spark: SparkSession, uri: str) -> Discovered:
     if not storage.is_dir(spark, uri):
         raise FruitlakeError(f"INPUT {uri!r} is not a folder of images")
     images = read_images(spark, uri)
+    # Counting reads no content: one task per core, not one per 4 MB of Spark's default cost of opening a file.
+    spark.conf.set("spark.sql.files.openCostInBytes", str(FILE_OPEN_COST))
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(MAX_PARTITION_BYTES))
+    spark.conf.set("spark.sql.files.minPartitionNum", str(spark.sparkContext.defaultParallelism))
     stats = images.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
     scanned, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
     empty, n_empty = _empty_files(spark, images, scanned, storage.qualify(spark, uri).rstrip("/"))

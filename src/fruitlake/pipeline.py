@@ -355,7 +355,8 @@ def _reduce(job: Job, plan: PcaPlan, good: DataFrame, images_ok: int) -> tuple[P
 
 def _publish(spark: SparkSession, output: str, plan: PcaPlan, stored: DataFrame, model: PipelineModel,
              k: int) -> None:
-    reduced = transform(model, stored.where(F.col("error").isNull()).drop("error")).orderBy("path").persist()
+    # Not cached: projecting the stored features again for the CSV costs less than caching 1280 floats a row.
+    reduced = transform(model, stored.where(F.col("error").isNull()).drop("error"))
     writers = {
         FEATURES: lambda uri: write_features(reduced, uri),
         PCA_CSV: lambda uri: write_csv(reduced, uri, k),
@@ -363,10 +364,7 @@ def _publish(spark: SparkSession, output: str, plan: PcaPlan, stored: DataFrame,
     }
     if plan.action in ("fit", "refit"):
         writers[PCA_MODEL] = lambda uri: write_model(model, uri)
-    try:
-        publish(spark, output, writers)
-    finally:
-        reduced.unpersist()
+    publish(spark, output, writers)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pyspark.ml import PipelineModel
-from pyspark.ml.feature import PCA, PCAModel, StandardScaler
+from pyspark.ml.feature import PCA, PCAModel, StandardScaler, StandardScalerModel
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -39,10 +39,10 @@ def choose_k(curve: list[float], variance: float) -> int:
 MAX_GRAM_PARTS = 8  # the driver sums at most this many features x features matrices, whatever the data size
 
 
-def covariance(features: DataFrame, n_features: int) -> np.ndarray:
-    """Sample covariance of the `features` arrays: Gram matrices summed with NumPy's BLAS on the executors,
-    over at most MAX_GRAM_PARTS partitions, then added up on the driver. The driver's memory depends on the
-    number of features, never on the number of images.
+def covariance(features: DataFrame, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample covariance of the `features` arrays, in one pass: Gram matrices summed with NumPy's BLAS
+    on the executors, over at most MAX_GRAM_PARTS partitions, then added up on the driver. The driver's memory
+    depends on the number of features, never on the number of images.
     """
     d = n_features
 
@@ -61,7 +61,24 @@ def covariance(features: DataFrame, n_features: int) -> np.ndarray:
     mean = np.sum(np.stack(sums["total"].to_numpy()), axis=0) / n
     products = np.sum(np.stack(sums["products"].to_numpy()), axis=0).reshape(d, d)
     cov = (products / n - np.outer(mean, mean)) * (n / max(n - 1.0, 1.0))
-    return (cov + cov.T) / 2
+    return mean, (cov + cov.T) / 2
+
+
+def _centre_model(spark: SparkSession, mean: np.ndarray, variances: np.ndarray) -> StandardScalerModel:
+    """The StandardScalerModel that StandardScaler(withMean=True, withStd=False).fit would give, from the mean
+    and variances the covariance pass already has: no second pass over the features."""
+    from pyspark.ml.common import _py2java
+    from pyspark.ml.linalg import DenseVector
+
+    context = spark.sparkContext
+    std = DenseVector(np.sqrt(np.clip(variances, 0.0, None)).tolist())
+    java_model = context._jvm.org.apache.spark.ml.feature.StandardScalerModel(
+        StandardScaler().uid, _py2java(context, std), _py2java(context, DenseVector(mean.tolist()))
+    )
+    model = StandardScalerModel(java_model)
+    model._set(inputCol=VECTOR, outputCol=CENTRED, withMean=True, withStd=False)
+    model._transfer_params_to_java()
+    return model
 
 
 def _pca_model(spark: SparkSession, components: np.ndarray, shares: np.ndarray, k: int) -> PCAModel:
@@ -92,14 +109,14 @@ def with_vectors(features: DataFrame) -> DataFrame:
 
 
 def fit(features: DataFrame, n_images: int, n_features: int, k: int | None, variance: float) -> Reduction:
-    """Centre + PCA on the `features` arrays, which are read (two passes), never recomputed."""
+    """Centre + PCA on the `features` arrays, which are read once, never recomputed."""
     if n_images < 2:
         raise FruitlakeError(f"PCA needs at least 2 decoded images, got {n_images}")
     if k is not None and k > n_images:
         raise FruitlakeError(f"k={k} exceeds the {n_images} decoded images")
     from scipy.linalg import eigh
 
-    cov = covariance(features, n_features)
+    mean, cov = covariance(features, n_features)
     eigenvalues = np.clip(eigh(cov, eigvals_only=True)[::-1], 0.0, None)  # all of them, for the curve
     total = float(eigenvalues.sum())
     if total <= 0.0:
@@ -109,8 +126,7 @@ def fit(features: DataFrame, n_images: int, n_features: int, k: int | None, vari
     chosen = k if k is not None else choose_k(curve, variance)
     d = cov.shape[0]
     eigenvectors = eigh(cov, subset_by_index=[d - chosen, d - 1])[1][:, ::-1]  # only the k we keep
-    centre = StandardScaler(inputCol=VECTOR, outputCol=CENTRED, withMean=True, withStd=False)
-    centre_model = centre.fit(with_vectors(features).select(VECTOR))
+    centre_model = _centre_model(features.sparkSession, mean, np.diag(cov))
     pca_model = _pca_model(features.sparkSession, eigenvectors, shares, chosen)
     model = PipelineModel(stages=[centre_model, pca_model])
     log.info("PCA: k=%d keeps %.3f of the variance", chosen, curve[chosen - 1])

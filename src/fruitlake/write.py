@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from fruitlake import FruitlakeError, storage
 from fruitlake.reduce import pc_columns
 from fruitlake.safety import redact
-from fruitlake.store import STORE
+from fruitlake.store import PARQUET_OPTIONS, STORE
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,12 @@ def prepare_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
 
 
 def write_csv(reduced: DataFrame, uri: str, k: int) -> None:
-    rows = reduced.select("path", "label", "split", *pc_columns(k))
+    rows = reduced.select("path", "label", "split", *pc_columns(k)).orderBy("path")  # narrow rows: a cheap sort
     rows.write.mode("overwrite").options(**CSV_OPTIONS).csv(uri)
 
 
 def write_features(reduced: DataFrame, uri: str) -> None:
-    reduced.select(*FEATURE_COLUMNS).write.mode("overwrite").parquet(uri)
+    reduced.select(*FEATURE_COLUMNS).write.mode("overwrite").options(**PARQUET_OPTIONS).parquet(uri)
 
 
 def write_rejects(rejects: DataFrame, uri: str) -> None:
