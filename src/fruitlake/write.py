@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -106,7 +107,7 @@ def write_model(model: PipelineModel, uri: str) -> None:
 
 
 def publish(spark: SparkSession, output: str, writers: dict[str, Callable[[str], None]]) -> None:
-    """Write each dataset under OUTPUT/_publish/<name>, then rename each over OUTPUT/<name>.
+    """Write each dataset under OUTPUT/_publish/<name>, in the order given, then rename each over OUTPUT/<name>.
 
     A kill before the renames leaves the old datasets; during them, each dataset is whole (old, new, or
     briefly absent) and the manifest still names the old store batch, so the next incremental run publishes
@@ -115,7 +116,9 @@ def publish(spark: SparkSession, output: str, writers: dict[str, Callable[[str],
     staging, retired = storage.join(output, PUBLISH), storage.join(output, RETIRED)
     storage.delete(spark, staging)
     for name, write in writers.items():
+        started = time.perf_counter()
         write(storage.join(staging, name))
+        log.info("wrote %s in %.1f s", name, time.perf_counter() - started)
     storage.delete(spark, retired)
     for name in writers:
         target = storage.join(output, name)
