@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from fruitlake import FruitlakeError
-from fruitlake.discover import discover, read_images
+from fruitlake.discover import batch_starts, discover, in_range, read_images
 
 
 def make_tree(root: Path) -> None:
@@ -69,3 +69,37 @@ def test_zero_byte_files_are_listed_not_silently_skipped(spark, tmp_path):
     empty = rows["empty one.jpg"]
     assert (empty.label, empty.split, empty.length) == ("Apple Braeburn", "Training", 0)
     assert empty.path == f"file:{tmp_path}/Training/Apple Braeburn/empty one.jpg"
+
+
+def scanned_files(frame) -> int:
+    """How many files Spark's scan of `frame` opened, from the executed plan's metrics."""
+    frame.collect()
+    plan, found = frame._jdf.queryExecution().executedPlan(), []
+
+    def walk(node):
+        metrics = node.metrics()
+        if metrics.contains("numFiles"):
+            found.append(metrics.apply("numFiles").value())
+        children = node.children().iterator()
+        while children.hasNext():
+            walk(children.next())
+
+    walk(plan.executedPlan() if plan.nodeName() == "AdaptiveSparkPlan" else plan)
+    return sum(found)
+
+
+def test_batches_cover_every_file_once_and_prune_the_scan(spark, tmp_path):
+    """Store batches are URI ranges: exact sizes, every file in one batch, and a batch's scan opens only its
+    files (so INPUT is read once in all, with no list of files on the driver)."""
+    make_tree(tmp_path)
+    (tmp_path / "Training" / "Apple Braeburn" / "empty.jpg").write_bytes(b"")
+    found = discover(spark, str(tmp_path))
+    starts = batch_starts(found.listing, 2)
+    assert len(starts) == 3  # 6 files (one empty) in batches of 2
+    batches = [in_range(found.listing, low, starts[i + 1] if i + 1 < len(starts) else None)
+               for i, low in enumerate(starts)]
+    paths = [sorted(r.path for r in batch.collect()) for batch in batches]
+    assert [len(p) for p in paths] == [2, 2, 2]
+    assert sorted(sum(paths, [])) == sorted(r.path for r in found.listing.collect())
+    second = in_range(found.images, starts[1], starts[2]).select("path", "content")
+    assert scanned_files(second) == 2 < found.count

@@ -103,10 +103,18 @@ def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
     return images.where(F.col("file_uri").isin(file_uris))
 
 
-def bucket_of(buckets: int):
-    """A file's bucket among `buckets`, from its URI: a filter on it also prunes files when Spark plans the scan,
-    so `images.where(bucket_of(n) == i)` reads 1/n of INPUT, and nobody lists the files on the driver."""
-    return F.pmod(F.xxhash64("file_uri"), F.lit(buckets))
+def batch_starts(files: DataFrame, every: int) -> list[str]:
+    """The first `file_uri` of each run of `every` files in URI order: a distributed sort, of which the driver
+    receives one URI per batch."""
+    ranked = files.select("file_uri").orderBy("file_uri").rdd.zipWithIndex()
+    return sorted(row["file_uri"] for row, index in ranked.filter(lambda pair: pair[1] % every == 0).collect())
+
+
+def in_range(frame: DataFrame, low: str, high: str | None) -> DataFrame:
+    """The files whose URI is in [low, high): on `read_images`' frame Spark prunes the scan with it, like
+    `select_files`, without a list of files."""
+    uri = F.col("file_uri")
+    return frame.where(uri >= low) if high is None else frame.where((uri >= low) & (uri < high))
 
 
 def size_partitions(spark: SparkSession, count: int, total_bytes: int) -> int:

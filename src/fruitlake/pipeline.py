@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, s3, storage
 from fruitlake.config import ProjectConfig, RunConfig
-from fruitlake.discover import Discovered, bucket_of, discover, select_files, size_partitions
+from fruitlake.discover import Discovered, batch_starts, discover, in_range, select_files, size_partitions
 from fruitlake.featurize import (
     FEATURES_SCHEMA,
     PASSTHROUGH,
@@ -285,25 +284,25 @@ def _featurize_files(found: Discovered, selected: Callable[[DataFrame], DataFram
 
 def _selections(job: Job, todo: DataFrame, every_file: bool, images: int,
                 total_bytes: int) -> Iterator[tuple[Callable[[DataFrame], DataFrame], int, int]]:
-    """The pending files in batches of about `commit_every`: (how to select a batch's files, files, bytes).
+    """The pending files in batches of `commit_every`, in URI order: (how to select a batch's files, files, bytes).
 
-    A file's batch is a hash of its URI, so no list of files is held on the driver. When every file is pending
-    (a first run) the hash itself selects them and Spark prunes the scan with it; otherwise the URIs of one
-    batch, at most about `commit_every` of them, are fetched to select exactly those files.
+    The driver holds the first URI of each batch, never a list of every file. When every file is pending (a
+    first run) a batch is the range of URIs between two of them, which Spark prunes its scan with; otherwise
+    the URIs of one batch, `commit_every` of them, are fetched to select exactly those files.
     """
-    count = max(1, math.ceil(images / job.commit_every))
-    if every_file and count == 1:
+    if every_file and images <= job.commit_every:
         yield (lambda frame: frame), images, total_bytes
         return
-    bucket = bucket_of(count)
-    sizes = todo.groupBy(bucket.alias("bucket")).agg(F.count(F.lit(1)).alias("files"),
-                                                     F.sum("length").alias("bytes"))
-    for number, files, size in sorted(sizes.collect()):
+    starts = batch_starts(todo, job.commit_every)
+    for number, low in enumerate(starts):
+        high = starts[number + 1] if number + 1 < len(starts) else None
+        files = min(job.commit_every, images - number * job.commit_every)
         if every_file:
-            yield (lambda frame, number=number: frame.where(bucket == number)), files, size
+            yield (lambda frame, low=low, high=high: in_range(frame, low, high)), files, total_bytes * files // images
         else:
-            uris = [row["file_uri"] for row in todo.where(bucket == number).select("file_uri").collect()]
-            yield (lambda frame, uris=uris: select_files(frame, uris)), files, size
+            rows = in_range(todo, low, high).select("file_uri", "length").collect()
+            uris = [row["file_uri"] for row in rows]
+            yield (lambda frame, uris=uris: select_files(frame, uris)), len(rows), sum(row["length"] for row in rows)
 
 
 def _featurize_pending(job: Job, spark: SparkSession, found: Discovered, todo: DataFrame, every_file: bool,
