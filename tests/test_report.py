@@ -200,3 +200,24 @@ def test_labels_and_paths_are_escaped_in_the_page():
     }
     page = render_html(report, manifest, {}, pd.DataFrame({"path": [], "reason": []}))
     assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;Fig&lt;/b&gt;" in page
+
+
+def test_the_driver_reads_a_bounded_sample_but_counts_everything(spark, tmp_path, monkeypatch):
+    """Beyond MAX_REPORT_ROWS the probe and projection use a fixed sample; label counts and rejects stay exact."""
+    import fruitlake.report as report_module
+
+    output = tmp_path / "out"
+    rows = [(f"/in/Training/{'Apple' if i % 2 else 'Kiwi'}/{i:03d}.jpg", "Apple" if i % 2 else "Kiwi",
+             "Training" if i < 30 else "Test", [float(i % 2), float(i)]) for i in range(40)]
+    spark.createDataFrame(rows, "path string, label string, split string, pca array<double>").write.parquet(
+        str(output / "features"))
+    spark.createDataFrame([(f"/in/bad{i}.jpg", "not an image: x") for i in range(60)] + [("/in/e.jpg", "empty file")],
+                          "path string, reason string").write.csv(str(output / "rejects"), header=True)
+    monkeypatch.setattr(report_module, "MAX_REPORT_ROWS", 10)
+    results = report_module.load_results(spark, str(output), {"k": 2, "images_ok": 40})
+    assert 3 <= len(results.labels) <= 25 and results.sampled_from == 40
+    again = report_module.load_results(spark, str(output), {"k": 2, "images_ok": 40})
+    assert (again.pca == results.pca).all()  # the same sample every time
+    assert results.label_table.to_dict() == {"Test": {"Apple": 5, "Kiwi": 5}, "Training": {"Apple": 15, "Kiwi": 15}}
+    assert results.reject_reasons == {"empty file": 1, "not an image": 60}
+    assert len(results.rejects) == report_module.REJECTS_LISTED

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 REPORT_HTML, REPORT_JSON, REPORT_DIR = "report.html", "report.json", "report"
 SEED = 0
 SCATTER_POINTS = 5000  # a sample beyond this: the plot stays readable and the PNG small
+# Rows of features the driver reads for the probe and the projection; beyond it a sample (by a hash of the
+# path, so the same rows every time): the driver's memory stays the same however many images there are.
+MAX_REPORT_ROWS = 10_000
+REJECTS_LISTED = 50
 THUMBNAIL_PIXELS = 96
 MAX_THUMBNAILS = 200
 MAX_LEGEND_LABELS = 40
@@ -37,14 +41,18 @@ PROBE_MODEL = "LogisticRegression(max_iter=3000) on the PCA components"
 
 @dataclass(frozen=True)
 class Results:
-    """What the report reads from OUTPUT: one row per decoded image, sorted by path."""
+    """What the report reads from OUTPUT: a row per decoded image (at most MAX_REPORT_ROWS of them, a sample
+    beyond), sorted by path, and counts over all of them."""
 
     manifest: dict
     labels: np.ndarray  # (n,) str
     splits: np.ndarray  # (n,) str, "" when the input has no split folders
     pca: np.ndarray  # (n, k) float64
     first_paths: dict[str, str]  # label -> the first image path (by path order) of that label
-    rejects: pd.DataFrame  # path, reason
+    rejects: pd.DataFrame  # path, reason: the first REJECTS_LISTED by path
+    label_table: pd.DataFrame  # every decoded image counted: label (index) x split folder ("(none)" if none)
+    reject_reasons: dict[str, int]  # every reject counted by the kind of reason
+    sampled_from: int | None = None  # the number of decoded images, when the rows are a sample of them
 
 
 # ---------------------------------------------------------------- reading
@@ -62,17 +70,22 @@ def load_results(spark, output: str, manifest: dict | None = None) -> Results:
     from pyspark.sql import functions as F
 
     features = spark.read.parquet(storage.join(output, FEATURES))
-    frame = features.orderBy("path").select("label", "split", "pca").toPandas()
+    decoded = int(manifest.get("images_ok") or features.count())
+    rows = features
+    if decoded > MAX_REPORT_ROWS:
+        rows = features.where(F.pmod(F.xxhash64("path"), F.lit(decoded)) < MAX_REPORT_ROWS)
+    frame = rows.orderBy("path").select("label", "split", "pca").toPandas()
     first = features.groupBy("label").agg(F.min("path").alias("path")).collect()
-    rejects = (
-        spark.read.options(**CSV_OPTIONS)
-        .schema("path string, reason string")
-        .csv(storage.join(output, REJECTS))
-        .orderBy("path")
-        .toPandas()
-        if storage.exists(spark, storage.join(output, REJECTS))
-        else pd.DataFrame({"path": [], "reason": []})
-    )
+    split = F.coalesce(F.col("split"), F.lit("")).alias("split")
+    counted = features.groupBy(F.coalesce(F.col("label"), F.lit("")).alias("label"), split).count().toPandas()
+    rejects, reasons = pd.DataFrame({"path": [], "reason": []}), {}
+    if storage.exists(spark, storage.join(output, REJECTS)):
+        listed = spark.read.options(**CSV_OPTIONS).schema("path string, reason string").csv(
+            storage.join(output, REJECTS))
+        rejects = listed.orderBy("path").limit(REJECTS_LISTED).toPandas()
+        # The kind of reason is the text before the first colon: details differ per file.
+        kind = F.coalesce(F.substring_index("reason", ":", 1), F.lit("unknown")).alias("kind")
+        reasons = {row["kind"]: int(row["count"]) for row in listed.groupBy(kind).count().orderBy("kind").collect()}
     k = int(manifest["k"])
     pca = np.stack(frame["pca"].to_numpy()).astype(np.float64) if len(frame) else np.empty((0, k))
     return Results(
@@ -82,7 +95,18 @@ def load_results(spark, output: str, manifest: dict | None = None) -> Results:
         pca=pca,
         first_paths={row["label"]: row["path"] for row in first},
         rejects=rejects,
+        label_table=label_table(counted["label"], counted["split"], counted["count"]),
+        reject_reasons=reasons,
+        sampled_from=decoded if decoded > MAX_REPORT_ROWS else None,
     )
+
+
+def label_table(labels, splits, counts=None) -> pd.DataFrame:
+    """Images per label (index) and split folder (columns; "(none)" for images outside one)."""
+    frame = pd.DataFrame({"label": np.asarray(labels, dtype=object), "split": np.asarray(splits, dtype=object),
+                          "n": 1 if counts is None else np.asarray(counts)})
+    frame["split"] = frame["split"].fillna("").replace("", "(none)")
+    return frame.pivot_table(index="label", columns="split", values="n", aggfunc="sum", fill_value=0)
 
 
 def read_thumbnails(
@@ -265,11 +289,9 @@ def plot_projection(pca: np.ndarray, labels: np.ndarray, max_points: int = SCATT
     return figure
 
 
-def plot_label_counts(labels: np.ndarray, splits: np.ndarray):
-    """Images per label, stacked by split folder."""
-    table = pd.crosstab(
-        pd.Series(labels, name="label"), pd.Series(splits, name="split").replace("", "(none)")
-    )
+def plot_label_counts(labels: np.ndarray, splits: np.ndarray, table: pd.DataFrame | None = None):
+    """Images per label, stacked by split folder (from the rows given, or from `label_table`'s counts)."""
+    table = label_table(labels, splits) if table is None else table
     table = table.loc[sorted(table.index, reverse=True)]
     figure = _figure(8, max(2.5, 0.6 + 0.22 * len(table)))
     axes = figure.add_subplot()
@@ -328,12 +350,6 @@ def png_bytes(figure) -> bytes:
 
 
 # ---------------------------------------------------------------- the page
-
-
-def _reject_reasons(rejects: pd.DataFrame) -> dict[str, int]:
-    """Rejects per kind of reason (the text before the first colon: details differ per file)."""
-    kinds = rejects["reason"].fillna("unknown").astype(str).str.split(":", n=1).str[0]
-    return {str(kind): int(n) for kind, n in kinds.value_counts().sort_index().items()}
 
 
 def _table(rows: list[tuple], header: tuple | None = None, numeric_from: int = 1) -> str:
@@ -442,17 +458,18 @@ def render_html(report: dict, manifest: dict, plots: dict[str, bytes], rejects: 
         (stage, round(float(s), 2), f"{100 * float(s) / total:.0f}%") for stage, s in timings.items()
     ]
     reasons = report["rejects_by_reason"]
+    rejected = sum(reasons.values())
     rejects_html = (
         _table(list(reasons.items()), ("reason", "images"))
         + _table(
-            [(r.path, r.reason) for r in rejects.head(50).itertuples()], ("file", "reason"), numeric_from=9
+            [(r.path, r.reason) for r in rejects.head(REJECTS_LISTED).itertuples()], ("file", "reason"), numeric_from=9
         )
         + (
-            f'<p class="note">first 50 of {len(rejects):,} listed; all are in <code>rejects/</code></p>'
-            if len(rejects) > 50
+            f'<p class="note">first {REJECTS_LISTED} of {rejected:,} listed; all are in <code>rejects/</code></p>'
+            if rejected > REJECTS_LISTED
             else ""
         )
-        if len(rejects)
+        if rejected
         else "<p>No file was rejected.</p>"
     )
     if "accuracy" in probe:
@@ -461,6 +478,7 @@ def render_html(report: dict, manifest: dict, plots: dict[str, bytes], rejects: 
                 [
                     ("model", probe["model"]),
                     ("split", probe["split_rule"]),
+                    *([("rows", probe["sampled"])] if "sampled" in probe else []),
                     ("training rows", probe["train_rows"]),
                     ("test rows", probe["test_rows"]),
                     ("accuracy", f"{probe['accuracy']:.4f}"),
@@ -535,15 +553,17 @@ def build_report(spark, output: str, manifest: dict | None = None) -> dict:
     results = load_results(spark, output, manifest)
     manifest = results.manifest
     probe = classification_probe(results.pca, results.labels, results.splits)
-    counts = pd.Series(results.labels).value_counts()
-    label_counts = {name: int(counts[name]) for name in sorted(counts.index)}
+    if results.sampled_from is not None:
+        probe["sampled"] = f"{len(results.labels):,} of the {results.sampled_from:,} images (a hash of the path)"
+    counts = results.label_table.sum(axis=1)
+    label_counts = {str(name): int(counts[name]) for name in sorted(counts.index)}
 
     figures = {
         "variance": plot_variance(
             manifest["explained_variance_curve"], manifest["k"], manifest["explained_variance"]
         ),
         "projection": plot_projection(results.pca, results.labels),
-        "labels": plot_label_counts(results.labels, results.splits),
+        "labels": plot_label_counts(results.labels, results.splits, results.label_table),
     }
     thumbnails = read_thumbnails(spark, results.first_paths)
     if thumbnails:
@@ -572,7 +592,7 @@ def build_report(spark, output: str, manifest: dict | None = None) -> dict:
         "images_total": manifest["images_total"],
         "images_ok": manifest["images_ok"],
         "images_rejected": manifest["images_rejected"],
-        "rejects_by_reason": _reject_reasons(results.rejects),
+        "rejects_by_reason": results.reject_reasons,
         "k": manifest["k"],
         "explained_variance": manifest["explained_variance"],
         "variance_curve_at_k": curve_at_k,
