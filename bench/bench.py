@@ -1,6 +1,7 @@
 """Speed of fruitlake on this machine, in one run: bare engines, `fruitlake run` end to end, the naive baseline.
 
-    python bench/bench.py [--n 10000] [--naive-n 2000] [--skip-naive] [--memory] [--sizes]
+    python bench/bench.py [--n 10000] [--naive-n 2000] [--skip-naive] [--skip-bf16] [--memory [--heap 1g]]
+                          [--sizes [224,160,128,96]] [--only-extra]
 
 Generates N synthetic 100x100 JPEGs (fruitlake sample-data), then prints images/s for each variant and the
 ratios. Every figure is wall clock on this machine; compare variants within one run (the machine is noisy).
@@ -98,9 +99,9 @@ def peak_rss_of_tree(pid: int, stop: threading.Event, peaks: dict) -> None:
         stop.wait(0.2)
 
 
-def fruitlake_run(source: Path, extra: list[str]) -> dict:
+def fruitlake_run(source: Path, extra: list[str], env_extra: dict | None = None) -> dict:
     output = Path(tempfile.mkdtemp(prefix="fruitlake-bench-")) / "out"
-    env = {**os.environ, "FRUITLAKE_WEIGHTS": WEIGHTS, "PYSPARK_PYTHON": sys.executable}
+    env = {**os.environ, "FRUITLAKE_WEIGHTS": WEIGHTS, "PYSPARK_PYTHON": sys.executable, **(env_extra or {})}
     command = [sys.executable, "-m", "fruitlake", "run", str(source), str(output), "--quiet", *extra]
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -151,7 +152,11 @@ def main() -> None:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-bf16", action="store_true")
     parser.add_argument("--memory", action="store_true", help="also run 4N images and compare driver peak RSS")
-    parser.add_argument("--sizes", action="store_true", help="speed and grocery-fruits probe at 224/160/128/96 px")
+    parser.add_argument("--heap", help="FRUITLAKE_DRIVER_MEMORY for the --memory pair of runs (default: fruitlake's)")
+    parser.add_argument("--sizes", nargs="?", const="224,160,128,96",
+                        help="speed and grocery-fruits probe at these image sizes (default 224,160,128,96)")
+    parser.add_argument("--only-extra", action="store_true",
+                        help="skip the bare engines, the end-to-end runs and the naive baseline")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "fruitlake-bench"))
     args = parser.parse_args()
     work = Path(args.workdir)
@@ -167,6 +172,15 @@ def main() -> None:
         rows.append((name, value))
         print(f"  {name:58s} {value:8.1f} img/s  {note}", flush=True)
 
+    if not args.only_extra:
+        main_figures(args, source, cores, bf16, show)
+    if args.memory:
+        memory(args, work, source)
+    if args.sizes:
+        sizes(args, source, cores, bf16)
+
+
+def main_figures(args, source: Path, cores: int, bf16: bool, show) -> None:
     print("bare engines at 224 px (random input, no decoding), batch 16 unless said:")
     show("keras model.predict, 1 process x 2 threads, batch 64", bare("keras-predict", 224, 64, 1, cores, 512))
     show("keras tf.function, 1 process x 2 threads", bare("keras", 224, 16, 1, cores, 512))
@@ -188,13 +202,6 @@ def main() -> None:
         e2e_bf16 = fruitlake_run(source, ["--k", "50", "--batch-size", "16", "--precision", "bf16"])
         show("fruitlake run --precision bf16 (openvino)", e2e_bf16["img_s"], f"{e2e_bf16['wall_s']:.1f} s")
     print(f"  driver peak RSS (MB): {e2e['peak_rss_mb']}")
-    if args.memory:
-        big = ensure_images(work, 4 * args.n)
-        e2e_big = fruitlake_run(big, ["--k", "50", "--batch-size", "16"])
-        show(f"fruitlake run on {4 * args.n} images", e2e_big["img_s"], f"{e2e_big['wall_s']:.1f} s")
-        for part in ("driver", "jvm"):
-            small, large = e2e["peak_rss_mb"].get(part, 0), e2e_big["peak_rss_mb"].get(part, 0)
-            print(f"  peak RSS {part}: {small:.0f} MB at N={args.n}, {large:.0f} MB at 4N ({large / small - 1:+.1%})")
 
     if not args.skip_naive:
         print(f"naive notebook baseline (binaryFile, repartition(20), Keras rebuilt per partition, "
@@ -204,19 +211,34 @@ def main() -> None:
         print(f"  fruitlake / naive: {e2e['img_s'] / base['img_s']:.1f}x"
               + (f"; bf16 / naive: {e2e_bf16['img_s'] / base['img_s']:.1f}x" if bf16 else ""))
 
-    if args.sizes:
-        print(f"image size: bare onnx, `fruitlake run` on the {args.n} synthetic images, and the probe on "
-              "grocery-fruits (logistic regression on PCA-50, Training -> Test):")
-        for size in (224, 160, 128, 96):
-            speed = bare("onnx", size, 16, cores, 1, 1024)
-            flags = ["--k", "50", "--image-size", str(size), "--batch-size", "16"]
-            synthetic = fruitlake_run(source, flags)
-            grocery = fruitlake_run(GROCERY, flags)
-            print(f"  {size:3d} px: bare {speed:7.1f} img/s, end to end {synthetic['img_s']:6.1f} img/s "
-                  f"({synthetic['wall_s']:.0f} s), probe accuracy {probe_accuracy(grocery['output']):.3f}", flush=True)
-        if bf16:
-            grocery = fruitlake_run(GROCERY, ["--k", "50", "--batch-size", "16", "--precision", "bf16"])
-            print(f"  224 px bf16: probe accuracy {probe_accuracy(grocery['output']):.3f}")
+
+def memory(args, work: Path, source: Path) -> None:
+    """Peak RSS of the Python driver and of the JVM (driver and, in local mode, executors) at N and 4N."""
+    env = {"FRUITLAKE_DRIVER_MEMORY": args.heap} if args.heap else {}
+    print(f"driver memory, N={args.n} vs 4N={4 * args.n}, JVM heap {args.heap or 'fruitlake default'}:")
+    runs = [fruitlake_run(folder, ["--k", "50", "--batch-size", "16"], env)
+            for folder in (source, ensure_images(work, 4 * args.n))]
+    for run, n in zip(runs, (args.n, 4 * args.n), strict=True):
+        print(f"  {n} images: {run['img_s']:.1f} img/s ({run['wall_s']:.0f} s), peak RSS (MB) "
+              + ", ".join(f"{part} {mb:.0f}" for part, mb in sorted(run["peak_rss_mb"].items())), flush=True)
+    for part in ("driver", "jvm"):
+        small, large = runs[0]["peak_rss_mb"].get(part, 0), runs[1]["peak_rss_mb"].get(part, 0)
+        print(f"  peak RSS {part}: {small:.0f} MB at N, {large:.0f} MB at 4N ({large / small - 1:+.1%})")
+
+
+def sizes(args, source: Path, cores: int, bf16: bool) -> None:
+    print(f"image size: bare onnx, `fruitlake run` on the {args.n} synthetic images, and the probe on "
+          "grocery-fruits (logistic regression on PCA-50, Training -> Test):")
+    for size in [int(s) for s in args.sizes.split(",")]:
+        speed = bare("onnx", size, 16, cores, 1, 1024)
+        flags = ["--k", "50", "--image-size", str(size), "--batch-size", "16"]
+        synthetic = fruitlake_run(source, flags)
+        grocery = fruitlake_run(GROCERY, flags)
+        print(f"  {size:3d} px: bare {speed:7.1f} img/s, end to end {synthetic['img_s']:6.1f} img/s "
+              f"({synthetic['wall_s']:.0f} s), probe accuracy {probe_accuracy(grocery['output']):.3f}", flush=True)
+    if bf16:
+        grocery = fruitlake_run(GROCERY, ["--k", "50", "--batch-size", "16", "--precision", "bf16"])
+        print(f"  224 px bf16: probe accuracy {probe_accuracy(grocery['output']):.3f}")
 
 
 if __name__ == "__main__":
