@@ -1,6 +1,6 @@
 """Speed of fruitlake on this machine, in one run: bare engines, `fruitlake run` end to end, the naive baseline.
 
-    python bench/bench.py [--n 10000] [--naive-n 2000] [--skip-naive] [--skip-bf16] [--memory [--heap 1g]]
+    python bench/bench.py [--n 10000] [--naive-n 2000] [--skip-naive] [--skip-bf16] [--memory [--heap 1g] [--cluster]]
                           [--sizes [224,160,128,96]] [--only-extra]
 
 Generates N synthetic 100x100 JPEGs (fruitlake sample-data), then prints images/s for each variant and the
@@ -13,11 +13,13 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +155,8 @@ def main() -> None:
     parser.add_argument("--skip-bf16", action="store_true")
     parser.add_argument("--memory", action="store_true", help="also run 4N images and compare driver peak RSS")
     parser.add_argument("--heap", help="FRUITLAKE_DRIVER_MEMORY for the --memory pair of runs (default: fruitlake's)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="run the --memory pair on a standalone cluster on 127.0.0.1 (driver JVM alone)")
     parser.add_argument("--sizes", nargs="?", const="224,160,128,96",
                         help="speed and grocery-fruits probe at these image sizes (default 224,160,128,96)")
     parser.add_argument("--only-extra", action="store_true",
@@ -212,12 +216,46 @@ def main_figures(args, source: Path, cores: int, bf16: bool, show) -> None:
               + (f"; bf16 / naive: {e2e_bf16['img_s'] / base['img_s']:.1f}x" if bf16 else ""))
 
 
+@contextmanager
+def standalone_cluster(work: Path, cores: int):
+    """A Spark standalone master and one worker with every core, on 127.0.0.1, from PySpark's own Spark: the
+    executors then run in the worker's JVM, and the driver's JVM is the driver alone."""
+    import pyspark
+
+    spark_class = Path(pyspark.__file__).resolve().parent / "bin" / "spark-class"
+    base = Path(tempfile.mkdtemp(prefix="standalone-", dir=work))
+    (base / "conf").mkdir()
+    env = {**os.environ, "SPARK_CONF_DIR": str(base / "conf"), "SPARK_LOCAL_IP": "127.0.0.1",
+           "SPARK_LOG_DIR": str(base), "PYSPARK_PYTHON": sys.executable}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    master = f"spark://127.0.0.1:{port}"
+    daemons = []
+    for args in (["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+                  "--webui-port", "0"],
+                 ["org.apache.spark.deploy.worker.Worker", "--cores", str(cores), "--memory", "8g", "--host",
+                  "127.0.0.1", "--webui-port", "0", "--work-dir", str(base / "work"), master]):
+        daemons.append(subprocess.Popen([str(spark_class), *args], env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True))
+        time.sleep(5)
+    try:
+        yield master
+    finally:
+        for daemon in daemons:
+            os.killpg(daemon.pid, 9)
+
+
 def memory(args, work: Path, source: Path) -> None:
-    """Peak RSS of the Python driver and of the JVM (driver and, in local mode, executors) at N and 4N."""
+    """Peak RSS of the Python driver and of the driver's JVM at N and 4N. In local mode that JVM also runs the
+    executors; with --cluster they run in a standalone worker's JVM and the driver's JVM is the driver alone."""
     env = {"FRUITLAKE_DRIVER_MEMORY": args.heap} if args.heap else {}
-    print(f"driver memory, N={args.n} vs 4N={4 * args.n}, JVM heap {args.heap or 'fruitlake default'}:")
-    runs = [fruitlake_run(folder, ["--k", "50", "--batch-size", "16"], env)
-            for folder in (source, ensure_images(work, 4 * args.n))]
+    where = "standalone cluster on 127.0.0.1" if args.cluster else "local mode"
+    print(f"driver memory, N={args.n} vs 4N={4 * args.n}, {where}, JVM heap {args.heap or 'fruitlake default'}:")
+    folders = (source, ensure_images(work, 4 * args.n))
+    with standalone_cluster(work, os.cpu_count() or 1) if args.cluster else nullcontext(None) as master:
+        flags = ["--k", "50", "--batch-size", "16", *(["--master", master] if master else [])]
+        runs = [fruitlake_run(folder, flags, env) for folder in folders]
     for run, n in zip(runs, (args.n, 4 * args.n), strict=True):
         print(f"  {n} images: {run['img_s']:.1f} img/s ({run['wall_s']:.0f} s), peak RSS (MB) "
               + ", ".join(f"{part} {mb:.0f}" for part, mb in sorted(run["peak_rss_mb"].items())), flush=True)
