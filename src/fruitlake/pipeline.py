@@ -428,11 +428,15 @@ def _commit_features(job: Job, spark: SparkSession, checked: Checked, images_don
     if store.read_meta() is None:
         store.write_meta(checked.network.meta)
     every_file = checked.done is None
-    todo = pending(found.listing, checked.done)
-    images = found.count if every_file else todo.count()
-    with progress.stage("featurize", spark, images, lambda: images_done.value):
-        vanished = _featurize_pending(job, spark, found, todo, every_file, images, checked.network, store,
-                                      images_done)
+    # Counted, sorted and read per batch: cached, so INPUT is listed and the store joined once (no features).
+    todo = pending(found.listing, checked.done).select("path", "file_uri", "length").persist()
+    try:
+        images = found.count if every_file else todo.count()
+        with progress.stage("featurize", spark, images, lambda: images_done.value):
+            vanished = _featurize_pending(job, spark, found, todo, every_file, images, checked.network, store,
+                                          images_done)
+    finally:
+        todo.unpersist()
     dropping = job.missing == "drop" and checked.images_missing > 0
     batches = store.batches()
     if len(batches) == 1 and not dropping:

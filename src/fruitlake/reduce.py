@@ -64,44 +64,41 @@ def covariance(features: DataFrame, n_features: int) -> tuple[np.ndarray, np.nda
     return mean, (cov + cov.T) / 2
 
 
-def _centre_model(spark: SparkSession, mean: np.ndarray, variances: np.ndarray) -> StandardScalerModel:
-    """The StandardScalerModel that StandardScaler(withMean=True, withStd=False).fit would give, from the mean
-    and variances the covariance pass already has: no second pass over the features."""
+def _java_model(spark: SparkSession, python_class, uid: str, *values, **params):
+    """A Spark ML model made from its fitted values (the JVM class's constructor), as `fit` would return it:
+    it transforms, saves and loads like one."""
     from pyspark.ml.common import _py2java
-    from pyspark.ml.linalg import DenseVector
 
     context = spark.sparkContext
-    std = DenseVector(np.sqrt(np.clip(variances, 0.0, None)).tolist())
-    java_model = context._jvm.org.apache.spark.ml.feature.StandardScalerModel(
-        StandardScaler().uid, _py2java(context, std), _py2java(context, DenseVector(mean.tolist()))
-    )
-    model = StandardScalerModel(java_model)
-    model._set(inputCol=VECTOR, outputCol=CENTRED, withMean=True, withStd=False)
+    java_class = getattr(context._jvm.org.apache.spark.ml.feature, python_class.__name__)
+    model = python_class(java_class(uid, *[_py2java(context, value) for value in values]))
+    model._set(**params)
     model._transfer_params_to_java()
     return model
 
 
+def _centre_model(spark: SparkSession, mean: np.ndarray, variances: np.ndarray) -> StandardScalerModel:
+    """The StandardScalerModel that StandardScaler(withMean=True, withStd=False).fit would give, from the mean
+    and variances the covariance pass already has: no second pass over the features."""
+    from pyspark.ml.linalg import DenseVector
+
+    std = DenseVector(np.sqrt(np.clip(variances, 0.0, None)).tolist())
+    return _java_model(spark, StandardScalerModel, StandardScaler().uid, std, DenseVector(mean.tolist()),
+                       inputCol=VECTOR, outputCol=CENTRED, withMean=True, withStd=False)
+
+
 def _pca_model(spark: SparkSession, components: np.ndarray, shares: np.ndarray, k: int) -> PCAModel:
-    """A Spark ML PCAModel from the top-k eigenvectors: it transforms, saves and loads like one from PCA.fit.
+    """A Spark ML PCAModel from the top-k eigenvectors.
 
     PCA.fit runs a full SVD on the JVM (seconds for 1280 features without native LAPACK, and a second fit
     to pick k by variance); the eigendecomposition of the same covariance with NumPy's LAPACK is the same
     mathematics in a fraction of the time.
     """
-    from pyspark.ml.common import _py2java
     from pyspark.ml.linalg import DenseMatrix, DenseVector
 
-    d = components.shape[0]
-    matrix = DenseMatrix(d, k, components[:, :k].flatten(order="F").tolist())
-    java_model = spark.sparkContext._jvm.org.apache.spark.ml.feature.PCAModel(
-        PCA().uid,
-        _py2java(spark.sparkContext, matrix),
-        _py2java(spark.sparkContext, DenseVector(shares[:k].tolist())),
-    )
-    model = PCAModel(java_model)
-    model._set(k=k, inputCol=CENTRED, outputCol=PROJECTED)
-    model._transfer_params_to_java()
-    return model
+    matrix = DenseMatrix(components.shape[0], k, components[:, :k].flatten(order="F").tolist())
+    return _java_model(spark, PCAModel, PCA().uid, matrix, DenseVector(shares[:k].tolist()),
+                       k=k, inputCol=CENTRED, outputCol=PROJECTED)
 
 
 def with_vectors(features: DataFrame) -> DataFrame:
