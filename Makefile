@@ -9,6 +9,8 @@ FRUITLAKE_WEIGHTS ?= $(if $(wildcard $(SHARED_WEIGHTS)),$(abspath $(SHARED_WEIGH
 export FRUITLAKE_WEIGHTS
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
+# The tested versions, pinned: the same file the EMR nodes' wheelhouse is downloaded with.
+CONSTRAINTS := src/fruitlake/constraints.txt
 INPUT ?= data/sample
 OUTPUT ?= out/sample
 # S3A connector jars for offline use (tests against a local S3 API server): the PyPI sdist of
@@ -21,10 +23,10 @@ FRUITLAKE_S3A_JARS ?= $(abspath $(JARS_DIR))
 
 .PHONY: run test browser lint bench clean install jars
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet '.[dev]'
+	$(BIN)/pip install --quiet --constraint $(CONSTRAINTS) '.[dev]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -15,7 +15,7 @@ from fruitlake.cloud.cli import forwarded_run_args
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def test_bootstrap_script_is_valid_bash_that_installs_python_311_and_the_wheel(tmp_path):
+def test_bootstrap_script_is_valid_bash_that_installs_from_the_wheelhouse_only(tmp_path):
     script = tmp_path / "bootstrap.sh"
     script.write_text(artifacts.BOOTSTRAP_SCRIPT)
     checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
@@ -23,10 +23,30 @@ def test_bootstrap_script_is_valid_bash_that_installs_python_311_and_the_wheel(t
     lines = artifacts.BOOTSTRAP_SCRIPT.splitlines()
     assert lines[0] == "#!/bin/bash" and "set -euo pipefail" in lines
     assert "sudo dnf install -y -q python3.11 python3.11-pip" in lines
-    assert "python3.11 -m venv \"$venv\"" in lines and "venv=/opt/fruitlake/venv" in lines
-    assert 'aws s3 cp --only-show-errors "$wheel_uri" "$wheel"' in lines
-    assert '"$venv/bin/python" -m pip install --quiet --no-cache-dir "$wheel[cloud]"' in lines
+    assert 'python3.11 -m venv "$venv"' in lines
+    assert any(line.startswith('root="${FRUITLAKE_NODE_ROOT:-/opt/fruitlake}"') for line in lines)
+    pip = [line for line in lines if "pip install" in line]
+    assert len(pip) == 1 and "--no-index" in pip[0] and "--find-links" in pip[0]  # never PyPI, never upgraded
+    assert '[node]"' in artifacts.BOOTSTRAP_SCRIPT and "[cloud]" not in artifacts.BOOTSTRAP_SCRIPT
     assert artifacts.VENV_PYTHON == "/opt/fruitlake/venv/bin/python"
+
+
+def test_the_node_extra_has_no_tensorflow_pyspark_or_openvino(tmp_path):
+    if not (REPOSITORY / "pyproject.toml").is_file():
+        pytest.skip("tests are not running from the source tree")
+    wheel = artifacts.build_wheel(REPOSITORY, tmp_path)
+    requirements = artifacts.node_requirements(wheel)
+    always = [line for line in requirements if "extra ==" not in line]
+    assert {line.split(">")[0].split("<")[0] for line in always} == {"pandas", "pyarrow", "numpy", "pillow"}
+    node = [line for line in requirements if 'extra == "node"' in line]
+    assert node == ['fruitlake[executor,report]; extra == "node"']
+    executor_and_report = " ".join(line for line in requirements if 'extra == "executor"' in line
+                                   or 'extra == "report"' in line)
+    assert "onnxruntime" in executor_and_report
+    for unwanted in artifacts.NOT_FOR_NODES:
+        assert unwanted not in executor_and_report
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "fruitlake/constraints.txt" in names  # `up` builds the wheelhouse from the installed package's pins
 
 
 def test_job_script_runs_fruitlake_cli(tmp_path):
@@ -44,9 +64,9 @@ def test_build_wheel_from_the_source_tree(tmp_path):
     wheel = artifacts.build_wheel(REPOSITORY, tmp_path)
     assert artifacts.check_wheel(wheel) == wheel
     names = zipfile.ZipFile(wheel).namelist()
-    assert "fruitlake/cloud/job.py" in names and "fruitlake/pipeline.py" in names
+    assert "fruitlake/job.py" in names and "fruitlake/pipeline.py" in names
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
-    assert "Requires-Dist: boto3" in zipfile.ZipFile(wheel).read(metadata).decode()
+    assert 'Requires-Dist: boto3>=1.34; extra == "cloud"' in zipfile.ZipFile(wheel).read(metadata).decode()
     assert artifacts.wheel_key(wheel) == f"code/{wheel.name}"
 
 
@@ -78,6 +98,7 @@ def test_submit_forwards_exactly_the_run_options_given():
 
 
 def test_submit_forwarded_options_parse_back_as_the_same_run():
-    args = _submit("--k", "12", "--image-size", "160", "--engine", "keras", "--weights", "s3://b/w.h5")
+    args = _submit("--k", "12", "--image-size", "160", "--batch-size", "8", "--weights", "s3://b/w.h5")
     run = parser().parse_args(["run", "s3://b/in", "s3://b/out", *forwarded_run_args(args)])
-    assert (run.k, run.image_size, run.engine, run.weights) == (12, 160, "keras", "s3://b/w.h5")
+    assert (run.k, run.image_size, run.batch_size) == (12, 160, 8)
+    assert run.weights is None  # the network is not forwarded: submit uploads it and passes --weights/--onnx

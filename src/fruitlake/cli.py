@@ -66,6 +66,9 @@ def _add_run(commands) -> None:
     run.add_argument("--weights", default=None,
                      help="'imagenet' (Keras download) or a local .h5 file; "
                           "default $FRUITLAKE_WEIGHTS or imagenet")
+    run.add_argument("--onnx", default=None,
+                     help="an ONNX file fruitlake converted from --weights (`cloud submit` uploads one); "
+                          "skips the conversion, so TensorFlow is not needed")
     run.add_argument("--image-size", type=int, default=224, help="network input size in pixels (default 224)")
     run.add_argument("--engine", choices=ENGINES, default=None,
                      help="inference engine: onnx (default: ONNX Runtime), openvino, or keras (reference)")

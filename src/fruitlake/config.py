@@ -44,6 +44,7 @@ class RunConfig:
     pca: str = "reuse"
     missing: str = "keep"
     commit_every: int = DEFAULT_COMMIT_EVERY
+    onnx: str | None = None  # a prebuilt ONNX conversion of `weights` (what `cloud submit` uploads)
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -64,6 +65,8 @@ class RunConfig:
             raise FruitlakeError(f"engine={self.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
         if self.precision == "bf16" and self.engine != "openvino":
             raise FruitlakeError(f"precision=bf16 runs on the openvino engine, not {self.engine}")
+        if self.onnx is not None and self.engine == "keras":
+            raise FruitlakeError("--onnx gives the onnx and openvino engines their model; --engine keras uses none")
         if self.pca not in PCA_CHOICES:
             raise FruitlakeError(f"pca={self.pca!r} is unknown; choose one of {', '.join(PCA_CHOICES)}")
 

@@ -13,6 +13,8 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -22,9 +24,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from fruitlake import FruitlakeError
-from fruitlake.config import RunConfig
 from fruitlake.images import ImageRejected, decode
-from fruitlake.models import NETWORKS, LoadedNetwork, keras_to_onnx, load_network, onnx_model
+from fruitlake.models import NETWORKS, LoadedNetwork, keras_to_onnx
 
 log = logging.getLogger(__name__)
 
@@ -208,20 +209,31 @@ def make_featurizer(spec: EngineSpec, images_done: Accumulator | None):
     return featurize_partition
 
 
-def _spec(spark: SparkSession, payload, engine: str, model: str, image_size: int, batch_size: int,
-          max_pixels: int, precision: str) -> EngineSpec:
-    if precision == "bf16" and not cpu_supports_bf16():
+class EngineOptions(Protocol):
+    """The fields of a run that say how to build and feed the engine (RunConfig and pipeline.Job have them)."""
+
+    engine: str
+    model: str
+    image_size: int
+    batch_size: int
+    max_pixels: int
+    precision: str
+
+
+def make_spec(spark: SparkSession, payload, options: EngineOptions) -> EngineSpec:
+    """Driver side: broadcast the payload (ONNX bytes, or Keras weights) once; the spec carries its id."""
+    if options.precision == "bf16" and not cpu_supports_bf16():
         raise FruitlakeError("--precision bf16 needs a CPU with bf16 support (AVX512_BF16 or AMX, e.g. EC2 "
                              "m7i/c7i/r7i); this one has none: run without it")
     return EngineSpec(
         key=uuid.uuid4().hex,
-        engine=engine,
-        model=model,
-        image_size=image_size,
-        batch_size=batch_size,
-        max_pixels=max_pixels,
+        engine=options.engine,
+        model=options.model,
+        image_size=options.image_size,
+        batch_size=options.batch_size,
+        max_pixels=options.max_pixels,
         payload=spark.sparkContext.broadcast(payload),
-        precision=precision,
+        precision=options.precision,
     )
 
 
@@ -229,26 +241,9 @@ def prepare_engine(spark: SparkSession, loaded: LoadedNetwork, engine: str, batc
                    precision: str = "fp32") -> EngineSpec:
     """Driver side, from a loaded network: the broadcast payload (ONNX bytes or Keras weights) and its spec."""
     payload = loaded.weights if engine == "keras" else keras_to_onnx(loaded)
-    return _spec(spark, payload, engine, loaded.network.name, loaded.image_size, batch_size, max_pixels, precision)
-
-
-@dataclass(frozen=True)
-class WeightsInfo:
-    path: str
-    sha256: str
-
-
-def engine_from_config(spark: SparkSession, config: RunConfig) -> tuple[EngineSpec, WeightsInfo]:
-    """Driver side, for a run: the ONNX engines use the on-disk conversion cache and skip TensorFlow."""
-    if config.engine == "keras":
-        loaded = load_network(config.model, config.weights, config.image_size)
-        payload, weights = loaded.weights, WeightsInfo(loaded.weights_path, loaded.weights_sha256)
-    else:
-        path, digest, payload = onnx_model(config.model, config.weights, config.image_size)
-        weights = WeightsInfo(path, digest)
-    spec = _spec(spark, payload, config.engine, config.model, config.image_size, config.batch_size,
-                 config.max_pixels, config.precision)
-    return spec, weights
+    options = SimpleNamespace(engine=engine, model=loaded.network.name, image_size=loaded.image_size,
+                              batch_size=batch_size, max_pixels=max_pixels, precision=precision)
+    return make_spec(spark, payload, options)
 
 
 def featurize(images: DataFrame, spec: EngineSpec, images_done: Accumulator | None = None) -> DataFrame:

@@ -114,25 +114,48 @@ def load_network(name: str, weights: str, image_size: int) -> LoadedNetwork:
 
 
 ONNX_OPSET = 17
+# Written into every ONNX file we convert, so a file made elsewhere (`cloud submit` converts on the user's
+# machine and uploads it) proves which weights, network and input size it came from, without TensorFlow.
+ONNX_FORMAT = "2"  # bump when the conversion changes: the cache then converts again
+META_SHA256, META_MODEL, META_IMAGE_SIZE = "fruitlake.weights_sha256", "fruitlake.model", "fruitlake.image_size"
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("FRUITLAKE_CACHE") or Path.home() / ".cache" / "fruitlake").expanduser()
 
 
-def onnx_model(name: str, weights: str, image_size: int) -> tuple[str, str, bytes]:
-    """(weights path, weights sha256, ONNX bytes) for the network, converted once per weights file and size.
+@dataclass(frozen=True)
+class OnnxModel:
+    """The ONNX form of a network with given weights: where the weights and the converted file are, and its bytes."""
+
+    weights_path: str
+    weights_sha256: str
+    onnx_path: str  # the cached conversion, or the prebuilt file given with --onnx
+    model_bytes: bytes
+
+
+def onnx_cache_path(name: str, digest: str, image_size: int) -> Path:
+    return cache_dir() / "onnx" / f"{name}-{digest[:24]}-{image_size}px-opset{ONNX_OPSET}-f{ONNX_FORMAT}.onnx"
+
+
+def onnx_model(name: str, weights: str, image_size: int, prebuilt: str | None = None) -> OnnxModel:
+    """The network as ONNX, converted once per weights file and size, or read from `prebuilt`.
 
     The conversion (TensorFlow import, Keras build, tf2onnx) costs ~10 s; its result is cached on disk keyed
-    by the weights' checksum, so later runs load neither TensorFlow nor Keras on the driver.
+    by the weights' checksum, so later runs load neither TensorFlow nor Keras on the driver. A `prebuilt` file
+    (an EMR step: TensorFlow is not installed there) is used only if its metadata names these weights.
     """
     network = NETWORKS[name]
     path = resolve_weights(network, weights)
     digest = sha256_of(path)
-    cached = cache_dir() / "onnx" / f"{name}-{digest[:24]}-{image_size}px-opset{ONNX_OPSET}.onnx"
+    if prebuilt is not None:
+        model_bytes = Path(prebuilt).read_bytes()
+        check_onnx_origin(model_bytes, prebuilt, name, digest, image_size)
+        return OnnxModel(str(path), digest, prebuilt, model_bytes)
+    cached = onnx_cache_path(name, digest, image_size)
     if cached.is_file() and cached.stat().st_size > 0:
         log.info("ONNX model from cache %s", cached)
-        return str(path), digest, cached.read_bytes()
+        return OnnxModel(str(path), digest, str(cached), cached.read_bytes())
     loaded = load_network(name, str(path), image_size)
     model_bytes = keras_to_onnx(loaded)
     try:
@@ -143,7 +166,31 @@ def onnx_model(name: str, weights: str, image_size: int) -> tuple[str, str, byte
         os.replace(partial, cached)  # readers see the whole file or none
     except OSError as exc:  # a read-only home must not fail the run: it only costs the conversion next time
         log.warning("could not cache the ONNX model in %s: %s", cached.parent, exc)
-    return str(path), digest, model_bytes
+    return OnnxModel(str(path), digest, str(cached), model_bytes)
+
+
+def onnx_metadata(model_bytes: bytes) -> dict[str, str]:
+    """The custom metadata of an ONNX model, read with ONNX Runtime (the one ONNX library every node has)."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for a broken file
+        raise FruitlakeError(f"not a usable ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def check_onnx_origin(model_bytes: bytes, shown: str, name: str, digest: str, image_size: int) -> None:
+    meta = onnx_metadata(model_bytes)
+    expected = {META_SHA256: digest, META_MODEL: name, META_IMAGE_SIZE: str(image_size)}
+    wrong = [key for key, value in expected.items() if meta.get(key) != value]
+    if wrong:
+        found = ", ".join(f"{key}={meta.get(key, 'missing')}" for key in wrong)
+        raise FruitlakeError(
+            f"ONNX file {shown!r} was not converted by fruitlake from these weights ({found}; expected "
+            f"sha256 {digest[:16]}..., {name}, {image_size} px): pass the file `fruitlake cloud submit` "
+            "uploaded for them, or drop --onnx to convert here"
+        )
 
 
 def keras_to_onnx(loaded: LoadedNetwork, opset: int = ONNX_OPSET) -> bytes:
@@ -154,4 +201,8 @@ def keras_to_onnx(loaded: LoadedNetwork, opset: int = ONNX_OPSET) -> bytes:
     model = loaded.build_keras()
     spec = (tf.TensorSpec((None, loaded.image_size, loaded.image_size, 3), tf.float32, name="images"),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    origin = {META_SHA256: loaded.weights_sha256, META_MODEL: loaded.network.name,
+              META_IMAGE_SIZE: str(loaded.image_size)}
+    for key, value in origin.items():
+        proto.metadata_props.add(key=key, value=value)
     return proto.SerializeToString()

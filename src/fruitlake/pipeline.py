@@ -9,7 +9,6 @@ The order is what makes a run safe to kill and to repeat:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import platform
 import time
@@ -30,11 +29,11 @@ from fruitlake.featurize import (
     PASSTHROUGH,
     EngineSpec,
     cpu_supports_bf16,
-    engine_from_config,
     featurize,
+    make_spec,
 )
 from fruitlake.images import EMPTY_FILE
-from fruitlake.models import NETWORKS, load_network, onnx_model, resolve_weights, sha256_of
+from fruitlake.models import NETWORKS, OnnxModel, load_network, onnx_model, resolve_weights, sha256_of
 from fruitlake.progress import Progress
 from fruitlake.reduce import fit, transform
 from fruitlake.report import build_report
@@ -118,6 +117,7 @@ class Job:
     k: int | None = None
     variance: float = 0.95
     pca: str = "reuse"
+    onnx: str | None = None  # a prebuilt ONNX file of `weights` (EMR steps: no TensorFlow on the cluster)
     expected_sha256: str | None = None  # project-images: the sha256 the model run recorded
     model_run: str | None = None  # project-images: the run whose PCA is applied
     model_run_manifest: dict | None = None
@@ -145,7 +145,7 @@ def run(config: RunConfig, spark: SparkSession | None = None, progress: Progress
         image_size=config.image_size, engine=config.engine, precision=config.precision, weights=config.weights,
         batch_size=config.batch_size, max_pixels=config.max_pixels, max_bytes=config.max_bytes,
         commit_every=config.commit_every, missing=config.missing, config=config.to_dict(), k=config.k,
-        variance=config.variance, pca=config.pca,
+        variance=config.variance, pca=config.pca, onnx=config.onnx,
     )
     return _start(config.master, spark, lambda _: job, (config.input, config.output), progress)
 
@@ -192,13 +192,19 @@ def _project_job(config: ProjectConfig, spark: SparkSession) -> Job:
 
 class NetworkHandle:
     """The weights, checked on the driver before OUTPUT is touched. The network itself is built only when the
-    CNN has work: an incremental run with nothing new never pays for it."""
+    CNN has work: an incremental run with nothing new never pays for it.
 
-    def __init__(self, job: Job) -> None:
+    Weights (and a prebuilt ONNX file) given as a URI, e.g. s3:// on EMR, are copied to a local folder through
+    Hadoop's FileSystem first: Keras and ONNX Runtime read local files only."""
+
+    def __init__(self, job: Job, spark: SparkSession) -> None:
         self.job = job
-        self.path = str(resolve_weights(NETWORKS[job.model], job.weights))
+        self._local = storage.LocalCopies(spark)
+        self.path = str(resolve_weights(NETWORKS[job.model], self._local.of(job.weights)))
+        self.source = job.weights if storage.is_remote(job.weights) else self.path  # what the manifest shows
         self.sha256 = sha256_of(self.path)
         self.meta = StoreMeta(job.model, job.image_size, self.sha256, job.precision)
+        self.onnx_file: str | None = None  # the ONNX file the engine was made from (not for keras)
         self._spec: EngineSpec | None = None
 
     def check(self) -> None:
@@ -208,20 +214,31 @@ class NetworkHandle:
         if job.engine == "keras":
             load_network(job.model, self.path, job.image_size)
         else:
-            onnx_model(job.model, self.path, job.image_size)
+            self._onnx()
+
+    def _onnx(self) -> OnnxModel:
+        job = self.job
+        prebuilt = self._local.of(job.onnx) if job.onnx else None
+        converted = onnx_model(job.model, self.path, job.image_size, prebuilt)
+        self.onnx_file = job.onnx or converted.onnx_path
+        return converted
 
     def spec(self, spark: SparkSession) -> EngineSpec:
         if self._spec is None:
-            self._spec, _ = engine_from_config(spark, dataclasses.replace(self.job, weights=self.path))
+            job = self.job
+            payload = load_network(job.model, self.path, job.image_size).weights if job.engine == "keras" \
+                else self._onnx().model_bytes
+            self._spec = make_spec(spark, payload, job)
         return self._spec
 
     def release(self) -> None:
         if self._spec is not None:
             self._spec.payload.unpersist()
+        self._local.remove()
 
 
-def _check_network(job: Job, store: Store | None) -> NetworkHandle:
-    network = NetworkHandle(job)
+def _check_network(job: Job, spark: SparkSession, store: Store | None) -> NetworkHandle:
+    network = NetworkHandle(job, spark)
     if job.expected_sha256 is not None and network.sha256 != job.expected_sha256:
         raise FruitlakeError(
             f"weights file {redact(network.path)!r} has sha256 {network.sha256[:16]}..., "
@@ -411,7 +428,7 @@ def _check(job: Job, spark: SparkSession, timer: StageTimer, progress: Progress)
             raise FruitlakeError(f"k={job.k} exceeds the {available} images in {redact(job.input)!r}")
     with timer("load_model"), progress.stage("model") as shown:
         shown.note(f"{job.model} ({job.engine}, {job.precision})")
-        network = _check_network(job, store if incremental else None)
+        network = _check_network(job, spark, store if incremental else None)
     return Checked(output, state, previous, found, store, plan, done, images_missing, network)
 
 
@@ -500,8 +517,9 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float, p
         "model": job.model,
         "engine": job.engine,
         "precision": job.precision,
-        "weights": checked.network.path,
+        "weights": checked.network.source,
         "weights_sha256": checked.network.sha256,
+        "onnx_file": checked.network.onnx_file,
         "image_size": job.image_size,
         "feature_dim": NETWORKS[job.model].feature_dim,
         "batch_size": job.batch_size,

@@ -5,7 +5,15 @@ Datasets go through Spark's readers and writers; this module is only for the man
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
 from pyspark.sql import SparkSession
+
+from fruitlake import FruitlakeError
+from fruitlake.safety import redact
 
 
 def _fs_and_path(spark: SparkSession, uri: str):
@@ -83,3 +91,35 @@ def rename(spark: SparkSession, source: str, target: str) -> None:
     fs.mkdirs(target_path.getParent())
     if not fs.rename(source_path, target_path):
         raise OSError(f"could not move {source} to {target}")
+
+
+def is_remote(uri: str | None) -> bool:
+    """A URI of a Hadoop file system other than the local one (s3://, s3a://, hdfs://...)."""
+    return bool(uri) and urlparse(uri).scheme not in ("", "file") and uri != "imagenet"
+
+
+class LocalCopies:
+    """Local copies of remote files (weights, an ONNX model) for libraries that read only local paths."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self._spark = spark
+        self._folder: Path | None = None
+
+    def of(self, uri: str) -> str:
+        """`uri` itself when it is local, else the path of a copy made once through Hadoop's FileSystem."""
+        if not is_remote(uri):
+            return uri
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="fruitlake-files-"))
+        local = self._folder / f"{len(list(self._folder.iterdir()))}-{Path(urlparse(uri).path).name}"
+        fs, path = _fs_and_path(self._spark, uri)
+        if not fs.exists(path):
+            raise FruitlakeError(f"{redact(uri)!r} does not exist")
+        jvm = self._spark.sparkContext._jvm
+        fs.copyToLocalFile(False, path, jvm.org.apache.hadoop.fs.Path(local.as_uri()), True)
+        return str(local)
+
+    def remove(self) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None

@@ -2,44 +2,75 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from fruitlake import FruitlakeError
 
 CODE_PREFIX = "code/"
 LOGS_PREFIX = "logs/"
+WEIGHTS_PREFIX = "weights/"
 BOOTSTRAP_KEY = CODE_PREFIX + "bootstrap.sh"
 JOB_KEY = CODE_PREFIX + "fruitlake_job.py"
-VENV = "/opt/fruitlake/venv"
+NODE_ROOT = "/opt/fruitlake"
+VENV = f"{NODE_ROOT}/venv"
 VENV_PYTHON = f"{VENV}/bin/python"
 NODE_PYTHON = "python3.11"  # Amazon Linux 2023 (EMR 7) ships 3.9; fruitlake needs 3.11 or 3.12
+NODE_PYTHON_VERSION = "3.11"
+NODE_EXTRA = "node"  # pyproject.toml: ONNX Runtime executor + report; no TensorFlow, no PySpark (EMR has its own)
+# Amazon Linux 2023 has glibc 2.34, so it runs manylinux wheels up to 2_34; pip needs every tag named.
+NODE_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64")
+CONSTRAINTS = "constraints.txt"  # in the package (the versions the tests use) and in each wheelhouse
+NOT_FOR_NODES = ("tensorflow", "keras", "tf2onnx", "openvino", "pyspark")
 
 NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache",
-              ".hypothesis", "data", "out", "spark-warehouse", "metastore_db")
+              ".hypothesis", "data", "out", "spark-warehouse", "metastore_db", ".cache")
 _WHEEL = re.compile(r"^fruitlake-[0-9][^-]*-py3-none-any\.whl$")
 
 # Runs as the hadoop user on every node, before YARN and Spark start; any failing command fails the cluster,
 # so a broken install shows up as a bootstrap failure in `status`, not as a mysterious step error.
+# pip installs only from the wheelhouse copied from the bucket (--no-index): the same pinned versions on every
+# node, and no internet needed (a private subnet only needs the S3 gateway endpoint).
 BOOTSTRAP_SCRIPT = f"""#!/bin/bash
-# fruitlake bootstrap action: a Python venv with fruitlake and its dependencies, used by Spark on this node.
-# Usage: bootstrap.sh s3://BUCKET/code/fruitlake-VERSION-py3-none-any.whl
+# fruitlake bootstrap action: a Python venv with fruitlake's node runtime (ONNX Runtime, no TensorFlow, no
+# PySpark: EMR's Spark brings its own), installed from the pinned wheelhouse in the bucket, without PyPI.
+# Usage: bootstrap.sh s3://BUCKET/code/fruitlake-VERSION-py3-none-any.whl s3://BUCKET/code/wheelhouse-KEY/
 set -euo pipefail
 wheel_uri="$1"
-venv={VENV}
+wheelhouse_uri="${{2%/}}/"
+root="${{FRUITLAKE_NODE_ROOT:-{NODE_ROOT}}}"  # overridden only by the test that runs this script
+venv="$root/venv"
+started=$SECONDS
 sudo dnf install -y -q {NODE_PYTHON} {NODE_PYTHON}-pip
-sudo mkdir -p "$(dirname "$venv")"
-sudo chown "$(id -u):$(id -g)" "$(dirname "$venv")"
+sudo mkdir -p "$root"
+sudo chown "$(id -u):$(id -g)" "$root"
+wheels="$root/wheelhouse"
+aws s3 cp --only-show-errors --recursive "$wheelhouse_uri" "$wheels"
+aws s3 cp --only-show-errors "$wheel_uri" "$wheels/"
 {NODE_PYTHON} -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --no-cache-dir --upgrade pip
-wheel="$(dirname "$venv")/$(basename "$wheel_uri")"
-aws s3 cp --only-show-errors "$wheel_uri" "$wheel"
-"$venv/bin/python" -m pip install --quiet --no-cache-dir "$wheel[cloud]"
-"$venv/bin/python" -c "import fruitlake, onnxruntime, pyarrow; print('fruitlake', fruitlake.__version__)"
+"$venv/bin/python" -m pip install --quiet --no-cache-dir --no-index --find-links "$wheels" \\
+  --constraint "$wheels/{CONSTRAINTS}" "$wheels/$(basename "$wheel_uri")[{NODE_EXTRA}]"
+"$venv/bin/python" - <<'CHECK'
+import importlib.util
+
+import fruitlake, numpy, onnxruntime, pandas, PIL, pyarrow, matplotlib, sklearn  # noqa: F401 - the import check
+unwanted = [name for name in {NOT_FOR_NODES!r} if importlib.util.find_spec(name)]
+if unwanted:
+    raise SystemExit(f"fruitlake bootstrap: {{unwanted}} must not be installed on EMR nodes")
+print("fruitlake", fruitlake.__version__, "onnxruntime", onnxruntime.__version__)
+CHECK
+rm -rf "$wheels"
+echo "fruitlake venv ready in $((SECONDS - started)) s"
 """
 
 # spark-submit runs this file with the venv's Python; the work is done by the installed package.
@@ -47,7 +78,7 @@ JOB_SCRIPT = '''"""EMR step entry point: `spark-submit fruitlake_job.py run INPU
 
 import sys
 
-from fruitlake.cloud.job import main
+from fruitlake.job import main
 
 raise SystemExit(main(sys.argv[1:]))
 '''
@@ -63,7 +94,7 @@ def check_wheel(path: str | Path) -> Path:
 
 
 def build_wheel(source: str | Path, into: str | Path | None = None) -> Path:
-    """`pip wheel --no-deps SOURCE`: the nodes install the dependencies themselves, from PyPI."""
+    """`pip wheel --no-deps SOURCE`: the dependencies go to the nodes as a wheelhouse (`build_wheelhouse`)."""
     root = Path(source).expanduser().resolve()
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file() or not re.search(r'(?m)^name\s*=\s*"fruitlake"', pyproject.read_text()):
@@ -88,3 +119,82 @@ def build_wheel(source: str | Path, into: str | Path | None = None) -> Path:
 
 def wheel_key(wheel: Path) -> str:
     return CODE_PREFIX + wheel.name
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    """The pinned wheels a node installs, with the constraints file; its key names its folder in the bucket."""
+
+    folder: Path
+    key: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{CODE_PREFIX}wheelhouse-{self.key}/"
+
+    def files(self) -> list[Path]:
+        return sorted(path for path in self.folder.iterdir() if path.is_file() and not path.name.startswith("."))
+
+    @property
+    def megabytes(self) -> float:
+        return sum(path.stat().st_size for path in self.files()) / 1e6
+
+
+def constraints_text() -> str:
+    return resources.files("fruitlake").joinpath(CONSTRAINTS).read_text()
+
+
+def node_requirements(wheel: Path) -> list[str]:
+    """The Requires-Dist lines of the wheel: what its node extra pulls in, with the base dependencies."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(name).decode()
+    return sorted(line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:"))
+
+
+def build_wheelhouse(wheel: Path, cache: Path | None = None, echo: Callable[[str], None] = print) -> Wheelhouse:
+    """`pip download` of the wheel's node extra for the nodes' platform, pinned by the constraints file.
+
+    Cached by what decides its content (constraints, requirements, platform), so a second `up` downloads nothing.
+    """
+    from fruitlake.models import cache_dir
+
+    constraints = constraints_text()
+    identity = "\n".join([constraints, *node_requirements(wheel), NODE_EXTRA, NODE_PYTHON_VERSION, *NODE_PLATFORMS])
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    folder = (cache or cache_dir() / "wheelhouse") / key
+    if (folder / ".complete").is_file():
+        return Wheelhouse(folder, key)
+    echo(f"downloading the nodes' wheelhouse (pinned, {', '.join(NODE_PLATFORMS)}, Python {NODE_PYTHON_VERSION})")
+    partial = folder.with_name(f".{key}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    (partial / CONSTRAINTS).write_text(constraints)
+    platforms = [flag for platform in NODE_PLATFORMS for flag in ("--platform", platform)]
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", *platforms,
+               "--python-version", NODE_PYTHON_VERSION, "--implementation", "cp",
+               "--constraint", str(partial / CONSTRAINTS), "--dest", str(partial), f"{wheel}[{NODE_EXTRA}]"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise FruitlakeError(f"downloading the nodes' wheelhouse failed (pip needs PyPI here, once):\n"
+                             f"{done.stderr.strip()[-2000:]}")
+    for copied in partial.glob("fruitlake-*.whl"):  # pip copies the wheel itself; it is uploaded on its own
+        copied.unlink()
+    (partial / ".complete").touch()
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
+    return Wheelhouse(folder, key)
+
+
+def uploads(wheel: Path, wheelhouse: Wheelhouse) -> dict[str, Path | bytes]:
+    """What `up` puts in the bucket, by key: the wheel, its wheelhouse, the bootstrap script, the job script."""
+    files: dict[str, Path | bytes] = {wheel_key(wheel): wheel}
+    files.update({wheelhouse.prefix + path.name: path for path in wheelhouse.files()})
+    files[BOOTSTRAP_KEY] = BOOTSTRAP_SCRIPT.encode()
+    files[JOB_KEY] = JOB_SCRIPT.encode()
+    return files
+
+
+def bootstrap_args(bucket: str, wheel: Path, wheelhouse: Wheelhouse) -> list[str]:
+    return [f"s3://{bucket}/{wheel_key(wheel)}", f"s3://{bucket}/{wheelhouse.prefix}"]

@@ -17,7 +17,7 @@ from fruitlake.cloud.config import (
     CloudConfig,
 )
 
-NOT_FORWARDED = {"help", "master"}  # on EMR, spark-submit picks the master (YARN)
+NOT_FORWARDED = {"help", "master", "weights", "onnx"}  # EMR picks the master; submit uploads the network
 
 
 def _common() -> argparse.ArgumentParser:
@@ -42,7 +42,9 @@ def _cluster() -> argparse.ArgumentParser:
                          help=f"core node instance type (default {DEFAULT_INSTANCE_TYPE})")
     cluster.add_argument("--core-count", type=int, default=2, help="number of core nodes (default 2)")
     cluster.add_argument("--spot", action="store_true",
-                         help="core nodes on spot instances (the primary stays on-demand)")
+                         help="core nodes on spot instances, switching to on-demand when spot capacity does "
+                              "not come within 10 min (the primary stays on-demand); the budget guard "
+                              "counts them at the on-demand price")
     cluster.add_argument("--idle-minutes", type=int, default=30,
                          help="auto-terminate after this many idle minutes (default 30)")
     cluster.add_argument("--hours", type=float, default=1.0,
@@ -74,15 +76,21 @@ def add_parser(commands) -> None:
     common, cluster = _common(), _cluster()
     actions.add_parser("plan", parents=[common, cluster],
                        help="print what `up` would create and its estimated cost; create nothing")
-    actions.add_parser("up", parents=[common, cluster],
-                       help="create or reuse the bucket, roles and EMR cluster (idempotent)")
+    up = actions.add_parser("up", parents=[common, cluster],
+                            help="create or reuse the bucket, roles and EMR cluster (idempotent)")
+    up.add_argument("--wait", action="store_true",
+                    help="wait until the cluster is ready (10-15 min) or say why it ended; by default return "
+                         "at once and follow it with `fruitlake cloud status`")
+    up.add_argument("--poll-seconds", type=float, default=30.0,
+                    help="seconds between cluster state checks with --wait (default 30)")
     submit = actions.add_parser("submit", parents=[common, _run_options()], conflict_handler="resolve",
                                 help="run `fruitlake run INPUT OUTPUT ...` on the cluster as an EMR step",
                                 description="The options of `fruitlake run`, run on the cluster by "
                                 "spark-submit on YARN. INPUT, OUTPUT and a weights file must be s3:// URIs "
                                 "in the bucket.")
     submit.add_argument("--weights", default=None,
-                        help="'imagenet' (downloaded by the cluster; default) or s3://BUCKET/KEY.h5")
+                        help="'imagenet', a local .h5 file or s3://BUCKET/KEY.h5 (default $FRUITLAKE_WEIGHTS or "
+                             "imagenet): converted to ONNX here and uploaded with it to the bucket")
     submit.add_argument("--master", default=None, help=argparse.SUPPRESS)
     submit.add_argument("--no-wait", action="store_true", help="return once the step is added")
     submit.add_argument("--poll-seconds", type=float, default=30.0,
@@ -126,14 +134,14 @@ def forwarded_run_args(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def _check_run_options(args: argparse.Namespace) -> None:
-    """Fail here, not on the cluster, for a run option `fruitlake run` would refuse."""
+def _run_config(args: argparse.Namespace):
+    """The run as `fruitlake run` would check it, here, not on the cluster."""
     from fruitlake.config import RunConfig
 
     if getattr(args, "master", None):
         raise FruitlakeError("--master is chosen by EMR (YARN); drop it from `cloud submit`")
-    fields = {field.name for field in dataclasses.fields(RunConfig)} - {"weights", "master"}
-    RunConfig(**{name: getattr(args, name) for name in fields if getattr(args, name, None) is not None})
+    fields = {field.name for field in dataclasses.fields(RunConfig)} - {"master"}
+    return RunConfig(**{name: getattr(args, name) for name in fields if getattr(args, name, None) is not None})
 
 
 def _ask(question: str) -> bool:
@@ -173,7 +181,7 @@ def _up(args: argparse.Namespace) -> int:
     session, config = _session_and_config(config)
     plan = runner.inspect(session, config, cost, runner.wheel_description(args.wheel, args.source))
     print("\n".join(plan.lines()))
-    runner.up(session, config, cost, args.wheel, args.source)
+    runner.up(session, config, cost, args.wheel, args.source, wait=args.wait, poll_seconds=args.poll_seconds)
     print("next: upload images with `aws s3 sync`, then `fruitlake cloud submit`")
     return 0
 
@@ -182,10 +190,10 @@ def _submit(args: argparse.Namespace) -> int:
     from fruitlake.cloud import runner
 
     config = config_from(args)
-    _check_run_options(args)
+    run = _run_config(args)
     session, config = _session_and_config(config)
     timeout = args.timeout_minutes * 60 if args.timeout_minutes is not None else None
-    runner.submit(session, config, args.input, args.output, forwarded_run_args(args),
+    runner.submit(session, config, run, forwarded_run_args(args),
                   wait=not args.no_wait, poll_seconds=args.poll_seconds, timeout_seconds=timeout)
     return 0
 
