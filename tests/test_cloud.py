@@ -25,8 +25,9 @@ moto_server = pytest.importorskip("moto.server")
 
 from fruitlake import FruitlakeError  # noqa: E402
 from fruitlake.cli import main  # noqa: E402
-from fruitlake.cloud import artifacts, bucket, emr, job, runner  # noqa: E402
+from fruitlake.cloud import artifacts, bucket, emr, runner  # noqa: E402
 from fruitlake.cloud.config import CloudConfig  # noqa: E402
+from fruitlake.models import cache_dir  # noqa: E402
 
 ACCOUNT = "123456789012"  # moto's account
 REGION = "eu-west-1"
@@ -192,11 +193,22 @@ def session(servers, loader):
 
 
 @pytest.fixture
-def wheel(tmp_path) -> Path:
-    """A stand-in wheel: `up` only checks its name and uploads it."""
+def wheel(tmp_path, monkeypatch) -> Path:
+    """A stand-in wheel and, in a cache of its own, a stand-in wheelhouse for it: `up` only uploads them
+    (tests/test_node_runtime.py installs the real ones)."""
     path = tmp_path / "fruitlake-0.1.0-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("fruitlake/__init__.py", "")
+        archive.writestr("fruitlake-0.1.0.dist-info/METADATA", "Name: fruitlake\nRequires-Dist: numpy>=1.26\n")
+    onnx_cache = cache_dir() / "onnx"  # shared, so `submit` converts the real weights once per machine
+    onnx_cache.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("FRUITLAKE_CACHE", str(tmp_path / "cache"))
+    house = tmp_path / "cache" / "wheelhouse" / artifacts.wheelhouse_key(path)
+    house.mkdir(parents=True)
+    (tmp_path / "cache" / "onnx").symlink_to(onnx_cache)
+    (house / "numpy-2.0.0-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"stand-in")
+    (house / artifacts.CONSTRAINTS).write_text("numpy==2.0.0\n")
+    (house / ".complete").touch()
     return path
 
 
@@ -249,29 +261,40 @@ def test_up_sends_the_intended_run_job_flow_request(session, wheel):
     assert request["Applications"] == [{"Name": "Spark"}]
     assert request["LogUri"] == f"s3://{BUCKET}/logs/"
     assert request["AutoTerminationPolicy"] == {"IdleTimeout": 45 * 60}
-    groups = {group["InstanceRole"]: group for group in request["Instances"]["InstanceGroups"]}
-    assert groups["MASTER"] == {"Name": "primary", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
-                                "InstanceType": "m5.xlarge", "InstanceCount": 1}
-    assert groups["CORE"] == {"Name": "core", "InstanceRole": "CORE", "Market": "SPOT",
-                              "InstanceType": "m5.xlarge", "InstanceCount": 2}
+    assert "InstanceGroups" not in request["Instances"]
+    fleets = {fleet["InstanceFleetType"]: fleet for fleet in request["Instances"]["InstanceFleets"]}
+    assert fleets["MASTER"] == {"Name": "primary", "InstanceFleetType": "MASTER", "TargetOnDemandCapacity": 1,
+                                "TargetSpotCapacity": 0,
+                                "InstanceTypeConfigs": [{"InstanceType": "m5.xlarge", "WeightedCapacity": 1}]}
+    assert fleets["CORE"] == {
+        "Name": "core", "InstanceFleetType": "CORE", "TargetOnDemandCapacity": 0, "TargetSpotCapacity": 2,
+        "InstanceTypeConfigs": [{"InstanceType": "m5.xlarge", "WeightedCapacity": 1}],
+        "LaunchSpecifications": {"SpotSpecification": {
+            "TimeoutDurationMinutes": 10, "TimeoutAction": "SWITCH_TO_ON_DEMAND",
+            "AllocationStrategy": "price-capacity-optimized"}},
+    }
     assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
     assert request["BootstrapActions"] == [{
         "Name": "fruitlake venv",
         "ScriptBootstrapAction": {"Path": f"s3://{BUCKET}/code/bootstrap.sh",
-                                  "Args": [f"s3://{BUCKET}/code/fruitlake-0.1.0-py3-none-any.whl"]},
+                                  "Args": [f"s3://{BUCKET}/code/fruitlake-0.1.0-py3-none-any.whl",
+                                           f"s3://{BUCKET}/code/wheelhouse-{artifacts.wheelhouse_key(wheel)}/"]},
     }]
-    [spark_env] = request["Configurations"]
+    [spark_defaults, spark_env] = request["Configurations"]
+    assert spark_defaults == {"Classification": "spark-defaults", "Properties": {
+        "spark.executor.cores": "4", "spark.executor.memory": "3g",
+        "spark.executor.memoryOverhead": f"{4 * 512 + 384}m"}}  # 4 Python workers of 512 MiB + the JVM's 384
     assert spark_env["Classification"] == "spark-env"
     assert spark_env["Configurations"] == [{"Classification": "export", "Properties": {
         "PYSPARK_PYTHON": VENV_PYTHON, "PYSPARK_DRIVER_PYTHON": VENV_PYTHON}}]
     assert request["JobFlowRole"] == "fruitlake-emr-instance"
     assert request["ServiceRole"] == "fruitlake-emr-service"
     tags = {tag["Key"]: tag["Value"] for tag in request["Tags"]}
-    spot_eur = 0.877 * (45 / 60 + 1) * (0.262 + 2 * (0.214 * 0.45 + 0.048))
+    worst_eur = 0.877 * (0.25 + 45 / 60 + 1) * 3 * 0.262  # spot at the on-demand price, 15 min provisioning
     assert tags == {"project": "fruitlake", "fruitlake:bucket": BUCKET,
-                    "fruitlake:estimate-eur": f"{spot_eur:.2f}", "fruitlake:budget-eur": "10.00",
+                    "fruitlake:estimate-eur": f"{worst_eur:.2f}", "fruitlake:budget-eur": "10.00",
                     "for-use-with-amazon-emr-managed-policies": "true"}
-    subnet_id = request["Instances"]["Ec2SubnetId"]
+    [subnet_id] = request["Instances"]["Ec2SubnetIds"]
     [subnet] = session.client("ec2").describe_subnets(SubnetIds=[subnet_id])["Subnets"]
     assert subnet["DefaultForAz"]
     assert {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"} in subnet["Tags"]
@@ -280,17 +303,16 @@ def test_up_sends_the_intended_run_job_flow_request(session, wheel):
     # region is checked on the request above, not on the cluster's ARN)
     cluster = session.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]
     assert cluster["ReleaseLabel"] == "emr-7.10.0" and cluster["LogUri"] == f"s3://{BUCKET}/logs/"
-    markets = {g["InstanceGroupType"]: g["Market"]
-               for g in session.client("emr").list_instance_groups(ClusterId=cluster_id)["InstanceGroups"]}
-    assert markets == {"MASTER": "ON_DEMAND", "CORE": "SPOT"}
 
 
 def test_without_spot_every_node_is_on_demand_and_core_count_is_honoured(session, wheel):
     sent = capture(session, "emr.RunJobFlow")
     up(session, wheel, core_count=3, core_type="c7i.xlarge")
-    groups = {g["InstanceRole"]: g for g in sent[0]["params"]["Instances"]["InstanceGroups"]}
-    assert (groups["CORE"]["Market"], groups["CORE"]["InstanceType"], groups["CORE"]["InstanceCount"]) == (
-        "ON_DEMAND", "c7i.xlarge", 3)
+    fleets = {f["InstanceFleetType"]: f for f in sent[0]["params"]["Instances"]["InstanceFleets"]}
+    assert fleets["CORE"] == {"Name": "core", "InstanceFleetType": "CORE", "TargetOnDemandCapacity": 3,
+                              "TargetSpotCapacity": 0,
+                              "InstanceTypeConfigs": [{"InstanceType": "c7i.xlarge", "WeightedCapacity": 1}]}
+    assert fleets["MASTER"]["TargetSpotCapacity"] == 0
 
 
 def test_up_twice_makes_one_cluster(session, wheel):
@@ -324,7 +346,9 @@ def test_bucket_is_encrypted_private_and_tls_only(session, wheel):
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert set(statement["Resource"]) == {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"}
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
-    assert keys == {"code/bootstrap.sh", "code/fruitlake_job.py", "code/fruitlake-0.1.0-py3-none-any.whl"}
+    house = f"code/wheelhouse-{artifacts.wheelhouse_key(wheel)}/"
+    assert keys == {"code/bootstrap.sh", "code/fruitlake_job.py", "code/fruitlake-0.1.0-py3-none-any.whl",
+                    house + "constraints.txt", house + "numpy-2.0.0-cp311-cp311-manylinux_2_28_x86_64.whl"}
     script = s3.get_object(Bucket=BUCKET, Key="code/bootstrap.sh")["Body"].read().decode()
     assert script == artifacts.BOOTSTRAP_SCRIPT
 
@@ -349,6 +373,11 @@ def test_roles_reach_only_the_bucket_and_emr_may_pass_the_instance_role(session,
     assert resources == {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"}
     actions = [action for s in policy["PolicyDocument"]["Statement"] for action in s["Action"]]
     assert "s3:GetObject" in actions and not {"s3:*", "*"} & set(actions)
+    # the S3A magic committer (s3:// since EMR 7.10) lists and aborts multipart uploads, bucket and objects
+    by_sid = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert "s3:ListBucketMultipartUploads" in by_sid["ListTheBucket"]["Action"]
+    assert {"s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"} <= set(by_sid["ReadWriteObjects"]["Action"])
+    assert "UseTheBucketKey" not in by_sid  # no KMS key to use on an SSE-S3 bucket
     profile = iam.get_instance_profile(InstanceProfileName="fruitlake-emr-instance")["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == ["fruitlake-emr-instance"]
     trust = iam.get_role(RoleName="fruitlake-emr-service")["Role"]["AssumeRolePolicyDocument"]
@@ -364,23 +393,45 @@ def test_roles_reach_only_the_bucket_and_emr_may_pass_the_instance_role(session,
 # --- submit, status, down ----------------------------------------------------------------------------------
 
 
-def test_submit_adds_a_spark_submit_step_with_the_run_arguments(session, wheel, capsys):
+def test_submit_converts_here_uploads_both_files_and_adds_a_spark_submit_step(session, wheel, weights_path, capsys):
+    from fruitlake.models import sha256_of
+
     cluster_id = up(session, wheel)
     code = main(["cloud", "submit", f"s3://{BUCKET}/images", f"s3://{BUCKET}/results/run1", "--k", "20",
-                 "--engine", "keras", "--weights", f"s3://{BUCKET}/weights/mobilenet.h5", "--no-wait"])
+                 "--weights", weights_path, "--no-wait"])
     assert code == 0
     [step] = session.client("emr").list_steps(ClusterId=cluster_id)["Steps"]
     assert step["Config"]["Jar"] == "command-runner.jar"
     assert step["ActionOnFailure"] == "CONTINUE"
+    prefix = f"weights/{sha256_of(weights_path)[:16]}/"
+    uploaded = sorted(item["Key"] for item in session.client("s3").list_objects_v2(
+        Bucket=BUCKET, Prefix=prefix)["Contents"])
+    [onnx_key] = [key for key in uploaded if key.endswith(".onnx")]
+    assert uploaded == sorted([prefix + Path(weights_path).name, onnx_key])
     assert step["Config"]["Args"] == [
         "spark-submit", "--deploy-mode", "client", "--master", "yarn",
         "--conf", f"spark.pyspark.python={VENV_PYTHON}",
         "--conf", f"spark.pyspark.driver.python={VENV_PYTHON}",
         f"s3://{BUCKET}/code/fruitlake_job.py",
-        "run", f"s3://{BUCKET}/images", f"s3://{BUCKET}/results/run1",
-        "--k", "20", "--weights", f"s3://{BUCKET}/weights/mobilenet.h5", "--engine", "keras",
+        "run", f"s3://{BUCKET}/images", f"s3://{BUCKET}/results/run1", "--k", "20",
+        "--weights", f"s3://{BUCKET}/{prefix}{Path(weights_path).name}", "--onnx", f"s3://{BUCKET}/{onnx_key}",
     ]
     assert f"added step {step['Id']} to cluster {cluster_id}" in capsys.readouterr().out
+
+    # the uploaded ONNX file says which weights it was made from: what the cluster's driver checks
+    from fruitlake.models import META_SHA256, onnx_metadata
+
+    body = session.client("s3").get_object(Bucket=BUCKET, Key=onnx_key)["Body"].read()
+    assert onnx_metadata(body)[META_SHA256] == sha256_of(weights_path)
+
+    # a second submit sends nothing again, and weights already in the bucket stay where they are
+    sent = capture(session, "s3.PutObject")
+    main(["cloud", "submit", f"s3://{BUCKET}/images", f"s3://{BUCKET}/results/run2",
+          "--weights", f"s3://{BUCKET}/{prefix}{Path(weights_path).name}", "--no-wait"])
+    assert sent == []
+    newest = session.client("emr").list_steps(ClusterId=cluster_id)["Steps"][0]["Config"]["Args"]
+    assert newest[-4:] == ["--weights", f"s3://{BUCKET}/{prefix}{Path(weights_path).name}",
+                           "--onnx", f"s3://{BUCKET}/{onnx_key}"]
 
 
 @pytest.mark.parametrize(
@@ -388,9 +439,13 @@ def test_submit_adds_a_spark_submit_step_with_the_run_arguments(session, wheel, 
     [
         (["s3://elsewhere/images", f"s3://{BUCKET}/out"], "outside s3://" + BUCKET),
         (["./images", f"s3://{BUCKET}/out"], "not an s3:// URI"),
-        ([f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--weights", "model.h5"], "aws s3 cp model.h5"),
+        ([f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--weights", "model.h5"], "'model.h5' does not exist"),
+        ([f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--weights", f"s3://{BUCKET}/w/none.h5"], "does not exist"),
+        ([f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--weights", "s3://other/w.h5"], "outside s3://" + BUCKET),
         ([f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--k", "5000"], "k=5000"),
         ([f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--master", "local[2]"], "--master is chosen by EMR"),
+        ([f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--engine", "keras"], "ONNX Runtime only"),
+        ([f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--precision", "bf16"], "ONNX Runtime only"),
     ],
 )
 def test_submit_refuses_what_the_cluster_could_not_run(session, wheel, capsys, arguments, message):
@@ -459,24 +514,26 @@ def test_wait_for_step_raises_with_emr_reason_on_failure_and_on_timeout(session,
         emr.wait_for_step(client, cluster_id, step_id, lambda _: None, poll_seconds=0.01)
 
 
-def test_cli_submit_waits_and_reports_progress(session, wheel, capsys, step_states):
+def test_cli_submit_waits_and_reports_progress(session, wheel, capsys, step_states, weights_path):
     up(session, wheel)
     script, _ = step_states
     script.extend(["RUNNING", "COMPLETED"])
-    assert main(["cloud", "submit", f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--poll-seconds", "0.01"]) == 0
+    assert main(["cloud", "submit", f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--poll-seconds", "0.01",
+                 "--weights", weights_path]) == 0
     out = capsys.readouterr().out
     assert ": RUNNING after" in out and ": COMPLETED after" in out
     assert out.index(": RUNNING after") < out.index(": COMPLETED after")
     assert f"aws s3 sync s3://{BUCKET}/out ./results" in out
 
 
-def test_status_shows_the_cluster_and_its_steps(session, wheel, capsys):
+def test_status_shows_the_cluster_and_its_steps(session, wheel, capsys, weights_path):
     cluster_id = up(session, wheel)
-    main(["cloud", "submit", f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--no-wait"])
+    main(["cloud", "submit", f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--no-wait", "--weights", weights_path])
     capsys.readouterr()
     assert main(["cloud", "status"]) == 0
     out = capsys.readouterr().out
-    assert f"cluster {cluster_id} fruitlake: " in out and "estimate 1.03 EUR" in out
+    worst_eur = 0.877 * (0.25 + 1 + 0.5) * 3 * 0.262
+    assert f"cluster {cluster_id} fruitlake: " in out and f"worst-case estimate {worst_eur:.2f} EUR" in out
     assert f"fruitlake run s3://{BUCKET}/out" in out
 
 
@@ -510,7 +567,7 @@ def test_down_delete_bucket_yes_empties_and_deletes_it(session, wheel, capsys):
     assert session.client("s3").list_buckets()["Buckets"] == []
     state = session.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"]
     assert state == "TERMINATED"
-    assert f"deleted s3://{BUCKET} (4 objects)" in capsys.readouterr().out
+    assert f"deleted s3://{BUCKET} (6 objects)" in capsys.readouterr().out  # code: 3 + wheelhouse: 2, a result
 
 
 # --- guards and plan: nothing created ----------------------------------------------------------------------
@@ -555,8 +612,9 @@ def test_non_eu_region_works_when_explicitly_allowed(session, wheel):
 def test_cli_plan_prints_the_plan_and_estimate_and_creates_nothing(session, capsys):
     assert main(["cloud", "plan", "--spot", "--hours", "2"]) == 0
     out = capsys.readouterr().out
-    spot_eur = 0.877 * 2.5 * (0.262 + 2 * (0.214 * 0.45 + 0.048))
-    assert f"Estimated cost: {spot_eur:.2f} EUR (budget 10.00 EUR)" in out
+    spot_eur = 0.877 * 2.75 * (0.262 + 2 * (0.214 * 0.45 + 0.048))
+    worst_eur = 0.877 * 2.75 * 3 * 0.262
+    assert f"Estimated cost: {spot_eur:.2f} EUR expected, {worst_eur:.2f} EUR worst case (budget 10.00 EUR)" in out
     assert "as of 2025-06-01" in out and "1 USD = 0.877 EUR (ECB, 2025-06-02)" in out
     assert f"s3://{BUCKET}  [create]" in out
     assert "fruitlake-emr-instance + instance profile" in out and "fruitlake-emr-service" in out
@@ -594,27 +652,253 @@ def test_a_bucket_in_another_region_is_refused(session):
         bucket.ensure_bucket(session.client("s3"), config())
 
 
-# --- the job entry point on the driver ---------------------------------------------------------------------
+# --- what real AWS does that moto does not check ------------------------------------------------------------
 
 
-def test_job_downloads_s3_weights_and_rewrites_the_argument(session, tmp_path):
+def _existing_bucket(s3, policy_statements: list[dict], block_public_access: bool = True) -> None:
+    """A bucket made outside `up`, as a colleague would have it: own tags, policy, KMS default encryption."""
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    if block_public_access:
+        s3.put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration=bucket.PUBLIC_ACCESS_BLOCK)
+    s3.put_bucket_tagging(Bucket=BUCKET, Tagging={"TagSet": [{"Key": "team", "Value": "vision"}]})
+    s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KMS_KEY}}]})
+    s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17",
+                                                           "Statement": policy_statements}))
+
+
+KMS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+READER = {"Sid": "LetTheAuditorRead", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+          "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/*"}
+
+
+def test_an_existing_bucket_keeps_its_settings_and_gains_the_tls_statement(session, wheel, capsys):
+    s3 = session.client("s3")
+    _existing_bucket(s3, [READER])
+    overwrites = [capture(session, f"s3.{operation}") for operation in
+                  ("PutBucketEncryption", "PutBucketTagging", "PutPublicAccessBlock", "CreateBucket")]
+    assert main(["cloud", "plan"]) == 0
+    assert "not made by `up`: its settings kept" in capsys.readouterr().out
+
+    up(session, wheel)
+
+    assert overwrites == [[], [], [], []]
+    statements = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])["Statement"]
+    assert [s["Sid"] for s in statements] == ["LetTheAuditorRead", "DenyInsecureTransport"]
+    assert statements[0] == READER and statements[1] == bucket.tls_only_statement(BUCKET)
+    assert s3.get_bucket_tagging(Bucket=BUCKET)["TagSet"] == [{"Key": "team", "Value": "vision"}]
+    [rule] = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KMS_KEY}
+    # the nodes may use the bucket's KMS key, through S3 and for this bucket's objects only
+    policy = session.client("iam").get_role_policy(RoleName="fruitlake-emr-instance",
+                                                   PolicyName="fruitlake-bucket-access")["PolicyDocument"]
+    [kms] = [s for s in policy["Statement"] if s["Sid"] == "UseTheBucketKey"]
+    assert kms["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert kms["Condition"] == {"StringLike": {"kms:EncryptionContext:aws:s3:arn": [
+        f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]}}
+
+    sent = capture(session, "s3.PutBucketPolicy")
+    up(session, wheel)  # our statement is there already: the policy is left alone
+    assert sent == []
+
+
+@pytest.mark.parametrize(
+    ("statements", "block", "reason"),
+    [
+        ([{**READER, "Principal": "*"}], False, "its bucket policy makes it public"),
+        ([READER], False, "its public access block leaves BlockPublicAcls, IgnorePublicAcls"),
+    ],
+)
+def test_a_public_existing_bucket_is_refused_before_anything_changes(session, wheel, statements, block,
+                                                                     reason):
+    s3 = session.client("s3")
+    _existing_bucket(s3, statements, block_public_access=block)
+    before = s3.get_bucket_policy(Bucket=BUCKET)["Policy"]
+    changes = [capture(session, f"s3.{operation}") for operation in
+               ("PutBucketPolicy", "PutBucketEncryption", "PutBucketTagging", "PutPublicAccessBlock",
+                "PutObject", "CreateMultipartUpload")]
+    with pytest.raises(FruitlakeError, match="is or may become public") as refused:
+        up(session, wheel)
+    assert reason in str(refused.value) and "put-public-access-block" in str(refused.value)
+    assert changes == [[], [], [], [], [], []]
+    assert s3.get_bucket_policy(Bucket=BUCKET)["Policy"] == before
+    assert session.client("iam").list_roles()["Roles"] == []
+    assert session.client("emr").list_clusters()["Clusters"] == []
+
+
+def test_a_bucket_with_a_public_acl_is_refused(session):
     s3 = session.client("s3")
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    s3.put_object(Bucket=BUCKET, Key="weights/mobilenet.h5", Body=b"HDF5 weights")
-    argv = ["s3://b/in", "s3://b/out", "--weights", f"s3://{BUCKET}/weights/mobilenet.h5", "--k", "3"]
-    local = job.localize_weights(argv, str(tmp_path), job.s3_download)
-    assert local == ["s3://b/in", "s3://b/out", "--weights", str(tmp_path / "mobilenet.h5"), "--k", "3"]
-    assert (tmp_path / "mobilenet.h5").read_bytes() == b"HDF5 weights"
-    equals_form = job.localize_weights([f"--weights=s3://{BUCKET}/weights/mobilenet.h5"], str(tmp_path / "x"),
-                                       lambda b, k, p: None)
-    assert equals_form == [f"--weights={tmp_path / 'x' / 'mobilenet.h5'}"]
-    unchanged = ["--weights", "imagenet"]
-    assert job.localize_weights(unchanged, str(tmp_path), job.s3_download) == unchanged
+    s3.put_bucket_acl(Bucket=BUCKET, ACL="public-read")
+    s3.put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration=bucket.PUBLIC_ACCESS_BLOCK)
+    with pytest.raises(FruitlakeError, match="its ACL grants access to everyone"):
+        bucket.ensure_bucket(s3, config())
 
 
-def test_job_main_reports_missing_weights_and_exits_2(session, capsys):
-    s3 = session.client("s3")
-    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    code = job.main(["run", "s3://b/in", "s3://b/out", "--weights", f"s3://{BUCKET}/weights/missing.h5"])
-    assert code == 2
-    assert f"cannot download the weights s3://{BUCKET}/weights/missing.h5" in capsys.readouterr().err
+def test_untagged_emr_security_groups_are_planned_then_tagged(session, wheel, capsys):
+    ec2 = session.client("ec2")
+    vpc_id = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    ids = {name: ec2.create_security_group(GroupName=name, Description="left by an earlier EMR cluster",
+                                           VpcId=vpc_id)["GroupId"]
+           for name in ("ElasticMapReduce-master", "ElasticMapReduce-slave")}
+    unrelated = ec2.create_security_group(GroupName="web", Description="not EMR's", VpcId=vpc_id)["GroupId"]
+
+    assert main(["cloud", "plan"]) == 0
+    out = capsys.readouterr().out
+    for name, group_id in ids.items():
+        assert f"{group_id} ({name})" in out
+    assert unrelated not in out
+
+    up(session, wheel)
+    groups = ec2.describe_security_groups(GroupIds=[*ids.values(), unrelated])["SecurityGroups"]
+    tagged = {g["GroupId"] for g in groups
+              if {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"} in g.get("Tags", [])}
+    assert tagged == set(ids.values())
+    assert main(["cloud", "plan"]) == 0
+    assert "security groups" not in capsys.readouterr().out
+
+
+def test_spot_creates_the_ec2_spot_service_linked_role(session, wheel):
+    sent = capture(session, "iam.CreateServiceLinkedRole")
+    up(session, wheel)
+    assert sent == []  # on-demand needs no spot role
+    up(session, wheel, spot=True)
+    assert [request["params"] for request in sent] == [{"AWSServiceName": "spot.amazonaws.com"}]
+    up(session, wheel, spot=True)  # moto names it otherwise, so this asks again: "already exists" is fine
+
+
+def test_a_spot_role_name_taken_is_fine_and_other_errors_are_not(session):
+    from botocore.stub import Stubber
+
+    from fruitlake.cloud import iam
+
+    client = session.client("iam")
+    with Stubber(client) as stub:
+        stub.add_client_error("get_role", "NoSuchEntity", http_status_code=404)
+        stub.add_client_error("create_service_linked_role", "InvalidInput", http_status_code=400,
+                              service_message="Service role name AWSServiceRoleForEC2Spot has been taken in "
+                                              "this account, please try a different suffix.")
+        iam._ensure_spot_role(client, created := [])
+        assert created == []
+        stub.add_client_error("get_role", "NoSuchEntity", http_status_code=404)
+        stub.add_client_error("create_service_linked_role", "AccessDenied", http_status_code=403)
+        with pytest.raises(Exception, match="AccessDenied"):
+            iam._ensure_spot_role(client, [])
+
+
+def _refuse(times: int, code: str, message: str):
+    """A before-call handler answering the first `times` calls with an error, as EMR would, then letting go."""
+    import types
+
+    calls: list[int] = []
+
+    def handler(**_):
+        calls.append(1)
+        if len(calls) <= times:
+            return types.SimpleNamespace(status_code=400, headers={}), {
+                "Error": {"Code": code, "Message": message}, "ResponseMetadata": {}}
+        return None
+
+    return handler, calls
+
+
+def test_run_job_flow_is_retried_while_iam_propagates(session, wheel):
+    handler, calls = _refuse(3, "ValidationException", "Invalid InstanceProfile: fruitlake-emr-instance.")
+    session.events.register("before-call.emr.RunJobFlow", handler)
+    printed: list[str] = []
+    cfg = config()
+    cluster_id = runner.up(session, cfg, runner.guard(cfg), str(wheel), echo=printed.append, retry_seconds=0)
+    assert len(calls) == 4 and cluster_id.startswith("j-")
+    retries = [line for line in printed if line.startswith("EMR does not see the new IAM roles yet")]
+    assert len(retries) == 3 and "retry 3 of 11" in retries[-1] and "Invalid InstanceProfile" in retries[0]
+
+
+def test_run_job_flow_gives_up_after_the_retries_and_never_retries_other_errors(session, wheel):
+    handler, calls = _refuse(100, "ValidationException", "Invalid InstanceProfile: fruitlake-emr-instance.")
+    session.events.register("before-call.emr.RunJobFlow", handler)
+    with pytest.raises(Exception, match="Invalid InstanceProfile"):
+        up(session, wheel)
+    assert len(calls) == emr.IAM_RETRIES
+
+    other, other_calls = _refuse(100, "ValidationException", "The instance type m5.xlarge is not supported.")
+    session.events.unregister("before-call.emr.RunJobFlow", handler)
+    session.events.register("before-call.emr.RunJobFlow", other)
+    with pytest.raises(Exception, match="not supported"):
+        up(session, wheel)
+    assert len(other_calls) == 1
+
+
+def test_up_returns_before_the_cluster_is_ready_unless_asked_to_wait(session, wheel):
+    describes = capture(session, "emr.DescribeCluster")
+    printed: list[str] = []
+    cfg = config()
+    runner.up(session, cfg, runner.guard(cfg), str(wheel), echo=printed.append, retry_seconds=0)
+    assert describes == [] and "fruitlake cloud status" in printed[-1]
+    session.client("emr").terminate_job_flows(JobFlowIds=[emr.find_cluster(session.client("emr"), cfg)["Id"]])
+
+    printed.clear()
+    cluster_id = runner.up(session, cfg, runner.guard(cfg), str(wheel), echo=printed.append, retry_seconds=0,
+                           wait=True, poll_seconds=0)
+    assert describes and printed[-1] == f"cluster {cluster_id} is ready"
+
+
+BOOTSTRAP_FAILED = {"State": "TERMINATED_WITH_ERRORS", "StateChangeReason": {
+    "Code": "BOOTSTRAP_FAILURE", "Message": "On the master instance (i-0abc), bootstrap action 1 returned a "
+                                            "non-zero return code"}}
+
+
+def _bootstrap_failed(parsed, **_):
+    """moto never fails a bootstrap: the cluster is shown as EMR shows one that did."""
+    if "Cluster" in parsed:
+        parsed["Cluster"]["Status"].update(copy.deepcopy(BOOTSTRAP_FAILED))
+
+
+def test_up_wait_says_why_the_cluster_ended_and_where_the_bootstrap_logs_are(session, wheel):
+    session.events.register("after-call.emr.DescribeCluster", _bootstrap_failed)
+    cfg = config()
+    with pytest.raises(FruitlakeError) as ended:
+        runner.up(session, cfg, runner.guard(cfg), str(wheel), echo=lambda _: None, retry_seconds=0, wait=True,
+                  poll_seconds=0)
+    cluster_id = session.client("emr").list_clusters()["Clusters"][0]["Id"]
+    text = str(ended.value)
+    assert f"cluster {cluster_id} ended TERMINATED_WITH_ERRORS (BOOTSTRAP_FAILURE)" in text
+    assert "bootstrap action 1 returned a non-zero return code" in text
+    assert f"s3://{BUCKET}/logs/{cluster_id}/node/<instance id>/bootstrap-actions/" in text
+
+
+def test_after_a_failed_bootstrap_there_is_no_active_cluster_and_emr_says_why(session, wheel, capsys):
+    from moto.emr.models import emr_backends
+
+    cluster_id = up(session, wheel)
+    for backend in emr_backends[ACCOUNT].values():  # as EMR lists it: no longer active
+        if cluster_id in backend.clusters:
+            backend.clusters[cluster_id].state = "TERMINATED_WITH_ERRORS"
+    session.events.register("after-call.emr.DescribeCluster", _bootstrap_failed)
+    with pytest.raises(FruitlakeError) as refused:
+        emr.active_cluster(session.client("emr"), config())
+    text = str(refused.value)
+    assert "(BOOTSTRAP_FAILURE): On the master instance (i-0abc)" in text and "no reason given" not in text
+    assert f"s3://{BUCKET}/logs/{cluster_id}/node/<instance id>/bootstrap-actions/" in text
+
+    # and `submit` says so, before converting or uploading anything
+    from fruitlake.config import RunConfig
+
+    sent = capture(session, "s3.PutObject")
+    run = RunConfig(f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", weights="imagenet")
+    with pytest.raises(FruitlakeError) as refused:
+        runner.submit(session, config(), run, [], echo=lambda _: None, wait=False)
+    assert str(refused.value) == text
+    assert sent == []
+
+    printed: list[str] = []
+    runner.status(session, config(), printed.append)
+    assert printed[0].startswith(f"cluster {cluster_id} fruitlake: TERMINATED_WITH_ERRORS (On the master")
+    assert f"  bootstrap logs: s3://{BUCKET}/logs/{cluster_id}/node/<instance id>/bootstrap-actions/" in printed
+
+
+def test_with_no_cluster_ever_active_cluster_says_to_run_up(session):
+    with pytest.raises(FruitlakeError, match="start one with `fruitlake cloud up`"):
+        emr.active_cluster(session.client("emr"), config())
+
+
+

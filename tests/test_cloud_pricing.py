@@ -24,13 +24,17 @@ def test_the_table_covers_the_required_regions_and_types_with_dates():
 
 def test_default_cluster_estimate_matches_a_hand_computation():
     cost = pricing.estimate(CloudConfig())
-    # 3 x m5.xlarge in eu-west-1: (0.214 EC2 + 0.048 EMR) USD/h each, 1 h of work + 30 min idle timeout.
+    # 3 x m5.xlarge in eu-west-1: (0.214 EC2 + 0.048 EMR) USD/h each, billed for 15 min of provisioning and
+    # bootstrap + 1 h of work + 30 min idle timeout.
+    usd = 3 * 0.262 * (0.25 + 1 + 0.5)
     assert cost.usd_per_hour == pytest.approx(3 * 0.262)
-    assert cost.hours == pytest.approx(1.5)
-    assert cost.usd == pytest.approx(1.179)
-    assert cost.eur == pytest.approx(1.179 * 0.877)
+    assert cost.hours == pytest.approx(1.75)
+    assert cost.usd == pytest.approx(usd)
+    assert cost.eur == pytest.approx(usd * 0.877)
+    assert cost.worst_eur == pytest.approx(cost.eur)  # all on-demand: nothing worse to expect
     text = "\n".join(cost.lines())
-    assert "= 1.18 USD = 1.03 EUR" in text
+    assert f"= {usd:.2f} USD = {usd * 0.877:.2f} EUR expected" in text and "worst case" not in text
+    assert "15 min provisioning and bootstrap" in text
     assert "as of 2025-06-01" in text and "1 USD = 0.877 EUR" in text
 
 
@@ -42,14 +46,27 @@ def test_spot_makes_only_the_core_nodes_cheaper():
     assert (core.market, core.count) == ("spot", 2)
     assert core.ec2_usd_per_hour == pytest.approx(0.214 * pricing.SPOT_FRACTION)
     assert core.emr_usd_per_hour == 0.048  # EMR charges its fee on spot nodes too
-    assert spot.usd == pytest.approx(1.5 * (0.262 + 2 * (0.214 * 0.45 + 0.048)))
+    assert spot.usd == pytest.approx(1.75 * (0.262 + 2 * (0.214 * 0.45 + 0.048)))
     assert spot.usd < on_demand.usd
+
+
+def test_spot_worst_case_is_the_on_demand_price_and_the_guard_uses_it():
+    spot = pricing.estimate(CloudConfig(spot=True))
+    on_demand = pricing.estimate(CloudConfig())
+    assert spot.worst_usd == pytest.approx(on_demand.usd)
+    text = "\n".join(spot.lines())
+    assert f"{spot.eur:.2f} EUR expected" in text
+    assert f"worst case, spot at the on-demand price: {spot.worst_usd:.2f} USD = {spot.worst_eur:.2f} EUR" in text
+    between = (spot.eur + spot.worst_eur) / 2  # above the expected cost, below the worst case
+    with pytest.raises(FruitlakeError, match=f"worst-case cost {spot.worst_eur:.2f} EUR"):
+        pricing.check_budget(spot, between)
+    pricing.check_budget(spot, spot.worst_eur + 0.01)
 
 
 def test_region_and_instance_type_change_the_estimate():
     options = {"region": "eu-central-1", "core_type": "c7i.xlarge", "core_count": 4, "hours": 2}
     frankfurt = pricing.estimate(CloudConfig(**options))
-    assert frankfurt.usd == pytest.approx(2.5 * ((0.230 + 0.048) + 4 * (0.2037 + 0.0446)))
+    assert frankfurt.usd == pytest.approx(2.75 * ((0.230 + 0.048) + 4 * (0.2037 + 0.0446)))
 
 
 def test_unknown_prices_are_refused_not_guessed():
@@ -64,7 +81,8 @@ def test_budget_guard_refuses_above_and_passes_below():
     assert big.eur > 10
     with pytest.raises(FruitlakeError) as refused:
         pricing.check_budget(big, 10.0)
-    assert f"{big.eur:.2f} EUR exceeds the budget of 10.00 EUR" in str(refused.value)
+    assert f"{big.worst_eur:.2f} EUR (expected {big.eur:.2f} EUR) exceeds the budget of 10.00 EUR" in str(
+        refused.value)
     assert "--budget-eur" in str(refused.value)
-    pricing.check_budget(big, big.eur + 0.01)
+    pricing.check_budget(big, big.worst_eur + 0.01)
     pricing.check_budget(pricing.estimate(CloudConfig()), 10.0)

@@ -104,11 +104,20 @@ def test_cluster_gives_the_results_of_local_mode(cluster_run, local_run):
 
 
 @pytest.mark.slow
-def test_spark_submit_runs_fruitlake_in_the_session_it_starts(s3_env, s3a_jars, s3_bucket, s3_images):
-    """The shape of an EMR step: `spark-submit job.py run s3://... s3://...`. fruitlake takes spark-submit's
-    session (local[2], connector from --jars), not one of its own on $FRUITLAKE_MASTER, and, off EMR, serves
-    s3:// with S3A, configured from the AWS environment."""
+def test_spark_submit_runs_fruitlake_in_the_session_it_starts(s3_env, s3a_jars, s3_bucket, s3_images,
+                                                              weights_path):
+    """The shape of an EMR step: `spark-submit job.py run s3://... s3://... --weights s3://... --onnx s3://...`.
+    fruitlake takes spark-submit's session (local[2], connector from --jars), not one of its own on
+    $FRUITLAKE_MASTER, and, off EMR, serves s3:// with S3A, configured from the AWS environment; the weights
+    and their ONNX file are read from the bucket through the same connector, as `cloud submit` uploads them."""
     import fruitlake.job
+    from fruitlake.models import onnx_model
+
+    converted = onnx_model("mobilenet_v2", weights_path, 224)
+    network = {"weights": "weights/mobilenet.h5", "onnx": "weights/mobilenet.onnx"}
+    s3_bucket.client.upload_file(weights_path, S3_BUCKET, network["weights"])
+    s3_bucket.client.upload_file(converted.onnx_path, S3_BUCKET, network["onnx"])
+    uris = {option: f"s3://{S3_BUCKET}/{key}" for option, key in network.items()}
 
     jars = ",".join(str(jar) for jar in sorted(Path(s3a_jars).glob("*.jar")))
     env = {**s3_env, "SPARK_HOME": str(spark_home()), "FRUITLAKE_MASTER": "local[1]",
@@ -116,12 +125,14 @@ def test_spark_submit_runs_fruitlake_in_the_session_it_starts(s3_env, s3a_jars, 
     submit = [str(spark_home() / "bin" / "spark-submit"), "--master", "local[2]", "--jars", jars,
               "--conf", "spark.ui.enabled=false", fruitlake.job.__file__]
     done = run_process([*submit, "-v", "run", f"s3://{S3_BUCKET}/{s3_images}", f"s3://{S3_BUCKET}/submitted",
-                        "--k", "3", "--batch-size", "8"], env)
+                        "--k", "3", "--batch-size", "8", "--weights", uris["weights"], "--onnx", uris["onnx"]], env)
     assert done.returncode == 0, explain(done)
     assert "s3:// has no connector of its own here: served by S3A" in done.stdout  # the driver's log
     manifest = s3_bucket.json("submitted/manifest.json")
     assert manifest["spark_master"] == "local[2]" and manifest["spark_default_parallelism"] == 2
     assert manifest["input"] == f"s3://{S3_BUCKET}/{s3_images}"
+    assert (manifest["weights"], manifest["onnx_file"]) == (uris["weights"], uris["onnx"])
+    assert manifest["weights_sha256"] == converted.weights_sha256
     assert (manifest["images_ok"], manifest["images_rejected"], manifest["k"]) == (24, 1, 3)
     table = s3_bucket.csv("submitted/pca_csv")
     assert len(table) == 24 and table["path"].str.startswith(f"s3://{S3_BUCKET}/{s3_images}/").all()

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 
 from fruitlake import FruitlakeError, __version__
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
+    if not args.verbose:  # TensorFlow's C++ start-up lines (oneDNN, CPU features), read before it is imported
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return COMMANDS[args.command][1](args)
     except FruitlakeError as exc:

@@ -147,9 +147,18 @@ def constraints_text() -> str:
 def node_requirements(wheel: Path) -> list[str]:
     """The Requires-Dist lines of the wheel: what its node extra pulls in, with the base dependencies."""
     with zipfile.ZipFile(wheel) as archive:
-        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
-        metadata = archive.read(name).decode()
+        names = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        if len(names) != 1:
+            raise FruitlakeError(f"{wheel.name} has no .dist-info/METADATA: build it with `pip wheel`, or drop --wheel")
+        metadata = archive.read(names[0]).decode()
     return sorted(line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:"))
+
+
+def wheelhouse_key(wheel: Path) -> str:
+    """What decides a wheelhouse's content: the pins, the wheel's requirements, the nodes' platform."""
+    identity = "\n".join([constraints_text(), *node_requirements(wheel), NODE_EXTRA, NODE_PYTHON_VERSION,
+                          *NODE_PLATFORMS])
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def build_wheelhouse(wheel: Path, cache: Path | None = None, echo: Callable[[str], None] = print) -> Wheelhouse:
@@ -160,8 +169,7 @@ def build_wheelhouse(wheel: Path, cache: Path | None = None, echo: Callable[[str
     from fruitlake.models import cache_dir
 
     constraints = constraints_text()
-    identity = "\n".join([constraints, *node_requirements(wheel), NODE_EXTRA, NODE_PYTHON_VERSION, *NODE_PLATFORMS])
-    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    key = wheelhouse_key(wheel)
     folder = (cache or cache_dir() / "wheelhouse") / key
     if (folder / ".complete").is_file():
         return Wheelhouse(folder, key)

@@ -1,15 +1,20 @@
-"""The project's S3 bucket: created in the region, encrypted, never public, reachable only over TLS."""
+"""The project's S3 bucket: created in the region, encrypted, never public, reachable only over TLS.
+
+A bucket `up` did not create (an existing --bucket) is not ours to reconfigure: its settings are read and
+checked, a public one is refused, and only our TLS-only statement is merged into its policy.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from fruitlake import FruitlakeError
-from fruitlake.cloud.artifacts import BOOTSTRAP_KEY, BOOTSTRAP_SCRIPT, JOB_KEY, JOB_SCRIPT, wheel_key
+from fruitlake.cloud.artifacts import BOOTSTRAP_KEY, JOB_KEY, Wheelhouse, bootstrap_args, uploads
 from fruitlake.cloud.aws import error_code, project_tags, tag_list
-from fruitlake.cloud.config import CloudConfig
+from fruitlake.cloud.config import PROJECT_TAG, CloudConfig
 
 log = logging.getLogger(__name__)
 
@@ -20,22 +25,38 @@ PUBLIC_ACCESS_BLOCK = {
     "RestrictPublicBuckets": True,
 }
 ENCRYPTION = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+TLS_SID = "DenyInsecureTransport"
+PUBLIC_GRANTEES = ("http://acs.amazonaws.com/groups/global/AllUsers",
+                   "http://acs.amazonaws.com/groups/global/AuthenticatedUsers")
+
+
+@dataclass(frozen=True)
+class BucketState:
+    created: bool  # by this call
+    kms: bool  # default encryption is SSE-KMS: the nodes' role needs the key
+
+
+def tls_only_statement(bucket: str) -> dict:
+    return {
+        "Sid": TLS_SID,
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
 
 
 def tls_only_policy(bucket: str) -> dict:
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            }
-        ],
-    }
+    return {"Version": "2012-10-17", "Statement": [tls_only_statement(bucket)]}
+
+
+def merged_policy(existing: dict | None, bucket: str) -> dict:
+    """`existing` with our TLS-only statement in place of any earlier one of that Sid; the rest kept."""
+    if existing is None:
+        return tls_only_policy(bucket)
+    others = [statement for statement in existing.get("Statement", []) if statement.get("Sid") != TLS_SID]
+    return {**existing, "Statement": [*others, tls_only_statement(bucket)]}
 
 
 def bucket_exists(s3, config: CloudConfig) -> bool:
@@ -62,35 +83,109 @@ def bucket_exists(s3, config: CloudConfig) -> bool:
     return True
 
 
-def ensure_bucket(s3, config: CloudConfig) -> bool:
-    """Create the bucket if missing, then (re)apply encryption, public access block and TLS-only policy.
+def _read(call, missing: str, **params):
+    """The answer of a GetBucket* call, or None when S3 says the setting is absent (error code `missing`)."""
+    from botocore.exceptions import ClientError
 
-    Returns True when the bucket was created. Each setting is a PUT of the whole document: re-running is safe.
+    try:
+        return call(**params)
+    except ClientError as exc:
+        if error_code(exc) == missing:
+            return None
+        raise
+
+
+def is_ours(s3, bucket: str) -> bool:
+    """Created by an earlier `up`: it carries the project tag `up` puts on the buckets it creates."""
+    tagging = _read(s3.get_bucket_tagging, "NoSuchTagSet", Bucket=bucket)
+    tags = {tag["Key"]: tag["Value"] for tag in (tagging or {}).get("TagSet", [])}
+    return tags.get(PROJECT_TAG[0]) == PROJECT_TAG[1]
+
+
+def public_reasons(s3, bucket: str) -> list[str]:
+    """Why the bucket is or may become public: S3's policy status, the public access block, the ACL."""
+    reasons = []
+    status = _read(s3.get_bucket_policy_status, "NoSuchBucketPolicy", Bucket=bucket)
+    if status and status["PolicyStatus"].get("IsPublic"):
+        reasons.append("its bucket policy makes it public")
+    block = _read(s3.get_public_access_block, "NoSuchPublicAccessBlockConfiguration", Bucket=bucket)
+    settings = (block or {}).get("PublicAccessBlockConfiguration", {})
+    off = [key for key in PUBLIC_ACCESS_BLOCK if not settings.get(key)]
+    if off:
+        reasons.append(f"its public access block leaves {', '.join(off)} off")
+    grants = s3.get_bucket_acl(Bucket=bucket)["Grants"]
+    if any(grant["Grantee"].get("URI") in PUBLIC_GRANTEES for grant in grants):
+        reasons.append("its ACL grants access to everyone")
+    return reasons
+
+
+def _uses_kms(s3, bucket: str) -> bool:
+    found = _read(s3.get_bucket_encryption, "ServerSideEncryptionConfigurationNotFoundError", Bucket=bucket)
+    rules = (found or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+    algorithms = {rule.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for rule in rules}
+    return bool(algorithms & {"aws:kms", "aws:kms:dsse"})
+
+
+def adopt_bucket(s3, bucket: str) -> None:
+    """Check a bucket `up` did not create, then add only our TLS-only statement to its policy.
+
+    Refuses a public bucket before changing anything: the images may hold personal data.
+    """
+    if reasons := public_reasons(s3, bucket):
+        raise FruitlakeError(
+            f"bucket {bucket!r} is or may become public ({'; '.join(reasons)}); nothing was changed. Block all "
+            f"public access first (aws s3api put-public-access-block --bucket {bucket} "
+            "--public-access-block-configuration BlockPublicAcls=true,IgnorePublicAcls=true,"
+            "BlockPublicPolicy=true,RestrictPublicBuckets=true) or choose another --bucket"
+        )
+    found = _read(s3.get_bucket_policy, "NoSuchBucketPolicy", Bucket=bucket)
+    existing = json.loads(found["Policy"]) if found else None
+    policy = merged_policy(existing, bucket)
+    if policy != existing:
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+        log.info("added the %s statement to the policy of bucket %s", TLS_SID, bucket)
+
+
+def ensure_bucket(s3, config: CloudConfig) -> BucketState:
+    """Create the bucket if missing, with encryption, public access block, TLS-only policy and tags.
+
+    A bucket of an earlier `up` (tagged project=fruitlake) gets them again (each is a PUT of the whole
+    document: re-running is safe); any other existing bucket is only checked and given our policy statement.
     """
     bucket = config.bucket_name
-    created = False
-    if not bucket_exists(s3, config):
+    exists = bucket_exists(s3, config)  # refuses a bucket of another account or region
+    if exists and not is_ours(s3, bucket):
+        adopt_bucket(s3, bucket)
+        return BucketState(created=False, kms=_uses_kms(s3, bucket))
+    if not exists:
         request: dict = {"Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced"}
         if config.region != "us-east-1":  # the one region that refuses an explicit location constraint
             request["CreateBucketConfiguration"] = {"LocationConstraint": config.region}
         s3.create_bucket(**request)
-        created = True
         log.info("created bucket %s in %s", bucket, config.region)
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=ENCRYPTION)
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(tls_only_policy(bucket)))
     s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tag_list(project_tags())})
-    return created
+    return BucketState(created=not exists, kms=False)
 
 
-def upload_artifacts(s3, config: CloudConfig, wheel: Path) -> dict[str, str]:
-    """Upload the wheel, bootstrap script and job entry point; returns their s3:// URIs by role."""
-    s3.upload_file(str(wheel), config.bucket_name, wheel_key(wheel))
-    s3.put_object(Bucket=config.bucket_name, Key=BOOTSTRAP_KEY, Body=BOOTSTRAP_SCRIPT.encode("utf-8"))
-    s3.put_object(Bucket=config.bucket_name, Key=JOB_KEY, Body=JOB_SCRIPT.encode("utf-8"))
+def upload_artifacts(s3, config: CloudConfig, wheel: Path, wheelhouse: Wheelhouse) -> dict[str, str]:
+    """Upload the wheel, its wheelhouse, the bootstrap and job scripts; returns the s3:// URIs EMR is given.
+
+    A wheelhouse folder is named by its content's key, so a wheel already there with the same size is kept.
+    """
+    bucket = config.bucket_name
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=wheelhouse.prefix)
+    present = {item["Key"]: item["Size"] for page in pages for item in page.get("Contents", [])}
+    for key, source in uploads(wheel, wheelhouse).items():
+        if isinstance(source, bytes):
+            s3.put_object(Bucket=bucket, Key=key, Body=source)
+        elif present.get(key) != source.stat().st_size:
+            s3.upload_file(str(source), bucket, key)
     return {
-        "wheel": config.s3_uri(wheel_key(wheel)),
         "bootstrap": config.s3_uri(BOOTSTRAP_KEY),
+        "bootstrap_args": bootstrap_args(bucket, wheel, wheelhouse),
         "job": config.s3_uri(JOB_KEY),
     }
 

@@ -27,13 +27,35 @@ ACTIVE_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 STEP_DONE = {"COMPLETED"}
 STEP_FAILED = {"CANCELLED", "FAILED", "INTERRUPTED"}
 ROOT_VOLUME_GB = 30  # TensorFlow and ONNX Runtime in the venv need more than EMR's 15 GB default root volume
+IAM_RETRIES = 12  # RunJobFlow tries while fresh IAM roles propagate: 11 waits of 15 s, nearly 3 min
+SPOT_TIMEOUT_MINUTES = 10  # then the core fleet switches to on-demand (EMR's minimum is 5)
+
+# YARN kills an executor whose container outgrows executor memory + memoryOverhead, and the Python workers
+# (one per task, so spark.executor.cores of them) live in the overhead. One ONNX Runtime worker peaked at
+# 401 MiB RSS (MobileNetV2, 224 px, batches of 16, 1 thread; `python bench/worker_rss.py`, 2026-12-01);
+# 512 MiB each leaves ~25% for pyarrow and larger photos. Set by spark.executor.memoryOverhead, not
+# spark.executor.pyspark.memory: PySpark enforces the latter as an address-space rlimit in each worker, which
+# ONNX Runtime's thread arenas exceed long before their RSS does.
+PYTHON_WORKER_MIB = 512
+EXECUTOR_CORES = 4  # so 4 Python workers per executor, one per vCPU of an xlarge node
+JVM_OVERHEAD_MIB = 384  # Spark's minimum overhead, for the executor JVM's own off-heap memory
+EXECUTOR_MEMORY = "3g"  # the JVM only reads files and moves Arrow batches; 3g + 2.4g fits an 8 GiB node's YARN
 
 Echo = Callable[[str], None]
 
 
 def spark_python_configurations() -> list[dict]:
-    """spark-env.sh exports: the driver and each Python worker run the bootstrap's venv (it has fruitlake)."""
+    """spark-env.sh exports: the driver and each Python worker run the bootstrap's venv (it has fruitlake);
+    spark-defaults: executors sized for their Python workers (see PYTHON_WORKER_MIB)."""
     return [
+        {
+            "Classification": "spark-defaults",
+            "Properties": {
+                "spark.executor.cores": str(EXECUTOR_CORES),
+                "spark.executor.memory": EXECUTOR_MEMORY,
+                "spark.executor.memoryOverhead": f"{EXECUTOR_CORES * PYTHON_WORKER_MIB + JVM_OVERHEAD_MIB}m",
+            },
+        },
         {
             "Classification": "spark-env",
             "Properties": {},
@@ -51,49 +73,64 @@ def cluster_tags(config: CloudConfig, cost: Estimate) -> dict[str, str]:
     return {
         PROJECT_TAG[0]: PROJECT_TAG[1],
         BUCKET_TAG: config.bucket_name,
-        ESTIMATE_TAG: f"{cost.eur:.2f}",
+        ESTIMATE_TAG: f"{cost.worst_eur:.2f}",  # the figure the budget guard compared with the budget
         BUDGET_TAG: f"{config.budget_eur:.2f}",
         EMR_MANAGED_TAG[0]: EMR_MANAGED_TAG[1],
     }
 
 
+def _fleet(name: str, role: str, instance_type: str, count: int, spot: bool) -> dict:
+    fleet: dict = {
+        "Name": name,
+        "InstanceFleetType": role,
+        "TargetOnDemandCapacity": 0 if spot else count,
+        "TargetSpotCapacity": count if spot else 0,
+        "InstanceTypeConfigs": [{"InstanceType": instance_type, "WeightedCapacity": 1}],
+    }
+    if spot:
+        fleet["LaunchSpecifications"] = {
+            "SpotSpecification": {
+                "TimeoutDurationMinutes": SPOT_TIMEOUT_MINUTES,
+                "TimeoutAction": "SWITCH_TO_ON_DEMAND",
+                "AllocationStrategy": "price-capacity-optimized",
+            }
+        }
+    return fleet
+
+
+def instance_fleets(config: CloudConfig) -> list[dict]:
+    """An on-demand primary and, with --spot, spot core nodes that fall back to on-demand.
+
+    Spot core nodes in an instance group have no fallback: when spot capacity does not come, the cluster sits
+    in STARTING with its on-demand primary billing. An instance fleet with TimeoutAction SWITCH_TO_ON_DEMAND
+    takes on-demand capacity after SPOT_TIMEOUT_MINUTES instead (EMR API, SpotProvisioningSpecification),
+    which keeps --spot for the core nodes, the ones doing the work; spot on task nodes only would leave the
+    core on-demand and save little. The worst case, on-demand prices, is what the budget guard charges.
+    """
+    fleets = [_fleet("primary", "MASTER", config.primary_type, 1, spot=False)]
+    if config.core_count:
+        fleets.append(_fleet("core", "CORE", config.core_type, config.core_count, config.spot))
+    return fleets
+
+
 def run_job_flow_request(
     config: CloudConfig, uris: dict[str, str], roles: Roles, subnet: Subnet, cost: Estimate
 ) -> dict:
-    groups = [
-        {
-            "Name": "primary",
-            "InstanceRole": "MASTER",
-            "Market": "ON_DEMAND",
-            "InstanceType": config.primary_type,
-            "InstanceCount": 1,
-        }
-    ]
-    if config.core_count:
-        groups.append(
-            {
-                "Name": "core",
-                "InstanceRole": "CORE",
-                "Market": "SPOT" if config.spot else "ON_DEMAND",
-                "InstanceType": config.core_type,
-                "InstanceCount": config.core_count,
-            }
-        )
     return {
         "Name": config.name,
         "ReleaseLabel": config.release,
         "Applications": [{"Name": "Spark"}],
         "LogUri": config.s3_uri(LOGS_PREFIX),
         "Instances": {
-            "InstanceGroups": groups,
-            "Ec2SubnetId": subnet.subnet_id,
+            "InstanceFleets": instance_fleets(config),
+            "Ec2SubnetIds": [subnet.subnet_id],  # Ec2SubnetId is for instance groups only
             "KeepJobFlowAliveWhenNoSteps": True,  # steps come later, from `submit`; idleness ends the cluster
             "TerminationProtected": False,
         },
         "BootstrapActions": [
             {
                 "Name": "fruitlake venv",
-                "ScriptBootstrapAction": {"Path": uris["bootstrap"], "Args": [uris["wheel"]]},
+                "ScriptBootstrapAction": {"Path": uris["bootstrap"], "Args": uris["bootstrap_args"]},
             }
         ],
         "Configurations": spark_python_configurations(),
@@ -124,30 +161,96 @@ def find_cluster(emr, config: CloudConfig, states: list[str] | None = ACTIVE_STA
     return ours[-1] if ours else None
 
 
-def ensure_cluster(emr, config: CloudConfig, request: dict, retry_seconds: float = 10.0) -> tuple[str, bool]:
+def ensure_cluster(
+    emr, config: CloudConfig, request: dict, retry_seconds: float = 15.0, echo: Echo = print
+) -> tuple[str, bool]:
     """(cluster id, created): reuse our active cluster, else start one.
 
-    Freshly created IAM roles take a few seconds to be visible to EMR, which then refuses the instance profile
-    or the role; those refusals are retried a few times.
+    IAM is eventually consistent: a fresh role or instance profile can take a minute or two to be visible to
+    EMR, which meanwhile refuses it ("Invalid InstanceProfile", or a ValidationException naming the role).
+    Those refusals are retried for IAM_RETRIES x retry_seconds; anything else is raised at once.
     """
     from botocore.exceptions import ClientError
 
     existing = find_cluster(emr, config)
     if existing is not None:
         return existing["Id"], False
-    for attempt in range(6):
+    for attempt in range(1, IAM_RETRIES + 1):
         try:
             return emr.run_job_flow(**request)["JobFlowId"], True
         except ClientError as exc:
             message = str(exc)
             propagating = error_code(exc) == "ValidationException" and (
-                "InstanceProfile" in message or "role" in message.lower()
+                "instanceprofile" in message.lower() or "role" in message.lower()
             )
-            if not propagating or attempt == 5:
+            if not propagating or attempt == IAM_RETRIES:
                 raise
-            log.info("IAM not visible to EMR yet (%s); retrying in %.0f s", message, retry_seconds)
+            echo(f"EMR does not see the new IAM roles yet ({exc.response['Error'].get('Message')}); "
+                 f"retry {attempt} of {IAM_RETRIES - 1} in {retry_seconds:.0f} s")
             time.sleep(retry_seconds)
     raise AssertionError("unreachable")
+
+
+def bootstrap_logs(emr, config: CloudConfig, cluster_id: str) -> str:
+    """Where EMR copies each node's bootstrap-action logs (stdout, stderr), some minutes after they ran."""
+    prefix = config.s3_uri(f"{LOGS_PREFIX}{cluster_id}/node/")
+    instances = emr.list_instances(ClusterId=cluster_id).get("Instances", [])
+    ids = [instance["Ec2InstanceId"] for instance in instances if instance.get("Ec2InstanceId")]
+    where = f"{prefix}<instance id>/bootstrap-actions/"
+    return where + (f" (instances: {', '.join(ids)})" if ids else "")
+
+
+def ended_cluster_error(emr, config: CloudConfig, cluster: dict) -> FruitlakeError:
+    """What to tell about a cluster that ended instead of starting: EMR's reason and where its logs are."""
+    reason = cluster["Status"].get("StateChangeReason", {})
+    code, message = reason.get("Code"), reason.get("Message") or "no reason given by EMR"
+    text = (f"cluster {cluster['Id']} ended {cluster['Status']['State']}{f' ({code})' if code else ''}: "
+            f"{message}. Bootstrap logs: {bootstrap_logs(emr, config, cluster['Id'])}")
+    if code == "VALIDATION_ERROR":
+        text += (". If it names a role or instance profile `up` just created, IAM had not propagated yet: "
+                 "run `fruitlake cloud up` again in a minute")
+    elif code == "BOOTSTRAP_FAILURE":
+        text += ". Fix what the bootstrap's stderr there says, then run `fruitlake cloud up` again"
+    return FruitlakeError(text)
+
+
+def wait_until_ready(emr, config: CloudConfig, cluster_id: str, poll_seconds: float = 30.0,
+                     max_minutes: float = 45.0) -> dict:
+    """Block until the cluster is WAITING (or RUNNING), with boto3's `cluster_running` waiter.
+
+    Raises with EMR's reason and the bootstrap log path when the cluster ends instead.
+    """
+    from botocore.exceptions import WaiterError
+
+    attempts = max(1, int(max_minutes * 60 / poll_seconds)) if poll_seconds else 1
+    try:
+        emr.get_waiter("cluster_running").wait(
+            ClusterId=cluster_id, WaiterConfig={"Delay": poll_seconds, "MaxAttempts": attempts}
+        )
+    except WaiterError:
+        cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+        if cluster["Status"]["State"].startswith("TERMINAT"):
+            raise ended_cluster_error(emr, config, cluster) from None
+        raise FruitlakeError(
+            f"cluster {cluster_id} is still {cluster['Status']['State']} after {max_minutes:.0f} min; it keeps "
+            "starting: follow it with `fruitlake cloud status`"
+        ) from None
+    return emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+
+
+def active_cluster(emr, config: CloudConfig) -> dict:
+    """Our active cluster; else says why there is none: a failed bootstrap of the newest one, or no `up` yet."""
+    cluster = find_cluster(emr, config)
+    if cluster is not None:
+        return cluster
+    newest = find_cluster(emr, config, states=None)
+    reason = (newest or {}).get("Status", {}).get("StateChangeReason", {})
+    if newest is not None and reason.get("Code") in ("BOOTSTRAP_FAILURE", "VALIDATION_ERROR"):
+        raise ended_cluster_error(emr, config, newest)
+    raise FruitlakeError(
+        f"no active cluster {config.name!r} for s3://{config.bucket_name} in {config.region}: "
+        "start one with `fruitlake cloud up`"
+    )
 
 
 def step_request(config: CloudConfig, job_uri: str, run_args: list[str], name: str) -> dict:

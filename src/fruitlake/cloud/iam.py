@@ -14,6 +14,11 @@ log = logging.getLogger(__name__)
 EMR_SERVICE_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"
 BUCKET_POLICY_NAME = "fruitlake-bucket-access"
 PASS_ROLE_POLICY_NAME = "fruitlake-pass-instance-role"
+# Spot instances need EC2's service-linked role, which AmazonEMRServicePolicy_v2 may not create; created once
+# per account (IAM CreateServiceLinkedRole; https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/
+# service-linked-roles-spot-instance-requests.html).
+SPOT_SERVICE = "spot.amazonaws.com"
+SPOT_ROLE = "AWSServiceRoleForEC2Spot"
 
 
 def trust(service: str) -> dict:
@@ -23,31 +28,49 @@ def trust(service: str) -> dict:
     }
 
 
-def bucket_access_policy(bucket: str) -> dict:
-    """What the nodes may do: read code and images, write results and logs, in this bucket and no other."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "ListTheBucket",
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
-                "Resource": f"arn:aws:s3:::{bucket}",
+def bucket_access_policy(bucket: str, kms: bool = False) -> dict:
+    """What the nodes may do: read code and images, write results and logs, in this bucket and no other.
+
+    Since EMR 7.10 s3:// is Hadoop's S3A, whose magic committer writes every file as a multipart upload and
+    lists and aborts the pending ones on job cleanup: hence the multipart actions (the write permissions of
+    hadoop-aws "Working with IAM Assumed Roles"; EMR Release Guide, "EMR File System (EMRFS)"). With `kms`
+    (a bucket encrypted with SSE-KMS by default), the key may be used for this bucket's objects only.
+    """
+    statements = [
+        {
+            "Sid": "ListTheBucket",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
+            "Resource": f"arn:aws:s3:::{bucket}",
+        },
+        {
+            "Sid": "ReadWriteObjects",
+            "Effect": "Allow",
+            # s3:PutObject also covers CreateMultipartUpload, UploadPart and CompleteMultipartUpload
+            "Action": [
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+            ],
+            "Resource": f"arn:aws:s3:::{bucket}/*",
+        },
+    ]
+    if kms:
+        # S3 asks KMS with the bucket (S3 Bucket Key) or object ARN as encryption context, so this condition
+        # keeps any KMS key usable through S3 for this bucket only (Amazon S3 User Guide, "Using SSE-KMS").
+        statements.append({
+            "Sid": "UseTheBucketKey",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": "*",
+            "Condition": {
+                "StringLike": {"kms:EncryptionContext:aws:s3:arn": [f"arn:aws:s3:::{bucket}",
+                                                                     f"arn:aws:s3:::{bucket}/*"]},
             },
-            {
-                "Sid": "ReadWriteObjects",
-                "Effect": "Allow",
-                "Action": [
-                    "s3:GetObject",
-                    "s3:PutObject",
-                    "s3:DeleteObject",
-                    "s3:AbortMultipartUpload",
-                    "s3:ListMultipartUploadParts",
-                ],
-                "Resource": f"arn:aws:s3:::{bucket}/*",
-            },
-        ],
-    }
+        })
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def pass_role_policy(instance_role_arn: str) -> dict:
@@ -115,18 +138,38 @@ def _ensure_instance_profile(iam, name: str, created: list[str]) -> None:
 
 
 def roles_exist(iam, config: CloudConfig) -> dict[str, bool]:
-    return {name: _role_arn(iam, name) is not None for name in (config.instance_role, config.service_role)}
+    names = [config.instance_role, config.service_role] + ([SPOT_ROLE] if config.spot else [])
+    return {name: _role_arn(iam, name) is not None for name in names}
 
 
-def ensure_roles(iam, config: CloudConfig) -> Roles:
-    """Create what is missing; always rewrite the inline policies, so they follow the current bucket."""
+def _ensure_spot_role(iam, created: list[str]) -> None:
+    from botocore.exceptions import ClientError
+
+    if _role_arn(iam, SPOT_ROLE) is not None:
+        return
+    try:
+        iam.create_service_linked_role(AWSServiceName=SPOT_SERVICE)
+    except ClientError as exc:
+        # Made meanwhile, or under a name get_role did not see: IAM says InvalidInput "... has been taken".
+        taken = error_code(exc) == "EntityAlreadyExists" or "has been taken" in str(exc)
+        if not taken:
+            raise
+        return
+    created.append(f"service-linked role {SPOT_ROLE}")
+
+
+def ensure_roles(iam, config: CloudConfig, kms: bool = False) -> Roles:
+    """Create what is missing; always rewrite the inline policies, so they follow the current bucket.
+
+    `kms`: the bucket is encrypted with SSE-KMS, so the nodes need its key (for this bucket's objects only).
+    """
     created: list[str] = []
     nodes = "fruitlake EMR nodes: the project bucket only"
     instance_arn = _ensure_role(iam, config.instance_role, "ec2.amazonaws.com", nodes, created)
     iam.put_role_policy(
         RoleName=config.instance_role,
         PolicyName=BUCKET_POLICY_NAME,
-        PolicyDocument=json.dumps(bucket_access_policy(config.bucket_name)),
+        PolicyDocument=json.dumps(bucket_access_policy(config.bucket_name, kms)),
     )
     _ensure_instance_profile(iam, config.instance_role, created)
 
@@ -140,4 +183,6 @@ def ensure_roles(iam, config: CloudConfig) -> Roles:
         PolicyName=PASS_ROLE_POLICY_NAME,
         PolicyDocument=json.dumps(pass_role_policy(instance_arn)),
     )
+    if config.spot:
+        _ensure_spot_role(iam, created)
     return Roles(config.instance_role, config.service_role, tuple(created))

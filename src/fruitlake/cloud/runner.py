@@ -13,10 +13,19 @@ from pathlib import Path
 
 from fruitlake import FruitlakeError
 from fruitlake.cloud import aws, bucket, emr, iam, network
-from fruitlake.cloud.artifacts import BOOTSTRAP_KEY, JOB_KEY, LOGS_PREFIX, build_wheel, check_wheel
-from fruitlake.cloud.config import EU_REGIONS, CloudConfig
-from fruitlake.cloud.job import split_s3_uri, weights_argument
+from fruitlake.cloud.artifacts import (
+    BOOTSTRAP_KEY,
+    JOB_KEY,
+    LOGS_PREFIX,
+    Wheelhouse,
+    build_wheel,
+    build_wheelhouse,
+    check_wheel,
+)
+from fruitlake.cloud.config import ESTIMATE_TAG, EU_REGIONS, CloudConfig
 from fruitlake.cloud.pricing import Estimate, check_budget, estimate
+from fruitlake.cloud.weights import split_s3_uri, upload_network
+from fruitlake.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,7 @@ class Plan:
     cost: Estimate
     wheel: str
     bucket_exists: bool
+    bucket_ours: bool  # created by an earlier `up`; any other existing bucket keeps its settings
     roles_exist: dict[str, bool]
     subnet: network.Subnet
     cluster_id: str | None  # the active cluster `up` would reuse
@@ -50,22 +60,38 @@ class Plan:
         market = "spot" if c.spot else "on-demand"
         core = f" + {c.core_count} x {c.core_type} core ({market})" if c.core_count else ""
         net = self.subnet
+        if self.bucket_exists and not self.bucket_ours:
+            bucket_settings = ("not made by `up`: its settings kept; refused if public; "
+                               f"{bucket.TLS_SID} statement added to its policy")
+        else:
+            bucket_settings = "SSE-S3 default encryption, all public access blocked, TLS-only bucket policy"
+        spot_role = [
+            f"  IAM role       {iam.SPOT_ROLE} (service-linked, EC2 spot)  "
+            f"[{action(self.roles_exist[iam.SPOT_ROLE])}]"
+        ] if c.spot else []
+        groups = [
+            "  security groups " + ", ".join(f"{group_id} ({name})" for group_id, name in net.untagged_groups)
+            + ": EMR's, untagged: tag for-use-with-amazon-emr-managed-policies=true  [tag]"
+        ] if net.untagged_groups else []
         return [
             f"fruitlake cloud plan: region {c.region} ({where})",
             f"  S3 bucket      s3://{c.bucket_name}  [{action(self.bucket_exists)}]",
-            "                 SSE-S3 default encryption, all public access blocked, TLS-only bucket policy",
+            f"                 {bucket_settings}",
             f"  upload         {self.wheel} -> {c.s3_uri('code/')}",
             f"                 {c.s3_uri(BOOTSTRAP_KEY)}, {c.s3_uri(JOB_KEY)}",
             f"  IAM role       {c.instance_role} + instance profile: S3 on s3://{c.bucket_name} only  "
             f"[{action(self.roles_exist[c.instance_role])}]",
             f"  IAM role       {c.service_role}: {iam.EMR_SERVICE_POLICY.rsplit('/', 1)[-1]} + pass "
             f"{c.instance_role}  [{action(self.roles_exist[c.service_role])}]",
+            *spot_role,
             f"  network        {net.subnet_id} in {net.vpc_id} ({net.availability_zone}): "
             f"tag for-use-with-amazon-emr-managed-policies=true  [{'tagged' if net.tagged else 'tag'}]",
+            *groups,
             f"  EMR cluster    {c.name}: {c.release}, Spark, 1 x {c.primary_type} primary (on-demand){core}",
             f"                 auto-terminates after {c.idle_minutes} min idle; logs {c.s3_uri(LOGS_PREFIX)}",
             f"                 [{'reuse ' + self.cluster_id if self.cluster_id else 'create'}]",
-            f"Estimated cost: {self.cost.eur:.2f} EUR (budget {c.budget_eur:.2f} EUR)",
+            f"Estimated cost: {self.cost.eur:.2f} EUR expected, {self.cost.worst_eur:.2f} EUR worst case "
+            f"(budget {c.budget_eur:.2f} EUR)",
             *self.cost.lines(),
         ]
 
@@ -73,11 +99,14 @@ class Plan:
 def inspect(session, config: CloudConfig, cost: Estimate, wheel: str) -> Plan:
     """What exists and what `up` would create; read-only calls only."""
     found = emr.find_cluster(aws.client(session, config, "emr"), config)
+    s3 = aws.client(session, config, "s3")
+    exists = bucket.bucket_exists(s3, config)
     return Plan(
         config=config,
         cost=cost,
         wheel=wheel,
-        bucket_exists=bucket.bucket_exists(aws.client(session, config, "s3"), config),
+        bucket_exists=exists,
+        bucket_ours=exists and bucket.is_ours(s3, config.bucket_name),
         roles_exist=iam.roles_exist(aws.client(session, config, "iam"), config),
         subnet=network.find_subnet(aws.client(session, config, "ec2"), config),
         cluster_id=found["Id"] if found else None,
@@ -95,23 +124,45 @@ def up(
     wheel: str | None,
     source: str = ".",
     echo: Echo = print,
-    retry_seconds: float = 10.0,
+    retry_seconds: float = 15.0,
+    wheelhouse: Wheelhouse | None = None,
+    wait: bool = False,
+    poll_seconds: float = 30.0,
 ) -> str:
-    """Bucket, artifacts, roles, network tags, cluster; every step safe to repeat. Returns the cluster id."""
+    """Bucket, artifacts, roles, network tags, cluster; every step safe to repeat. Returns the cluster id.
+
+    Returns once EMR accepted the cluster (it then takes 10-15 min to start); with `wait`, once it is WAITING,
+    or raises with EMR's reason and the bootstrap log path when it ends instead.
+
+    `wheelhouse`: the nodes' pinned wheels; by default downloaded once (cached) for the wheel's node extra.
+    """
     wheel_path = check_wheel(wheel) if wheel else build_wheel(source)
+    wheelhouse = wheelhouse or build_wheelhouse(wheel_path, echo=echo)
     s3 = aws.client(session, config, "s3")
-    if bucket.ensure_bucket(s3, config):
+    state = bucket.ensure_bucket(s3, config)
+    if state.created:
         echo(f"created bucket s3://{config.bucket_name}")
-    uris = bucket.upload_artifacts(s3, config, wheel_path)
-    echo(f"uploaded {wheel_path.name}, bootstrap.sh and fruitlake_job.py to {config.s3_uri('code/')}")
-    roles = iam.ensure_roles(aws.client(session, config, "iam"), config)
+    uris = bucket.upload_artifacts(s3, config, wheel_path, wheelhouse)
+    echo(f"uploaded {wheel_path.name}, its wheelhouse ({len(wheelhouse.files())} files, "
+         f"{wheelhouse.megabytes:.0f} MB), bootstrap.sh and fruitlake_job.py to {config.s3_uri('code/')}")
+    roles = iam.ensure_roles(aws.client(session, config, "iam"), config, kms=state.kms)
     for what in roles.created:
         echo(f"created {what}")
-    subnet = network.ensure_network(aws.client(session, config, "ec2"), config)
+    ec2 = aws.client(session, config, "ec2")
+    subnet = network.find_subnet(ec2, config)
+    network.tag_for_emr(ec2, subnet)
+    for group_id, name in subnet.untagged_groups:
+        echo(f"tagged security group {group_id} ({name}) for AmazonEMRServicePolicy_v2")
     request = emr.run_job_flow_request(config, uris, roles, subnet, cost)
     emr_client = aws.client(session, config, "emr")
-    cluster_id, created = emr.ensure_cluster(emr_client, config, request, retry_seconds)
+    cluster_id, created = emr.ensure_cluster(emr_client, config, request, retry_seconds, echo)
     echo(f"{'started' if created else 'reusing'} cluster {cluster_id} ({config.name}, {config.region})")
+    if wait:
+        echo(f"waiting for {cluster_id} to be ready (10-15 min); Ctrl-C stops the waiting, not the cluster")
+        emr.wait_until_ready(emr_client, config, cluster_id, poll_seconds)
+        echo(f"cluster {cluster_id} is ready")
+    elif created:
+        echo("it starts in 10-15 min: follow it with `fruitlake cloud status` (or wait with `up --wait`)")
     return cluster_id
 
 
@@ -125,46 +176,47 @@ def check_uri_in_bucket(config: CloudConfig, what: str, uri: str) -> None:
         )
 
 
+ENGINES_ON_NODES = ("onnx",)  # the nodes' venv holds ONNX Runtime only (extra `node`)
+
+
 def submit(
     session,
     config: CloudConfig,
-    input: str,
-    output: str,
+    run: RunConfig,
     run_args: list[str],
     echo: Echo = print,
     wait: bool = True,
     poll_seconds: float = 30.0,
     timeout_seconds: float | None = None,
 ) -> str:
-    """Add a `fruitlake run INPUT OUTPUT ...` step to our active cluster; wait for it unless told not to."""
-    check_uri_in_bucket(config, "INPUT", input)
-    check_uri_in_bucket(config, "OUTPUT", output)
-    if input.rstrip("/") == output.rstrip("/"):
+    """Add a `fruitlake run INPUT OUTPUT ...` step to our active cluster; wait for it unless told not to.
+
+    `run` is the run as checked here; `run_args` its options for the cluster, except the network: the weights
+    are converted to ONNX here and both files uploaded, so the step gets `--weights` and `--onnx` URIs.
+    """
+    check_uri_in_bucket(config, "INPUT", run.input)
+    check_uri_in_bucket(config, "OUTPUT", run.output)
+    if run.input.rstrip("/") == run.output.rstrip("/"):
         raise FruitlakeError("INPUT and OUTPUT are the same folder")
-    weights = weights_argument(run_args)
-    if weights is not None and weights[1] != "imagenet":
-        if not weights[1].startswith("s3://"):
-            bucket_uri = config.s3_uri("weights/")
-            raise FruitlakeError(
-                f"--weights {weights[1]!r} is a local file the cluster cannot see: upload it with "
-                f"`aws s3 cp {weights[1]} {bucket_uri}` and pass --weights {bucket_uri}<name>"
-            )
-        check_uri_in_bucket(config, "--weights", weights[1])
-        split_s3_uri(weights[1])
-    client = aws.client(session, config, "emr")
-    cluster = emr.find_cluster(client, config)
-    if cluster is None:
+    if run.engine not in ENGINES_ON_NODES:
         raise FruitlakeError(
-            f"no active cluster {config.name!r} for s3://{config.bucket_name} in {config.region}: "
-            "start one with `fruitlake cloud up`"
+            f"--engine {run.engine} is not installed on the cluster's nodes, which run ONNX Runtime only "
+            "(no TensorFlow, no OpenVINO): drop --engine and --precision"
         )
-    run = [input, output, *run_args]
-    step = emr.step_request(config, config.s3_uri(JOB_KEY), run, f"fruitlake run {output}")
+    if run.weights.startswith("s3://"):
+        check_uri_in_bucket(config, "--weights", run.weights)
+        split_s3_uri(run.weights)
+    client = aws.client(session, config, "emr")
+    cluster = emr.active_cluster(client, config)  # or why there is none (a failed bootstrap, say)
+    network = upload_network(aws.client(session, config, "s3"), config, run.weights, run.model, run.image_size,
+                             echo)
+    arguments = [run.input, run.output, *run_args, *network.run_args()]
+    step = emr.step_request(config, config.s3_uri(JOB_KEY), arguments, f"fruitlake run {run.output}")
     step_id = emr.add_step(client, cluster["Id"], step)
-    echo(f"added step {step_id} to cluster {cluster['Id']}: fruitlake run {' '.join(run)}")
+    echo(f"added step {step_id} to cluster {cluster['Id']}: fruitlake run {' '.join(arguments)}")
     if wait:
         emr.wait_for_step(client, cluster["Id"], step_id, echo, poll_seconds, timeout_seconds)
-        echo(f"results in {output}; download with: aws s3 sync {output} ./results")
+        echo(f"results in {run.output}; download with: aws s3 sync {run.output} ./results")
     return step_id
 
 
@@ -179,8 +231,12 @@ def status(session, config: CloudConfig, echo: Echo = print) -> dict | None:
     reason = state.get("StateChangeReason", {}).get("Message")
     echo(
         f"cluster {cluster['Id']} {cluster['Name']}: {state['State']}{f' ({reason})' if reason else ''}; "
-        f"{cluster.get('ReleaseLabel')}; estimate {tags.get('fruitlake:estimate-eur', '?')} EUR"
+        f"{cluster.get('ReleaseLabel')}; worst-case estimate {tags.get(ESTIMATE_TAG, '?')} EUR"
     )
+    if state["State"].startswith("TERMINATED") and state.get("StateChangeReason", {}).get("Code") in (
+        "BOOTSTRAP_FAILURE", "VALIDATION_ERROR"
+    ):
+        echo(f"  bootstrap logs: {emr.bootstrap_logs(client, config, cluster['Id'])}")
     if cluster.get("MasterPublicDnsName"):
         echo(f"  primary node: {cluster['MasterPublicDnsName']}")
     steps = emr.recent_steps(client, cluster["Id"])
