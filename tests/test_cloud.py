@@ -287,6 +287,7 @@ def test_up_sends_the_intended_run_job_flow_request(session, wheel):
     assert spark_env["Classification"] == "spark-env"
     assert spark_env["Configurations"] == [{"Classification": "export", "Properties": {
         "PYSPARK_PYTHON": VENV_PYTHON, "PYSPARK_DRIVER_PYTHON": VENV_PYTHON}}]
+    assert "EbsRootVolumeSize" not in request  # the node venv (0.7 GB, no TensorFlow) fits EMR's default
     assert request["JobFlowRole"] == "fruitlake-emr-instance"
     assert request["ServiceRole"] == "fruitlake-emr-service"
     tags = {tag["Key"]: tag["Value"] for tag in request["Tags"]}

@@ -26,7 +26,8 @@ S3A_ABSTRACT_FILESYSTEM = "org.apache.hadoop.fs.s3a.S3A"
 HADOOP_AWS_PACKAGE = "org.apache.hadoop:hadoop-aws:3.3.4"  # the Hadoop release PySpark 3.5 is built on
 CREDENTIALS_CHAIN = "com.amazonaws.auth.DefaultAWSCredentialsProviderChain"  # env keys, profile, roles
 JARS_ENV = "FRUITLAKE_S3A_JARS"
-# Files every EMR node has; there s3:// is EMRFS and s3a:// is configured by EMR: fruitlake changes nothing.
+# Files every EMR node has; there EMR configures s3:// (S3A since EMR 7.10, EMRFS before) and s3a://: fruitlake
+# changes nothing.
 EMR_MARKERS = ("/mnt/var/lib/info/job-flow.json", "/var/aws/emr/userData.json", "/usr/share/aws/emr")
 
 

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 ACTIVE_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 STEP_DONE = {"COMPLETED"}
 STEP_FAILED = {"CANCELLED", "FAILED", "INTERRUPTED"}
-ROOT_VOLUME_GB = 30  # TensorFlow and ONNX Runtime in the venv need more than EMR's 15 GB default root volume
 IAM_RETRIES = 12  # RunJobFlow tries while fresh IAM roles propagate: 11 waits of 15 s, nearly 3 min
 SPOT_TIMEOUT_MINUTES = 10  # then the core fleet switches to on-demand (EMR's minimum is 5)
 
@@ -138,7 +137,6 @@ def run_job_flow_request(
         "JobFlowRole": roles.instance_profile,
         "ServiceRole": roles.service_role,
         "VisibleToAllUsers": True,
-        "EbsRootVolumeSize": ROOT_VOLUME_GB,
         "Tags": tag_list(cluster_tags(config, cost)),
     }
 
