@@ -52,7 +52,7 @@ def _engine(kind: str, image_size: int, threads: int):
             model = loaded.build_keras()
             return lambda batch: model.predict(batch, verbose=0)
         return _build_keras("mobilenet_v2", image_size, loaded.weights, threads)
-    _, _, model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size)
+    model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size).model_bytes
     if kind == "onnx":
         return _build_onnx(model_bytes, threads)
     return _build_openvino(model_bytes, threads, "bf16" if kind == "openvino-bf16" else "fp32")

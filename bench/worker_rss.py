@@ -46,7 +46,7 @@ def measure(batches: int, batch_size: int, image_size: int) -> float:
     from fruitlake.featurize import EngineSpec, _build_onnx, _prefetched, featurize_frame
     from fruitlake.models import onnx_model
 
-    _, _, model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size)  # a cache hit: no TensorFlow
+    model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size).model_bytes  # a cache hit: no TensorFlow
     engine = _build_onnx(model_bytes, threads=1)
     spec = EngineSpec("bench", "onnx", "mobilenet_v2", image_size, batch_size, 50_000_000, payload=None)
     rng = np.random.default_rng(0)

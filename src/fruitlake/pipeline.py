@@ -96,7 +96,7 @@ class Job:
     """One shape for both commands: what to read, with which network, what to do about PCA, where to write.
 
     It has RunConfig's network fields (model, weights, image_size, engine, precision, batch_size, max_pixels),
-    which is all `featurize.engine_from_config` reads.
+    which is all `featurize.make_spec` reads.
     """
 
     command: str
