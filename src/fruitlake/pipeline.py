@@ -33,6 +33,7 @@ from fruitlake.featurize import (
     make_spec,
 )
 from fruitlake.images import EMPTY_FILE
+from fruitlake.lock import OutputLock
 from fruitlake.models import NETWORKS, OnnxModel, load_network, onnx_model, resolve_weights, sha256_of
 from fruitlake.progress import Progress
 from fruitlake.reduce import fit, transform
@@ -47,11 +48,14 @@ from fruitlake.write import (
     PCA_MODEL,
     PUBLISH,
     REJECTS,
+    REPLACED,
     OutputState,
     clear_output,
     inspect_output,
     publish,
+    put_back,
     read_json,
+    set_aside,
     write_csv,
     write_features,
     write_json,
@@ -399,13 +403,17 @@ class Checked:
     network: NetworkHandle
 
 
-def _check(job: Job, spark: SparkSession, timer: StageTimer, progress: Progress) -> Checked:
-    """Every reason to refuse the run, found before OUTPUT is created, cleared or written."""
-    output = job.output.rstrip("/")
-    locations = {"INPUT": storage.qualify(spark, job.input), "OUTPUT": storage.qualify(spark, output)}
+def _check_locations(job: Job, spark: SparkSession) -> None:
+    """INPUT, OUTPUT (and --model) apart from each other, before the lock puts anything in OUTPUT."""
+    locations = {"INPUT": storage.qualify(spark, job.input), "OUTPUT": storage.qualify(spark, job.output)}
     if job.model_run:
         locations["--model"] = storage.qualify(spark, job.model_run)
     check_separate(locations)
+
+
+def _check(job: Job, spark: SparkSession, timer: StageTimer, progress: Progress) -> Checked:
+    """Every reason to refuse the run, found before OUTPUT is created, cleared or written."""
+    output = job.output.rstrip("/")
     state = inspect_output(spark, output, job.mode)
     incremental = job.mode == "incremental"
     previous = state.manifest if incremental else None
@@ -440,7 +448,7 @@ def _commit_features(job: Job, spark: SparkSession, checked: Checked, images_don
     """
     store, found = checked.store, checked.found
     if job.mode == "overwrite" and not checked.state.empty:
-        clear_output(spark, checked.output)
+        set_aside(spark, checked.output)  # back in place if the run is refused late (`_refused_late`)
     store.clean()
     if store.read_meta() is None:
         store.write_meta(checked.network.meta)
@@ -464,7 +472,27 @@ def _commit_features(job: Job, spark: SparkSession, checked: Checked, images_don
     return images, store.compact(rows), vanished, dropping
 
 
+def _refused_late(job: Job, spark: SparkSession, checked: Checked, refusal: FruitlakeError) -> FruitlakeError:
+    """A whole-run refusal known only after featurizing (too few decoded images, k above them, no variance):
+    OUTPUT is left as it was before the run, and the message says what happened to the features."""
+    if job.mode == "incremental":  # the manifest and datasets are untouched; the new features stay in the store
+        kept = "OUTPUT's results are unchanged; the new images' features stay in its store for the next run"
+    elif checked.state.empty:
+        clear_output(spark, checked.output)
+        kept = "OUTPUT was left empty, as it was"
+    else:
+        put_back(spark, checked.output)
+        kept = "OUTPUT holds the previous results again"
+    return FruitlakeError(f"{refusal}; {kept}")
+
+
 def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float, progress: Progress) -> dict:
+    _check_locations(job, spark)
+    with OutputLock(spark, job.output):
+        return _execute_locked(job, spark, timer, started, progress)
+
+
+def _execute_locked(job: Job, spark: SparkSession, timer: StageTimer, started: float, progress: Progress) -> dict:
     checked = _check(job, spark, timer, progress)
     output, plan, previous = checked.output, checked.plan, checked.previous
     images_done = spark.sparkContext.accumulator(0)
@@ -483,9 +511,12 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float, p
         if up_to_date:
             pca = {key: previous.get(key) for key in PCA_FACTS}
         else:
-            with timer("reduce"), progress.stage("pca", spark) as shown:
-                model, pca = _reduce(job, plan, stored.where(F.col("error").isNull()), counts.get(True, 0))
-                shown.note(f"k={pca['k']} ({plan.action})")
+            try:
+                with timer("reduce"), progress.stage("pca", spark) as shown:
+                    model, pca = _reduce(job, plan, stored.where(F.col("error").isNull()), counts.get(True, 0))
+                    shown.note(f"k={pca['k']} ({plan.action})")
+            except FruitlakeError as refusal:
+                raise _refused_late(job, spark, checked, refusal) from None
             with timer("write"), progress.stage("write", spark) as shown:
                 _publish(spark, output, plan, stored, model, pca["k"])
                 shown.count(counts.get(True, 0))
@@ -534,6 +565,7 @@ def _execute(job: Job, spark: SparkSession, timer: StageTimer, started: float, p
         "config": job.config,
     })
     write_json(spark, storage.join(output, MANIFEST), manifest)  # last: its presence means the run finished
+    storage.delete(spark, storage.join(output, REPLACED))  # the previous run of an overwrite, no longer needed
     if job.command == "run":
         with progress.stage("report", spark) as shown:
             shown.note(build_report(spark, output, manifest)["summary"])

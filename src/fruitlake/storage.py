@@ -72,6 +72,25 @@ def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
         raise OSError(f"could not move {tmp.toString()} to {uri}")
 
 
+def create_new(spark: SparkSession, uri: str, data: bytes) -> bool:
+    """Write a file that must not exist yet; False when it does (checked by the file system, not atomically
+    on object stores)."""
+    from py4j.protocol import Py4JJavaError
+
+    fs, path = _fs_and_path(spark, uri)
+    try:
+        stream = fs.create(path, False)
+    except Py4JJavaError as exc:
+        if "FileAlreadyExistsException" in str(exc.java_exception.getClass().getName()):
+            return False
+        raise
+    try:
+        stream.write(bytearray(data))
+    finally:
+        stream.close()
+    return True
+
+
 def read_bytes(spark: SparkSession, uri: str) -> bytes:
     fs, path = _fs_and_path(spark, uri)
     stream = fs.open(path)

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, storage
+from fruitlake.lock import LOCK
 from fruitlake.reduce import pc_columns
 from fruitlake.safety import redact
 from fruitlake.store import PARQUET_OPTIONS, STORE
@@ -32,9 +33,10 @@ CSV_OPTIONS = {
 PCA_CSV, FEATURES, PCA_MODEL, REJECTS = "pca_csv", "features", "pca_model", "rejects"
 MANIFEST = "manifest.json"
 PUBLISH, RETIRED = "_publish", "_retired"  # new datasets before the swap; old ones during it
+REPLACED = "_replaced"  # --mode overwrite: the previous run, kept until the new one has finished
 # Everything a run, the report or the notebook leaves in OUTPUT: a folder holding only these is ours to replace.
-KNOWN_NAMES = {PCA_CSV, FEATURES, PCA_MODEL, REJECTS, MANIFEST, STORE, PUBLISH, RETIRED, "_staging",
-               "report.html", "report.json", "report"}
+KNOWN_NAMES = {PCA_CSV, FEATURES, PCA_MODEL, REJECTS, MANIFEST, STORE, PUBLISH, RETIRED, REPLACED, LOCK,
+               "_staging", "report.html", "report.json", "report"}
 FEATURE_COLUMNS = ["path", "label", "split", "length", "modification_time", "features", "pca"]
 
 
@@ -53,7 +55,7 @@ def inspect_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
     shown = redact(uri)
     if storage.exists(spark, uri) and not storage.is_dir(spark, uri):
         raise FruitlakeError(f"OUTPUT {shown!r} exists and is a file, not a folder")
-    names = storage.list_names(spark, uri)
+    names = [name for name in storage.list_names(spark, uri) if name != LOCK]  # the lock is this run's own
     ours = MANIFEST in names or STORE in names or all(n in KNOWN_NAMES or n.startswith(".") for n in names)
     if names and mode == "error":
         if STORE in names and MANIFEST not in names:
@@ -76,8 +78,31 @@ def inspect_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
 
 
 def clear_output(spark: SparkSession, uri: str) -> None:
+    """Delete what OUTPUT holds, except the lock of the run doing it."""
     log.info("overwriting %s", redact(uri))
-    storage.delete(spark, uri)
+    for name in storage.list_names(spark, uri):
+        if name != LOCK:
+            storage.delete(spark, storage.join(uri, name))
+
+
+def set_aside(spark: SparkSession, uri: str) -> None:
+    """--mode overwrite: move the previous run under OUTPUT/_replaced, so a run refused late can put it back."""
+    aside = storage.join(uri, REPLACED)
+    storage.delete(spark, aside)  # left by an overwrite that was killed: the user asked to replace it
+    for name in storage.list_names(spark, uri):
+        if name not in (LOCK, REPLACED):
+            storage.rename(spark, storage.join(uri, name), storage.join(aside, name))
+
+
+def put_back(spark: SparkSession, uri: str) -> None:
+    """Undo `set_aside`: drop what this run wrote and return the previous run to its place."""
+    aside = storage.join(uri, REPLACED)
+    for name in storage.list_names(spark, uri):
+        if name not in (LOCK, REPLACED):
+            storage.delete(spark, storage.join(uri, name))
+    for name in storage.list_names(spark, aside):
+        storage.rename(spark, storage.join(aside, name), storage.join(uri, name))
+    storage.delete(spark, aside)
 
 
 def prepare_output(spark: SparkSession, uri: str, mode: str) -> OutputState:

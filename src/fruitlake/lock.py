@@ -1,0 +1,128 @@
+"""One run at a time per OUTPUT: a lock file under OUTPUT that names its owner, taken before anything is written.
+
+Two runs writing one OUTPUT would both take store batch 000001 and one would die half-way. The lock file
+`OUTPUT/_lock.json` holds the owner's host, pid, start time and a random token:
+
+- on local disks it is created with O_CREAT|O_EXCL, which the OS makes atomic;
+- elsewhere (S3A 3.3 has no conditional writes) it is created only when absent, then read back after a pause:
+  of two runs that both saw no lock, the one whose token is not in the file backs off. This narrows the race to
+  runs whose writes land more than `SETTLE_SECONDS` apart yet both before either reads back, which a person
+  starting two runs by hand does not hit; it is not a guarantee against scripted simultaneous starts.
+
+A lock is stale when its owner ran on this host and that process is gone (a killed run); it is then taken
+over. A lock from another host is never taken over: the message says how to remove it once no run is active.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlparse
+
+from pyspark.sql import SparkSession
+
+from fruitlake import FruitlakeError, storage
+from fruitlake.safety import redact
+
+log = logging.getLogger(__name__)
+
+LOCK = "_lock.json"
+SETTLE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Owner:
+    host: str
+    pid: int
+    started_utc: str
+    token: str
+
+    @classmethod
+    def me(cls) -> Owner:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        return cls(socket.gethostname(), os.getpid(), now, uuid.uuid4().hex)
+
+    def gone(self) -> bool:
+        """True only when we can tell: the owner ran on this host and its process no longer exists."""
+        if self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, someone else's
+            return False
+        return False
+
+
+class OutputLock:
+    """`with OutputLock(spark, output):` holds OUTPUT for this run; an OUTPUT made only for the lock is removed."""
+
+    def __init__(self, spark: SparkSession, output: str) -> None:
+        self.spark, self.output = spark, output.rstrip("/")
+        self.uri = storage.join(self.output, LOCK)
+        self.owner = Owner.me()
+        self._made_output = False
+
+    def __enter__(self) -> OutputLock:
+        self._made_output = not storage.exists(self.spark, self.output)
+        held = self._read()
+        if held is not None and held.gone():
+            log.warning("taking over the lock of a run that is gone (pid %d on this host, since %s)",
+                        held.pid, held.started_utc)
+            storage.delete(self.spark, self.uri)
+            held = None
+        if held is None and self._create():
+            return self
+        raise self._in_use(held or self._read())
+
+    def __exit__(self, *_) -> None:
+        held = self._read()
+        if held is not None and held.token == self.owner.token:
+            storage.delete(self.spark, self.uri)
+        if self._made_output and not storage.list_names(self.spark, self.output):
+            storage.delete(self.spark, self.output)  # a run refused before writing leaves no empty folder behind
+
+    def _read(self) -> Owner | None:
+        if not storage.exists(self.spark, self.uri):
+            return None
+        try:
+            return Owner(**json.loads(storage.read_bytes(self.spark, self.uri)))
+        except (ValueError, TypeError):  # half-written or foreign: treat as held by someone unknown
+            return Owner("?", -1, "?", "?")
+
+    def _create(self) -> bool:
+        body = json.dumps(asdict(self.owner)).encode()
+        local = _local_path(storage.qualify(self.spark, self.uri))
+        if local is not None:
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            try:
+                descriptor = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(body)
+            return True
+        if not storage.create_new(self.spark, self.uri, body):
+            return False
+        time.sleep(SETTLE_SECONDS)
+        held = self._read()
+        return held is not None and held.token == self.owner.token
+
+    def _in_use(self, held: Owner | None) -> FruitlakeError:
+        who = f"pid {held.pid} on {held.host}, since {held.started_utc}" if held else "a run that just ended"
+        return FruitlakeError(
+            f"OUTPUT {redact(self.output)!r} is in use by another fruitlake run ({who}); wait for it to finish. "
+            f"If no run is active (its machine stopped), delete {redact(self.uri)} and run again"
+        )
+
+
+def _local_path(uri: str) -> str | None:
+    parsed = urlparse(uri)
+    return parsed.path if parsed.scheme == "file" else None
