@@ -119,6 +119,19 @@ def test_every_output_lands_in_the_bucket(s3a_run, s3_bucket):
         assert any(key.startswith(f"results/{folder}part-") for key in keys), folder
     assert any(key.startswith("results/pca_model/stages/") for key in keys)
     assert not [key for key in keys if "_staging" in key or key.endswith(".tmp") or "_temporary" in key]
+    assert "results/_lock.json" not in keys  # taken on S3 (create-if-absent, read back), released at the end
+
+
+def test_an_s3_output_locked_by_another_run_is_refused(s3_env, s3_images, s3_bucket):
+    import json
+
+    owner = {"host": "emr-primary.example", "pid": 4242, "started_utc": "2026-12-01T10:00:00+00:00", "token": "t"}
+    s3_bucket.client.put_object(Bucket=S3_BUCKET, Key="locked/_lock.json", Body=json.dumps(owner).encode())
+    done = run_process([sys.executable, "-m", "fruitlake", "run", f"s3a://{S3_BUCKET}/{s3_images}",
+                        f"s3a://{S3_BUCKET}/locked", "--k", "3", "--quiet"], {**s3_env, "FRUITLAKE_MASTER": "local[1]"})
+    assert done.returncode == 2, explain(done)
+    assert "is in use by another fruitlake run (pid 4242 on emr-primary.example" in done.stderr
+    assert s3_bucket.keys("locked/") == ["locked/_lock.json"]  # nothing written, the other run's lock kept
 
 
 def test_csv_and_parquet_read_back_from_s3(s3a_run, s3_bucket):
