@@ -24,13 +24,14 @@ FRUITLAKE_S3A_JARS ?= $(abspath $(JARS_DIR))
 .PHONY: run test browser lint bench clean install jars
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --constraint $(CONSTRAINTS) '.[dev]'
-	touch $@
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -qq --upgrade pip
+	@$(BIN)/pip install -qq --constraint $(CONSTRAINTS) '.[dev]'
+	@touch $@
 
+# -qq: pip's warnings too (a configured index location that is not there, "Location ... is ignored").
 install: $(BIN)/.installed
-	$(BIN)/pip install --quiet --no-deps --force-reinstall .
+	@$(BIN)/pip install -qq --no-deps --force-reinstall .
 
 $(JARS_DIR)/.fetched: | $(BIN)/.installed
 	rm -rf $(JARS_DIR) && mkdir -p $(JARS_DIR)/sdist
@@ -44,7 +45,7 @@ jars: $(JARS_DIR)/.fetched
 
 run: install
 	@test -d $(INPUT) || $(BIN)/fruitlake sample-data $(INPUT)
-	$(BIN)/fruitlake run $(INPUT) $(OUTPUT) --mode overwrite
+	@$(BIN)/fruitlake run $(INPUT) $(OUTPUT) --mode overwrite
 
 test: install jars browser
 	FRUITLAKE_S3A_JARS=$(FRUITLAKE_S3A_JARS) $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -20,7 +20,7 @@ def make_tree(root: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (8, 8)).save(path, format="PNG" if name.lower().endswith(".png") else "JPEG")
     (root / "Training" / "notes.txt").write_text("not an image")
-    (root / "Training" / "Apple Braeburn" / "c.gif").write_bytes(b"GIF89a")
+    (root / "Training" / "Apple Braeburn" / "c.heic").write_bytes(b"\0\0\0\x18ftypheic")  # not decoded: counted
 
 
 def test_labels_splits_and_extensions(spark, tmp_path):
@@ -45,7 +45,7 @@ def test_split_is_only_looked_for_below_the_root(spark, tmp_path):
 def test_counts_and_packs_small_files(spark, tmp_path):
     make_tree(tmp_path)
     found = discover(spark, str(tmp_path))
-    assert found.count == 5
+    assert found.count == 5 and found.skipped == {"extension": 2}
     assert found.images.rdd.getNumPartitions() <= 2 * spark.sparkContext.defaultParallelism
 
 
@@ -54,7 +54,8 @@ def test_missing_and_empty_inputs_are_clear_errors(spark, tmp_path):
         discover(spark, str(tmp_path / "nowhere"))
     (tmp_path / "empty" / "Kiwi").mkdir(parents=True)
     (tmp_path / "empty" / "Kiwi" / "readme.txt").write_text("x")
-    with pytest.raises(FruitlakeError, match="holds no .jpg, .jpeg or .png files"):
+    with pytest.raises(FruitlakeError, match=r"holds no images \(.jpg, .jpeg, .jpe, .jfif, .png, .webp, .bmp in any "
+                       r"case, or JPEG, PNG, GIF, BMP, WebP content\); 1 file skipped: 1 extension"):
         discover(spark, str(tmp_path / "empty"))
 
 

@@ -2,9 +2,12 @@
 converted and counted, and awkward names round-trip exactly through the CSV."""
 
 import csv
+import html
 import io
+import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from PIL import Image
 
 from fruitlake.config import RunConfig
 from fruitlake.pipeline import run
+from fruitlake.safety import redact
 
 MAX_PIXELS, MAX_BYTES = 50_000, 200_000
 
@@ -57,6 +61,24 @@ ACCEPTED = {
     "Test/Apple [1]/x{1}.jpg": lambda: encode(photo(15), "JPEG"),
     "Test/Banana /100% #1, naïve.jpg": lambda: encode(photo(16), "JPEG"),
     "Validation/ Lime/ leading space.png": lambda: encode(photo(17), "PNG"),
+    # names Hadoop found awkward: a colon once killed the whole run; the last two are 255 bytes long
+    "Training/Kiwi/12:30.jpg": lambda: encode(photo(30), "JPEG"),
+    "Test/Kiwi 12:30/IMG 12:30:45.jpg": lambda: encode(photo(31), "JPEG"),
+    "Training/Kiwi/" + "x" * 251 + ".jpg": lambda: encode(photo(32), "JPEG"),
+    "Training/Kiwi/" + "é" * 125 + ".jpg": lambda: encode(photo(33), "JPEG"),
+    # other image names and places that were skipped without a word
+    "Training/Kiwi/photo.jfif": lambda: encode(photo(34), "JPEG"),
+    "Training/Kiwi/photo.webp": lambda: encode(photo(35), "WEBP"),
+    "Training/Kiwi/photo.bmp": lambda: encode(photo(36), "BMP"),
+    "Training/Kiwi/IMG_0001": lambda: encode(photo(37), "JPEG"),  # no extension: read by its content
+    "_import/Kiwi/from camera.jpg": lambda: encode(photo(38), "JPEG"),
+}
+# relative path -> why it is not read (the manifest's files_skipped)
+SKIPPED = {
+    "Training/Kiwi/readme.txt": "extension",
+    "Training/Kiwi/_DSC0001.JPG": "hidden name",
+    "Training/Kiwi/.DS_Store": "hidden name",
+    ".git/HEAD": "hidden folder",
 }
 # relative path -> (bytes, the reason's pattern in rejects/)
 REJECTED = {
@@ -80,7 +102,9 @@ def messy_run(spark, weights_path, tmp_path_factory):
         (root / relative).write_bytes(make())
     for relative, (make, _) in REJECTED.items():
         (root / relative).write_bytes(make())
-    (root / "Training" / "Kiwi" / "readme.txt").write_text("not an image name: never listed")
+    for relative in SKIPPED:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(encode(photo(40), "JPEG") if relative.endswith(".JPG") else b"text\n")
     output = tmp_path_factory.mktemp("messy-out") / "result"
     config = RunConfig(str(root), str(output), k=3, weights=weights_path, batch_size=4,
                        max_pixels=MAX_PIXELS, max_bytes=MAX_BYTES)
@@ -137,3 +161,13 @@ def test_features_keep_each_files_size_and_modification_time(messy_run, spark):
         status = os.stat(row.path.removeprefix("file:"))
         assert row.length == status.st_size
         assert abs(row.modification_time.timestamp() - status.st_mtime) < 1.0
+
+
+def test_files_not_read_are_counted_in_the_manifest_and_the_report(messy_run):
+    root, output, manifest = messy_run
+    assert manifest["files_skipped"] == dict(sorted(Counter(SKIPPED.values()).items()))
+    assert sorted(manifest["files_skipped_sample"]) == sorted(redact(f"file:{root}/{relative}") for relative in SKIPPED)
+    assert json.loads((output / "report.json").read_text())["files_skipped"] == manifest["files_skipped"]
+    page = (output / "report.html").read_text()
+    assert "Files not read" in page and "<td>hidden name</td><td class=\"num\">2</td>" in page
+    assert html.escape(redact(f"file:{root}/Training/Kiwi/_DSC0001.JPG")) in page and "hunter2secret" not in page

@@ -53,7 +53,7 @@ def test_bad_input_is_refused_before_output_is_touched(capsys, sample_root, inpu
     common = ["--weights", weights_path, "--mode", mode]
     check_refused(capsys, ["run", str(base / "missing"), str(output), *common], "does not exist", output)
     check_refused(capsys, ["run", str(base / "no-images"), str(output), *common],
-                  "holds no .jpg, .jpeg or .png files", output)
+                  "holds no images (.jpg, .jpeg, .jpe, .jfif, .png", output)
     check_refused(capsys, ["run", str(sample_root), str(output), "--k", "25", *common],
                   "k=25 exceeds the 24 images", output)
     assert not new.exists()

@@ -1,4 +1,8 @@
-"""Input URI -> DataFrame[path, label, split, length, modification_time, file_uri, content] via binaryFile."""
+"""Input URI -> DataFrame[path, label, split, length, modification_time, file_uri, content] via binaryFile.
+
+INPUT is walked first (`inventory.py`): Spark reads only the roots that walk found safe, and every file it
+does not read is counted by reason.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,16 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, storage
-from fruitlake.safety import redact
+from fruitlake.inventory import IMAGE_EXTENSIONS, Inventory, image_glob, take_inventory
+from fruitlake.safety import escape_glob, redact
 
 log = logging.getLogger(__name__)
 
-# Hadoop glob, case-insensitive by character classes: .jpg .jpeg .png in any case.
-IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
+IMAGE_GLOB = image_glob()
+# Local files are read by Hadoop's raw file system: the checksum layer opens `.<name>.crc` beside each file,
+# a name Hadoop cannot parse when the file's name has a colon (`12:30.jpg`). Options reach only this reader.
+RAW_LOCAL = {"fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem", "fs.file.impl.disable.cache": "true"}
+SCHEMA = "path string, length long, modification_time timestamp, file_uri string, content binary"
 SPLITS = ("Training", "Test", "Validation")
 IMAGES_PER_PARTITION = 500
 FILE_OPEN_COST = 4096
@@ -29,6 +37,8 @@ class Discovered:
     count: int  # every image file, zero-byte ones included
     total_bytes: int
     listing: DataFrame  # every image file, no content: path, label, split, length, modification_time, file_uri
+    skipped: dict[str, int]  # files under INPUT not read, by reason (inventory.py)
+    skipped_sample: list[str]  # the first of them (at most 20), redacted
 
 
 def _split_of(relative_path):
@@ -52,21 +62,33 @@ def _describe(frame: DataFrame, root: str) -> DataFrame:
     )
 
 
-def read_images(spark: SparkSession, uri: str) -> DataFrame:
-    frame = (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", IMAGE_GLOB)
-        .load(uri)
-    )
-    return _describe(frame.select(
+def _columns(frame: DataFrame) -> DataFrame:
+    return frame.select(
         "path",
         "length",
         F.col("modificationTime").alias("modification_time"),
         # The file's URI as Spark's file index spells it (percent-encoded): filters on it prune whole files.
         F.col("_metadata.file_path").alias("file_uri"),
         "content",
-    ), storage.qualify(spark, uri).rstrip("/"))
+    )
+
+
+def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = None) -> DataFrame:
+    """The inventory's folders (recursively, image names only) and single files, each root a literal path."""
+    inventory = inventory or take_inventory(spark, uri)
+    def reader():  # a fresh one each time: a DataFrameReader keeps every option set on it
+        return spark.read.format("binaryFile").options(**RAW_LOCAL)
+
+    frames = []
+    if inventory.folders:
+        by_name = reader().option("recursiveFileLookup", "true").option("pathGlobFilter", IMAGE_GLOB)
+        frames.append(_columns(by_name.load([escape_glob(folder) for folder in inventory.folders])))
+    if inventory.files:
+        frames.append(_columns(reader().load([escape_glob(file) for file in inventory.files])))
+    if not frames:
+        frames.append(spark.createDataFrame([], SCHEMA))
+    frame = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
+    return _describe(frame, storage.qualify(spark, uri).rstrip("/"))
 
 
 def _same_uri(uri):
@@ -128,12 +150,14 @@ def size_partitions(spark: SparkSession, count: int, total_bytes: int) -> int:
     return target
 
 
-def discover(spark: SparkSession, uri: str) -> Discovered:
+def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Discovered:
+    """The images under INPUT (`uri`); `avoid`: locations no symbolic link may lead into (OUTPUT)."""
     if not storage.exists(spark, uri):
         raise FruitlakeError(f"INPUT {uri!r} does not exist")
     if not storage.is_dir(spark, uri):
         raise FruitlakeError(f"INPUT {uri!r} is not a folder of images")
-    images = read_images(spark, uri)
+    inventory = take_inventory(spark, uri, avoid)
+    images = read_images(spark, uri, inventory)
     # Counting reads no content: one task per core, not one per 4 MB of Spark's default cost of opening a file.
     spark.conf.set("spark.sql.files.openCostInBytes", str(FILE_OPEN_COST))
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(MAX_PARTITION_BYTES))
@@ -142,9 +166,14 @@ def discover(spark: SparkSession, uri: str) -> Discovered:
     scanned, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
     empty, n_empty = _empty_files(spark, images, scanned, storage.qualify(spark, uri).rstrip("/"))
     count = scanned + n_empty
+    if inventory.skipped:
+        log.warning("%s under INPUT %s (listed in the manifest's files_skipped)", inventory.summary(), redact(uri))
     if count == 0:
-        raise FruitlakeError(f"INPUT {uri!r} holds no .jpg, .jpeg or .png files")
+        names = ", ".join(IMAGE_EXTENSIONS)
+        raise FruitlakeError(f"INPUT {uri!r} holds no images ({names} in any case, or JPEG, PNG, GIF, BMP, "
+                             f"WebP content); {inventory.summary()}")
     partitions = size_partitions(spark, count, total_bytes)
     log.info("discovered %d images (%.1f MB) in %s, ~%d partitions", count, total_bytes / 1e6, redact(uri),
              partitions)
-    return Discovered(images, count, total_bytes, images.drop("content").unionByName(empty))
+    return Discovered(images, count, total_bytes, images.drop("content").unionByName(empty),
+                      dict(sorted(inventory.skipped.items())), list(inventory.sample))

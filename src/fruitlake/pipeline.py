@@ -423,7 +423,7 @@ def _check(job: Job, spark: SparkSession, timer: StageTimer, progress: Progress)
             f"`fruitlake {job.command} --mode incremental` cannot add to it"
         )
     with timer("discover"), progress.stage("discover", spark) as shown:
-        found = discover(spark, job.input)
+        found = discover(spark, job.input, avoid=(output,) + ((job.model_run,) if job.model_run else ()))
         shown.count(found.count)
     store = Store(spark, output)
     plan = _plan_pca(job, spark, output, previous)
@@ -538,6 +538,8 @@ def _execute_locked(job: Job, spark: SparkSession, timer: StageTimer, started: f
         "images_rejected": counts.get(False, 0),
         "images_missing": checked.images_missing,
         "images_vanished": vanished,
+        "files_skipped": found.skipped,  # files under INPUT not read, by reason (README: What is read)
+        "files_skipped_sample": found.skipped_sample,
         "missing_policy": job.missing,
         "cnn_images": images_done.value,
         "store_batch": batch,

@@ -182,8 +182,11 @@ class Progress:
             stop.set()
             watcher.join()
             if context is not None:
-                context.setLocalProperty(JOB_GROUP, previous[0])
-                context.setLocalProperty(JOB_DESCRIPTION, previous[1])
+                try:
+                    context.setLocalProperty(JOB_GROUP, previous[0])
+                    context.setLocalProperty(JOB_DESCRIPTION, previous[1])
+                except Exception:  # noqa: BLE001 - the JVM is gone (Ctrl-C ends it too): still say how it ended
+                    log.debug("job group of stage %s not restored", state.name, exc_info=True)
             self._refresh(state, counter, tasks)
             state.finished = self.clock()
             self._emit(render(state, state.finished), final=True)

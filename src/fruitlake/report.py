@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fruitlake import FruitlakeError, storage
+from fruitlake.safety import redact, redact_tree
 from fruitlake.write import CSV_OPTIONS, FEATURES, MANIFEST, REJECTS, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -401,6 +402,20 @@ def _img(png: bytes, alt: str) -> str:
     )
 
 
+def _skipped_html(manifest: dict) -> str:
+    """The files under INPUT that were not read, by reason, and the manifest's sample of them."""
+    if "files_skipped" not in manifest:
+        return "<p>Not recorded: this OUTPUT was written by a fruitlake that did not count skipped files.</p>"
+    skipped = manifest["files_skipped"]
+    if not skipped:
+        return "<p>Every file under INPUT was read.</p>"
+    sample = manifest.get("files_skipped_sample", [])
+    return (_table(list(skipped.items()), ("reason", "files"))
+            + _table([(path,) for path in sample], ("file",))
+            + f'<p class="note">first {len(sample)} of {sum(skipped.values()):,} files listed (manifest.json: '
+              "<code>files_skipped</code>); the README's <i>What is read</i> says why each is left out</p>")
+
+
 def render_html(report: dict, manifest: dict, plots: dict[str, bytes], rejects: pd.DataFrame) -> str:
     probe = report["probe"]
     cards = [
@@ -421,6 +436,7 @@ def render_html(report: dict, manifest: dict, plots: dict[str, bytes], rejects: 
         ("images found", manifest["images_total"]),
         ("images featurized", manifest["images_ok"]),
         ("images rejected", manifest["images_rejected"]),
+        ("files not read", sum((manifest.get("files_skipped") or {}).values())),
         ("k (principal components)", manifest["k"]),
         ("explained variance at k", f"{100 * manifest['explained_variance']:.2f}%"),
         (
@@ -535,6 +551,8 @@ def render_html(report: dict, manifest: dict, plots: dict[str, bytes], rejects: 
 {_table(label_rows, ("label", "images", "probe recall"))}
 <h2>Rejected files</h2>
 {rejects_html}
+<h2>Files not read</h2>
+{_skipped_html(manifest)}
 <h2>Run facts</h2>
 <div class="cols"><div>{_table(facts, numeric_from=9)}</div>
 <div><h3>Time per stage</h3>{_table(timing_rows, ("stage", "seconds", "share"))}</div></div>
@@ -585,7 +603,7 @@ def build_report(spark, output: str, manifest: dict | None = None) -> dict:
         if "accuracy" in probe
         else f"probe skipped: {probe['skipped']}"
     )
-    report = {
+    report = redact_tree({  # OUTPUT, labels and reasons may hold secrets (s3a://key:secret@...): never raw
         "fruitlake_version": __version__,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "output": output,
@@ -593,6 +611,7 @@ def build_report(spark, output: str, manifest: dict | None = None) -> dict:
         "images_ok": manifest["images_ok"],
         "images_rejected": manifest["images_rejected"],
         "rejects_by_reason": results.reject_reasons,
+        "files_skipped": manifest.get("files_skipped", {}),
         "k": manifest["k"],
         "explained_variance": manifest["explained_variance"],
         "variance_curve_at_k": curve_at_k,
@@ -603,8 +622,9 @@ def build_report(spark, output: str, manifest: dict | None = None) -> dict:
         "probe": {key: value for key, value in probe.items() if key != "confusion"},
         "plots": [f"{REPORT_DIR}/{name}.png" for name in plots],
         "summary": summary,
-    }
-    page = render_html(report, manifest, plots, results.rejects)
+    })
+    rejects = results.rejects.assign(path=lambda f: f["path"].map(redact), reason=lambda f: f["reason"].map(redact))
+    page = render_html(report, manifest, plots, rejects)
     report["seconds"] = round(time.perf_counter() - started, 3)
     write_json(spark, storage.join(output, REPORT_JSON), report)
     storage.write_bytes(spark, storage.join(output, REPORT_HTML), page.encode("utf-8"))

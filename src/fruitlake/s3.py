@@ -85,6 +85,19 @@ def session_conf(uris: Iterable[str], environ: Mapping[str, str] | None = None) 
     return conf
 
 
+def jvm_did_not_start(conf: Mapping[str, str]) -> str:
+    """What to tell the user when Spark's JVM exits before it starts (PySpark: "Java gateway process exited")."""
+    if "spark.jars.packages" in conf:
+        return (
+            f"Spark could not start: the S3A connector jars are missing (${JARS_ENV} is not set and "
+            f"{conf['spark.jars.packages']} could not be downloaded from Maven Central; offline?). Get them with "
+            f"`make jars` and `export {JARS_ENV}=$PWD/.cache/jars` (a folder holding hadoop-aws-*.jar and its "
+            "aws-java-sdk-bundle-*.jar), or put hadoop-aws in Spark's jars/ folder"
+        )
+    return ("Spark's JVM exited before it started (Java gateway process exited): check that Java 17 is installed "
+            "(JAVA_HOME, or java on PATH); rerun with -v to see its output")
+
+
 def _has_filesystem(spark: SparkSession, scheme: str) -> bool:
     from py4j.protocol import Py4JJavaError
 

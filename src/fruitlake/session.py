@@ -8,16 +8,37 @@ import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from fruitlake import s3
+from fruitlake import FruitlakeError, s3
+from fruitlake.console import notice_interrupts
 from fruitlake.safety import private_temp_dir
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MASTER = "local[*]"
+LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
+
+
+def spark_log_level() -> str:
+    """The JVM's log level: $FRUITLAKE_SPARK_LOG_LEVEL, else INFO when fruitlake logs INFO (`-v`), else OFF
+    (whatever goes wrong reaches the user as fruitlake's own one-line message)."""
+    chosen = os.environ.get("FRUITLAKE_SPARK_LOG_LEVEL")
+    if chosen:
+        return chosen.upper()
+    return "INFO" if logging.getLogger("fruitlake").isEnabledFor(logging.INFO) else "OFF"
+
+
+def _java_options() -> str:
+    """Spark's logging configured before the JVM prints anything (setLogLevel comes too late for start-up)."""
+    location = LOG4J2_CONFIG.as_uri()
+    level = spark_log_level()
+    console_level = "ALL" if level == "INFO" and "FRUITLAKE_SPARK_LOG_LEVEL" not in os.environ else level
+    options = [f"-Dlog4j2.configurationFile={location}", f"-Dfruitlake.log.level={console_level}"]
+    return " ".join(f'"{option}"' if " " in option else option for option in options)
 
 
 def _builder(master: str, app_name: str, local_dir: str | None = None) -> SparkSession.Builder:
@@ -32,6 +53,7 @@ def _builder(master: str, app_name: str, local_dir: str | None = None) -> SparkS
         .config("spark.python.worker.reuse", "true")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.extraJavaOptions", _java_options())
     )
     if master.startswith("local") and "SPARK_LOCAL_DIRS" not in os.environ:
         # Shuffle, cached features and broadcast weights land here: a 0o700 folder, not world-readable /tmp.
@@ -77,8 +99,14 @@ def spark_session(
     builder = _builder(master, app_name, local_dir)
     for key, value in s3.session_conf(uris).items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("FRUITLAKE_SPARK_LOG_LEVEL", "ERROR"))
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:
+        if "JAVA_GATEWAY_EXITED" not in str(exc) and "Java gateway process exited" not in str(exc):
+            raise
+        raise FruitlakeError(s3.jvm_did_not_start(s3.session_conf(uris))) from None
+    notice_interrupts()  # PySpark has just put its own SIGINT handler (cancel every job) in place of ours
+    spark.sparkContext.setLogLevel(spark_log_level())
     try:
         s3.configure_session(spark, uris)
         yield spark

@@ -1,0 +1,262 @@
+"""What a user sees from `fruitlake run` in a subprocess, as from a terminal: only fruitlake's own lines (progress,
+one error line, the JSON summary), every byte redacted, and one clear line for Ctrl-C, missing S3A jars and an
+OUTPUT that cannot be written. Real runs of the installed command on a few generated images."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import kill_group, run_process
+
+# fruitlake's own stderr lines: a stage's progress line (`featurize   6/6 images ... done in 0:07`, or
+# `... failed after 0:03`) and its one-line messages (`fruitlake: error: ...`, `fruitlake: failed: ...`,
+# `fruitlake: interrupted; ...`), and a warning of fruitlake's own loggers (`<time> WARNING fruitlake.session: ...`).
+STAGES = ("discover", "model", "featurize", "pca", "write", "report")
+PROGRESS_LINE = re.compile(rf"^(?:{'|'.join(STAGES)})\s+.*(?:done in|failed after) \d+:\d\d(?::\d\d)?$")
+MESSAGE_LINE = re.compile(r"^fruitlake: (?:error|failed|interrupted)\b"
+                          r"|^\S+ \S+ (?:WARNING|ERROR) fruitlake(?:\.\w+)*: ")
+JVM_LINE = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (?:TRACE|DEBUG|INFO|WARN|ERROR|FATAL) \S+: ")
+
+# Secrets the tests plant in paths, URIs and the environment; none may be printed or written outside the data.
+SECRETS = {
+    "input": "in-SECRET-4ab1",
+    "output": "out-SECRET-9c2e",
+    "password": "ss-SECRET-77d0",
+    "signature": "sig-SECRET-5e5e",
+    "environment": "env-SECRET-wJalrXUtnFEMI",
+}
+
+
+def fruitlake_env(weights_path: str, **extra: str) -> dict[str, str]:
+    """The environment of a user's shell: no test-only log settings, the real weights, a modest heap."""
+    drop = ("TF_CPP_MIN_LOG_LEVEL", "FRUITLAKE_SPARK_LOG_LEVEL", "PYTEST_")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(drop)}
+    return {**env, "FRUITLAKE_WEIGHTS": weights_path, "FRUITLAKE_DRIVER_MEMORY": "1g", **extra}
+
+
+def fruitlake(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return run_process([sys.executable, "-m", "fruitlake", *args], env=env, timeout=900)
+
+
+def not_fruitlake(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines()
+            if line.strip() and not PROGRESS_LINE.match(line) and not MESSAGE_LINE.match(line)]
+
+
+def assert_one_line_failure(done: subprocess.CompletedProcess, code: int, *words: str) -> str:
+    assert done.returncode == code, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert not_fruitlake(done.stderr) == [], done.stderr[-3000:]
+    messages = [line for line in lines if MESSAGE_LINE.match(line)]
+    assert len(messages) == 1 and messages == lines[-1:], done.stderr[-3000:]
+    for word in words:
+        assert word in messages[0], messages[0]
+    return messages[0]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """2 labels x 3 images and one corrupt file, in a folder whose path holds a secret-shaped name."""
+    from fruitlake.sample_data import write_sample_data
+
+    root = tmp_path_factory.mktemp("quiet") / f"api_key={SECRETS['input']}" / "images"
+    write_sample_data(root, classes=2, per_class=3, seed=3)
+    (root / "Test" / "Banana" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    return root
+
+
+def test_a_run_prints_only_fruitlakes_lines(images, weights_path, tmp_path):
+    """Fresh OUTPUT and a fresh conversion cache (TensorFlow runs): no Spark, JVM, TensorFlow or absl lines."""
+    env = fruitlake_env(weights_path, FRUITLAKE_CACHE=str(tmp_path / "cache"))
+    done = fruitlake("run", str(images), str(tmp_path / "out"), "--k", "2", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not_fruitlake(done.stderr) == [], done.stderr[-3000:]
+    assert [line.split()[0] for line in done.stderr.splitlines()] == list(STAGES)
+    summary = done.stdout.splitlines()
+    assert len(summary) == 1 and json.loads(summary[0])["images_total"] == 7
+
+
+def test_verbose_shows_spark_and_every_stage(images, weights_path, tmp_path):
+    done = fruitlake("-v", "run", str(images), str(tmp_path / "out"), "--k", "2", env=fruitlake_env(weights_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [line for line in done.stderr.splitlines() if JVM_LINE.match(line) and " INFO " in line]
+    assert " INFO fruitlake." in done.stderr
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+# The datasets' `path` column is the image's URI as Spark lists it, data the user asked for (and the key of the
+# feature store): a folder named `api_key=...` is kept there as it is. Everything else is redacted.
+DATASETS = ("pca_csv/", "features/", "rejects/", "_store/")
+
+
+def test_secrets_in_paths_and_the_environment_are_never_printed_or_written(images, weights_path, tmp_path):
+    """-v prints everything (Python's logs, the JVM's INFO lines naming OUTPUT): all redacted, like every file."""
+    output = tmp_path / f"my_token={SECRETS['output']}" / "out"
+    env = fruitlake_env(weights_path, AWS_SECRET_ACCESS_KEY=SECRETS["environment"])
+    done = fruitlake("-v", "run", str(images), str(output), "--k", "2", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = done.stdout + done.stderr
+    assert not [secret for secret in SECRETS.values() if secret in printed]
+    # The JVM named OUTPUT in its own log lines: they went through the redaction too.
+    assert [line for line in done.stderr.splitlines() if JVM_LINE.match(line) and "my_token=***" in line]
+    written = _files(output)
+    assert {"manifest.json", "report.json", "report.html"} <= set(written)
+    leaks = {name for name, data in written.items() if not name.startswith(DATASETS)
+             and any(secret.encode() in data for secret in SECRETS.values())}
+    assert leaks == set()
+    report = json.loads(written["report.json"])
+    # An unquoted secret ends at whitespace (an AWS secret may hold `/`): the rest of such a path goes too.
+    assert report["output"].endswith("my_token=***") and report["images_rejected"] == 1
+    page = written["report.html"].decode()
+    rejects_table = page[page.index("broken.jpg") - 2000:] if "broken.jpg" in page else page
+    assert "api_key=***" in rejects_table
+
+
+def test_an_unexpected_error_is_one_redacted_line(weights_path, tmp_path):
+    """Hadoop cannot reach the host in INPUT: one line, no Java stack trace, no part of the password."""
+    uri = f"http://alice:p@{SECRETS['password']}@127.0.0.1:9/images?X-Amz-Signature={SECRETS['signature']}"
+    env = fruitlake_env(weights_path, AWS_SECRET_ACCESS_KEY=SECRETS["environment"])
+    done = fruitlake("run", uri, str(tmp_path / "out"), env=env)
+    line = assert_one_line_failure(done, done.returncode or 1)
+    assert done.returncode != 0 and "alice:***@127.0.0.1:9" in line
+    verbose = fruitlake("-v", "run", uri, str(tmp_path / "out"), env=env)
+    assert verbose.returncode == done.returncode
+    printed = done.stdout + done.stderr + verbose.stdout + verbose.stderr
+    assert not [secret for secret in SECRETS.values() if secret in printed]
+    assert not (tmp_path / "out").exists()
+
+
+# ---- Messages (issue 12, class 8) ----------------------------------------------------------------------------
+
+def test_ctrl_c_while_featurizing_says_how_to_finish(weights_path, tmp_path):
+    """SIGINT to the whole process group (what a terminal's Ctrl-C does) once the featurize stage has begun."""
+    from fruitlake.sample_data import write_sample_data
+
+    write_sample_data(tmp_path / "in", classes=3, per_class=100, seed=4)
+    env = fruitlake_env(weights_path)
+    command = [sys.executable, "-m", "fruitlake", "run", str(tmp_path / "in"), str(tmp_path / "out"), "--k", "2",
+               "--commit-every", "60"]
+    # SIGINT at its default in the run (a shell starting a background job ignores it, and the run would inherit
+    # that: neither Python nor the JVM would then ever see the Ctrl-C)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines: list[str] = []
+    featurizing = threading.Event()
+
+    def read_stderr():
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith("model "):  # the stage before featurize has ended
+                featurizing.set()
+        featurizing.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert featurizing.wait(600) and process.poll() is None, "".join(lines)[-3000:]
+        committed = tmp_path / "out" / "_store" / "batch=000001" / "_SUCCESS"
+        for _ in range(1200):  # the first 60 images are in the store: the CNN is busy with the next ones
+            if committed.exists() or process.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert committed.exists() and process.poll() is None, "".join(lines)[-3000:]
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(300)
+        reader.join(60)
+    finally:
+        stdout = process.stdout.read() if process.poll() is not None else ""
+        kill_group(process)
+    stderr = "".join(lines)
+    assert process.returncode == 130, stderr[-3000:]
+    assert stderr.splitlines()[-1] == "fruitlake: interrupted; rerun with --mode incremental to finish", stderr
+    assert "Py4J" not in stderr and "Traceback" not in stderr and stdout == ""
+    assert "featurize" in stderr and "failed after" in stderr  # it was stopped while featurizing
+    finished = fruitlake("run", str(tmp_path / "in"), str(tmp_path / "out"), "--mode", "incremental", env=env)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert json.loads(finished.stdout.splitlines()[-1])["images_total"] == 300
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["images_ok"] == 300 and manifest["cnn_images"] <= 240  # the committed batch was kept
+
+
+def test_s3a_without_the_connector_jars_offline_says_how_to_get_them(weights_path, tmp_path):
+    """No $FRUITLAKE_S3A_JARS and no way to Maven Central (an empty Ivy home, a proxy that refuses)."""
+    env = fruitlake_env(weights_path)
+    env.pop("FRUITLAKE_S3A_JARS", None)
+    env["JAVA_TOOL_OPTIONS"] = (f"-Duser.home={tmp_path} -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=9 "
+                                "-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort=9")
+    done = fruitlake("run", "s3a://fruits/images", "s3a://fruits/results", env=env)
+    assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("fruitlake: error: Spark could not start: the S3A connector jars are missing"), last
+    assert "make jars" in last and "FRUITLAKE_S3A_JARS" in last and "Java gateway" not in last
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, *options: str):
+    """A small tmpfs (tests run as root in CI; skipped where mounting is not allowed)."""
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_read_only_output_says_so_in_one_line(images, weights_path, tmp_path):
+    with tmpfs(tmp_path / "ro", "ro", "size=1m") as folder:
+        done = fruitlake("run", str(images), str(folder / "out"), env=fruitlake_env(weights_path))
+    assert_one_line_failure(done, 1, "is on a read-only file system", str(folder / "out"))
+
+
+def test_a_full_output_says_so_in_one_line(images, weights_path, tmp_path):
+    with tmpfs(tmp_path / "full", "size=64k") as folder:
+        with contextlib.suppress(OSError), (folder / "filler").open("wb") as filler:
+            while True:
+                filler.write(b"\0" * 4096)
+                filler.flush()
+        done = fruitlake("run", str(images), str(folder / "out"), env=fruitlake_env(weights_path))
+    assert_one_line_failure(done, 1, "is on a full file system (no space left on device)", str(folder / "out"))
+
+
+def test_an_output_below_a_file_says_so_in_one_line(images, weights_path, tmp_path):
+    """Works without root or mounts: a path whose parent is a file cannot be created."""
+    (tmp_path / "a-file").write_text("not a folder")
+    done = fruitlake("run", str(images), str(tmp_path / "a-file" / "out"), env=fruitlake_env(weights_path))
+    assert_one_line_failure(done, 1, "a part of its path is a file, not a folder")
+
+
+def test_on_a_terminal_progress_stays_live_through_the_redaction(images, weights_path, tmp_path):
+    """stderr on a pseudo-terminal: the stages redraw in place (`\\r`), though stderr is relayed through a pipe."""
+    import pty
+
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-m", "fruitlake", "run", str(images), str(tmp_path / "out"), "--k", "2"]
+    process = subprocess.Popen(command, env=fruitlake_env(weights_path), stdout=subprocess.PIPE, stderr=follower,
+                               start_new_session=True)
+    os.close(follower)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the run has closed the terminal
+        while chunk := os.read(leader, 65536):
+            shown += chunk
+    os.close(leader)
+    assert process.wait(600) == 0, shown[-3000:]
+    text = shown.decode("utf-8", "replace")
+    assert "\r" in text.replace("\r\n", "\n"), text[-3000:]  # live redraws, not one line per stage
+    assert "featurize" in text and "done in" in text
