@@ -106,8 +106,12 @@ class OutputLock:
                 descriptor = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 return False
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(body)
+            try:
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(body)
+            except OSError:  # a full disk: leave no empty lock behind to block the next run
+                os.unlink(local)
+                raise
             return True
         if not storage.create_new(self.spark, self.uri, body):
             return False
@@ -116,7 +120,12 @@ class OutputLock:
         return held is not None and held.token == self.owner.token
 
     def _in_use(self, held: Owner | None) -> FruitlakeError:
-        who = f"pid {held.pid} on {held.host}, since {held.started_utc}" if held else "a run that just ended"
+        if held is None:
+            who = "a run that just ended"
+        elif held.pid < 0:
+            who = "its lock file is unreadable"
+        else:
+            who = f"pid {held.pid} on {held.host}, since {held.started_utc}"
         return FruitlakeError(
             f"OUTPUT {redact(self.output)!r} is in use by another fruitlake run ({who}); wait for it to finish. "
             f"If no run is active (its machine stopped), delete {redact(self.uri)} and run again"
