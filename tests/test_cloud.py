@@ -8,9 +8,7 @@ self-signed certificate made here), so no request can reach AWS. moto does not k
 from __future__ import annotations
 
 import copy
-import datetime
 import functools
-import ipaddress
 import json
 import ssl
 import urllib.parse
@@ -23,64 +21,16 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
 
+from moto_aws import ACCOUNT, REGION, TLSMotoServer, loopback_only, point_at, self_signed_certificate  # noqa: E402
+
 from fruitlake import FruitlakeError  # noqa: E402
 from fruitlake.cli import main  # noqa: E402
 from fruitlake.cloud import artifacts, bucket, emr, runner  # noqa: E402
 from fruitlake.cloud.config import CloudConfig  # noqa: E402
 from fruitlake.models import cache_dir  # noqa: E402
 
-ACCOUNT = "123456789012"  # moto's account
-REGION = "eu-west-1"
 BUCKET = f"fruitlake-{ACCOUNT}-{REGION}"
 VENV_PYTHON = "/opt/fruitlake/venv/bin/python"
-
-
-def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    loopback = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(loopback, critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert, key_file = directory / "moto.pem", directory / "moto.key"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert, key_file
-
-
-class TLSMotoServer(moto_server.ThreadedMotoServer):
-    """moto's threaded server, speaking TLS: the bucket's TLS-only policy must let these requests through."""
-
-    def __init__(self, cert: Path, key: Path) -> None:
-        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
-        self._ssl = (str(cert), str(key))
-
-    def _server_entry(self) -> None:
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from werkzeug.serving import make_server
-
-        app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(self._ip_address, self._port, app, True,
-                                   request_handler=MotoRequestHandler, ssl_context=self._ssl)
-        self._server_ready_event.set()
-        self._server.serve_forever()
 
 
 def _secure_transport_get_permission(self, action: str, resource: str):
@@ -120,51 +70,24 @@ def _add_emr_service_policy() -> None:
     iam_backends[ACCOUNT]["aws"].managed_policies[policy.arn] = policy
 
 
-def _loopback_only(url: str) -> None:
-    host = urllib.parse.urlsplit(url).hostname
-    if not ipaddress.ip_address(host).is_loopback:
-        pytest.fail(f"refusing to run cloud tests against {url}: not a loopback address")
-
-
-UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-         "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_ROLE_ARN",
-         "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CA_BUNDLE")
-
-
-def _point_at(endpoint: str, patch: pytest.MonkeyPatch, home: Path, ca_bundle: Path | None = None) -> None:
-    """Dummy credentials, no AWS config files, every AWS service at `endpoint` (loopback only)."""
-    _loopback_only(endpoint)
-    for name in UNSET:
-        patch.delenv(name, raising=False)
-    patch.setenv("AWS_ENDPOINT_URL", endpoint)
-    patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    patch.setenv("AWS_DEFAULT_REGION", REGION)
-    patch.setenv("AWS_CONFIG_FILE", str(home / "no-aws-config"))
-    patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-aws-credentials"))
-    patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    if ca_bundle is not None:
-        patch.setenv("AWS_CA_BUNDLE", str(ca_bundle))
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     """(https endpoint, plain http endpoint, CA file): two moto servers on one set of backends."""
     from moto.s3.models import FakeBucket
 
     home = tmp_path_factory.mktemp("aws")
-    cert, key = _self_signed_certificate(home)
+    cert, key = self_signed_certificate(home)
     secure, plain = TLSMotoServer(cert, key), moto_server.ThreadedMotoServer("127.0.0.1", 0, verbose=False)
     secure.start()
     plain.start()
     endpoint = f"https://127.0.0.1:{secure.get_host_and_port()[1]}"
     with pytest.MonkeyPatch.context() as patch:
-        _point_at(endpoint, patch, home, cert)
+        point_at(endpoint, patch, home, cert)
         patch.setattr(FakeBucket, "get_permission", _secure_transport_get_permission)
         patch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # thousands of AMIs nobody here needs
         probe = boto3.Session(region_name=REGION)
         for service in ("s3", "iam", "ec2", "emr", "sts"):
-            _loopback_only(probe.client(service).meta.endpoint_url)
+            loopback_only(probe.client(service).meta.endpoint_url)
         yield endpoint, f"http://127.0.0.1:{plain.get_host_and_port()[1]}", cert
     secure.stop()
     plain.stop()
@@ -357,7 +280,7 @@ def test_bucket_is_encrypted_private_and_tls_only(session, wheel):
 def test_the_bucket_policy_refuses_plain_http_and_serves_tls(session, servers, wheel):
     up(session, wheel)
     _, plain_endpoint, _ = servers
-    _loopback_only(plain_endpoint)
+    loopback_only(plain_endpoint)
     plain = boto3.Session(region_name=REGION).client("s3", endpoint_url=plain_endpoint)
     with pytest.raises(Exception) as refused:
         plain.put_object(Bucket=BUCKET, Key="images/a.jpg", Body=b"jpeg")
@@ -596,7 +519,7 @@ def test_guards_refuse_up_and_create_nothing(session, wheel, capsys, arguments, 
 )
 def test_guards_fire_before_any_aws_call(wheel, capsys, monkeypatch, tmp_path, arguments, message):
     # Nothing listens on loopback port 9: an AWS call would fail to connect, and say so instead of the guard.
-    _point_at("http://127.0.0.1:9", monkeypatch, tmp_path)
+    point_at("http://127.0.0.1:9", monkeypatch, tmp_path)
     assert main(["cloud", "up", "--wheel", str(wheel), *arguments]) == 2
     assert message in capsys.readouterr().err
 

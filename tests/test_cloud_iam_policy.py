@@ -5,26 +5,22 @@ credentials, AWS_ENDPOINT_URL on 127.0.0.1 only) and the policies it leaves ther
 tests/iam_eval.py against request contexts built from what moto holds: the subnet's and the VPC's tags, the
 security groups, the RunJobFlow request as boto3 sent it (its cluster tags, captured with an event hook).
 
-The server setup is a copy of test_cloud.py's, trimmed: that module is not importable as a package and is
-being edited; sharing its fixtures (pytest_plugins, conftest) is not an option here.
+The loopback server and the AWS settings pointed at it are tests/moto_aws.py's, as in test_cloud.py.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime
-import ipaddress
 import json
 import ssl
-import threading
 import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from iam_eval import Decision, arn_matches, evaluate, glob_matches, statements
+from moto_aws import ACCOUNT, REGION, TLSMotoServer, loopback_only, point_at, self_signed_certificate
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
@@ -32,8 +28,6 @@ pytest.importorskip("moto.server")
 from fruitlake.cloud import iam, runner  # noqa: E402
 from fruitlake.cloud.config import EMR_MANAGED_TAG, CloudConfig  # noqa: E402
 
-ACCOUNT = "123456789012"  # moto's account
-REGION = "eu-west-1"
 BUCKET = f"fruitlake-{ACCOUNT}-{REGION}"
 OTHER_BUCKET = "other-bucket"
 TAG_KEY, TAG_VALUE = EMR_MANAGED_TAG
@@ -283,43 +277,6 @@ def test_the_v2_document_is_the_one_checked():
 # --- `up` against moto on loopback -----------------------------------------------------------------------
 
 
-def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert, key_file = directory / "moto.pem", directory / "moto.key"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert, key_file
-
-
-def _loopback_only(url: str) -> None:
-    host = urllib.parse.urlsplit(url).hostname
-    if not ipaddress.ip_address(host).is_loopback:
-        pytest.fail(f"refusing to run cloud tests against {url}: not a loopback address")
-
-
-UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-         "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_ROLE_ARN",
-         "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CA_BUNDLE")
-
-
 def _bucket_permission(self, action: str, resource: str):
     """moto's bucket-policy check, done by iam_eval with aws:SecureTransport taken from the request.
 
@@ -339,39 +296,24 @@ def _bucket_permission(self, action: str, resource: str):
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory):
     """A TLS moto server on 127.0.0.1 and every AWS setting pointed at it, for this module."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from moto.s3.models import FakeBucket
-    from werkzeug.serving import make_server
 
     home = tmp_path_factory.mktemp("aws")
-    cert, key = _self_signed_certificate(home)
-    server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=True,
-                         request_handler=MotoRequestHandler, ssl_context=(str(cert), str(key)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"https://127.0.0.1:{server.server_port}"
-    _loopback_only(url)
+    cert, key = self_signed_certificate(home)
+    server = TLSMotoServer(cert, key)
+    server.start()
+    url = f"https://127.0.0.1:{server.get_host_and_port()[1]}"
     with pytest.MonkeyPatch.context() as patch:
-        for name in UNSET:
-            patch.delenv(name, raising=False)
-        patch.setenv("AWS_ENDPOINT_URL", url)
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.setenv("AWS_DEFAULT_REGION", REGION)
-        patch.setenv("AWS_CONFIG_FILE", str(home / "no-aws-config"))
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-aws-credentials"))
-        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        patch.setenv("AWS_CA_BUNDLE", str(cert))
+        point_at(url, patch, home, cert)
         patch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
         patch.setattr(FakeBucket, "get_permission", _bucket_permission)
         probe = boto3.Session(region_name=REGION)
         for service in ("s3", "iam", "ec2", "emr", "sts"):
-            _loopback_only(probe.client(service).meta.endpoint_url)
+            loopback_only(probe.client(service).meta.endpoint_url)
         reset = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
         urllib.request.urlopen(reset, timeout=10, context=ssl.create_default_context(cafile=str(cert)))
         yield url
-    server.shutdown()
-    thread.join(timeout=10)
+    server.stop()
 
 
 def _add_emr_service_policy() -> None:
@@ -484,9 +426,9 @@ def launched(endpoint, tmp_path_factory) -> Launched:
     )
 
 
-def test_up_ran_on_loopback_only(endpoint, launched):
-    _loopback_only(endpoint)
-    _loopback_only(boto3.Session(region_name=REGION).client("ec2").meta.endpoint_url)
+def test_up_ran_onloopback_only(endpoint, launched):
+    loopback_only(endpoint)
+    loopback_only(boto3.Session(region_name=REGION).client("ec2").meta.endpoint_url)
     assert launched.v2_document == v2_record()["Document"]  # moto serves the same document that is pinned
 
 
