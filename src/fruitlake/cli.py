@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
 import logging
 import os
 import sys
 
-from fruitlake import FruitlakeError, __version__, console
+from fruitlake import __version__, console
 from fruitlake.cloud import cli as cloud_cli
 from fruitlake.config import (
     DEFAULT_COMMIT_EVERY,
@@ -22,7 +21,7 @@ from fruitlake.config import (
     PCA_CHOICES,
     PRECISIONS,
 )
-from fruitlake.safety import RedactingFilter, redact
+from fruitlake.safety import RedactingFilter
 
 SUMMARY = ("images_total", "images_new", "images_ok", "images_rejected", "k", "explained_variance",
            "throughput_img_per_s")
@@ -191,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     console.INTERRUPTED.clear()
     console.notice_interrupts()
     with console.redacted_output(args.verbose):
-        code, message = _call(args)
+        code, message = console.outcome(lambda: COMMANDS[args.command][1](args), args)
         if message:
             print(message, file=sys.stderr)
         return code
@@ -199,87 +198,3 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fruitlake_records(record: logging.LogRecord) -> bool:
     return record.name == "fruitlake" or record.name.startswith("fruitlake.")
-
-
-def _call(args) -> tuple[int, str]:
-    """The command's exit status and, when it did not succeed, the one line that says why (redacted)."""
-    try:
-        return COMMANDS[args.command][1](args), ""
-    except BaseException as exc:  # noqa: BLE001 - Spark's errors name URIs: print them redacted, never raw
-        if console.INTERRUPTED.is_set() or isinstance(exc, KeyboardInterrupt):
-            return 130, _interrupted(args)
-        if isinstance(exc, SystemExit):
-            raise
-        if isinstance(exc, FruitlakeError):
-            return 2, f"fruitlake: error: {redact(exc)}"
-        if args.verbose:
-            logging.getLogger("fruitlake").error("the run failed", exc_info=True)
-        written = _write_problem(exc, args)
-        if written:
-            return 1, f"fruitlake: failed: {redact(written)}"
-        return 1, f"fruitlake: failed: {redact(one_line(exc))}"
-
-
-def _interrupted(args) -> str:
-    if args.command in ("run", "project-images"):
-        return "fruitlake: interrupted; rerun with --mode incremental to finish"
-    return "fruitlake: interrupted"
-
-
-# What the OS says when OUTPUT cannot take the results, by errno and as Java words it (IOException messages).
-_WRITE_PROBLEMS = {
-    errno.EROFS: ("is on a read-only file system", "Read-only file system"),
-    errno.ENOSPC: ("is on a full file system (no space left on device)", "No space left on device"),
-    errno.EDQUOT: ("is over its disk quota", "Disk quota exceeded"),
-    errno.EACCES: ("cannot be written (permission denied)", "Permission denied"),
-    errno.EPERM: ("cannot be written (operation not permitted)", "Operation not permitted"),
-    errno.ENOTDIR: ("cannot be created: a part of its path is a file, not a folder", "Not a directory"),
-}
-
-
-def _write_problem(exc: BaseException, args) -> str:
-    """One line for a failure to write: which location, and what the file system said."""
-    output = getattr(args, "output", None) or getattr(args, "directory", None)
-    if isinstance(exc, OSError) and exc.errno in _WRITE_PROBLEMS:
-        said = _WRITE_PROBLEMS[exc.errno][0]
-        where = os.fspath(exc.filename) if exc.filename is not None else None
-        if output and (where is None or _under(where, output)):
-            return f"OUTPUT {output!r} {said}"
-        if where is not None:
-            return f"{where!r} {said}"
-        return f"{exc.strerror}"
-    text = str(exc)
-    for said, java_words in _WRITE_PROBLEMS.values():
-        if java_words in text and type(exc).__name__.startswith("Py4J") and output:
-            return f"OUTPUT {output!r} (or Spark's temporary folder) {said}: {one_line(exc)}"
-    return ""
-
-
-def _under(path: str, output: str) -> bool:
-    """`path` is OUTPUT, inside it or one of its parents (mkdir of a parent failed)."""
-    if "://" in output and not output.startswith("file:"):
-        return False
-    mine = os.path.abspath(output.removeprefix("file://").removeprefix("file:"))
-    theirs = os.path.abspath(path)
-    return theirs == mine or theirs.startswith(mine + os.sep) or mine.startswith(theirs.rstrip(os.sep) + os.sep)
-
-
-def one_line(exc: BaseException) -> str:
-    """`Type: message` in one line. A Py4J error's Java stack trace is cut down to its top exception and its
-    root cause; a Python traceback (from a Spark worker) to its last line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    frames = ("at ", "... ", "File \"", "Traceback (most recent call last)", "JVM stacktrace:")
-    kept = [line for line in lines if not line.startswith(frames)]
-    name = type(exc).__name__
-    if not kept:
-        return name
-    if name.startswith("Py4J"):
-        top = next((line.lstrip(": ") for line in kept if line.startswith(":")), kept[0])
-        causes = [line.removeprefix("Caused by: ") for line in kept if line.startswith("Caused by: ")]
-        text = top if not causes or causes[-1] == top else f"{top} (caused by {causes[-1]})"
-    elif any(line.startswith("Traceback (most recent call last)") for line in lines):
-        text = f"{kept[0]} {kept[-1]}" if len(kept) > 1 else kept[0]
-    else:
-        text = kept[0]
-    text = text if len(text) <= 600 else text[:597] + "..."
-    return f"{name}: {text}"

@@ -78,9 +78,13 @@ def inspect_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
 
 
 def clear_output(spark: SparkSession, uri: str) -> None:
-    """Delete what OUTPUT holds, except the lock of the run doing it."""
+    """Delete OUTPUT; under a run's lock (`lock.py`), everything but the lock."""
     log.info("overwriting %s", redact(uri))
-    for name in storage.list_names(spark, uri):
+    names = storage.list_names(spark, uri)
+    if LOCK not in names:
+        storage.delete(spark, uri)
+        return
+    for name in names:
         if name != LOCK:
             storage.delete(spark, storage.join(uri, name))
 
