@@ -1,7 +1,7 @@
 """Speed of fruitlake on this machine, in one run: bare engines, `fruitlake run` end to end, the naive baseline.
 
     python bench/bench.py [--n 10000] [--naive-n 2000] [--skip-naive] [--skip-bf16] [--memory [--heap 1g] [--cluster]]
-                          [--sizes [224,160,128,96]] [--only-extra]
+                          [--sizes [224,160,128,96]] [--large-photos [100]] [--only-extra]
 
 Generates N synthetic 100x100 JPEGs (fruitlake sample-data), then prints images/s for each variant and the
 ratios. Every figure is wall clock on this machine; compare variants within one run (the machine is noisy).
@@ -159,6 +159,8 @@ def main() -> None:
                         help="run the --memory pair on a standalone cluster on 127.0.0.1 (driver JVM alone)")
     parser.add_argument("--sizes", nargs="?", const="224,160,128,96",
                         help="speed and grocery-fruits probe at these image sizes (default 224,160,128,96)")
+    parser.add_argument("--large-photos", type=int, nargs="?", const=100,
+                        help="featurize speed on N generated 3000x4000 photos vs N 100x100 JPEGs (default 100)")
     parser.add_argument("--only-extra", action="store_true",
                         help="skip the bare engines, the end-to-end runs and the naive baseline")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "fruitlake-bench"))
@@ -182,6 +184,8 @@ def main() -> None:
         memory(args, work, source)
     if args.sizes:
         sizes(args, source, cores, bf16)
+    if args.large_photos:
+        large_photos(work, args.large_photos)
 
 
 def main_figures(args, source: Path, cores: int, bf16: bool, show) -> None:
@@ -277,6 +281,62 @@ def sizes(args, source: Path, cores: int, bf16: bool) -> None:
     if bf16:
         grocery = fruitlake_run(GROCERY, ["--k", "50", "--batch-size", "16", "--precision", "bf16"])
         print(f"  224 px bf16: probe accuracy {probe_accuracy(grocery['output']):.3f}")
+
+
+def write_photos(folder: Path, n: int, size: tuple[int, int] = (4000, 3000)) -> Path:
+    """`n` photo-like JPEGs (gradients, shapes, noise; every third stored sideways with EXIF orientation 6)."""
+    from PIL import Image, ImageDraw
+
+    if folder.exists():
+        return folder
+    rng = np.random.default_rng(11)
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    for index in range(n):
+        tint = rng.uniform(0.4, 1.0, 3)
+        pixels = np.stack([x / width * 255 * tint[0], y / height * 255 * tint[1],
+                           (x + y) / (width + height) * 255 * tint[2]], axis=-1)
+        pixels += rng.normal(0, 10, (height, width, 3)).astype(np.float32)
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(6):
+            x0, y0 = int(rng.integers(0, width - 600)), int(rng.integers(0, height - 600))
+            draw.ellipse((x0, y0, x0 + int(rng.integers(100, 600)), y0 + int(rng.integers(100, 600))),
+                         fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+        target = folder / f"Fruit{index % 4}" / f"IMG_{index:04d}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if index % 3 == 0:
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            image.transpose(Image.Transpose.ROTATE_90).save(target, "JPEG", quality=90, exif=exif.tobytes())
+        else:
+            image.save(target, "JPEG", quality=90)
+    return folder
+
+
+def large_photos(work: Path, n: int) -> None:
+    """Goal: featurize img/s on 12 MP photos close to that on 100x100 JPEGs, in one run of this script."""
+    from fruitlake.images import decode
+    from fruitlake.sample_data import write_sample_data
+
+    photos = write_photos(work / f"photos-{n}", n)
+    small = work / f"small-{n}"
+    if not small.exists():
+        write_sample_data(small, classes=4, per_class=max(1, n // 4), seed=3)
+    one = next(photos.rglob("*.jpg")).read_bytes()
+    decode(one, 224, 10**8)
+    started = time.perf_counter()
+    for _ in range(10):
+        decode(one, 224, 10**8)
+    milliseconds = 1000 * (time.perf_counter() - started) / 10
+    print(f"large photos: {n} x 4000x3000 JPEGs vs {n} x 100x100, 224 px; decode {milliseconds:.1f} ms per photo "
+          "(one core, draft scale)")
+    rates = {}
+    for name, folder in (("100x100", small), ("4000x3000", photos)):
+        run = fruitlake_run(folder, ["--k", "2", "--batch-size", "16"])
+        rates[name] = run["manifest"]["images_total"] / run["manifest"]["timings"]["featurize"]
+        print(f"  {name:>9s}: featurize {rates[name]:6.1f} img/s, end to end {run['img_s']:6.1f} img/s", flush=True)
+    print(f"  large / small featurize: {rates['4000x3000'] / rates['100x100']:.2f} (goal >= 0.8)")
 
 
 if __name__ == "__main__":

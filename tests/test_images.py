@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fruitlake.images import ImageRejected, decode
 from fruitlake.models import mobilenet_v2_normalise
@@ -215,3 +215,58 @@ def test_normalisation_matches_keras():
     batch = np.random.default_rng(0).integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
     expected = preprocess_input(batch.astype(np.float32))
     np.testing.assert_allclose(mobilenet_v2_normalise(batch), expected, atol=1e-6)
+
+
+def _photo(size: tuple[int, int]) -> Image.Image:
+    """Photo-like content: gradients, a few shapes, noise; a red top-left corner to check the orientation."""
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x / width * 200, y / height * 200, (x + y) / (width + height) * 255], axis=-1)
+    pixels += np.random.default_rng(5).normal(0, 12, pixels.shape)
+    pixels[height // 3: height // 2, width // 4: width // 2] = (30, 160, 40)
+    pixels[: height // 8, : width // 8] = (250, 20, 20)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _full_decode(data: bytes, size: int) -> np.ndarray:
+    """The reference: every pixel decoded, then turned upright and resized, as before draft decoding."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        upright = ImageOps.exif_transpose(image).convert("RGB")
+    return np.asarray(upright.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "exif-rotated", "cmyk"])
+def test_a_large_jpeg_decoded_at_a_draft_scale_matches_full_decoding(kind, monkeypatch):
+    photo = _photo((1600, 1200))
+    options: dict = {"quality": 92}
+    if kind == "progressive":
+        options["progressive"] = True
+    if kind == "exif-rotated":  # stored sideways, orientation 6: the red corner must come back top-left
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        photo, options["exif"] = photo.transpose(Image.Transpose.ROTATE_90), exif.tobytes()
+    if kind == "cmyk":
+        photo = photo.convert("CMYK")
+    data = encode(photo, "JPEG", **options)
+    from PIL import JpegImagePlugin
+
+    scaled: list[tuple[int, int]] = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        found = draft(self, mode, size)
+        scaled.append(self.size)
+        return found
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    got = decode(data, 224, MAX)
+    monkeypatch.undo()
+    assert scaled and max(scaled[0]) < 1600 and min(scaled[0]) >= 224  # decoded at 1/2..1/8, never below 224
+    reference = _full_decode(data, 224)
+    assert got.shape == (224, 224, 3)
+    assert np.abs(got.astype(float) - reference).mean() < 3.0  # of 255: the same picture
+    if kind != "cmyk":
+        assert got[5, 5, 0] > 200 and got[5, 5, 1] < 80  # upright
+    with pytest.raises(ImageRejected, match="too large"):  # the guard reads the header's full size, as before
+        decode(data, 224, 1600 * 1200 - 1)

@@ -9,7 +9,6 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Only the decoders photos need: Pillow would otherwise also try EPS (Ghostscript), TIFF, PSD... on any bytes.
 # The content decides, not the name: a GIF or PNG saved as `.jpg` is decoded as what it is.
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")  # JPEG includes phones' multi-picture (MPO) files
@@ -73,6 +72,10 @@ def decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:
             width, height = image.size
             if width * height > max_pixels:  # checked on the header, before a pixel is decoded
                 raise _too_large(f"{width}x{height} = {width * height}", max_pixels)
+            if image.format in ("JPEG", "MPO"):
+                # libjpeg's DCT scaling: decode at 1/2, 1/4 or 1/8 while both sides stay >= the network's input,
+                # ~3x less work on a 12 MP photo than decoding it whole to shrink it afterwards.
+                image.draft(image.mode, (size, size))
             image.load()
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
