@@ -209,6 +209,7 @@ class NetworkHandle:
         self.sha256 = sha256_of(self.path)
         self.meta = StoreMeta(job.model, job.image_size, self.sha256, job.precision)
         self.onnx_file: str | None = None  # the ONNX file the engine was made from (not for keras)
+        self._converted: OnnxModel | None = None
         self._spec: EngineSpec | None = None
 
     def check(self) -> None:
@@ -221,11 +222,13 @@ class NetworkHandle:
             self._onnx()
 
     def _onnx(self) -> OnnxModel:
-        job = self.job
-        prebuilt = self._local.of(job.onnx) if job.onnx else None
-        converted = onnx_model(job.model, self.path, job.image_size, prebuilt)
-        self.onnx_file = job.onnx or converted.onnx_path
-        return converted
+        """The ONNX model, converted (or read and checked) once per run."""
+        if self._converted is None:
+            job = self.job
+            prebuilt = self._local.of(job.onnx) if job.onnx else None
+            self._converted = onnx_model(job.model, self.path, job.image_size, prebuilt)
+            self.onnx_file = job.onnx or self._converted.onnx_path
+        return self._converted
 
     def spec(self, spark: SparkSession) -> EngineSpec:
         if self._spec is None:
@@ -233,6 +236,7 @@ class NetworkHandle:
             payload = load_network(job.model, self.path, job.image_size).weights if job.engine == "keras" \
                 else self._onnx().model_bytes
             self._spec = make_spec(spark, payload, job)
+            self._converted = None  # broadcast: the driver need not keep the bytes
         return self._spec
 
     def release(self) -> None:
