@@ -1,7 +1,8 @@
 """Speed of fruitlake on this machine, in one run: bare engines, `fruitlake run` end to end, the naive baseline.
 
-    python bench/bench.py [--n 10000] [--naive-n 2000] [--skip-naive] [--skip-bf16] [--memory [--heap 1g] [--cluster]]
-                          [--sizes [224,160,128,96]] [--large-photos [100]] [--only-extra]
+    python bench/bench.py [--n 10000] [--naive-n 2000] [--skip-naive] [--skip-bf16] [--int8]
+                          [--memory [--heap 1g] [--cluster]] [--sizes [224,160,128,96]] [--large-photos [100]]
+                          [--only-extra]
 
 Generates N synthetic 100x100 JPEGs (fruitlake sample-data), then prints images/s for each variant and the
 ratios. Every figure is wall clock on this machine; compare variants within one run (the machine is noisy).
@@ -53,8 +54,9 @@ def _engine(kind: str, image_size: int, threads: int):
             model = loaded.build_keras()
             return lambda batch: model.predict(batch, verbose=0)
         return _build_keras("mobilenet_v2", image_size, loaded.weights, threads)
-    model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size).model_bytes
-    if kind == "onnx":
+    precision = "int8" if kind == "onnx-int8" else "fp32"
+    model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size, precision=precision).model_bytes
+    if kind in ("onnx", "onnx-int8"):
         return _build_onnx(model_bytes, threads)
     return _build_openvino(model_bytes, threads, "bf16" if kind == "openvino-bf16" else "fp32")
 
@@ -154,6 +156,7 @@ def main() -> None:
     parser.add_argument("--naive-n", type=int, default=2_000, help="images for the naive baseline (it is slow)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-bf16", action="store_true")
+    parser.add_argument("--int8", action="store_true", help="also run fruitlake end to end with --precision int8")
     parser.add_argument("--memory", action="store_true", help="also run 4N images and compare driver peak RSS")
     parser.add_argument("--heap", help="FRUITLAKE_DRIVER_MEMORY for the --memory pair of runs (default: fruitlake's)")
     parser.add_argument("--cluster", action="store_true",
@@ -198,6 +201,8 @@ def main_figures(args, source: Path, cores: int, bf16: bool, show) -> None:
     onnx_2x1 = bare("onnx", 224, 16, cores, 1, 1024)
     show(f"onnx runtime, {cores} processes x 1 thread (as Spark's workers)", onnx_2x1)
     show(f"openvino fp32, {cores} processes x 1 thread", bare("openvino", 224, 16, cores, 1, 1024))
+    onnx_int8 = bare("onnx-int8", 224, 16, cores, 1, 1024)
+    show(f"onnx runtime int8, {cores} processes x 1 thread", onnx_int8, f"= {onnx_int8 / onnx_2x1:.2f}x fp32")
     if bf16:
         show(f"openvino bf16, {cores} processes x 1 thread", bare("openvino-bf16", 224, 16, cores, 1, 1024))
 
@@ -210,6 +215,11 @@ def main_figures(args, source: Path, cores: int, bf16: bool, show) -> None:
     if bf16:
         e2e_bf16 = fruitlake_run(source, ["--k", "50", "--batch-size", "16", "--precision", "bf16"])
         show("fruitlake run --precision bf16 (openvino)", e2e_bf16["img_s"], f"{e2e_bf16['wall_s']:.1f} s")
+    if args.int8:
+        e2e_int8 = fruitlake_run(source, ["--k", "50", "--batch-size", "16", "--precision", "int8"])
+        int8_rate = e2e_int8["manifest"]["images_total"] / e2e_int8["manifest"]["timings"]["featurize"]
+        show("fruitlake run --precision int8", e2e_int8["img_s"], f"= {e2e_int8['img_s'] / e2e['img_s']:.2f}x fp32")
+        show("  its featurize stage", int8_rate, f"= {int8_rate / featurize_rate:.2f}x fp32's")
     print(f"  driver peak RSS (MB): {e2e['peak_rss_mb']}")
 
     if not args.skip_naive:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -51,3 +53,44 @@ def test_onnx_conversion_matches_keras(loaded_network):
     onnx_out = session.run(None, {session.get_inputs()[0].name: batch})[0]
     keras_out = loaded_network.build_keras()(batch, training=False).numpy()
     assert np.abs(onnx_out - keras_out).max() <= 1e-4
+
+
+def test_the_int8_model_is_deterministic_close_to_fp32_and_says_what_it_is(weights_path, tmp_path, monkeypatch):
+    """Quantized twice in fresh caches: the same bytes (a fixed calibration set, no JPEG codec); features within
+    cosine 0.85 of fp32 on photo-like images; its metadata names the weights and int8, which --onnx checks."""
+    from fruitlake.featurize import _build_onnx
+    from fruitlake.images import decode
+    from fruitlake.models import META_PRECISION, META_SHA256, onnx_metadata, onnx_model
+    from fruitlake.sample_data import write_sample_data
+
+    fp32 = onnx_model("mobilenet_v2", weights_path, 224)  # the shared cache: converted once per machine
+    built = []
+    for run in ("a", "b"):
+        monkeypatch.setenv("FRUITLAKE_CACHE", str(tmp_path / run))
+        (tmp_path / run / "onnx").mkdir(parents=True)
+        (tmp_path / run / "onnx" / Path(fp32.onnx_path).name).write_bytes(fp32.model_bytes)
+        built.append(onnx_model("mobilenet_v2", weights_path, 224, precision="int8"))
+    assert built[0].model_bytes == built[1].model_bytes
+    assert Path(built[0].onnx_path).name.endswith("-int8.onnx")
+    meta = onnx_metadata(built[0].model_bytes)
+    assert meta[META_PRECISION] == "int8" and meta[META_SHA256] == fp32.weights_sha256
+
+    write_sample_data(tmp_path / "photos", classes=4, per_class=4, seed=9)  # not the calibration images
+    batch = np.stack([decode(path.read_bytes(), 224, 10**8) for path in sorted((tmp_path / "photos").rglob("*.jpg"))])
+    batch = NETWORKS["mobilenet_v2"].normalise(batch)
+    full, quantized = _build_onnx(fp32.model_bytes, 1)(batch), _build_onnx(built[0].model_bytes, 1)(batch)
+    cosine = (full * quantized).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(quantized, axis=1)
+    assert cosine.min() > 0.85, cosine
+
+    # an int8 file is not an fp32 one
+    with pytest.raises(FruitlakeError, match=r"fruitlake.precision=int8; expected .*, fp32\)"):
+        onnx_model("mobilenet_v2", weights_path, 224, prebuilt=built[0].onnx_path)
+
+
+@pytest.mark.parametrize("engine", ["openvino", "keras"])
+def test_int8_runs_on_the_onnx_engine_only(engine):
+    from fruitlake.config import RunConfig
+
+    with pytest.raises(FruitlakeError, match="precision=int8 runs on the onnx engine"):
+        RunConfig("in", "out", precision="int8", engine=engine)
+    assert RunConfig("in", "out", precision="int8").engine == "onnx"

@@ -13,7 +13,7 @@ MODES = ("error", "overwrite", "incremental")
 PCA_CHOICES = ("reuse", "refit")  # what an incremental run does with a saved PCA
 MISSING_CHOICES = ("keep", "drop")  # what an incremental run does with rows whose file left INPUT
 ENGINES = ("onnx", "openvino", "keras")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 WEIGHTS_ENV = "FRUITLAKE_WEIGHTS"
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB; beyond that we refuse, not risk OOM
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # larger files are rejected unread (Spark's binaryFile stops at 2 GiB)
@@ -65,6 +65,8 @@ class RunConfig:
             raise FruitlakeError(f"engine={self.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
         if self.precision == "bf16" and self.engine != "openvino":
             raise FruitlakeError(f"precision=bf16 runs on the openvino engine, not {self.engine}")
+        if self.precision == "int8" and self.engine != "onnx":
+            raise FruitlakeError(f"precision=int8 runs on the onnx engine, not {self.engine}")
         if self.onnx is not None and self.engine == "keras":
             raise FruitlakeError("--onnx gives the onnx and openvino engines their model; --engine keras uses none")
         if self.pca not in PCA_CHOICES:

@@ -226,7 +226,8 @@ class NetworkHandle:
         if self._converted is None:
             job = self.job
             prebuilt = self._local.of(job.onnx) if job.onnx else None
-            self._converted = onnx_model(job.model, self.path, job.image_size, prebuilt)
+            quantized = "int8" if job.precision == "int8" else "fp32"  # bf16 is OpenVINO's, from the fp32 file
+            self._converted = onnx_model(job.model, self.path, job.image_size, prebuilt, quantized)
             self.onnx_file = job.onnx or self._converted.onnx_path
         return self._converted
 

@@ -209,7 +209,7 @@ def submit(
     client = aws.client(session, config, "emr")
     cluster = emr.active_cluster(client, config)  # or why there is none (a failed bootstrap, say)
     network = upload_network(aws.client(session, config, "s3"), config, run.weights, run.model, run.image_size,
-                             echo)
+                             echo, "int8" if run.precision == "int8" else "fp32")
     arguments = [run.input, run.output, *run_args, *network.run_args()]
     step = emr.step_request(config, config.s3_uri(JOB_KEY), arguments, f"fruitlake run {run.output}")
     step_id = emr.add_step(client, cluster["Id"], step)

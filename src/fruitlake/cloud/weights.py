@@ -65,14 +65,15 @@ def _upload(s3, bucket: str, key: str, path: Path, echo) -> None:
         s3.upload_file(str(path), bucket, key)
 
 
-def upload_network(s3, config: CloudConfig, weights: str, model: str, image_size: int, echo=print) -> UploadedNetwork:
+def upload_network(s3, config: CloudConfig, weights: str, model: str, image_size: int, echo=print,
+                   precision: str = "fp32") -> UploadedNetwork:
     """Convert the weights to ONNX on this machine (cached by their sha256) and put both in the bucket.
 
     Weights already in the bucket stay where they are; others go to weights/<sha256 prefix>/, the ONNX file
     beside them. Files already uploaded with the same size are not sent again.
     """
     try:
-        converted = onnx_model(model, _local_weights(s3, weights), image_size)
+        converted = onnx_model(model, _local_weights(s3, weights), image_size, precision=precision)
     except ModuleNotFoundError as exc:
         raise FruitlakeError(
             f"converting the weights to ONNX needs {exc.name}, which this machine lacks: "
