@@ -206,3 +206,12 @@ def uploads(wheel: Path, wheelhouse: Wheelhouse) -> dict[str, Path | bytes]:
 
 def bootstrap_args(bucket: str, wheel: Path, wheelhouse: Wheelhouse) -> list[str]:
     return [f"s3://{bucket}/{wheel_key(wheel)}", f"s3://{bucket}/{wheelhouse.prefix}"]
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """Where the uploaded code is, as RunJobFlow and the steps name it."""
+
+    bootstrap: str  # s3:// URI of bootstrap.sh
+    bootstrap_args: list[str]  # the wheel's and the wheelhouse's URIs
+    job: str  # s3:// URI of fruitlake_job.py

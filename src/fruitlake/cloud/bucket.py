@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fruitlake import FruitlakeError
-from fruitlake.cloud.artifacts import BOOTSTRAP_KEY, JOB_KEY, Wheelhouse, bootstrap_args, uploads
+from fruitlake.cloud.artifacts import BOOTSTRAP_KEY, JOB_KEY, Uploaded, Wheelhouse, bootstrap_args, uploads
 from fruitlake.cloud.aws import error_code, project_tags, tag_list
 from fruitlake.cloud.config import PROJECT_TAG, CloudConfig
 
@@ -170,7 +170,7 @@ def ensure_bucket(s3, config: CloudConfig) -> BucketState:
     return BucketState(created=not exists, kms=False)
 
 
-def upload_artifacts(s3, config: CloudConfig, wheel: Path, wheelhouse: Wheelhouse) -> dict[str, str]:
+def upload_artifacts(s3, config: CloudConfig, wheel: Path, wheelhouse: Wheelhouse) -> Uploaded:
     """Upload the wheel, its wheelhouse, the bootstrap and job scripts; returns the s3:// URIs EMR is given.
 
     A wheelhouse folder is named by its content's key, so a wheel already there with the same size is kept.
@@ -183,11 +183,7 @@ def upload_artifacts(s3, config: CloudConfig, wheel: Path, wheelhouse: Wheelhous
             s3.put_object(Bucket=bucket, Key=key, Body=source)
         elif present.get(key) != source.stat().st_size:
             s3.upload_file(str(source), bucket, key)
-    return {
-        "bootstrap": config.s3_uri(BOOTSTRAP_KEY),
-        "bootstrap_args": bootstrap_args(bucket, wheel, wheelhouse),
-        "job": config.s3_uri(JOB_KEY),
-    }
+    return Uploaded(config.s3_uri(BOOTSTRAP_KEY), bootstrap_args(bucket, wheel, wheelhouse), config.s3_uri(JOB_KEY))
 
 
 def empty_and_delete_bucket(s3, bucket: str) -> int:

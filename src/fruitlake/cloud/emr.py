@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from fruitlake import FruitlakeError
-from fruitlake.cloud.artifacts import LOGS_PREFIX, VENV_PYTHON
+from fruitlake.cloud.artifacts import LOGS_PREFIX, VENV_PYTHON, Uploaded
 from fruitlake.cloud.aws import error_code, tag_list
 from fruitlake.cloud.config import (
     BUCKET_TAG,
@@ -113,7 +113,7 @@ def instance_fleets(config: CloudConfig) -> list[dict]:
 
 
 def run_job_flow_request(
-    config: CloudConfig, uris: dict[str, str], roles: Roles, subnet: Subnet, cost: Estimate
+    config: CloudConfig, uploaded: Uploaded, roles: Roles, subnet: Subnet, cost: Estimate
 ) -> dict:
     return {
         "Name": config.name,
@@ -129,7 +129,7 @@ def run_job_flow_request(
         "BootstrapActions": [
             {
                 "Name": "fruitlake venv",
-                "ScriptBootstrapAction": {"Path": uris["bootstrap"], "Args": uris["bootstrap_args"]},
+                "ScriptBootstrapAction": {"Path": uploaded.bootstrap, "Args": uploaded.bootstrap_args},
             }
         ],
         "Configurations": spark_python_configurations(),

@@ -142,7 +142,7 @@ def up(
     state = bucket.ensure_bucket(s3, config)
     if state.created:
         echo(f"created bucket s3://{config.bucket_name}")
-    uris = bucket.upload_artifacts(s3, config, wheel_path, wheelhouse)
+    uploaded = bucket.upload_artifacts(s3, config, wheel_path, wheelhouse)
     echo(f"uploaded {wheel_path.name}, its wheelhouse ({len(wheelhouse.files())} files, "
          f"{wheelhouse.megabytes:.0f} MB), bootstrap.sh and fruitlake_job.py to {config.s3_uri('code/')}")
     roles = iam.ensure_roles(aws.client(session, config, "iam"), config, kms=state.kms)
@@ -153,7 +153,7 @@ def up(
     network.tag_for_emr(ec2, subnet)
     for group_id, name in subnet.untagged_groups:
         echo(f"tagged security group {group_id} ({name}) for AmazonEMRServicePolicy_v2")
-    request = emr.run_job_flow_request(config, uris, roles, subnet, cost)
+    request = emr.run_job_flow_request(config, uploaded, roles, subnet, cost)
     emr_client = aws.client(session, config, "emr")
     cluster_id, created = emr.ensure_cluster(emr_client, config, request, retry_seconds, echo)
     echo(f"{'started' if created else 'reusing'} cluster {cluster_id} ({config.name}, {config.region})")
