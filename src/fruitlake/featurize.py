@@ -85,6 +85,13 @@ def _build_onnx(model_bytes: bytes, threads: int) -> Engine:
     return run
 
 
+def require_bf16(precision: str) -> None:
+    """The driver's refusal of --precision bf16 on a CPU without bf16, before anything is written."""
+    if precision == "bf16" and not cpu_supports_bf16():
+        raise FruitlakeError("--precision bf16 needs a CPU with bf16 support (AVX512_BF16 or AMX, e.g. EC2 "
+                             "m7i/c7i/r7i); this one has none: run without it")
+
+
 def cpu_supports_bf16() -> bool:
     import openvino as ov
 
@@ -222,9 +229,7 @@ class EngineOptions(Protocol):
 
 def make_spec(spark: SparkSession, payload, options: EngineOptions) -> EngineSpec:
     """Driver side: broadcast the payload (ONNX bytes, or Keras weights) once; the spec carries its id."""
-    if options.precision == "bf16" and not cpu_supports_bf16():
-        raise FruitlakeError("--precision bf16 needs a CPU with bf16 support (AVX512_BF16 or AMX, e.g. EC2 "
-                             "m7i/c7i/r7i); this one has none: run without it")
+    require_bf16(options.precision)
     return EngineSpec(
         key=uuid.uuid4().hex,
         engine=options.engine,

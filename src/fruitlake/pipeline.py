@@ -28,9 +28,9 @@ from fruitlake.featurize import (
     FEATURES_SCHEMA,
     PASSTHROUGH,
     EngineSpec,
-    cpu_supports_bf16,
     featurize,
     make_spec,
+    require_bf16,
 )
 from fruitlake.images import EMPTY_FILE
 from fruitlake.lock import OutputLock
@@ -256,9 +256,7 @@ def _check_network(job: Job, spark: SparkSession, store: Store | None) -> Networ
         )
     if store is not None:
         require_meta(store, network.meta)
-    if job.precision == "bf16" and not cpu_supports_bf16():
-        raise FruitlakeError("--precision bf16 needs a CPU with bf16 support (AVX512_BF16 or AMX, e.g. EC2 "
-                             "m7i/c7i/r7i); this one has none: run without it")
+    require_bf16(job.precision)
     known = job.expected_sha256 is not None or (store is not None and store.read_meta() is not None)
     if not known:
         network.check()  # before anything is written
