@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake import FruitlakeError, storage
+from fruitlake import FruitlakeError, fs
 from fruitlake.inventory import IMAGE_EXTENSIONS, Inventory, image_glob, take_inventory
 from fruitlake.safety import escape_glob, redact
 
@@ -88,7 +88,7 @@ def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = Non
     if not frames:
         frames.append(spark.createDataFrame([], SCHEMA))
     frame = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
-    return _describe(frame, storage.qualify(spark, uri).rstrip("/"))
+    return _describe(frame, fs.qualify(spark, uri).rstrip("/"))
 
 
 def _same_uri(uri):
@@ -152,9 +152,9 @@ def size_partitions(spark: SparkSession, count: int, total_bytes: int) -> int:
 
 def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Discovered:
     """The images under INPUT (`uri`); `avoid`: locations no symbolic link may lead into (OUTPUT)."""
-    if not storage.exists(spark, uri):
+    if not fs.exists(spark, uri):
         raise FruitlakeError(f"INPUT {uri!r} does not exist")
-    if not storage.is_dir(spark, uri):
+    if not fs.is_dir(spark, uri):
         raise FruitlakeError(f"INPUT {uri!r} is not a folder of images")
     inventory = take_inventory(spark, uri, avoid)
     images = read_images(spark, uri, inventory)
@@ -164,7 +164,7 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
     spark.conf.set("spark.sql.files.minPartitionNum", str(spark.sparkContext.defaultParallelism))
     stats = images.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
     scanned, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
-    empty, n_empty = _empty_files(spark, images, scanned, storage.qualify(spark, uri).rstrip("/"))
+    empty, n_empty = _empty_files(spark, images, scanned, fs.qualify(spark, uri).rstrip("/"))
     count = scanned + n_empty
     if inventory.skipped:
         log.warning("%s under INPUT %s (listed in the manifest's files_skipped)", inventory.summary(), redact(uri))

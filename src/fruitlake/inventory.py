@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
 
-from fruitlake import storage
+from fruitlake import fs
 from fruitlake.safety import redact
 
 # Read by name (any case); the decoder (images.py) takes JPEG, PNG, GIF, BMP and WebP content.
@@ -79,9 +79,9 @@ class Inventory:
 
 def take_inventory(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Inventory:
     """Walk INPUT (`uri`); `avoid`: locations no link may lead into (OUTPUT)."""
-    qualified = storage.qualify(spark, uri)
+    qualified = fs.qualify(spark, uri)
     if qualified.startswith("file:"):
-        avoided = [os.path.realpath(local_path(storage.qualify(spark, place))) for place in avoid]
+        avoided = [os.path.realpath(local_path(fs.qualify(spark, place))) for place in avoid]
         return _LocalWalk(local_path(qualified), avoided).run()
     return _remote_inventory(spark, qualified)
 

@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
-from fruitlake import FruitlakeError, storage
+from fruitlake import FruitlakeError, fs
 from fruitlake.safety import redact
 
 log = logging.getLogger(__name__)
@@ -66,17 +66,17 @@ class OutputLock:
 
     def __init__(self, spark: SparkSession, output: str) -> None:
         self.spark, self.output = spark, output.rstrip("/")
-        self.uri = storage.join(self.output, LOCK)
+        self.uri = fs.join(self.output, LOCK)
         self.owner = Owner.me()
         self._made_output = False
 
     def __enter__(self) -> OutputLock:
-        self._made_output = not storage.exists(self.spark, self.output)
+        self._made_output = not fs.exists(self.spark, self.output)
         held = self._read()
         if held is not None and held.gone():
             log.warning("taking over the lock of a run that is gone (pid %d on this host, since %s)",
                         held.pid, held.started_utc)
-            storage.delete(self.spark, self.uri)
+            fs.delete(self.spark, self.uri)
             held = None
         if held is None and self._create():
             return self
@@ -85,21 +85,21 @@ class OutputLock:
     def __exit__(self, *_) -> None:
         held = self._read()
         if held is not None and held.token == self.owner.token:
-            storage.delete(self.spark, self.uri)
-        if self._made_output and not storage.list_names(self.spark, self.output):
-            storage.delete(self.spark, self.output)  # a run refused before writing leaves no empty folder behind
+            fs.delete(self.spark, self.uri)
+        if self._made_output and not fs.list_names(self.spark, self.output):
+            fs.delete(self.spark, self.output)  # a run refused before writing leaves no empty folder behind
 
     def _read(self) -> Owner | None:
-        if not storage.exists(self.spark, self.uri):
+        if not fs.exists(self.spark, self.uri):
             return None
         try:
-            return Owner(**json.loads(storage.read_bytes(self.spark, self.uri)))
+            return Owner(**json.loads(fs.read_bytes(self.spark, self.uri)))
         except (ValueError, TypeError):  # half-written or foreign: treat as held by someone unknown
             return Owner("?", -1, "?", "?")
 
     def _create(self) -> bool:
         body = json.dumps(asdict(self.owner)).encode()
-        local = _local_path(storage.qualify(self.spark, self.uri))
+        local = _local_path(fs.qualify(self.spark, self.uri))
         if local is not None:
             os.makedirs(os.path.dirname(local), exist_ok=True)
             try:
@@ -113,7 +113,7 @@ class OutputLock:
                 os.unlink(local)
                 raise
             return True
-        if not storage.create_new(self.spark, self.uri, body):
+        if not fs.create_new(self.spark, self.uri, body):
             return False
         time.sleep(SETTLE_SECONDS)
         held = self._read()

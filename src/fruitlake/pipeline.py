@@ -21,7 +21,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake import FruitlakeError, __version__, s3, storage
+from fruitlake import FruitlakeError, __version__, fs, s3
 from fruitlake.config import ProjectConfig, RunConfig
 from fruitlake.discover import Discovered, batch_starts, discover, in_range, select_files, size_partitions
 from fruitlake.featurize import (
@@ -35,13 +35,7 @@ from fruitlake.featurize import (
 from fruitlake.images import EMPTY_FILE
 from fruitlake.lock import OutputLock
 from fruitlake.models import NETWORKS, OnnxModel, load_network, onnx_model, resolve_weights, sha256_of
-from fruitlake.progress import Progress
-from fruitlake.reduce import fit, transform
-from fruitlake.report import build_report
-from fruitlake.safety import check_separate, redact, redact_tree
-from fruitlake.session import executor_count, spark_session
-from fruitlake.store import Store, StoreMeta, missing, pending, require_meta
-from fruitlake.write import (
+from fruitlake.output import (
     FEATURES,
     MANIFEST,
     PCA_CSV,
@@ -62,6 +56,12 @@ from fruitlake.write import (
     write_model,
     write_rejects,
 )
+from fruitlake.progress import Progress
+from fruitlake.reduce import fit, transform
+from fruitlake.report import build_report
+from fruitlake.safety import check_separate, redact, redact_tree
+from fruitlake.session import executor_count, spark_session
+from fruitlake.store import Store, StoreMeta, missing, pending, require_meta
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +176,10 @@ def _start(master: str | None, spark: SparkSession | None, make_job: Callable[[S
 def _project_job(config: ProjectConfig, spark: SparkSession) -> Job:
     source = config.model_run.rstrip("/")
     shown = redact(source)
-    if not storage.exists(spark, storage.join(source, MANIFEST)):
+    if not fs.exists(spark, fs.join(source, MANIFEST)):
         raise FruitlakeError(f"--model {shown!r} is not the OUTPUT of a finished fruitlake run (no manifest)")
-    manifest = read_json(spark, storage.join(source, MANIFEST))
-    if manifest.get("command", "run") != "run" or not storage.exists(spark, storage.join(source, PCA_MODEL)):
+    manifest = read_json(spark, fs.join(source, MANIFEST))
+    if manifest.get("command", "run") != "run" or not fs.exists(spark, fs.join(source, PCA_MODEL)):
         raise FruitlakeError(
             f"--model {shown!r} holds no fitted PCA ({PCA_MODEL}/): give the OUTPUT of `fruitlake run`"
         )
@@ -203,9 +203,9 @@ class NetworkHandle:
 
     def __init__(self, job: Job, spark: SparkSession) -> None:
         self.job = job
-        self._local = storage.LocalCopies(spark)
+        self._local = fs.LocalCopies(spark)
         self.path = str(resolve_weights(NETWORKS[job.model], self._local.of(job.weights)))
-        self.source = job.weights if storage.is_remote(job.weights) else self.path  # what the manifest shows
+        self.source = job.weights if fs.is_remote(job.weights) else self.path  # what the manifest shows
         self.sha256 = sha256_of(self.path)
         self.meta = StoreMeta(job.model, job.image_size, self.sha256, job.precision)
         self.onnx_file: str | None = None  # the ONNX file the engine was made from (not for keras)
@@ -265,9 +265,9 @@ def _check_network(job: Job, spark: SparkSession, store: Store | None) -> Networ
 
 def _plan_pca(job: Job, spark: SparkSession, output: str, previous: dict | None) -> PcaPlan:
     if job.command == "project-images":
-        return PcaPlan("project", storage.join(job.model_run, PCA_MODEL), job.model_run_manifest)
-    saved = storage.join(output, PCA_MODEL)
-    if previous is None or not storage.exists(spark, saved):
+        return PcaPlan("project", fs.join(job.model_run, PCA_MODEL), job.model_run_manifest)
+    saved = fs.join(output, PCA_MODEL)
+    if previous is None or not fs.exists(spark, saved):
         return PcaPlan("fit")
     if job.pca == "refit":
         return PcaPlan("refit")
@@ -380,7 +380,7 @@ def _reduce(job: Job, plan: PcaPlan, good: DataFrame, images_ok: int) -> tuple[P
 def _publish(spark: SparkSession, output: str, plan: PcaPlan, stored: DataFrame, model: PipelineModel,
              k: int) -> None:
     reduced = transform(model, stored.where(F.col("error").isNull()).drop("error"))
-    staged_features = storage.join(output, PUBLISH, FEATURES)
+    staged_features = fs.join(output, PUBLISH, FEATURES)
     writers = {  # in this order: the PCA is computed once, and the CSV reads the few columns it needs back
         FEATURES: lambda uri: write_features(reduced, uri),
         PCA_CSV: lambda uri: write_csv(spark.read.parquet(staged_features), uri, k),
@@ -408,9 +408,9 @@ class Checked:
 
 def _check_locations(job: Job, spark: SparkSession) -> None:
     """INPUT, OUTPUT (and --model) apart from each other, before the lock puts anything in OUTPUT."""
-    locations = {"INPUT": storage.qualify(spark, job.input), "OUTPUT": storage.qualify(spark, job.output)}
+    locations = {"INPUT": fs.qualify(spark, job.input), "OUTPUT": fs.qualify(spark, job.output)}
     if job.model_run:
-        locations["--model"] = storage.qualify(spark, job.model_run)
+        locations["--model"] = fs.qualify(spark, job.model_run)
     check_separate(locations)
 
 
@@ -509,7 +509,7 @@ def _execute_locked(job: Job, spark: SparkSession, timer: StageTimer, started: f
         up_to_date = (  # an incremental run that found nothing to do rewrites nothing but the manifest
             not images_new and not dropping and previous is not None and previous.get("store_batch") == batch
             and _same_pca(job, plan, previous)
-            and all(storage.exists(spark, storage.join(output, name)) for name in published)
+            and all(fs.exists(spark, fs.join(output, name)) for name in published)
         )
         if up_to_date:
             pca = {key: previous.get(key) for key in PCA_FACTS}
@@ -569,8 +569,8 @@ def _execute_locked(job: Job, spark: SparkSession, timer: StageTimer, started: f
         "versions": versions(spark),
         "config": job.config,
     })
-    write_json(spark, storage.join(output, MANIFEST), manifest)  # last: its presence means the run finished
-    storage.delete(spark, storage.join(output, REPLACED))  # the previous run of an overwrite, no longer needed
+    write_json(spark, fs.join(output, MANIFEST), manifest)  # last: its presence means the run finished
+    fs.delete(spark, fs.join(output, REPLACED))  # the previous run of an overwrite, no longer needed
     if job.command == "run":
         with progress.stage("report", spark) as shown:
             shown.note(build_report(spark, output, manifest)["summary"])

@@ -1,7 +1,7 @@
 """A finished OUTPUT -> report.html (self-contained: plots as data URIs), report.json and report/*.png.
 
 The plots are plain functions returning matplotlib Figures (Agg, no pyplot state), so the notebook shows the
-same ones inline. Results are read through Spark (Parquet, CSV, the storage helper), so OUTPUT may be local or
+same ones inline. Results are read through Spark (Parquet, CSV, fruitlake.fs), so OUTPUT may be local or
 on S3; only the columns the report needs reach the driver.
 """
 
@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from fruitlake import FruitlakeError, storage
+from fruitlake import FruitlakeError, fs
+from fruitlake.output import CSV_OPTIONS, FEATURES, MANIFEST, REJECTS, read_json, write_json
 from fruitlake.safety import redact, redact_tree
-from fruitlake.write import CSV_OPTIONS, FEATURES, MANIFEST, REJECTS, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,15 @@ class Results:
 def load_results(spark, output: str, manifest: dict | None = None) -> Results:
     output = output.rstrip("/")
     if manifest is None:
-        manifest_uri = storage.join(output, MANIFEST)
-        if not storage.exists(spark, manifest_uri):
+        manifest_uri = fs.join(output, MANIFEST)
+        if not fs.exists(spark, manifest_uri):
             raise FruitlakeError(
                 f"{output!r} has no {MANIFEST}: is it the OUTPUT of a finished `fruitlake run`?"
             )
         manifest = read_json(spark, manifest_uri)
     from pyspark.sql import functions as F
 
-    features = spark.read.parquet(storage.join(output, FEATURES))
+    features = spark.read.parquet(fs.join(output, FEATURES))
     decoded = int(manifest.get("images_ok") or features.count())
     rows = features
     if decoded > MAX_REPORT_ROWS:
@@ -80,9 +80,9 @@ def load_results(spark, output: str, manifest: dict | None = None) -> Results:
     split = F.coalesce(F.col("split"), F.lit("")).alias("split")
     counted = features.groupBy(F.coalesce(F.col("label"), F.lit("")).alias("label"), split).count().toPandas()
     rejects, reasons = pd.DataFrame({"path": [], "reason": []}), {}
-    if storage.exists(spark, storage.join(output, REJECTS)):
+    if fs.exists(spark, fs.join(output, REJECTS)):
         listed = spark.read.options(**CSV_OPTIONS).schema("path string, reason string").csv(
-            storage.join(output, REJECTS))
+            fs.join(output, REJECTS))
         rejects = listed.orderBy("path").limit(REJECTS_LISTED).toPandas()
         # The kind of reason is the text before the first colon: details differ per file.
         kind = F.coalesce(F.substring_index("reason", ":", 1), F.lit("unknown")).alias("kind")
@@ -119,7 +119,7 @@ def read_thumbnails(
     thumbnails = {}
     for label in sorted(first_paths)[:MAX_THUMBNAILS]:
         try:
-            with Image.open(io.BytesIO(storage.read_bytes(spark, first_paths[label]))) as image:
+            with Image.open(io.BytesIO(fs.read_bytes(spark, first_paths[label]))) as image:
                 image = ImageOps.exif_transpose(image).convert("RGB")
                 image.thumbnail((pixels, pixels))
                 thumbnails[label] = np.asarray(image)
@@ -590,10 +590,10 @@ def build_report(spark, output: str, manifest: dict | None = None) -> dict:
         figures["confusion"] = plot_confusion(probe)
     plots = {name: png_bytes(figure) for name, figure in figures.items()}
 
-    folder = storage.join(output, REPORT_DIR)
-    storage.delete(spark, folder)  # no plot of an earlier report may linger beside this one
+    folder = fs.join(output, REPORT_DIR)
+    fs.delete(spark, folder)  # no plot of an earlier report may linger beside this one
     for name, png in plots.items():
-        storage.write_bytes(spark, storage.join(folder, f"{name}.png"), png)
+        fs.write_bytes(spark, fs.join(folder, f"{name}.png"), png)
 
     curve = manifest["explained_variance_curve"]
     curve_at_k = curve[manifest["k"] - 1] if len(curve) >= manifest["k"] else None
@@ -626,7 +626,7 @@ def build_report(spark, output: str, manifest: dict | None = None) -> dict:
     rejects = results.rejects.assign(path=lambda f: f["path"].map(redact), reason=lambda f: f["reason"].map(redact))
     page = render_html(report, manifest, plots, rejects)
     report["seconds"] = round(time.perf_counter() - started, 3)
-    write_json(spark, storage.join(output, REPORT_JSON), report)
-    storage.write_bytes(spark, storage.join(output, REPORT_HTML), page.encode("utf-8"))
-    log.info("report: %s -> %s", summary, storage.join(output, REPORT_HTML))
+    write_json(spark, fs.join(output, REPORT_JSON), report)
+    fs.write_bytes(spark, fs.join(output, REPORT_HTML), page.encode("utf-8"))
+    log.info("report: %s -> %s", summary, fs.join(output, REPORT_HTML))
     return report

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from fruitlake import FruitlakeError, storage
+from fruitlake import FruitlakeError, fs
 from fruitlake.featurize import FEATURES_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -52,18 +52,18 @@ class StoreMeta:
 class Store:
     def __init__(self, spark: SparkSession, output: str) -> None:
         self.spark = spark
-        self.uri = storage.join(output.rstrip("/"), STORE)
+        self.uri = fs.join(output.rstrip("/"), STORE)
 
     def _batch_uri(self, number: int) -> str:
-        return storage.join(self.uri, f"{BATCH_PREFIX}{number:06d}")
+        return fs.join(self.uri, f"{BATCH_PREFIX}{number:06d}")
 
     def _numbers(self) -> dict[int, bool]:
         """Every batch folder -> whether it is committed."""
         found = {}
-        for name in storage.list_names(self.spark, self.uri):
+        for name in fs.list_names(self.spark, self.uri):
             if name.startswith(BATCH_PREFIX) and name[len(BATCH_PREFIX):].isdigit():
                 number = int(name[len(BATCH_PREFIX):])
-                found[number] = storage.exists(self.spark, storage.join(self._batch_uri(number), SUCCESS))
+                found[number] = fs.exists(self.spark, fs.join(self._batch_uri(number), SUCCESS))
         return found
 
     def batches(self) -> list[int]:
@@ -71,30 +71,30 @@ class Store:
         return sorted(number for number, committed in self._numbers().items() if committed)
 
     def exists(self) -> bool:
-        return storage.exists(self.spark, self.uri)
+        return fs.exists(self.spark, self.uri)
 
     def read_meta(self) -> StoreMeta | None:
-        uri = storage.join(self.uri, META)
-        if not storage.exists(self.spark, uri):
+        uri = fs.join(self.uri, META)
+        if not fs.exists(self.spark, uri):
             return None
-        return StoreMeta(**json.loads(storage.read_bytes(self.spark, uri).decode("utf-8")))
+        return StoreMeta(**json.loads(fs.read_bytes(self.spark, uri).decode("utf-8")))
 
     def write_meta(self, meta: StoreMeta) -> None:
         body = json.dumps(meta.__dict__, indent=2) + "\n"
-        storage.write_bytes(self.spark, storage.join(self.uri, META), body.encode("utf-8"))
+        fs.write_bytes(self.spark, fs.join(self.uri, META), body.encode("utf-8"))
 
     def clean(self) -> int:
         """Delete batches a killed run left uncommitted; returns how many."""
         stale = [number for number, committed in self._numbers().items() if not committed]
         for number in stale:
             log.info("deleting uncommitted store batch %d", number)
-            storage.delete(self.spark, self._batch_uri(number))
+            fs.delete(self.spark, self._batch_uri(number))
         return len(stale)
 
     def drop(self, number: int) -> None:
         # _SUCCESS first: if killed half-way, what is left is an uncommitted batch, not half a committed one.
-        storage.delete(self.spark, storage.join(self._batch_uri(number), SUCCESS))
-        storage.delete(self.spark, self._batch_uri(number))
+        fs.delete(self.spark, fs.join(self._batch_uri(number), SUCCESS))
+        fs.delete(self.spark, self._batch_uri(number))
 
     def append(self, rows: DataFrame) -> int:
         """Commit `rows` (FEATURES_SCHEMA) as the next batch; all of it or, if interrupted, none of it."""

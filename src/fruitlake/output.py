@@ -16,7 +16,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake import FruitlakeError, storage
+from fruitlake import FruitlakeError, fs
 from fruitlake.lock import LOCK
 from fruitlake.reduce import pc_columns
 from fruitlake.safety import redact
@@ -53,9 +53,9 @@ class OutputState:
 def inspect_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
     """What OUTPUT holds and whether `mode` may write there. Reads only: a refusal leaves OUTPUT untouched."""
     shown = redact(uri)
-    if storage.exists(spark, uri) and not storage.is_dir(spark, uri):
+    if fs.exists(spark, uri) and not fs.is_dir(spark, uri):
         raise FruitlakeError(f"OUTPUT {shown!r} exists and is a file, not a folder")
-    names = [name for name in storage.list_names(spark, uri) if name != LOCK]  # the lock is this run's own
+    names = [name for name in fs.list_names(spark, uri) if name != LOCK]  # the lock is this run's own
     ours = MANIFEST in names or STORE in names or all(n in KNOWN_NAMES or n.startswith(".") for n in names)
     if names and mode == "error":
         if STORE in names and MANIFEST not in names:
@@ -73,40 +73,40 @@ def inspect_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
             f"OUTPUT {shown!r} is not empty and holds no fruitlake results (no {MANIFEST} or {STORE}); "
             f"refusing to {'delete' if mode == 'overwrite' else 'write into'} it"
         )
-    manifest = read_json(spark, storage.join(uri, MANIFEST)) if MANIFEST in names else None
+    manifest = read_json(spark, fs.join(uri, MANIFEST)) if MANIFEST in names else None
     return OutputState(names, manifest)
 
 
 def clear_output(spark: SparkSession, uri: str) -> None:
     """Delete OUTPUT; under a run's lock (`lock.py`), everything but the lock."""
     log.info("overwriting %s", redact(uri))
-    names = storage.list_names(spark, uri)
+    names = fs.list_names(spark, uri)
     if LOCK not in names:
-        storage.delete(spark, uri)
+        fs.delete(spark, uri)
         return
     for name in names:
         if name != LOCK:
-            storage.delete(spark, storage.join(uri, name))
+            fs.delete(spark, fs.join(uri, name))
 
 
 def set_aside(spark: SparkSession, uri: str) -> None:
     """--mode overwrite: move the previous run under OUTPUT/_replaced, so a run refused late can put it back."""
-    aside = storage.join(uri, REPLACED)
-    storage.delete(spark, aside)  # left by an overwrite that was killed: the user asked to replace it
-    for name in storage.list_names(spark, uri):
+    aside = fs.join(uri, REPLACED)
+    fs.delete(spark, aside)  # left by an overwrite that was killed: the user asked to replace it
+    for name in fs.list_names(spark, uri):
         if name not in (LOCK, REPLACED):
-            storage.rename(spark, storage.join(uri, name), storage.join(aside, name))
+            fs.rename(spark, fs.join(uri, name), fs.join(aside, name))
 
 
 def put_back(spark: SparkSession, uri: str) -> None:
     """Undo `set_aside`: drop what this run wrote and return the previous run to its place."""
-    aside = storage.join(uri, REPLACED)
-    for name in storage.list_names(spark, uri):
+    aside = fs.join(uri, REPLACED)
+    for name in fs.list_names(spark, uri):
         if name not in (LOCK, REPLACED):
-            storage.delete(spark, storage.join(uri, name))
-    for name in storage.list_names(spark, aside):
-        storage.rename(spark, storage.join(aside, name), storage.join(uri, name))
-    storage.delete(spark, aside)
+            fs.delete(spark, fs.join(uri, name))
+    for name in fs.list_names(spark, aside):
+        fs.rename(spark, fs.join(aside, name), fs.join(uri, name))
+    fs.delete(spark, aside)
 
 
 def prepare_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
@@ -142,25 +142,25 @@ def publish(spark: SparkSession, output: str, writers: dict[str, Callable[[str],
     briefly absent) and the manifest still names the old store batch, so the next incremental run publishes
     again.
     """
-    staging, retired = storage.join(output, PUBLISH), storage.join(output, RETIRED)
-    storage.delete(spark, staging)
+    staging, retired = fs.join(output, PUBLISH), fs.join(output, RETIRED)
+    fs.delete(spark, staging)
     for name, write in writers.items():
         started = time.perf_counter()
-        write(storage.join(staging, name))
+        write(fs.join(staging, name))
         log.info("wrote %s in %.1f s", name, time.perf_counter() - started)
-    storage.delete(spark, retired)
+    fs.delete(spark, retired)
     for name in writers:
-        target = storage.join(output, name)
-        if storage.exists(spark, target):
-            storage.rename(spark, target, storage.join(retired, name))
-        storage.rename(spark, storage.join(staging, name), target)
-    storage.delete(spark, retired)
-    storage.delete(spark, staging)
+        target = fs.join(output, name)
+        if fs.exists(spark, target):
+            fs.rename(spark, target, fs.join(retired, name))
+        fs.rename(spark, fs.join(staging, name), target)
+    fs.delete(spark, retired)
+    fs.delete(spark, staging)
 
 
 def write_json(spark: SparkSession, uri: str, document: dict) -> None:
-    storage.write_bytes(spark, uri, (json.dumps(document, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+    fs.write_bytes(spark, uri, (json.dumps(document, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
 def read_json(spark: SparkSession, uri: str) -> dict:
-    return json.loads(storage.read_bytes(spark, uri).decode("utf-8"))
+    return json.loads(fs.read_bytes(spark, uri).decode("utf-8"))

@@ -1,7 +1,7 @@
 import pytest
 
 from fruitlake import FruitlakeError
-from fruitlake.write import inspect_output, prepare_output, publish
+from fruitlake.output import inspect_output, prepare_output, publish
 
 
 def parquet_writer(spark, values):
