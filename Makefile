@@ -58,6 +58,7 @@ browser:
 
 lint: install
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build out data .pytest_cache

@@ -27,6 +27,19 @@ def read_manifest(output: Path) -> dict:
     return json.loads((Path(output) / "manifest.json").read_text())
 
 
+def run(config, **options) -> dict:
+    """`fruitlake.pipeline.run`, its manifest as manifest.json holds it: the schema the tests check."""
+    from fruitlake.pipeline import run as run_pipeline
+
+    return run_pipeline(config, **options).to_json()
+
+
+def project(config, **options) -> dict:
+    from fruitlake.pipeline import project as project_pipeline
+
+    return project_pipeline(config, **options).to_json()
+
+
 def run_process(command: list[str], env: dict[str, str], timeout: float = 900,
                 cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run a command in its own process group; on timeout the whole group (JVMs included) is killed."""

@@ -332,14 +332,20 @@ def test_submit_converts_here_uploads_both_files_and_adds_a_spark_submit_step(se
         Bucket=BUCKET, Prefix=prefix)["Contents"])
     [onnx_key] = [key for key in uploaded if key.endswith(".onnx")]
     assert uploaded == sorted([prefix + Path(weights_path).name, onnx_key])
-    assert step["Config"]["Args"] == [
+    *command, serialized = step["Config"]["Args"]
+    assert command == [
         "spark-submit", "--deploy-mode", "client", "--master", "yarn",
         "--conf", f"spark.pyspark.python={VENV_PYTHON}",
         "--conf", f"spark.pyspark.driver.python={VENV_PYTHON}",
-        f"s3://{BUCKET}/code/fruitlake_job.py",
-        "run", f"s3://{BUCKET}/images", f"s3://{BUCKET}/results/run1", "--k", "20",
-        "--weights", f"s3://{BUCKET}/{prefix}{Path(weights_path).name}", "--onnx", f"s3://{BUCKET}/{onnx_key}",
+        f"s3://{BUCKET}/code/fruitlake_job.py", "--config",
     ]
+    # the run as checked here, with the uploaded network: nothing is parsed again on the cluster
+    from fruitlake.config import RunConfig, from_json
+
+    assert from_json(serialized) == RunConfig(
+        f"s3://{BUCKET}/images", f"s3://{BUCKET}/results/run1", k=20,
+        weights=f"s3://{BUCKET}/{prefix}{Path(weights_path).name}", onnx=f"s3://{BUCKET}/{onnx_key}",
+    )
     assert f"added step {step['Id']} to cluster {cluster_id}" in capsys.readouterr().out
 
     # the uploaded ONNX file says which weights it was made from: what the cluster's driver checks
@@ -354,8 +360,9 @@ def test_submit_converts_here_uploads_both_files_and_adds_a_spark_submit_step(se
           "--weights", f"s3://{BUCKET}/{prefix}{Path(weights_path).name}", "--no-wait"])
     assert sent == []
     newest = session.client("emr").list_steps(ClusterId=cluster_id)["Steps"][0]["Config"]["Args"]
-    assert newest[-4:] == ["--weights", f"s3://{BUCKET}/{prefix}{Path(weights_path).name}",
-                           "--onnx", f"s3://{BUCKET}/{onnx_key}"]
+    again = from_json(newest[-1])
+    assert (again.weights, again.onnx) == (f"s3://{BUCKET}/{prefix}{Path(weights_path).name}",
+                                           f"s3://{BUCKET}/{onnx_key}")
 
 
 @pytest.mark.parametrize(
@@ -574,6 +581,19 @@ def test_a_bucket_in_another_region_is_refused(session):
         Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
     with pytest.raises(FruitlakeError, match="is in eu-central-1, not eu-west-1"):
         bucket.ensure_bucket(session.client("s3"), config())
+
+
+def test_a_legacy_eu_bucket_is_in_eu_west_1(session):
+    """S3 answers GetBucketLocation with "EU" for buckets made with that legacy constraint (moto never does)."""
+    s3 = session.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+
+    def legacy(parsed, **_):
+        parsed["LocationConstraint"] = "EU"
+
+    s3.meta.events.register("after-call.s3.GetBucketLocation", legacy)
+    assert s3.get_bucket_location(Bucket=BUCKET)["LocationConstraint"] == "EU"
+    assert bucket.bucket_exists(s3, config())
 
 
 # --- what real AWS does that moto does not check ------------------------------------------------------------
@@ -810,7 +830,7 @@ def test_after_a_failed_bootstrap_there_is_no_active_cluster_and_emr_says_why(se
     sent = capture(session, "s3.PutObject")
     run = RunConfig(f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", weights="imagenet")
     with pytest.raises(FruitlakeError) as refused:
-        runner.submit(session, config(), run, [], echo=lambda _: None, wait=False)
+        runner.submit(session, config(), run, echo=lambda _: None, wait=False)
     assert str(refused.value) == text
     assert sent == []
 

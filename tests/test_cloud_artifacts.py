@@ -10,7 +10,6 @@ import pytest
 from fruitlake import FruitlakeError
 from fruitlake.cli import parser
 from fruitlake.cloud import artifacts
-from fruitlake.cloud.cli import forwarded_run_args
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -89,16 +88,32 @@ def _submit(*options: str):
     return parser().parse_args(["cloud", "submit", "s3://b/in", "s3://b/out", *options])
 
 
-def test_submit_forwards_exactly_the_run_options_given():
-    assert forwarded_run_args(_submit()) == []
-    args = _submit("--variance", "0.9", "--batch-size", "32", "--mode", "overwrite", "--no-wait", "--region",
-                   "eu-north-1")
-    assert forwarded_run_args(args) == ["--variance", "0.9", "--batch-size", "32", "--mode", "overwrite"]
-    assert forwarded_run_args(_submit("--k", "7", "--max-pixels", "99")) == ["--k", "7", "--max-pixels", "99"]
+def _submitted(*options: str):
+    """The RunConfig `cloud submit` checks here and serializes for the step."""
+    from fruitlake.cloud.cli import _run_config
+
+    return _run_config(_submit(*options))
 
 
-def test_submit_forwarded_options_parse_back_as_the_same_run():
-    args = _submit("--k", "12", "--image-size", "160", "--batch-size", "8", "--weights", "s3://b/w.h5")
-    run = parser().parse_args(["run", "s3://b/in", "s3://b/out", *forwarded_run_args(args)])
-    assert (run.k, run.image_size, run.batch_size) == (12, 160, 8)
-    assert run.weights is None  # the network is not forwarded: submit uploads it and passes --weights/--onnx
+def test_submit_takes_exactly_the_run_options_given():
+    from fruitlake.options import run_config
+
+    def ran(*options: str):
+        return run_config(parser().parse_args(["run", "s3://b/in", "s3://b/out", *options]))
+
+    assert _submitted() == ran()
+    given = ("--variance", "0.9", "--batch-size", "32", "--mode", "overwrite")
+    submitted = _submitted(*given, "--no-wait", "--region", "eu-north-1")
+    assert submitted == ran(*given)
+    assert (submitted.variance, submitted.batch_size, submitted.mode) == (0.9, 32, "overwrite")
+    assert (_submitted("--k", "7", "--max-pixels", "99").k, _submitted("--max-pixels", "99").max_pixels) == (7, 99)
+
+
+def test_the_serialized_run_is_the_same_run_on_the_cluster():
+    from fruitlake.config import from_json, to_json
+
+    submitted = _submitted("--k", "12", "--image-size", "160", "--batch-size", "8", "--weights", "s3://b/w.h5")
+    again = from_json(to_json(submitted))
+    assert again == submitted and (again.k, again.image_size, again.batch_size) == (12, 160, 8)
+    with pytest.raises(FruitlakeError, match="unknown fields"):
+        from_json(to_json(submitted).replace('"k"', '"k_renamed"'))

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import S3_BUCKET, S3_SECRET, explain, read_csv_dir, read_manifest, run_process, spark_home
+from helpers import S3_BUCKET, S3_SECRET, explain, read_csv_dir, read_manifest, run, run_process, spark_home
 from pyspark import cloudpickle
 
 from fruitlake.config import RunConfig
 from fruitlake.featurize import make_featurizer, prepare_engine
-from fruitlake.pipeline import run
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import run
 
 from fruitlake.config import RunConfig
-from fruitlake.pipeline import run
 from fruitlake.sample_data import write_sample_data
 
 GOOD, BAD = 60, 2

@@ -21,13 +21,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import read_manifest
+from helpers import project, read_manifest, run
 from PIL import Image
 
 from fruitlake import FruitlakeError
 from fruitlake.config import ProjectConfig, RunConfig
 from fruitlake.discover import discover
-from fruitlake.pipeline import project, run
 
 
 def jpeg(path: Path, seed: int = 0) -> bytes:
@@ -95,8 +94,8 @@ def bracketed_model_run(spark, sample_root, weights_path, tmp_path_factory):
 def test_model_run_with_glob_characters_is_refused_before_anything_is_written(spark, sample_root,
                                                                               bracketed_model_run, tmp_path):
     output = tmp_path / "projected"
-    with pytest.raises(FruitlakeError, match=r"--model .* glob .* rename"):
-        project(ProjectConfig(str(sample_root), str(output), model_run=str(bracketed_model_run)), spark=spark)
+    with pytest.raises(FruitlakeError, match=r"--from-run .* glob .* rename"):
+        project(ProjectConfig(str(sample_root), str(output), from_run=str(bracketed_model_run)), spark=spark)
     assert not output.exists()
 
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import read_csv_dir, read_manifest
+from helpers import read_csv_dir, read_manifest, run
 
 from fruitlake import FruitlakeError
 from fruitlake.cli import main
 from fruitlake.config import RunConfig
-from fruitlake.pipeline import run
 from fruitlake.sample_data import write_sample_data
 
 DATASETS = ("pca_csv", "features", "rejects", "pca_model")
@@ -163,7 +162,7 @@ def test_project_images_applies_the_saved_model_without_refitting(growth, tmp_pa
         shutil.copy(path, images / "Apple Braeburn" / path.name)
     (images / "Apple Braeburn" / "bad.jpg").write_bytes(b"")
     target = tmp_path / "projected"
-    assert main(["project-images", str(images), str(target), "--model", str(output)]) == 0
+    assert main(["project-images", str(images), str(target), "--from-run", str(output)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["images_ok"] == len(originals) and summary["images_rejected"] == 1 and summary["k"] == 4
     visible = sorted(name for name in os.listdir(target) if not name.startswith("."))
@@ -176,14 +175,14 @@ def test_project_images_applies_the_saved_model_without_refitting(growth, tmp_pa
         np.testing.assert_allclose(projected[f"file:{images / 'Apple Braeburn' / path.name}"],
                                    saved[f"file:{path}"], atol=1e-4)
 
-    assert main(["project-images", str(images), str(target), "--model", str(output), "--mode", "incremental"]) == 0
+    assert main(["project-images", str(images), str(target), "--from-run", str(output), "--mode", "incremental"]) == 0
     again = read_manifest(target)
     assert again["cnn_images"] == 0 and again["datasets_rewritten"] is False
 
     other = tmp_path / "other.h5"
     other.write_bytes(Path(weights_path).read_bytes() + b"\0")
     refused = tmp_path / "refused"
-    argv = ["project-images", str(images), str(refused), "--model", str(output), "--weights", str(other)]
+    argv = ["project-images", str(images), str(refused), "--from-run", str(output), "--weights", str(other)]
     assert main(argv) == 2
     assert "sha256" in capsys.readouterr().err and not refused.exists()
     assert main(["project-images", str(images), str(refused), "--model", str(images)]) == 2
@@ -201,18 +200,18 @@ def test_overwrite_starts_again_from_scratch(growth, spark, weights_path):
 
 def test_a_file_deleted_during_the_run_is_skipped_not_fatal(spark, sample_root, weights_path, tmp_path,
                                                              monkeypatch):
-    import fruitlake.pipeline as pipeline
+    import fruitlake.commit as commit
 
     root = tmp_path / "in"
     shutil.copytree(sample_root / "Test", root)
     victim = sorted(root.rglob("*.jpg"))[0]
-    real = pipeline.size_partitions
+    real = commit.size_partitions
 
     def delete_then_size(*args):  # runs just before a batch of files is read
         victim.unlink(missing_ok=True)
         return real(*args)
 
-    monkeypatch.setattr(pipeline, "size_partitions", delete_then_size)
+    monkeypatch.setattr(commit, "size_partitions", delete_then_size)
     manifest = run(RunConfig(str(root), str(tmp_path / "out"), k=2, weights=weights_path), spark=spark)
     assert (manifest["images_total"], manifest["images_ok"], manifest["images_rejected"]) == (6, 5, 0)
     assert manifest["images_vanished"] == 1

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import read_csv_dir, read_manifest
+from helpers import read_csv_dir, read_manifest, run
 from PIL import Image
 
 from fruitlake.config import RunConfig
-from fruitlake.pipeline import run
-from fruitlake.safety import redact
+from fruitlake.redaction import redact
 
 MAX_PIXELS, MAX_BYTES = 50_000, 200_000
 

@@ -132,9 +132,10 @@ def _normal(name: str) -> str:
 
 
 def test_a_step_runs_from_the_node_venv_on_the_uploaded_onnx_file(node, sample_root, weights_path, tmp_path):
-    """spark-submit of the job entry point with the node venv's Python, --weights and --onnx as submit passes
-    them: no TensorFlow on the node, so the run can only have used the ONNX file; its features match ONNX
-    Runtime run here on the same images."""
+    """spark-submit of the job entry point with the node venv's Python and the serialized config as `cloud
+    submit` passes it (--weights and --onnx in it): no TensorFlow on the node, so the run can only have used
+    the ONNX file; its features match ONNX Runtime run here on the same images."""
+    from fruitlake.config import RunConfig, to_json
     from fruitlake.featurize import _build_onnx
     from fruitlake.images import decode
     from fruitlake.models import NETWORKS, onnx_model
@@ -147,8 +148,8 @@ def test_a_step_runs_from_the_node_venv_on_the_uploaded_onnx_file(node, sample_r
     job = python.parent.parent / "lib" / "python3.11" / "site-packages" / "fruitlake" / "job.py"
     command = [str(spark_home() / "bin" / "spark-submit"), "--master", "local[2]",
                "--conf", f"spark.pyspark.python={python}", "--conf", f"spark.pyspark.driver.python={python}",
-               str(job), "run", str(images), str(output), "--k", "3", "--quiet",
-               "--weights", weights_path, "--onnx", converted.onnx_path]
+               str(job), "--config", to_json(RunConfig(str(images), str(output), k=3, weights=weights_path,
+                                                       onnx=converted.onnx_path))]
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.update(PYSPARK_PYTHON=str(python), PYSPARK_DRIVER_PYTHON=str(python), FRUITLAKE_CACHE=str(tmp_path / "c"))
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

@@ -1,7 +1,8 @@
 import pytest
 
 from fruitlake import FruitlakeError
-from fruitlake.output import inspect_output, prepare_output, publish
+from fruitlake.output import clear_output, inspect_output
+from fruitlake.output import publish_datasets as publish
 
 
 def parquet_writer(spark, values):
@@ -57,15 +58,16 @@ def test_what_each_mode_may_write_into(spark, tmp_path):
         inspect_output(spark, str(tmp_path / "file"), "overwrite")
 
 
-def test_prepare_output_replaces_what_fruitlake_wrote_and_nothing_else(spark, tmp_path):
+def test_overwrite_replaces_what_fruitlake_wrote_and_nothing_else(spark, tmp_path):
     notebook = tmp_path / "notebook-out"  # what the notebook leaves: datasets, no manifest
-    for name in ("features", "pca_csv", "_staging"):
+    for name in ("features", "pca_csv", "_store"):
         (notebook / name).mkdir(parents=True)
-    prepare_output(spark, str(notebook), "overwrite")
+    if not inspect_output(spark, str(notebook), "overwrite").empty:
+        clear_output(spark, str(notebook))
     assert not notebook.exists()
     mixed = tmp_path / "mixed"
     (mixed / "features").mkdir(parents=True)
     (mixed / "taxes-2024.xlsx").write_text("x")
     with pytest.raises(FruitlakeError, match="holds no fruitlake results"):
-        prepare_output(spark, str(mixed), "overwrite")
+        inspect_output(spark, str(mixed), "overwrite")
     assert (mixed / "taxes-2024.xlsx").exists()

@@ -8,12 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import read_csv_dir, read_manifest
+from helpers import read_csv_dir, read_manifest, run
 
 from fruitlake import FruitlakeError
 from fruitlake.cli import main
 from fruitlake.config import RunConfig
-from fruitlake.pipeline import run
 
 
 @pytest.fixture(scope="module")

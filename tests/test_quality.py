@@ -3,10 +3,9 @@
 import json
 
 import pytest
-from helpers import read_csv_dir, read_manifest
+from helpers import read_csv_dir, read_manifest, run
 
 from fruitlake.config import RunConfig
-from fruitlake.pipeline import run
 
 COMPONENTS = [f"pc_{i}" for i in range(1, 51)]
 

@@ -12,9 +12,37 @@ import pytest
 from helpers import read_csv_dir, read_manifest
 
 from fruitlake.cli import main
+from fruitlake.manifest import Manifest
 from fruitlake.report import classification_probe, plot_projection, probe_split, render_html
 
 PLOTS = {"variance", "projection", "labels", "thumbnails", "confusion"}
+
+
+def small_manifest(**facts) -> Manifest:
+    """The manifest of a run of two images; `facts` (manifest.json's keys) replace its values."""
+    document = {
+        "input": "/in",
+        "output": "/out",
+        "images_total": 2,
+        "images_new": 2,
+        "images_ok": 2,
+        "images_rejected": 0,
+        "cnn_images": 2,
+        "k": 1,
+        "explained_variance": 0.5,
+        "variance_target": None,
+        "explained_variance_curve": [0.5],
+        "model": "mobilenet_v2",
+        "engine": "onnx",
+        "weights": "w.h5",
+        "weights_sha256": "0" * 64,
+        "image_size": 224,
+        "total_seconds": 1.0,
+        "throughput_img_per_s": 2.0,
+        "created_utc": "2026-01-01T00:00:00+00:00",
+        "timings": {"featurize": 0.5},
+    }
+    return Manifest.from_json({**document, **facts})
 
 
 def read_report(output) -> tuple[str, dict]:
@@ -170,26 +198,7 @@ def test_scatter_is_sampled_when_large():
 
 
 def test_labels_and_paths_are_escaped_in_the_page():
-    manifest = {
-        "input": "/data/<script>alert(1)</script>",
-        "output": "/out",
-        "images_total": 2,
-        "images_ok": 2,
-        "images_rejected": 0,
-        "k": 1,
-        "explained_variance": 0.5,
-        "variance_target": None,
-        "explained_variance_curve": [0.5],
-        "model": "mobilenet_v2",
-        "engine": "onnx",
-        "weights": "w.h5",
-        "weights_sha256": "0" * 64,
-        "image_size": 224,
-        "total_seconds": 1.0,
-        "throughput_img_per_s": 2.0,
-        "created_utc": "2026-01-01T00:00:00+00:00",
-        "timings": {"featurize": 0.5},
-    }
+    manifest = small_manifest(input="/data/<script>alert(1)</script>")
     report = {
         "probe": {"skipped": "needs at least 2 labels"},
         "labels": 1,
@@ -204,7 +213,7 @@ def test_labels_and_paths_are_escaped_in_the_page():
 
 def test_the_driver_reads_a_bounded_sample_but_counts_everything(spark, tmp_path, monkeypatch):
     """Beyond MAX_REPORT_ROWS the probe and projection use a fixed sample; label counts and rejects stay exact."""
-    import fruitlake.report as report_module
+    import fruitlake.report.results as results_module
 
     output = tmp_path / "out"
     rows = [(f"/in/Training/{'Apple' if i % 2 else 'Kiwi'}/{i:03d}.jpg", "Apple" if i % 2 else "Kiwi",
@@ -213,11 +222,12 @@ def test_the_driver_reads_a_bounded_sample_but_counts_everything(spark, tmp_path
         str(output / "features"))
     spark.createDataFrame([(f"/in/bad{i}.jpg", "not an image: x") for i in range(60)] + [("/in/e.jpg", "empty file")],
                           "path string, reason string").write.csv(str(output / "rejects"), header=True)
-    monkeypatch.setattr(report_module, "MAX_REPORT_ROWS", 10)
-    results = report_module.load_results(spark, str(output), {"k": 2, "images_ok": 40})
+    monkeypatch.setattr(results_module, "MAX_REPORT_ROWS", 10)
+    manifest = small_manifest(k=2, images_ok=40)
+    results = results_module.load_results(spark, str(output), manifest)
     assert 3 <= len(results.labels) <= 25 and results.sampled_from == 40
-    again = report_module.load_results(spark, str(output), {"k": 2, "images_ok": 40})
+    again = results_module.load_results(spark, str(output), manifest)
     assert (again.pca == results.pca).all()  # the same sample every time
     assert results.label_table.to_dict() == {"Test": {"Apple": 5, "Kiwi": 5}, "Training": {"Apple": 15, "Kiwi": 15}}
     assert results.reject_reasons == {"empty file": 1, "not an image": 60}
-    assert len(results.rejects) == report_module.REJECTS_LISTED
+    assert len(results.rejects) == results_module.REJECTS_LISTED

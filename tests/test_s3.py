@@ -5,11 +5,10 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import S3_BUCKET, S3_SECRET, explain, run_process
+from helpers import S3_BUCKET, S3_SECRET, explain, run, run_process
 
 from fruitlake import FruitlakeError, s3
 from fruitlake.config import RunConfig
-from fruitlake.pipeline import run
 
 # ---- settings: pure functions of the environment ----------------------------------------------------------
 

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fruitlake import FruitlakeError
-from fruitlake.safety import RedactingFilter, check_separate, private_temp_dir, redact, redact_tree
+from fruitlake.redaction import RedactingFilter, redact, redact_tree
+from fruitlake.safety import check_separate, private_temp_dir
 
 SIGNED = (
     "https://fruits.s3.amazonaws.com/a.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"

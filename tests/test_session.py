@@ -22,3 +22,15 @@ def test_a_running_session_is_used_and_left_running_from_any_thread(spark):
 
 def test_local_mode_has_no_executors_besides_the_driver(spark):
     assert executor_count(spark) == 0
+
+
+def test_a_running_session_that_is_not_active_here_is_reused_not_stopped(spark):
+    jvm = spark.sparkContext._jvm
+    jvm.SparkSession.clearActiveSession()  # what a py4j thread served anew sees
+    try:
+        with spark_session("local[1]") as given:
+            assert given.sparkContext is spark.sparkContext
+        assert spark.sparkContext._jsc is not None
+        assert spark.range(3).count() == 3
+    finally:
+        jvm.SparkSession.setActiveSession(spark._jsparkSession)

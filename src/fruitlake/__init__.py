@@ -10,6 +10,6 @@ class FruitlakeError(ValueError):
     """
 
     def __init__(self, message: str) -> None:
-        from fruitlake.safety import redact
+        from fruitlake.redaction import redact
 
         super().__init__(redact(message))

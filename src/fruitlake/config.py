@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from fruitlake import FruitlakeError
 from fruitlake.models import NETWORKS
@@ -72,7 +74,9 @@ class RunConfig:
         if self.pca not in PCA_CHOICES:
             raise FruitlakeError(f"pca={self.pca!r} is unknown; choose one of {', '.join(PCA_CHOICES)}")
 
-    def to_dict(self) -> dict:
+    command: ClassVar[str] = "run"
+
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -86,7 +90,7 @@ class ProjectConfig:
 
     input: str
     output: str
-    model_run: str
+    from_run: str  # the OUTPUT of the finished `fruitlake run` whose network and PCA are applied
     weights: str | None = None
     batch_size: int = 16
     mode: str = "error"
@@ -98,11 +102,40 @@ class ProjectConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if not self.model_run:
-            raise FruitlakeError("--model is empty: give the OUTPUT of a finished `fruitlake run`")
+        if not self.from_run:
+            raise FruitlakeError("--from-run is empty: give the OUTPUT of a finished `fruitlake run`")
 
-    def to_dict(self) -> dict:
+    command: ClassVar[str] = "project-images"
+
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+Config = RunConfig | ProjectConfig
+
+
+STEP_CONFIG = "--config"  # `fruitlake.job --config JSON`: how an EMR step is given its run
+
+
+def to_json(config: Config) -> str:
+    """The config as one JSON document: what `cloud submit` hands the EMR step (`fruitlake.job --config`)."""
+    return json.dumps({"command": config.command, **config.to_dict()}, sort_keys=True)
+
+
+def from_json(text: str) -> Config:
+    """The config `to_json` wrote, checked again as the command line would check it."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FruitlakeError(f"the run's configuration is not JSON ({exc})") from None
+    kinds: dict[str, type[RunConfig] | type[ProjectConfig]] = {"run": RunConfig, "project-images": ProjectConfig}
+    kind = kinds.get(document.pop("command", None)) if isinstance(document, dict) else None
+    if kind is None:
+        raise FruitlakeError("the run's configuration names no command (run or project-images)")
+    known = {field.name for field in dataclasses.fields(kind)}
+    if unknown := sorted(set(document) - known):
+        raise FruitlakeError(f"the run's configuration has unknown fields {unknown}: is fruitlake the same version?")
+    return kind(**document)
 
 
 def _check_common(config: RunConfig | ProjectConfig) -> None:

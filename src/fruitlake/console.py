@@ -11,6 +11,7 @@ absl::InitializeLog()` and glog-style `I0000 ...`/`W0000 ...` info and warning l
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import logging
@@ -21,9 +22,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import NoReturn, TextIO
 
 from fruitlake import FruitlakeError
-from fruitlake.safety import redact
+from fruitlake.redaction import redact
 
 # Set by the SIGINT handler: a Ctrl-C often surfaces as a Py4J error (PySpark cancels the jobs and breaks the
 # call in flight), so the CLI asks this, not the exception's type, whether the user interrupted the run.
@@ -93,7 +96,7 @@ class _Relay:
         self.drained.wait(_DRAIN_WAIT)
 
 
-def is_terminal(stream) -> bool:
+def is_terminal(stream: TextIO) -> bool:
     """Whether `stream` shows on a terminal, also while its descriptor is relayed through a pipe."""
     try:
         fd = stream.fileno()
@@ -102,7 +105,7 @@ def is_terminal(stream) -> bool:
     return _TERMINALS[fd] if fd in _TERMINALS else os.isatty(fd)
 
 
-def _is_process_stream(stream, fd: int) -> bool:
+def _is_process_stream(stream: TextIO, fd: int) -> bool:
     try:
         return stream.fileno() == fd
     except (AttributeError, OSError, ValueError):
@@ -135,20 +138,20 @@ def notice_interrupts() -> None:
     if previous in (signal.SIG_IGN, None) or getattr(previous, "fruitlake_notices", False):
         return
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> NoReturn:
         INTERRUPTED.set()
         if callable(previous):
             previous(signum, frame)
         raise KeyboardInterrupt
 
-    handler.fruitlake_notices = True
+    handler.fruitlake_notices = True  # type: ignore[attr-defined]  # mypy models no attributes on functions
     signal.signal(signal.SIGINT, handler)
 
 
 # ---- the one line a failed command ends with ----------------------------------------------------------------
 
 
-def outcome(command: Callable[[], int], args) -> tuple[int, str]:
+def outcome(command: Callable[[], int], args: argparse.Namespace) -> tuple[int, str]:
     """The command's exit status and, when it did not succeed, the one line that says why (redacted):
     2 for a refusal (FruitlakeError), 130 for Ctrl-C, 1 for anything else."""
     try:
@@ -168,7 +171,7 @@ def outcome(command: Callable[[], int], args) -> tuple[int, str]:
         return 1, f"fruitlake: failed: {redact(one_line(exc))}"
 
 
-def _interrupted(args) -> str:
+def _interrupted(args: argparse.Namespace) -> str:
     if args.command in ("run", "project-images"):
         return "fruitlake: interrupted; rerun with --mode incremental to finish"
     return "fruitlake: interrupted"
@@ -185,7 +188,7 @@ _WRITE_PROBLEMS = {
 }
 
 
-def _write_problem(exc: BaseException, args) -> str:
+def _write_problem(exc: BaseException, args: argparse.Namespace) -> str:
     """One line for a failure to write: which location, and what the file system said."""
     output = getattr(args, "output", None) or getattr(args, "directory", None)
     if isinstance(exc, OSError) and exc.errno in _WRITE_PROBLEMS:

@@ -11,12 +11,13 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
 from fruitlake.inventory import IMAGE_EXTENSIONS, Inventory, image_glob, take_inventory
-from fruitlake.safety import escape_glob, redact
+from fruitlake.redaction import redact
+from fruitlake.safety import escape_glob
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Discovered:
     skipped_sample: list[str]  # the first of them (at most 20), redacted
 
 
-def _split_of(relative_path):
+def _split_of(relative_path: Column) -> Column:
     """The closest ancestor folder below the root named Training/Test/Validation (any case), else null."""
     pattern = r"(?i)^(?:.*/)?(" + "|".join(SPLITS) + ")/"
     found = F.regexp_extract(relative_path, pattern, 1)
@@ -76,7 +77,7 @@ def _columns(frame: DataFrame) -> DataFrame:
 def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = None) -> DataFrame:
     """The inventory's folders (recursively, image names only) and single files, each root a literal path."""
     inventory = inventory or take_inventory(spark, uri)
-    def reader():  # a fresh one each time: a DataFrameReader keeps every option set on it
+    def reader() -> DataFrameReader:  # a fresh one each time: a DataFrameReader keeps every option set on it
         return spark.read.format("binaryFile").options(**RAW_LOCAL)
 
     frames = []
@@ -91,7 +92,7 @@ def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = Non
     return _describe(frame, fs.qualify(spark, uri).rstrip("/"))
 
 
-def _same_uri(uri):
+def _same_uri(uri: Column) -> Column:
     """The Hadoop file index spells local files file:///x, the scan's metadata file:/x; the same file either way."""
     return F.regexp_replace(uri, "^file:///", "file:/")
 
@@ -103,7 +104,7 @@ def _empty_files(spark: SparkSession, images: DataFrame, scanned: int, root: str
     rows = []
     listed = images._jdf.inputFiles()  # a Java array, not a Python list of every file
     if len(listed) > scanned:
-        jvm = spark.sparkContext._jvm
+        jvm = fs.jvm(spark)
         as_column = Column(jvm.org.apache.spark.sql.functions.lit(listed))  # the array, still in the JVM
         every = spark.range(1).select(F.explode(as_column).alias("uri"))
         read = images.select(_same_uri(F.col("file_uri")).alias("key"))
@@ -163,6 +164,7 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(MAX_PARTITION_BYTES))
     spark.conf.set("spark.sql.files.minPartitionNum", str(spark.sparkContext.defaultParallelism))
     stats = images.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
+    assert stats is not None  # an aggregate without grouping has one row
     scanned, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
     empty, n_empty = _empty_files(spark, images, scanned, fs.qualify(spark, uri).rstrip("/"))
     count = scanned + n_empty

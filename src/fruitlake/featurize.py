@@ -11,13 +11,13 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from pyspark import Accumulator
 from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame, SparkSession
@@ -42,22 +42,30 @@ FEATURES_SCHEMA = T.StructType(
 )
 PASSTHROUGH = ["path", "label", "split", "length", "modification_time"]
 
-Engine = Callable[[np.ndarray], np.ndarray]  # float32 (n, s, s, 3) -> float32 (n, features)
+Engine = Callable[[NDArray[np.float32]], NDArray[np.float32]]  # (n, s, s, 3) -> (n, features)
 _ENGINES: dict[str, Engine] = {}
 
 
 @dataclass(frozen=True)
-class EngineSpec:
-    """Everything a worker needs to build the engine; pickles (a Broadcast pickles as its id)."""
+class EngineOptions:
+    """Which network, on which engine, fed how: everything of a run that the workers need to know."""
 
-    key: str
-    engine: str
     model: str
     image_size: int
-    batch_size: int
-    max_pixels: int
-    payload: Broadcast
+    engine: str = "onnx"
     precision: str = "fp32"
+    batch_size: int = 16
+    max_pixels: int = 40_000_000
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What crosses to the workers: the options, the broadcast payload and the id under which a worker keeps the
+    engine it built. Pickles (a Broadcast pickles as its id)."""
+
+    key: str
+    options: EngineOptions
+    payload: Broadcast[Any]
 
 
 def _task_cpus() -> int:
@@ -79,8 +87,9 @@ def _build_onnx(model_bytes: bytes, threads: int) -> Engine:
     session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        return session.run(None, {input_name: batch})[0]
+    def run(batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        features: NDArray[np.float32] = session.run(None, {input_name: batch})[0]
+        return features
 
     return run
 
@@ -114,13 +123,13 @@ def _build_openvino(model_bytes: bytes, threads: int, precision: str) -> Engine:
     compiled = core.compile_model(core.read_model(model_bytes), "CPU", config)
     request, output = compiled.create_infer_request(), compiled.output(0)
 
-    def run(batch: np.ndarray) -> np.ndarray:
+    def run(batch: NDArray[np.float32]) -> NDArray[np.float32]:
         return np.array(request.infer({0: batch})[output], dtype=np.float32, copy=True)
 
     return run
 
 
-def _build_keras(model: str, image_size: int, weights: list[np.ndarray], threads: int) -> Engine:
+def _build_keras(model: str, image_size: int, weights: list[NDArray[np.float32]], threads: int) -> Engine:
     import tensorflow as tf
 
     try:
@@ -132,8 +141,9 @@ def _build_keras(model: str, image_size: int, weights: list[np.ndarray], threads
     network.set_weights(weights)
     forward = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        return forward(tf.convert_to_tensor(batch)).numpy()
+    def run(batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        features: NDArray[np.float32] = forward(tf.convert_to_tensor(batch)).numpy()
+        return features
 
     return run
 
@@ -142,70 +152,76 @@ def engine_for(spec: EngineSpec) -> Engine:
     """The engine of this Python worker for `spec`, built on first use."""
     engine = _ENGINES.get(spec.key)
     if engine is None:
-        threads = _task_cpus()
-        if spec.engine == "onnx":
+        threads, options = _task_cpus(), spec.options
+        if options.engine == "onnx":
             engine = _build_onnx(spec.payload.value, threads)
-        elif spec.engine == "openvino":
-            engine = _build_openvino(spec.payload.value, threads, spec.precision)
+        elif options.engine == "openvino":
+            engine = _build_openvino(spec.payload.value, threads, options.precision)
         else:
-            engine = _build_keras(spec.model, spec.image_size, spec.payload.value, threads)
+            engine = _build_keras(options.model, options.image_size, spec.payload.value, threads)
         _ENGINES.clear()  # one network per worker: a new run's engine replaces the last one
         _ENGINES[spec.key] = engine
     return engine
 
 
-def decode_frame(frame: pd.DataFrame, spec: EngineSpec) -> tuple[np.ndarray, list[int], list[str | None]]:
+Decoded = tuple[NDArray[np.uint8], list[int], list[str | None]]  # good images, their rows, a reason per row
+
+
+def decode_frame(frame: pd.DataFrame, spec: EngineSpec) -> Decoded:
     """Decode every row; returns the stacked good images, their row positions, and a reason per row."""
-    arrays, good, reasons = [], [], []
+    arrays: list[NDArray[np.uint8]] = []
+    good: list[int] = []
+    reasons: list[str | None] = []
     for position, data in enumerate(frame["content"]):
         try:
-            arrays.append(decode(data, spec.image_size, spec.max_pixels))
+            arrays.append(decode(data, spec.options.image_size, spec.options.max_pixels))
             good.append(position)
             reasons.append(None)
         except ImageRejected as rejected:
             reasons.append(str(rejected))
-    size = spec.image_size
+    size = spec.options.image_size
     stacked = np.stack(arrays) if arrays else np.empty((0, size, size, 3), dtype=np.uint8)
     return stacked, good, reasons
 
 
-def featurize_frame(
-    frame: pd.DataFrame, decoded: tuple[np.ndarray, list[int], list[str | None]], spec: EngineSpec, engine: Engine
-) -> pd.DataFrame:
+def featurize_frame(frame: pd.DataFrame, decoded: Decoded, spec: EngineSpec, engine: Engine) -> pd.DataFrame:
     images, good, reasons = decoded
-    features: list[np.ndarray | None] = [None] * len(frame)
+    features: list[NDArray[np.float32] | None] = [None] * len(frame)
     if len(good):
-        vectors = engine(NETWORKS[spec.model].normalise(images))
+        vectors = engine(NETWORKS[spec.options.model].normalise(images))
         for position, vector in zip(good, vectors, strict=True):
             features[position] = vector.astype(np.float32, copy=False)
     out = frame[PASSTHROUGH].reset_index(drop=True)
-    out["features"] = features
+    out["features"] = features  # type: ignore[assignment]  # a column of arrays: pandas-stubs allow scalars only
     out["error"] = reasons
     return out
 
 
-def _prefetched(frames: Iterator[pd.DataFrame], spec: EngineSpec, depth: int = 2):
+def _prefetched(
+    frames: Iterable[pd.DataFrame], spec: EngineSpec, depth: int = 2
+) -> Iterator[tuple[pd.DataFrame, Decoded]]:
     """Decode the next Arrow batch on a thread while the engine runs on the current one."""
-    done = object()
-    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    handoff: queue.Queue[tuple[pd.DataFrame, Decoded] | BaseException | None] = queue.Queue(maxsize=depth)
 
     def produce() -> None:
         try:
             for frame in frames:
                 handoff.put((frame, decode_frame(frame, spec)))
-            handoff.put(done)
+            handoff.put(None)  # the end
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
             handoff.put(exc)
 
     threading.Thread(target=produce, name="fruitlake-decode", daemon=True).start()
-    while (item := handoff.get()) is not done:
+    while (item := handoff.get()) is not None:
         if isinstance(item, BaseException):
             raise item
         yield item
 
 
-def make_featurizer(spec: EngineSpec, images_done: Accumulator | None):
-    def featurize_partition(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def make_featurizer(
+    spec: EngineSpec, images_done: Accumulator[int] | None
+) -> Callable[[Iterable[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    def featurize_partition(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         engine = engine_for(spec)
         for frame, decoded in _prefetched(frames, spec):
             out = featurize_frame(frame, decoded, spec, engine)
@@ -216,43 +232,22 @@ def make_featurizer(spec: EngineSpec, images_done: Accumulator | None):
     return featurize_partition
 
 
-class EngineOptions(Protocol):
-    """The fields of a run that say how to build and feed the engine (RunConfig and pipeline.Job have them)."""
-
-    engine: str
-    model: str
-    image_size: int
-    batch_size: int
-    max_pixels: int
-    precision: str
-
-
-def make_spec(spark: SparkSession, payload, options: EngineOptions) -> EngineSpec:
+def make_spec(spark: SparkSession, payload: bytes | list[NDArray[np.float32]], options: EngineOptions) -> EngineSpec:
     """Driver side: broadcast the payload (ONNX bytes, or Keras weights) once; the spec carries its id."""
     require_bf16(options.precision)
-    return EngineSpec(
-        key=uuid.uuid4().hex,
-        engine=options.engine,
-        model=options.model,
-        image_size=options.image_size,
-        batch_size=options.batch_size,
-        max_pixels=options.max_pixels,
-        payload=spark.sparkContext.broadcast(payload),
-        precision=options.precision,
-    )
+    return EngineSpec(uuid.uuid4().hex, options, spark.sparkContext.broadcast(payload))
 
 
 def prepare_engine(spark: SparkSession, loaded: LoadedNetwork, engine: str, batch_size: int, max_pixels: int,
                    precision: str = "fp32") -> EngineSpec:
-    """Driver side, from a loaded network: the broadcast payload (ONNX bytes or Keras weights) and its spec."""
+    """Driver side, from a network loaded in Keras (tests, benchmarks): its payload and spec."""
     payload = loaded.weights if engine == "keras" else keras_to_onnx(loaded)
-    options = SimpleNamespace(engine=engine, model=loaded.network.name, image_size=loaded.image_size,
-                              batch_size=batch_size, max_pixels=max_pixels, precision=precision)
+    options = EngineOptions(loaded.network.name, loaded.image_size, engine, precision, batch_size, max_pixels)
     return make_spec(spark, payload, options)
 
 
-def featurize(images: DataFrame, spec: EngineSpec, images_done: Accumulator | None = None) -> DataFrame:
+def featurize(images: DataFrame, spec: EngineSpec, images_done: Accumulator[int] | None = None) -> DataFrame:
     """Lazy: DataFrame[path, label, split, length, modification_time, features, error]; one row per image."""
     spark = images.sparkSession
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(spec.batch_size))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(spec.options.batch_size))
     return images.mapInPandas(make_featurizer(spec, images_done), schema=FEATURES_SCHEMA)

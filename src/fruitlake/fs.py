@@ -8,17 +8,26 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError
-from fruitlake.safety import redact
+from fruitlake.redaction import redact
+
+JavaObject = Any  # a JVM object through py4j, which has no types
 
 
-def _fs_and_path(spark: SparkSession, uri: str):
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
+def jvm(spark: SparkSession) -> JavaObject:
+    """The JVM of `spark`'s context, through py4j (there while the context runs)."""
+    view = spark.sparkContext._jvm
+    assert view is not None, "the SparkContext has stopped"
+    return view
+
+
+def _fs_and_path(spark: SparkSession, uri: str) -> tuple[JavaObject, JavaObject]:
+    path = jvm(spark).org.apache.hadoop.fs.Path(uri)
     fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     return fs, path
 
@@ -26,7 +35,7 @@ def _fs_and_path(spark: SparkSession, uri: str):
 def qualify(spark: SparkSession, uri: str) -> str:
     """The URI as Spark's file listings spell it (e.g. `data/x` -> `file:/home/me/data/x`)."""
     fs, path = _fs_and_path(spark, uri)
-    return fs.makeQualified(path).toString()
+    return str(fs.makeQualified(path).toString())
 
 
 def join(uri: str, *names: str) -> str:
@@ -59,8 +68,7 @@ def delete(spark: SparkSession, uri: str) -> None:
 def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
     """Write to a hidden temporary name, then rename: readers never see half a file."""
     fs, path = _fs_and_path(spark, uri)
-    jvm = spark.sparkContext._jvm
-    tmp = jvm.org.apache.hadoop.fs.Path(path.getParent(), "." + path.getName() + ".tmp")
+    tmp = jvm(spark).org.apache.hadoop.fs.Path(path.getParent(), "." + path.getName() + ".tmp")
     stream = fs.create(tmp, True)
     try:
         stream.write(bytearray(data))
@@ -95,7 +103,7 @@ def read_bytes(spark: SparkSession, uri: str) -> bytes:
     fs, path = _fs_and_path(spark, uri)
     stream = fs.open(path)
     try:
-        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        return bytes(jvm(spark).org.apache.commons.io.IOUtils.toByteArray(stream))
     finally:
         stream.close()
 
@@ -134,8 +142,7 @@ class LocalCopies:
         fs, path = _fs_and_path(self._spark, uri)
         if not fs.exists(path):
             raise FruitlakeError(f"{redact(uri)!r} does not exist")
-        jvm = self._spark.sparkContext._jvm
-        fs.copyToLocalFile(False, path, jvm.org.apache.hadoop.fs.Path(local.as_uri()), True)
+        fs.copyToLocalFile(False, path, jvm(self._spark).org.apache.hadoop.fs.Path(local.as_uri()), True)
         return str(local)
 
     def remove(self) -> None:

@@ -7,6 +7,7 @@ import re
 import warnings
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Only the decoders photos need: Pillow would otherwise also try EPS (Ghostscript), TIFF, PSD... on any bytes.
@@ -57,7 +58,7 @@ def _too_large(pixels: object, limit: int) -> ImageRejected:
     )
 
 
-def decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:
+def decode(data: bytes, size: int, max_pixels: int) -> NDArray[np.uint8]:
     """Decode a photo into a (size, size, 3) uint8 RGB array, or raise ImageRejected saying why not.
 
     Nothing else escapes: whatever a decoder throws on hostile or broken bytes becomes a rejection.
@@ -68,7 +69,7 @@ def decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:
         with warnings.catch_warnings():
             # Our own limit is checked below; Pillow's hard limit (2x its warning threshold) still applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            image: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = image.size
             if width * height > max_pixels:  # checked on the header, before a pixel is decoded
                 raise _too_large(f"{width}x{height} = {width * height}", max_pixels)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 
 from fruitlake import fs
-from fruitlake.safety import redact
+from fruitlake.redaction import redact
 
 # Read by name (any case); the decoder (images.py) takes JPEG, PNG, GIF, BMP and WebP content.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp")
@@ -63,7 +63,7 @@ def spark_hides(name: str) -> bool:
 class Inventory:
     folders: list[str] = field(default_factory=list)  # listed by Spark, recursively, through the image glob
     files: list[str] = field(default_factory=list)  # read by Spark by name
-    skipped: Counter = field(default_factory=Counter)  # reason -> files not read
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> files not read
     sample: list[str] = field(default_factory=list)  # the first SAMPLE_SIZE of them, redacted
 
     def skip(self, path: str, reason: str) -> None:
@@ -90,8 +90,7 @@ def _remote_inventory(spark: SparkSession, root: str) -> Inventory:
     """Object stores have no links, pipes or undecodable names: Spark lists INPUT itself; this only counts what
     it leaves out, from Hadoop's flat recursive listing (one call per file through py4j)."""
     inventory = Inventory(folders=[root])
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(root)
+    path = fs.jvm(spark).org.apache.hadoop.fs.Path(root)
     listing = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(path, True)
     prefix = len(root.rstrip("/")) + 1
     while listing.hasNext():
@@ -168,7 +167,8 @@ class _LocalWalk:
         """Count and classify `folder`'s entries; True when Spark may list it whole. Inside a hidden folder
         (`hidden` is the reason) every file is counted, none read."""
         inventory, clean = self.inventory, True
-        images, children = [], []
+        images: list[str] = []
+        children: list[tuple[str, str | None, bool]] = []  # path, reason it is hidden or None, Spark skips it
         try:
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         except OSError:
@@ -178,7 +178,7 @@ class _LocalWalk:
             path, name = entry.path, entry.name
             if not _utf8(name):
                 clean = False  # Java cannot even name it
-                reason = NOT_UTF8
+                reason: str | None = NOT_UTF8
             elif entry.is_symlink():  # Spark's listing would follow it: only links to files stay clean
                 link = self._link(path)
                 clean = clean and (link is None or hidden is not None or spark_hides(name))

@@ -1,6 +1,8 @@
-"""Entry point for spark-submit and EMR steps: `spark-submit [options] <this file> run INPUT OUTPUT ...`.
+"""The one spark-submit entry point, for EMR steps and by hand: `spark-submit [options] <this file> ARGS`.
 
-spark-submit takes a Python file, not a module. This file runs the command line inside the session that
+ARGS are `fruitlake`'s own (`run INPUT OUTPUT ...`), or `--config JSON [-v]`: the run `cloud submit` checked on
+the user's machine and serialized (`config.to_json`), so the cluster runs exactly that config, not options
+parsed again. spark-submit takes a Python file, not a module: this file runs the command inside the session
 spark-submit started (session.py finds it through PYSPARK_GATEWAY_PORT), with the master and resources
 spark-submit chose. Its path: `python -c "import fruitlake.job as j; print(j.__file__)"`.
 """
@@ -12,9 +14,13 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fruitlake.cli import main as cli_main
+    from fruitlake import cli
+    from fruitlake.config import STEP_CONFIG
 
-    return cli_main(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [STEP_CONFIG] and len(argv) >= 2:
+        return cli.run_serialized(argv[1], verbose="-v" in argv[2:] or "--verbose" in argv[2:])
+    return cli.main(argv)
 
 
 if __name__ == "__main__":

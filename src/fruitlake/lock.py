@@ -28,11 +28,11 @@ from urllib.parse import urlparse
 from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.safety import redact
+from fruitlake.output import LOCK
+from fruitlake.redaction import redact
 
 log = logging.getLogger(__name__)
 
-LOCK = "_lock.json"
 SETTLE_SECONDS = 2.0
 
 
@@ -82,7 +82,7 @@ class OutputLock:
             return self
         raise self._in_use(held or self._read())
 
-    def __exit__(self, *_) -> None:
+    def __exit__(self, *_: object) -> None:
         held = self._read()
         if held is not None and held.token == self.owner.token:
             fs.delete(self.spark, self.uri)

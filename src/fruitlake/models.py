@@ -11,12 +11,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fruitlake import FruitlakeError
 
 log = logging.getLogger(__name__)
+
+KerasModel = Any  # a keras.Model: Keras has no type information
 
 IMAGENET_NO_TOP = (
     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
@@ -25,12 +29,12 @@ IMAGENET_NO_TOP = (
 )
 
 
-def mobilenet_v2_normalise(batch: np.ndarray) -> np.ndarray:
+def mobilenet_v2_normalise(batch: NDArray[np.uint8]) -> NDArray[np.float32]:
     """uint8 RGB in [0, 255] -> float32 in [-1, 1], as keras.applications.mobilenet_v2.preprocess_input."""
     return batch.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
-def _build_mobilenet_v2(image_size: int, weights: str | None):
+def _build_mobilenet_v2(image_size: int, weights: str | None) -> KerasModel:
     import keras
 
     return keras.applications.MobileNetV2(
@@ -42,8 +46,8 @@ def _build_mobilenet_v2(image_size: int, weights: str | None):
 class Network:
     name: str
     feature_dim: int
-    build: Callable  # (image_size, weights path or None) -> keras.Model
-    normalise: Callable[[np.ndarray], np.ndarray]
+    build: Callable[[int, str | None], KerasModel]  # (image_size, weights path or None) -> keras.Model
+    normalise: Callable[[NDArray[np.uint8]], NDArray[np.float32]]
     imagenet_file: tuple[str, str]
 
 
@@ -83,6 +87,22 @@ def resolve_weights(network: Network, weights: str) -> Path:
 
 
 @dataclass(frozen=True)
+class Weights:
+    """A weights file, found and hashed once: the sha256 says which network every feature was made with."""
+
+    path: str
+    sha256: str
+
+
+def weights_file(name: str, weights: str | Weights) -> Weights:
+    """`imagenet` or a local path -> the file and its sha256 (`Weights` given are already that)."""
+    if isinstance(weights, Weights):
+        return weights
+    path = resolve_weights(NETWORKS[name], weights)
+    return Weights(str(path), sha256_of(path))
+
+
+@dataclass(frozen=True)
 class LoadedNetwork:
     """What the driver knows after loading: plain arrays, no live model, so it pickles and broadcasts."""
 
@@ -90,27 +110,28 @@ class LoadedNetwork:
     image_size: int
     weights_path: str
     weights_sha256: str
-    weights: list[np.ndarray]
+    weights: list[NDArray[np.float32]]
 
-    def build_keras(self):
+    def build_keras(self) -> KerasModel:
         model = self.network.build(self.image_size, None)
         model.set_weights(self.weights)
         return model
 
 
-def load_network(name: str, weights: str, image_size: int) -> LoadedNetwork:
+def load_network(name: str, weights: str | Weights, image_size: int) -> LoadedNetwork:
     network = NETWORKS[name]
-    path = resolve_weights(network, weights)
+    found = weights_file(name, weights)
+    path = found.path
     try:
-        model = network.build(image_size, str(path))
+        model = network.build(image_size, path)
     except (ValueError, OSError, KeyError, TypeError) as exc:
         raise FruitlakeError(
-            f"weights file {str(path)!r} cannot be loaded into {network.name} without its top "
+            f"weights file {path!r} cannot be loaded into {network.name} without its top "
             f"({type(exc).__name__}: {str(exc)[:300]}). Is it a Keras .h5 for this architecture?"
         ) from None
     if model.output_shape[-1] != network.feature_dim:
         raise FruitlakeError(f"{network.name} gives {model.output_shape[-1]} features, not {network.feature_dim}")
-    return LoadedNetwork(network, image_size, str(path), sha256_of(path), model.get_weights())
+    return LoadedNetwork(network, image_size, path, found.sha256, model.get_weights())
 
 
 ONNX_OPSET = 17
@@ -158,7 +179,7 @@ def _cache(path: Path, model_bytes: bytes) -> None:
         log.warning("could not cache the ONNX model in %s: %s", path.parent, exc)
 
 
-def onnx_model(name: str, weights: str, image_size: int, prebuilt: str | None = None,
+def onnx_model(name: str, weights: str | Weights, image_size: int, prebuilt: str | None = None,
                precision: str = "fp32") -> OnnxModel:
     """The network as ONNX, converted once per weights file and size, or read from `prebuilt`.
 
@@ -166,26 +187,25 @@ def onnx_model(name: str, weights: str, image_size: int, prebuilt: str | None = 
     by the weights' checksum, so later runs load neither TensorFlow nor Keras on the driver. A `prebuilt` file
     (an EMR step: TensorFlow is not installed there) is used only if its metadata names these weights.
     """
-    network = NETWORKS[name]
-    path = resolve_weights(network, weights)
-    digest = sha256_of(path)
+    found = weights_file(name, weights)
+    path, digest = found.path, found.sha256
     if prebuilt is not None:
         model_bytes = Path(prebuilt).read_bytes()
         check_onnx_origin(model_bytes, prebuilt, name, digest, image_size, precision)
-        return OnnxModel(str(path), digest, prebuilt, model_bytes)
+        return OnnxModel(path, digest, prebuilt, model_bytes)
     cached = onnx_cache_path(name, digest, image_size, precision)
     if cached.is_file() and cached.stat().st_size > 0:
         log.info("ONNX model from cache %s", cached)
-        return OnnxModel(str(path), digest, str(cached), cached.read_bytes())
+        return OnnxModel(path, digest, str(cached), cached.read_bytes())
     if precision == "int8":
-        model_bytes = quantize_int8(onnx_model(name, str(path), image_size).model_bytes, name, image_size)
+        model_bytes = quantize_int8(onnx_model(name, found, image_size).model_bytes, name, image_size)
     else:
-        model_bytes = keras_to_onnx(load_network(name, str(path), image_size))
+        model_bytes = keras_to_onnx(load_network(name, found, image_size))
     _cache(cached, model_bytes)
-    return OnnxModel(str(path), digest, str(cached), model_bytes)
+    return OnnxModel(path, digest, str(cached), model_bytes)
 
 
-def calibration_batches(name: str, image_size: int, batch_size: int = 16) -> list[np.ndarray]:
+def calibration_batches(name: str, image_size: int, batch_size: int = 16) -> list[NDArray[np.float32]]:
     """INT8_CALIBRATION's images, normalised for the network, in batches."""
     from PIL import Image
 
@@ -209,11 +229,11 @@ def quantize_int8(fp32_bytes: bytes, name: str, image_size: int) -> bytes:
 
     input_name = onnx.load_from_string(fp32_bytes).graph.input[0].name
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime has no types: its classes are Any
         def __init__(self) -> None:
             self.batches = iter(calibration_batches(name, image_size))
 
-        def get_next(self):
+        def get_next(self) -> dict[str, NDArray[np.float32]] | None:
             batch = next(self.batches, None)
             return None if batch is None else {input_name: batch}
 
@@ -227,7 +247,7 @@ def quantize_int8(fp32_bytes: bytes, name: str, image_size: int) -> bytes:
     del model.metadata_props[:]
     for key, value in {**origin, META_PRECISION: "int8"}.items():
         model.metadata_props.add(key=key, value=value)
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())
 
 
 def onnx_metadata(model_bytes: bytes) -> dict[str, str]:
@@ -268,4 +288,4 @@ def keras_to_onnx(loaded: LoadedNetwork, opset: int = ONNX_OPSET) -> bytes:
               META_IMAGE_SIZE: str(loaded.image_size)}
     for key, value in origin.items():
         proto.metadata_props.add(key=key, value=value)
-    return proto.SerializeToString()
+    return bytes(proto.SerializeToString())

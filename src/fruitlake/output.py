@@ -6,21 +6,18 @@ reader sees a complete old or a complete new dataset, never part of one; the man
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.ml import PipelineModel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.lock import LOCK
-from fruitlake.reduce import pc_columns
-from fruitlake.safety import redact
-from fruitlake.store import PARQUET_OPTIONS, STORE
+from fruitlake.manifest import Manifest
+from fruitlake.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +27,27 @@ CSV_OPTIONS = {
     "header": "true", "quote": '"', "escape": '"', "encoding": "UTF-8",
     "ignoreLeadingWhiteSpace": "false", "ignoreTrailingWhiteSpace": "false",
 }
-PCA_CSV, FEATURES, PCA_MODEL, REJECTS = "pca_csv", "features", "pca_model", "rejects"
-MANIFEST = "manifest.json"
+# Every name under OUTPUT; this module owns them.
+PCA_CSV, FEATURES, PCA_MODEL, REJECTS = "pca_csv", "features", "pca_model", "rejects"  # the datasets
+MANIFEST = "manifest.json"  # written last (manifest.py)
+STORE = "_store"  # the feature store (store.py): committed batches of the CNN's output
+LOCK = "_lock.json"  # the running run's lock (lock.py)
 PUBLISH, RETIRED = "_publish", "_retired"  # new datasets before the swap; old ones during it
 REPLACED = "_replaced"  # --mode overwrite: the previous run, kept until the new one has finished
-# Everything a run, the report or the notebook leaves in OUTPUT: a folder holding only these is ours to replace.
+REPORT_HTML, REPORT_JSON, REPORT_DIR = "report.html", "report.json", "report"  # the report (report/)
+# Everything a run or the report leaves in OUTPUT: a folder holding only these is ours to replace.
 KNOWN_NAMES = {PCA_CSV, FEATURES, PCA_MODEL, REJECTS, MANIFEST, STORE, PUBLISH, RETIRED, REPLACED, LOCK,
-               "_staging", "report.html", "report.json", "report"}
+               REPORT_HTML, REPORT_JSON, REPORT_DIR}
+# 1280 distinct floats per row: a dictionary never pays, and building one (then falling back) was most of the
+# JVM's CPU while featurizing.
+PARQUET_OPTIONS = {"parquet.enable.dictionary": "false"}
 FEATURE_COLUMNS = ["path", "label", "split", "length", "modification_time", "features", "pca"]
 
 
 @dataclass(frozen=True)
 class OutputState:
     names: list[str]
-    manifest: dict | None
+    manifest: Manifest | None
 
     @property
     def empty(self) -> bool:
@@ -73,7 +77,8 @@ def inspect_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
             f"OUTPUT {shown!r} is not empty and holds no fruitlake results (no {MANIFEST} or {STORE}); "
             f"refusing to {'delete' if mode == 'overwrite' else 'write into'} it"
         )
-    manifest = read_json(spark, fs.join(uri, MANIFEST)) if MANIFEST in names else None
+    # Only an incremental run reads what the last run did: overwrite may replace even a manifest it cannot read.
+    manifest = Manifest.read(spark, fs.join(uri, MANIFEST)) if MANIFEST in names and mode == "incremental" else None
     return OutputState(names, manifest)
 
 
@@ -109,12 +114,8 @@ def put_back(spark: SparkSession, uri: str) -> None:
     fs.delete(spark, aside)
 
 
-def prepare_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
-    """For scripts and the notebook: refuse OUTPUT as `mode` requires, and clear it for `overwrite`."""
-    state = inspect_output(spark, uri, mode)
-    if mode == "overwrite" and not state.empty:
-        clear_output(spark, uri)
-    return state
+def pc_columns(k: int) -> list[Column]:
+    return [F.col("pca")[i].alias(f"pc_{i + 1}") for i in range(k)]
 
 
 def write_csv(reduced: DataFrame, uri: str, k: int) -> None:
@@ -135,7 +136,7 @@ def write_model(model: PipelineModel, uri: str) -> None:
     model.write().overwrite().save(uri)
 
 
-def publish(spark: SparkSession, output: str, writers: dict[str, Callable[[str], None]]) -> None:
+def publish_datasets(spark: SparkSession, output: str, writers: dict[str, Callable[[str], None]]) -> None:
     """Write each dataset under OUTPUT/_publish/<name>, in the order given, then rename each over OUTPUT/<name>.
 
     A kill before the renames leaves the old datasets; during them, each dataset is whole (old, new, or
@@ -156,11 +157,3 @@ def publish(spark: SparkSession, output: str, writers: dict[str, Callable[[str],
         fs.rename(spark, fs.join(staging, name), target)
     fs.delete(spark, retired)
     fs.delete(spark, staging)
-
-
-def write_json(spark: SparkSession, uri: str, document: dict) -> None:
-    fs.write_bytes(spark, uri, (json.dumps(document, indent=2, sort_keys=False) + "\n").encode("utf-8"))
-
-
-def read_json(spark: SparkSession, uri: str) -> dict:
-    return json.loads(fs.read_bytes(spark, uri).decode("utf-8"))

@@ -16,7 +16,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.status import StatusTracker
 
 MODES = ("auto", "live", "lines", "off")
 JOB_GROUP, JOB_DESCRIPTION = "spark.jobGroup.id", "spark.job.description"
@@ -94,7 +98,7 @@ class Stage:
 class _SparkTasks:
     """Completed/total/running tasks of the jobs of one job group, from `SparkContext.statusTracker()`."""
 
-    tracker: object
+    tracker: StatusTracker
     group: str
     seen: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
@@ -141,7 +145,7 @@ class Progress:
     def stage(
         self,
         name: str,
-        spark=None,
+        spark: SparkSession | None = None,
         total: int | None = None,
         counter: Callable[[], int] | None = None,
         unit: str = "images",
@@ -158,7 +162,8 @@ class Progress:
             yield Stage(state)
             return
         context = spark.sparkContext if spark is not None else None
-        tasks = previous = None
+        tasks: _SparkTasks | None = None
+        previous: tuple[str | None, str | None] = (None, None)  # the thread's job group and description, to restore
         if context is not None:
             group = f"fruitlake-{name}-{uuid.uuid4().hex[:8]}"
             previous = (context.getLocalProperty(JOB_GROUP), context.getLocalProperty(JOB_DESCRIPTION))
@@ -183,15 +188,16 @@ class Progress:
             watcher.join()
             if context is not None:
                 try:
-                    context.setLocalProperty(JOB_GROUP, previous[0])
-                    context.setLocalProperty(JOB_DESCRIPTION, previous[1])
+                    # None removes the property (the JVM takes null); PySpark's annotation says str only.
+                    context.setLocalProperty(JOB_GROUP, previous[0])  # type: ignore[arg-type]
+                    context.setLocalProperty(JOB_DESCRIPTION, previous[1])  # type: ignore[arg-type]
                 except Exception:  # noqa: BLE001 - the JVM is gone (Ctrl-C ends it too): still say how it ended
                     log.debug("job group of stage %s not restored", state.name, exc_info=True)
             self._refresh(state, counter, tasks)
             state.finished = self.clock()
             self._emit(render(state, state.finished), final=True)
 
-    def _refresh(self, state: StageState, counter, tasks: _SparkTasks | None) -> None:
+    def _refresh(self, state: StageState, counter: Callable[[], int] | None, tasks: _SparkTasks | None) -> None:
         try:
             if counter is not None:
                 state.done = int(counter())
@@ -200,7 +206,9 @@ class Progress:
         except Exception:  # noqa: BLE001 - a display must never fail the run (e.g. the context stopping)
             log.debug("progress of stage %s not updated", state.name, exc_info=True)
 
-    def _watch(self, state: StageState, counter, tasks: _SparkTasks | None, stop: threading.Event) -> None:
+    def _watch(
+        self, state: StageState, counter: Callable[[], int] | None, tasks: _SparkTasks | None, stop: threading.Event
+    ) -> None:
         while not stop.wait(self.interval):
             self._refresh(state, counter, tasks)
             if self.mode == "live":
@@ -215,3 +223,20 @@ class Progress:
             elif final:
                 self.stream.write(line + "\n")
             self.stream.flush()
+
+
+class StageTimer:
+    """Seconds per stage of a run, for the manifest's `timings`; each stage logged as it starts and ends."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        log.info("stage %s ...", stage)
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - started, 3)
+            log.info("stage %s done in %.1f s", stage, self.seconds[stage])

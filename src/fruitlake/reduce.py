@@ -1,19 +1,31 @@
-"""PCA on Spark ML: centre the features, fit, choose k (fixed or by explained variance), project."""
+"""PCA on Spark ML: centre the features, fit, choose k (fixed or by explained variance), project; and the rules
+of which PCA a run applies (fit, refit, reuse, project) and when the published one is still the same."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCA, PCAModel, StandardScaler, StandardScalerModel
 from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.wrapper import JavaModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake import FruitlakeError
+from fruitlake import FruitlakeError, fs
+from fruitlake.config import Config, ProjectConfig, RunConfig
+from fruitlake.manifest import Manifest, PcaFacts
+from fruitlake.models import NETWORKS
+from fruitlake.output import PCA_MODEL
+from fruitlake.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +51,18 @@ def choose_k(curve: list[float], variance: float) -> int:
 MAX_GRAM_PARTS = 8  # the driver sums at most this many features x features matrices, whatever the data size
 
 
-def covariance(features: DataFrame, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+def covariance(features: DataFrame, n_features: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Mean and sample covariance of the `features` arrays, in one pass: Gram matrices summed with NumPy's BLAS
     on the executors, over at most MAX_GRAM_PARTS partitions, then added up on the driver. The driver's memory
     depends on the number of features, never on the number of images.
     """
     d = n_features
 
-    def gram(frames):
+    def gram(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         n, total, products = 0, np.zeros(d), np.zeros((d, d))
         for frame in frames:
             if len(frame):
-                x = np.stack(frame["features"].to_numpy()).astype(np.float64)
+                x = np.stack(list(frame["features"])).astype(np.float64)
                 n, total, products = n + len(x), total + x.sum(axis=0), products + x.T @ x
         yield pd.DataFrame({"n": [n], "total": [total], "products": [products.ravel()]})
 
@@ -58,26 +70,31 @@ def covariance(features: DataFrame, n_features: int) -> tuple[np.ndarray, np.nda
     schema = "n long, total array<double>, products array<double>"
     sums = features.select("features").coalesce(parts).mapInPandas(gram, schema).toPandas()  # <= parts rows
     n = float(sums["n"].sum())
-    mean = np.sum(np.stack(sums["total"].to_numpy()), axis=0) / n
-    products = np.sum(np.stack(sums["products"].to_numpy()), axis=0).reshape(d, d)
+    mean = np.sum(np.stack(list(sums["total"])), axis=0) / n
+    products = np.sum(np.stack(list(sums["products"])), axis=0).reshape(d, d)
     cov = (products / n - np.outer(mean, mean)) * (n / max(n - 1.0, 1.0))
     return mean, (cov + cov.T) / 2
 
 
-def _java_model(spark: SparkSession, python_class, uid: str, *values, **params):
+Model = TypeVar("Model", bound=JavaModel)
+
+
+def _java_model(spark: SparkSession, python_class: type[Model], uid: str, *values: object, **params: object) -> Model:
     """A Spark ML model made from its fitted values (the JVM class's constructor), as `fit` would return it:
     it transforms, saves and loads like one."""
     from pyspark.ml.common import _py2java
 
     context = spark.sparkContext
-    java_class = getattr(context._jvm.org.apache.spark.ml.feature, python_class.__name__)
+    java_class = getattr(fs.jvm(spark).org.apache.spark.ml.feature, python_class.__name__)
     model = python_class(java_class(uid, *[_py2java(context, value) for value in values]))
     model._set(**params)
     model._transfer_params_to_java()
     return model
 
 
-def _centre_model(spark: SparkSession, mean: np.ndarray, variances: np.ndarray) -> StandardScalerModel:
+def _centre_model(
+    spark: SparkSession, mean: NDArray[np.float64], variances: NDArray[np.float64]
+) -> StandardScalerModel:
     """The StandardScalerModel that StandardScaler(withMean=True, withStd=False).fit would give, from the mean
     and variances the covariance pass already has: no second pass over the features."""
     from pyspark.ml.linalg import DenseVector
@@ -87,7 +104,7 @@ def _centre_model(spark: SparkSession, mean: np.ndarray, variances: np.ndarray) 
                        inputCol=VECTOR, outputCol=CENTRED, withMean=True, withStd=False)
 
 
-def _pca_model(spark: SparkSession, components: np.ndarray, shares: np.ndarray, k: int) -> PCAModel:
+def _pca_model(spark: SparkSession, components: NDArray[np.float64], shares: NDArray[np.float64], k: int) -> PCAModel:
     """A Spark ML PCAModel from the top-k eigenvectors.
 
     PCA.fit runs a full SVD on the JVM (seconds for 1280 features without native LAPACK, and a second fit
@@ -102,7 +119,7 @@ def _pca_model(spark: SparkSession, components: np.ndarray, shares: np.ndarray, 
 
 
 def with_vectors(features: DataFrame) -> DataFrame:
-    return features.withColumn(VECTOR, array_to_vector("features"))
+    return features.withColumn(VECTOR, array_to_vector(F.col("features")))
 
 
 def fit(features: DataFrame, n_images: int, n_features: int, k: int | None, variance: float) -> Reduction:
@@ -133,8 +150,72 @@ def fit(features: DataFrame, n_images: int, n_features: int, k: int | None, vari
 def transform(model: PipelineModel, features: DataFrame) -> DataFrame:
     """Adds `pca` (array<double>, k values) to `features`; the helper columns are dropped."""
     projected = model.transform(with_vectors(features))
-    return projected.withColumn("pca", vector_to_array(PROJECTED)).drop(VECTOR, CENTRED, PROJECTED)
+    return projected.withColumn("pca", vector_to_array(F.col(PROJECTED))).drop(VECTOR, CENTRED, PROJECTED)
 
 
-def pc_columns(k: int) -> list:
-    return [F.col("pca")[i].alias(f"pc_{i + 1}") for i in range(k)]
+# ---------------------------------------------------------------- the rules: which PCA a run applies
+
+
+@dataclass(frozen=True)
+class PcaPlan:
+    action: str  # fit (first run, overwrite), refit, reuse (incremental), project (project-images)
+    model_uri: str | None = None  # the saved PipelineModel applied by reuse and project
+    source: PcaFacts | None = None  # what the run that fitted it recorded
+    source_run: str | None = None  # project-images: that run's OUTPUT
+
+    @property
+    def fits(self) -> bool:
+        return self.action in ("fit", "refit")
+
+
+def plan_pca(spark: SparkSession, config: Config, output: str, previous: Manifest | None,
+             from_run: Manifest | None) -> PcaPlan:
+    """Fit on a first run; reuse the saved PCA on an incremental one unless told to refit; project-images
+    applies the PCA of the run it names (`from_run`, that run's manifest)."""
+    if isinstance(config, ProjectConfig):
+        assert from_run is not None
+        source = config.from_run.rstrip("/")
+        return PcaPlan("project", fs.join(source, PCA_MODEL), from_run.pca_facts, source)
+    saved = fs.join(output, PCA_MODEL)
+    if previous is None or not fs.exists(spark, saved):
+        return PcaPlan("fit")
+    if config.pca == "refit":
+        return PcaPlan("refit")
+    stored_k = previous.pca_facts.k
+    if config.k is not None and config.k != stored_k:
+        raise FruitlakeError(
+            f"k={config.k} differs from the saved PCA's k={stored_k}: --pca reuse keeps k; "
+            "pass --pca refit to fit a new PCA on all stored features"
+        )
+    return PcaPlan("reuse", saved, previous.pca_facts)
+
+
+def same_pca(plan: PcaPlan, previous: Manifest) -> bool:
+    """Would the PCA applied now give the published values? Yes for reuse; for project-images, while the model
+    run has not fitted its PCA again since."""
+    if plan.action == "reuse":
+        return True
+    fitted = plan.source.pca_fitted_utc if plan.source is not None else None
+    return (plan.action == "project" and previous.pca_model_from == redact(plan.source_run or "")
+            and fitted is not None and previous.pca_facts.pca_fitted_utc == fitted)
+
+
+def reduce(plan: PcaPlan, config: Config, good: DataFrame, images_ok: int) -> tuple[PipelineModel, PcaFacts]:
+    """The PCA to apply to the decoded images' features, and what the manifest says about it."""
+    if not plan.fits:
+        assert plan.model_uri is not None  # reuse and project name the saved model
+        model = PipelineModel.load(plan.model_uri)
+        source, pca = plan.source, model.stages[-1]
+        assert source is not None  # a reused or projected PCA has the facts of its fit
+        assert isinstance(pca, PCAModel)  # the pipeline is [centre, PCA], as `fit` makes it
+        return model, dataclasses.replace(source, k=pca.getK())
+    assert isinstance(config, RunConfig)  # project-images never fits
+    reduction = fit(good, images_ok, NETWORKS[config.model].feature_dim, config.k, config.variance)
+    return reduction.model, PcaFacts(
+        k=reduction.k,
+        explained_variance=round(reduction.explained_variance, 6),
+        variance_target=None if config.k is not None else config.variance,
+        explained_variance_curve=[round(v, 6) for v in reduction.variance_curve],
+        pca_fitted_images=images_ok,
+        pca_fitted_utc=datetime.now(UTC).isoformat(timespec="microseconds"),
+    )

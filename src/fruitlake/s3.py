@@ -16,7 +16,8 @@ from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
-from fruitlake import FruitlakeError
+from fruitlake import FruitlakeError, fs
+from fruitlake.fs import JavaObject
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def _has_filesystem(spark: SparkSession, scheme: str) -> bool:
     from py4j.protocol import Py4JJavaError
 
     context = spark.sparkContext
-    filesystems = context._jvm.org.apache.hadoop.fs.FileSystem
+    filesystems = fs.jvm(spark).org.apache.hadoop.fs.FileSystem
     try:
         filesystems.getFileSystemClass(scheme, context._jsc.hadoopConfiguration())
     except Py4JJavaError:
@@ -114,7 +115,7 @@ def _has_filesystem(spark: SparkSession, scheme: str) -> bool:
 DEFAULT_SOURCES = ("core-default.xml", "Set by Spark to default values")
 
 
-def _set_by_someone(hadoop_conf, key: str) -> bool:
+def _set_by_someone(hadoop_conf: JavaObject, key: str) -> bool:
     """True when `key` was chosen by someone (spark-submit --conf, core-site.xml, code), not defaulted."""
     sources = hadoop_conf.getPropertySources(key)
     return sources is not None and any(source not in DEFAULT_SOURCES for source in sources)

@@ -18,18 +18,15 @@ from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
 from fruitlake.featurize import FEATURES_SCHEMA
+from fruitlake.output import PARQUET_OPTIONS, STORE
 
 log = logging.getLogger(__name__)
 
-STORE = "_store"
 META = "_meta.json"
 SUCCESS = "_SUCCESS"
 BATCH_PREFIX = "batch="
 KEY = ["path", "length", "modification_time"]  # a file is the same file while these three are
 COLUMNS = [field.name for field in FEATURES_SCHEMA.fields]
-# 1280 distinct floats per row: a dictionary never pays, and building one (then falling back) was most of the
-# JVM's CPU while featurizing.
-PARQUET_OPTIONS = {"parquet.enable.dictionary": "false"}
 
 
 @dataclass(frozen=True)
@@ -117,6 +114,7 @@ class Store:
         for number in numbers:
             frame = self.read_batch(number).withColumn("_batch", F.lit(number))
             tagged = frame if tagged is None else tagged.unionByName(frame)
+        assert tagged is not None  # two batches or more
         newest = Window.partitionBy("path").orderBy(F.col("_batch").desc())
         return tagged.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1").select(*COLUMNS)
 

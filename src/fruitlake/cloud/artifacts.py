@@ -74,7 +74,7 @@ echo "fruitlake venv ready in $((SECONDS - started)) s"
 """
 
 # spark-submit runs this file with the venv's Python; the work is done by the installed package.
-JOB_SCRIPT = '''"""EMR step entry point: `spark-submit fruitlake_job.py run INPUT OUTPUT ...` on YARN."""
+JOB_SCRIPT = '''"""EMR step entry point: `spark-submit fruitlake_job.py --config JSON` on YARN (see fruitlake.job)."""
 
 import sys
 

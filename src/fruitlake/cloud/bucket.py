@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fruitlake import FruitlakeError
 from fruitlake.cloud.artifacts import BOOTSTRAP_KEY, JOB_KEY, Uploaded, Wheelhouse, bootstrap_args, uploads
-from fruitlake.cloud.aws import error_code, project_tags, tag_list
+from fruitlake.cloud.aws import Client, JsonDict, error_code, project_tags, tag_list
 from fruitlake.cloud.config import PROJECT_TAG, CloudConfig
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class BucketState:
     kms: bool  # default encryption is SSE-KMS: the nodes' role needs the key
 
 
-def tls_only_statement(bucket: str) -> dict:
+def tls_only_statement(bucket: str) -> JsonDict:
     return {
         "Sid": TLS_SID,
         "Effect": "Deny",
@@ -47,11 +48,11 @@ def tls_only_statement(bucket: str) -> dict:
     }
 
 
-def tls_only_policy(bucket: str) -> dict:
+def tls_only_policy(bucket: str) -> JsonDict:
     return {"Version": "2012-10-17", "Statement": [tls_only_statement(bucket)]}
 
 
-def merged_policy(existing: dict | None, bucket: str) -> dict:
+def merged_policy(existing: JsonDict | None, bucket: str) -> JsonDict:
     """`existing` with our TLS-only statement in place of any earlier one of that Sid; the rest kept."""
     if existing is None:
         return tls_only_policy(bucket)
@@ -59,7 +60,7 @@ def merged_policy(existing: dict | None, bucket: str) -> dict:
     return {**existing, "Statement": [*others, tls_only_statement(bucket)]}
 
 
-def bucket_exists(s3, config: CloudConfig) -> bool:
+def bucket_exists(s3: Client, config: CloudConfig) -> bool:
     """True for our bucket in our region; refuses a bucket owned by someone else or living elsewhere."""
     from botocore.exceptions import ClientError
 
@@ -75,7 +76,10 @@ def bucket_exists(s3, config: CloudConfig) -> bool:
                 "choose another with --bucket"
             ) from None
         raise
+    # GetBucketLocation answers null for us-east-1 and "EU" for buckets made with that legacy constraint, which
+    # live in eu-west-1 (S3 API Reference, GetBucketLocation / CreateBucketConfiguration).
     where = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
+    where = "eu-west-1" if where == "EU" else where
     if where != config.region:
         raise FruitlakeError(
             f"bucket {bucket!r} is in {where}, not {config.region}: the data must stay in one region"
@@ -83,7 +87,7 @@ def bucket_exists(s3, config: CloudConfig) -> bool:
     return True
 
 
-def _read(call, missing: str, **params):
+def _read(call: Callable[..., JsonDict], missing: str, **params: str) -> JsonDict | None:
     """The answer of a GetBucket* call, or None when S3 says the setting is absent (error code `missing`)."""
     from botocore.exceptions import ClientError
 
@@ -95,14 +99,14 @@ def _read(call, missing: str, **params):
         raise
 
 
-def is_ours(s3, bucket: str) -> bool:
+def is_ours(s3: Client, bucket: str) -> bool:
     """Created by an earlier `up`: it carries the project tag `up` puts on the buckets it creates."""
     tagging = _read(s3.get_bucket_tagging, "NoSuchTagSet", Bucket=bucket)
     tags = {tag["Key"]: tag["Value"] for tag in (tagging or {}).get("TagSet", [])}
     return tags.get(PROJECT_TAG[0]) == PROJECT_TAG[1]
 
 
-def public_reasons(s3, bucket: str) -> list[str]:
+def public_reasons(s3: Client, bucket: str) -> list[str]:
     """Why the bucket is or may become public: S3's policy status, the public access block, the ACL."""
     reasons = []
     status = _read(s3.get_bucket_policy_status, "NoSuchBucketPolicy", Bucket=bucket)
@@ -119,14 +123,14 @@ def public_reasons(s3, bucket: str) -> list[str]:
     return reasons
 
 
-def _uses_kms(s3, bucket: str) -> bool:
+def _uses_kms(s3: Client, bucket: str) -> bool:
     found = _read(s3.get_bucket_encryption, "ServerSideEncryptionConfigurationNotFoundError", Bucket=bucket)
     rules = (found or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
     algorithms = {rule.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for rule in rules}
     return bool(algorithms & {"aws:kms", "aws:kms:dsse"})
 
 
-def adopt_bucket(s3, bucket: str) -> None:
+def adopt_bucket(s3: Client, bucket: str) -> None:
     """Check a bucket `up` did not create, then add only our TLS-only statement to its policy.
 
     Refuses a public bucket before changing anything: the images may hold personal data.
@@ -146,7 +150,7 @@ def adopt_bucket(s3, bucket: str) -> None:
         log.info("added the %s statement to the policy of bucket %s", TLS_SID, bucket)
 
 
-def ensure_bucket(s3, config: CloudConfig) -> BucketState:
+def ensure_bucket(s3: Client, config: CloudConfig) -> BucketState:
     """Create the bucket if missing, with encryption, public access block, TLS-only policy and tags.
 
     A bucket of an earlier `up` (tagged project=fruitlake) gets them again (each is a PUT of the whole
@@ -158,7 +162,7 @@ def ensure_bucket(s3, config: CloudConfig) -> BucketState:
         adopt_bucket(s3, bucket)
         return BucketState(created=False, kms=_uses_kms(s3, bucket))
     if not exists:
-        request: dict = {"Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced"}
+        request: JsonDict = {"Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced"}
         if config.region != "us-east-1":  # the one region that refuses an explicit location constraint
             request["CreateBucketConfiguration"] = {"LocationConstraint": config.region}
         s3.create_bucket(**request)
@@ -170,7 +174,7 @@ def ensure_bucket(s3, config: CloudConfig) -> BucketState:
     return BucketState(created=not exists, kms=False)
 
 
-def upload_artifacts(s3, config: CloudConfig, wheel: Path, wheelhouse: Wheelhouse) -> Uploaded:
+def upload_artifacts(s3: Client, config: CloudConfig, wheel: Path, wheelhouse: Wheelhouse) -> Uploaded:
     """Upload the wheel, its wheelhouse, the bootstrap and job scripts; returns the s3:// URIs EMR is given.
 
     A wheelhouse folder is named by its content's key, so a wheel already there with the same size is kept.
@@ -186,7 +190,7 @@ def upload_artifacts(s3, config: CloudConfig, wheel: Path, wheelhouse: Wheelhous
     return Uploaded(config.s3_uri(BOOTSTRAP_KEY), bootstrap_args(bucket, wheel, wheelhouse), config.s3_uri(JOB_KEY))
 
 
-def empty_and_delete_bucket(s3, bucket: str) -> int:
+def empty_and_delete_bucket(s3: Client, bucket: str) -> int:
     """Delete every object (and every version, should versioning ever be enabled), then the bucket."""
     deleted = 0
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import TYPE_CHECKING
 
 from fruitlake import FruitlakeError
 from fruitlake.cloud.config import (
@@ -16,8 +17,11 @@ from fruitlake.cloud.config import (
     DEFAULT_RELEASE,
     CloudConfig,
 )
+from fruitlake.config import RunConfig
+from fruitlake.options import add_run_options, run_config
 
-NOT_FORWARDED = {"help", "master", "weights", "onnx"}  # EMR picks the master; submit uploads the network
+if TYPE_CHECKING:
+    from fruitlake.cloud.aws import Session
 
 
 def _common() -> argparse.ArgumentParser:
@@ -61,15 +65,13 @@ def _cluster() -> argparse.ArgumentParser:
 
 
 def _run_options() -> argparse.ArgumentParser:
-    """The real `fruitlake run` parser, so `submit` takes exactly the run options, with the same defaults."""
-    from fruitlake.cli import COMMANDS
-
-    throwaway = argparse.ArgumentParser(add_help=False).add_subparsers()
-    COMMANDS["run"][0](throwaway)
-    return throwaway.choices["run"]
+    """The options of `fruitlake run`, so `submit` takes exactly those, with the same defaults."""
+    run = argparse.ArgumentParser(add_help=False)
+    add_run_options(run)
+    return run
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cloud = commands.add_parser("cloud", help="run on AWS EMR: plan, up, submit, status, down",
                                 description=__doc__.splitlines()[0])
     actions = cloud.add_subparsers(dest="cloud_command", required=True, metavar="ACTION")
@@ -111,37 +113,11 @@ def config_from(args: argparse.Namespace) -> CloudConfig:
     return CloudConfig(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
 
-def forwarded_run_args(args: argparse.Namespace) -> list[str]:
-    """The run options the user set, back as arguments for `fruitlake run` on the cluster.
-
-    Walks the run parser's own actions (argparse keeps them in `_actions`), so an option added to
-    `fruitlake run` is forwarded without a change here.
-    """
-    out: list[str] = []
-    for action in _run_options()._actions:
-        if not action.option_strings or action.dest in NOT_FORWARDED:
-            continue
-        value = getattr(args, action.dest, action.default)
-        if value == action.default:
-            continue
-        flag = action.option_strings[-1]
-        if action.nargs == 0:
-            out.append(flag)
-        elif isinstance(value, list | tuple):
-            out.extend([flag, *map(str, value)])
-        else:
-            out.extend([flag, str(value)])
-    return out
-
-
-def _run_config(args: argparse.Namespace):
+def _run_config(args: argparse.Namespace) -> RunConfig:
     """The run as `fruitlake run` would check it, here, not on the cluster."""
-    from fruitlake.config import RunConfig
-
     if getattr(args, "master", None):
         raise FruitlakeError("--master is chosen by EMR (YARN); drop it from `cloud submit`")
-    fields = {field.name for field in dataclasses.fields(RunConfig)} - {"master"}
-    return RunConfig(**{name: getattr(args, name) for name in fields if getattr(args, name, None) is not None})
+    return run_config(args)
 
 
 def _ask(question: str) -> bool:
@@ -151,7 +127,7 @@ def _ask(question: str) -> bool:
         return False
 
 
-def _session_and_config(config: CloudConfig):
+def _session_and_config(config: CloudConfig) -> tuple[Session, CloudConfig]:
     """The boto3 session and the config with its bucket named (STS when --bucket is not given)."""
     from fruitlake.cloud import aws
 
@@ -193,8 +169,7 @@ def _submit(args: argparse.Namespace) -> int:
     run = _run_config(args)
     session, config = _session_and_config(config)
     timeout = args.timeout_minutes * 60 if args.timeout_minutes is not None else None
-    runner.submit(session, config, run, forwarded_run_args(args),
-                  wait=not args.no_wait, poll_seconds=args.poll_seconds, timeout_seconds=timeout)
+    runner.submit(session, config, run, wait=not args.no_wait, poll_seconds=args.poll_seconds, timeout_seconds=timeout)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from fruitlake import FruitlakeError
 
@@ -126,5 +127,5 @@ class CloudConfig:
     def s3_uri(self, key: str) -> str:
         return f"s3://{self.bucket_name}/{key}"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

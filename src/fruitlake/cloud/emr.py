@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from fruitlake import FruitlakeError
 from fruitlake.cloud.artifacts import LOGS_PREFIX, VENV_PYTHON, Uploaded
-from fruitlake.cloud.aws import error_code, tag_list
+from fruitlake.cloud.aws import Client, JsonDict, error_code, tag_list
 from fruitlake.cloud.config import (
     BUCKET_TAG,
     BUDGET_TAG,
@@ -43,7 +43,7 @@ EXECUTOR_MEMORY = "3g"  # the JVM only reads files and moves Arrow batches; 3g +
 Echo = Callable[[str], None]
 
 
-def spark_python_configurations() -> list[dict]:
+def spark_python_configurations() -> list[JsonDict]:
     """spark-env.sh exports: the driver and each Python worker run the bootstrap's venv (it has fruitlake);
     spark-defaults: executors sized for their Python workers (see PYTHON_WORKER_MIB)."""
     return [
@@ -78,8 +78,8 @@ def cluster_tags(config: CloudConfig, cost: Estimate) -> dict[str, str]:
     }
 
 
-def _fleet(name: str, role: str, instance_type: str, count: int, spot: bool) -> dict:
-    fleet: dict = {
+def _fleet(name: str, role: str, instance_type: str, count: int, spot: bool) -> JsonDict:
+    fleet: JsonDict = {
         "Name": name,
         "InstanceFleetType": role,
         "TargetOnDemandCapacity": 0 if spot else count,
@@ -97,7 +97,7 @@ def _fleet(name: str, role: str, instance_type: str, count: int, spot: bool) -> 
     return fleet
 
 
-def instance_fleets(config: CloudConfig) -> list[dict]:
+def instance_fleets(config: CloudConfig) -> list[JsonDict]:
     """An on-demand primary and, with --spot, spot core nodes that fall back to on-demand.
 
     Spot core nodes in an instance group have no fallback: when spot capacity does not come, the cluster sits
@@ -114,7 +114,7 @@ def instance_fleets(config: CloudConfig) -> list[dict]:
 
 def run_job_flow_request(
     config: CloudConfig, uploaded: Uploaded, roles: Roles, subnet: Subnet, cost: Estimate
-) -> dict:
+) -> JsonDict:
     return {
         "Name": config.name,
         "ReleaseLabel": config.release,
@@ -141,9 +141,9 @@ def run_job_flow_request(
     }
 
 
-def find_cluster(emr, config: CloudConfig, states: list[str] | None = ACTIVE_STATES) -> dict | None:
+def find_cluster(emr: Client, config: CloudConfig, states: list[str] | None = ACTIVE_STATES) -> JsonDict | None:
     """The newest cluster in `states` (None: any state EMR still lists) with our name, project and bucket."""
-    ours = []
+    ours: list[JsonDict] = []
     pages = emr.get_paginator("list_clusters").paginate(**({"ClusterStates": states} if states else {}))
     for page in pages:
         for summary in page["Clusters"]:
@@ -160,7 +160,7 @@ def find_cluster(emr, config: CloudConfig, states: list[str] | None = ACTIVE_STA
 
 
 def ensure_cluster(
-    emr, config: CloudConfig, request: dict, retry_seconds: float = 15.0, echo: Echo = print
+    emr: Client, config: CloudConfig, request: JsonDict, retry_seconds: float = 15.0, echo: Echo = print
 ) -> tuple[str, bool]:
     """(cluster id, created): reuse our active cluster, else start one.
 
@@ -189,7 +189,7 @@ def ensure_cluster(
     raise AssertionError("unreachable")
 
 
-def bootstrap_logs(emr, config: CloudConfig, cluster_id: str) -> str:
+def bootstrap_logs(emr: Client, config: CloudConfig, cluster_id: str) -> str:
     """Where EMR copies each node's bootstrap-action logs (stdout, stderr), some minutes after they ran."""
     prefix = config.s3_uri(f"{LOGS_PREFIX}{cluster_id}/node/")
     instances = emr.list_instances(ClusterId=cluster_id).get("Instances", [])
@@ -198,7 +198,7 @@ def bootstrap_logs(emr, config: CloudConfig, cluster_id: str) -> str:
     return where + (f" (instances: {', '.join(ids)})" if ids else "")
 
 
-def ended_cluster_error(emr, config: CloudConfig, cluster: dict) -> FruitlakeError:
+def ended_cluster_error(emr: Client, config: CloudConfig, cluster: JsonDict) -> FruitlakeError:
     """What to tell about a cluster that ended instead of starting: EMR's reason and where its logs are."""
     reason = cluster["Status"].get("StateChangeReason", {})
     code, message = reason.get("Code"), reason.get("Message") or "no reason given by EMR"
@@ -212,8 +212,8 @@ def ended_cluster_error(emr, config: CloudConfig, cluster: dict) -> FruitlakeErr
     return FruitlakeError(text)
 
 
-def wait_until_ready(emr, config: CloudConfig, cluster_id: str, poll_seconds: float = 30.0,
-                     max_minutes: float = 45.0) -> dict:
+def wait_until_ready(emr: Client, config: CloudConfig, cluster_id: str, poll_seconds: float = 30.0,
+                     max_minutes: float = 45.0) -> JsonDict:
     """Block until the cluster is WAITING (or RUNNING), with boto3's `cluster_running` waiter.
 
     Raises with EMR's reason and the bootstrap log path when the cluster ends instead.
@@ -233,10 +233,11 @@ def wait_until_ready(emr, config: CloudConfig, cluster_id: str, poll_seconds: fl
             f"cluster {cluster_id} is still {cluster['Status']['State']} after {max_minutes:.0f} min; it keeps "
             "starting: follow it with `fruitlake cloud status`"
         ) from None
-    return emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+    ready: JsonDict = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+    return ready
 
 
-def active_cluster(emr, config: CloudConfig) -> dict:
+def active_cluster(emr: Client, config: CloudConfig) -> JsonDict:
     """Our active cluster; else says why there is none: a failed bootstrap of the newest one, or no `up` yet."""
     cluster = find_cluster(emr, config)
     if cluster is not None:
@@ -251,8 +252,13 @@ def active_cluster(emr, config: CloudConfig) -> dict:
     )
 
 
-def step_request(config: CloudConfig, job_uri: str, run_args: list[str], name: str) -> dict:
-    """A command-runner step: spark-submit (client mode, YARN) of the job entry point, `run ...` arguments."""
+MAX_STEP_ARGUMENT = 10_280  # characters of one step argument (botocore's EMR model: XmlString)
+
+
+def step_request(config: CloudConfig, job_uri: str, job_args: list[str], name: str) -> JsonDict:
+    """A command-runner step: spark-submit (client mode, YARN) of the job entry point (fruitlake.job) with its
+    arguments. Each argument is one XmlString of at most 10,280 characters (botocore's EMR model,
+    HadoopJarStepConfig.Args); a serialized RunConfig is well under 1,000."""
     command = [
         "spark-submit",
         "--deploy-mode", "client",
@@ -260,7 +266,7 @@ def step_request(config: CloudConfig, job_uri: str, run_args: list[str], name: s
         "--conf", f"spark.pyspark.python={VENV_PYTHON}",
         "--conf", f"spark.pyspark.driver.python={VENV_PYTHON}",
         job_uri,
-        "run", *run_args,
+        *job_args,
     ]  # fmt: skip
     return {
         "Name": name[:256],
@@ -269,11 +275,12 @@ def step_request(config: CloudConfig, job_uri: str, run_args: list[str], name: s
     }
 
 
-def add_step(emr, cluster_id: str, step: dict) -> str:
-    return emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"][0]
+def add_step(emr: Client, cluster_id: str, step: JsonDict) -> str:
+    step_id: str = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"][0]
+    return step_id
 
 
-def _failure(step: dict) -> str:
+def _failure(step: JsonDict) -> str:
     details = step["Status"].get("FailureDetails") or {}
     reason = step["Status"].get("StateChangeReason", {}).get("Message")
     parts = [details.get("Reason"), details.get("Message"), reason]
@@ -284,7 +291,7 @@ def _failure(step: dict) -> str:
 
 
 def wait_for_step(
-    emr,
+    emr: Client,
     cluster_id: str,
     step_id: str,
     echo: Echo = print,
@@ -296,7 +303,7 @@ def wait_for_step(
     last = None
     while True:
         step = emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]
-        state = step["Status"]["State"]
+        state: str = step["Status"]["State"]
         if state != last:
             echo(f"step {step_id}: {state} after {time.monotonic() - started:.0f} s")
             last = state
@@ -312,11 +319,12 @@ def wait_for_step(
         time.sleep(poll_seconds)
 
 
-def recent_steps(emr, cluster_id: str, limit: int = 5) -> list[dict]:
-    return emr.list_steps(ClusterId=cluster_id)["Steps"][:limit]  # EMR lists the newest first
+def recent_steps(emr: Client, cluster_id: str, limit: int = 5) -> list[JsonDict]:
+    steps: list[JsonDict] = emr.list_steps(ClusterId=cluster_id)["Steps"][:limit]  # EMR lists the newest first
+    return steps
 
 
-def terminate(emr, cluster_id: str, echo: Echo = print, wait: bool = False, poll_seconds: float = 15) -> None:
+def terminate(emr: Client, cluster_id: str, echo: Echo = print, wait: bool = False, poll_seconds: float = 15) -> None:
     emr.terminate_job_flows(JobFlowIds=[cluster_id])
     echo(f"terminating cluster {cluster_id}")
     while wait:

@@ -6,7 +6,7 @@ import json
 import logging
 from dataclasses import dataclass
 
-from fruitlake.cloud.aws import error_code, project_tags, tag_list
+from fruitlake.cloud.aws import Client, JsonDict, error_code, project_tags, tag_list
 from fruitlake.cloud.config import CloudConfig
 
 log = logging.getLogger(__name__)
@@ -21,14 +21,14 @@ SPOT_SERVICE = "spot.amazonaws.com"
 SPOT_ROLE = "AWSServiceRoleForEC2Spot"
 
 
-def trust(service: str) -> dict:
+def trust(service: str) -> JsonDict:
     return {
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
     }
 
 
-def bucket_access_policy(bucket: str, kms: bool = False) -> dict:
+def bucket_access_policy(bucket: str, kms: bool = False) -> JsonDict:
     """What the nodes may do: read code and images, write results and logs, in this bucket and no other.
 
     Since EMR 7.10 s3:// is Hadoop's S3A, whose magic committer writes every file as a multipart upload and
@@ -36,7 +36,7 @@ def bucket_access_policy(bucket: str, kms: bool = False) -> dict:
     hadoop-aws "Working with IAM Assumed Roles"; EMR Release Guide, "EMR File System (EMRFS)"). With `kms`
     (a bucket encrypted with SSE-KMS by default), the key may be used for this bucket's objects only.
     """
-    statements = [
+    statements: list[JsonDict] = [
         {
             "Sid": "ListTheBucket",
             "Effect": "Allow",
@@ -73,7 +73,7 @@ def bucket_access_policy(bucket: str, kms: bool = False) -> dict:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def pass_role_policy(instance_role_arn: str) -> dict:
+def pass_role_policy(instance_role_arn: str) -> JsonDict:
     """AmazonEMRServicePolicy_v2 may pass only a role named EMR_EC2_DefaultRole; this lets EMR pass ours."""
     return {
         "Version": "2012-10-17",
@@ -96,18 +96,19 @@ class Roles:
     created: tuple[str, ...]  # what this call created, so the caller can wait for IAM to propagate
 
 
-def _role_arn(iam, name: str) -> str | None:
+def _role_arn(iam: Client, name: str) -> str | None:
     from botocore.exceptions import ClientError
 
     try:
-        return iam.get_role(RoleName=name)["Role"]["Arn"]
+        arn: str = iam.get_role(RoleName=name)["Role"]["Arn"]
+        return arn
     except ClientError as exc:
         if error_code(exc) == "NoSuchEntity":
             return None
         raise
 
 
-def _ensure_role(iam, name: str, service: str, description: str, created: list[str]) -> str:
+def _ensure_role(iam: Client, name: str, service: str, description: str, created: list[str]) -> str:
     arn = _role_arn(iam, name)
     if arn is None:
         arn = iam.create_role(
@@ -121,7 +122,7 @@ def _ensure_role(iam, name: str, service: str, description: str, created: list[s
     return arn
 
 
-def _ensure_instance_profile(iam, name: str, created: list[str]) -> None:
+def _ensure_instance_profile(iam: Client, name: str, created: list[str]) -> None:
     from botocore.exceptions import ClientError
 
     try:
@@ -137,12 +138,12 @@ def _ensure_instance_profile(iam, name: str, created: list[str]) -> None:
         iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
 
 
-def roles_exist(iam, config: CloudConfig) -> dict[str, bool]:
+def roles_exist(iam: Client, config: CloudConfig) -> dict[str, bool]:
     names = [config.instance_role, config.service_role] + ([SPOT_ROLE] if config.spot else [])
     return {name: _role_arn(iam, name) is not None for name in names}
 
 
-def _ensure_spot_role(iam, created: list[str]) -> None:
+def _ensure_spot_role(iam: Client, created: list[str]) -> None:
     from botocore.exceptions import ClientError
 
     if _role_arn(iam, SPOT_ROLE) is not None:
@@ -158,7 +159,7 @@ def _ensure_spot_role(iam, created: list[str]) -> None:
     created.append(f"service-linked role {SPOT_ROLE}")
 
 
-def ensure_roles(iam, config: CloudConfig, kms: bool = False) -> Roles:
+def ensure_roles(iam: Client, config: CloudConfig, kms: bool = False) -> Roles:
     """Create what is missing; always rewrite the inline policies, so they follow the current bucket.
 
     `kms`: the bucket is encrypted with SSE-KMS, so the nodes need its key (for this bucket's objects only).

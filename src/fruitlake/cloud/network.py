@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fruitlake import FruitlakeError
+from fruitlake.cloud.aws import Client, JsonDict
 from fruitlake.cloud.config import EMR_MANAGED_TAG, CloudConfig
 
 # The EMR-managed security groups EMR reuses by name in a VPC; ServiceAccess exists for private subnets only.
@@ -26,16 +27,16 @@ class Subnet:
     untagged_groups: tuple[tuple[str, str], ...] = ()  # (id, name) of EMR's security groups lacking the tag
 
 
-def _tags(resource: dict) -> dict[str, str]:
+def _tags(resource: JsonDict) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in resource.get("Tags", [])}
 
 
-def _is_tagged(resource: dict) -> bool:
+def _is_tagged(resource: JsonDict) -> bool:
     key, value = EMR_MANAGED_TAG
     return _tags(resource).get(key) == value
 
 
-def untagged_emr_groups(ec2, vpc_id: str) -> tuple[tuple[str, str], ...]:
+def untagged_emr_groups(ec2: Client, vpc_id: str) -> tuple[tuple[str, str], ...]:
     found = ec2.describe_security_groups(Filters=[
         {"Name": "vpc-id", "Values": [vpc_id]},
         {"Name": "group-name", "Values": list(EMR_SECURITY_GROUPS)},
@@ -43,7 +44,7 @@ def untagged_emr_groups(ec2, vpc_id: str) -> tuple[tuple[str, str], ...]:
     return tuple((group["GroupId"], group["GroupName"]) for group in found if not _is_tagged(group))
 
 
-def find_subnet(ec2, config: CloudConfig) -> Subnet:
+def find_subnet(ec2: Client, config: CloudConfig) -> Subnet:
     """The --subnet, or the first default subnet of the default VPC; read-only."""
     if config.subnet:
         found = ec2.describe_subnets(SubnetIds=[config.subnet])["Subnets"]
@@ -64,7 +65,7 @@ def find_subnet(ec2, config: CloudConfig) -> Subnet:
     )
 
 
-def tag_for_emr(ec2, subnet: Subnet) -> None:
+def tag_for_emr(ec2: Client, subnet: Subnet) -> None:
     """Tag the subnet, its VPC and EMR's untagged security groups there for AmazonEMRServicePolicy_v2."""
     resources = [] if subnet.tagged else [subnet.subnet_id, subnet.vpc_id]
     resources += [group_id for group_id, _ in subnet.untagged_groups]

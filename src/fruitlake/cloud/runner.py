@@ -6,6 +6,7 @@ takes a boto3 session, so tests point it at a local S3/IAM/EMR server.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from fruitlake.cloud.artifacts import (
 from fruitlake.cloud.config import ESTIMATE_TAG, EU_REGIONS, CloudConfig
 from fruitlake.cloud.pricing import Estimate, check_budget, estimate
 from fruitlake.cloud.weights import split_s3_uri, upload_network
-from fruitlake.config import RunConfig
+from fruitlake.config import STEP_CONFIG, RunConfig, to_json
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class Plan:
         ]
 
 
-def inspect(session, config: CloudConfig, cost: Estimate, wheel: str) -> Plan:
+def inspect(session: aws.Session, config: CloudConfig, cost: Estimate, wheel: str) -> Plan:
     """What exists and what `up` would create; read-only calls only."""
     found = emr.find_cluster(aws.client(session, config, "emr"), config)
     s3 = aws.client(session, config, "s3")
@@ -118,7 +119,7 @@ def wheel_description(wheel: str | None, source: str) -> str:
 
 
 def up(
-    session,
+    session: aws.Session,
     config: CloudConfig,
     cost: Estimate,
     wheel: str | None,
@@ -180,19 +181,18 @@ ENGINES_ON_NODES = ("onnx",)  # the nodes' venv holds ONNX Runtime only (extra `
 
 
 def submit(
-    session,
+    session: aws.Session,
     config: CloudConfig,
     run: RunConfig,
-    run_args: list[str],
     echo: Echo = print,
     wait: bool = True,
     poll_seconds: float = 30.0,
     timeout_seconds: float | None = None,
 ) -> str:
-    """Add a `fruitlake run INPUT OUTPUT ...` step to our active cluster; wait for it unless told not to.
+    """Add a step running `run` to our active cluster; wait for it unless told not to.
 
-    `run` is the run as checked here; `run_args` its options for the cluster, except the network: the weights
-    are converted to ONNX here and both files uploaded, so the step gets `--weights` and `--onnx` URIs.
+    `run` is the run as checked here. The weights are converted to ONNX here and both files uploaded; the step
+    gets the same config with their URIs, serialized (`fruitlake.job --config JSON`): nothing is parsed again.
     """
     check_uri_in_bucket(config, "INPUT", run.input)
     check_uri_in_bucket(config, "OUTPUT", run.output)
@@ -208,19 +208,22 @@ def submit(
         split_s3_uri(run.weights)
     client = aws.client(session, config, "emr")
     cluster = emr.active_cluster(client, config)  # or why there is none (a failed bootstrap, say)
-    network = upload_network(aws.client(session, config, "s3"), config, run.weights, run.model, run.image_size,
+    uploaded = upload_network(aws.client(session, config, "s3"), config, run.weights, run.model, run.image_size,
                              echo, "int8" if run.precision == "int8" else "fp32")
-    arguments = [run.input, run.output, *run_args, *network.run_args()]
-    step = emr.step_request(config, config.s3_uri(JOB_KEY), arguments, f"fruitlake run {run.output}")
+    on_cluster = to_json(dataclasses.replace(run, weights=uploaded.weights_uri, onnx=uploaded.onnx_uri, master=None))
+    if len(on_cluster) > emr.MAX_STEP_ARGUMENT:
+        raise FruitlakeError(f"the run's configuration is {len(on_cluster)} characters, more than an EMR step "
+                             f"argument takes ({emr.MAX_STEP_ARGUMENT}): shorten INPUT and OUTPUT")
+    step = emr.step_request(config, config.s3_uri(JOB_KEY), [STEP_CONFIG, on_cluster], f"fruitlake run {run.output}")
     step_id = emr.add_step(client, cluster["Id"], step)
-    echo(f"added step {step_id} to cluster {cluster['Id']}: fruitlake run {' '.join(arguments)}")
+    echo(f"added step {step_id} to cluster {cluster['Id']}: fruitlake run {run.input} {run.output}")
     if wait:
         emr.wait_for_step(client, cluster["Id"], step_id, echo, poll_seconds, timeout_seconds)
         echo(f"results in {run.output}; download with: aws s3 sync {run.output} ./results")
     return step_id
 
 
-def status(session, config: CloudConfig, echo: Echo = print) -> dict | None:
+def status(session: aws.Session, config: CloudConfig, echo: Echo = print) -> aws.JsonDict | None:
     client = aws.client(session, config, "emr")
     cluster = emr.find_cluster(client, config) or emr.find_cluster(client, config, states=None)
     if cluster is None:
@@ -247,7 +250,7 @@ def status(session, config: CloudConfig, echo: Echo = print) -> dict | None:
 
 
 def down(
-    session,
+    session: aws.Session,
     config: CloudConfig,
     echo: Echo = print,
     delete_bucket: bool = False,

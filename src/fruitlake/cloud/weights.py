@@ -7,11 +7,13 @@ the manifest with its sha256) and `--onnx`, whose metadata names the weights' sh
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fruitlake import FruitlakeError
 from fruitlake.cloud.artifacts import WEIGHTS_PREFIX
+from fruitlake.cloud.aws import Client
 from fruitlake.cloud.config import CloudConfig
 from fruitlake.models import cache_dir, onnx_model
 
@@ -22,9 +24,6 @@ class UploadedNetwork:
     onnx_uri: str
     sha256: str
 
-    def run_args(self) -> list[str]:
-        return ["--weights", self.weights_uri, "--onnx", self.onnx_uri]
-
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -33,18 +32,19 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _uploaded_size(s3, bucket: str, key: str) -> int | None:
+def _uploaded_size(s3: Client, bucket: str, key: str) -> int | None:
     from botocore.exceptions import ClientError
 
     try:
-        return s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        size: int = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        return size
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
 
 
-def _local_weights(s3, weights: str) -> str:
+def _local_weights(s3: Client, weights: str) -> str:
     """A local path for `weights`: 'imagenet' and local files as they are, an s3:// object downloaded once."""
     if not weights.startswith("s3://"):
         return weights
@@ -59,14 +59,14 @@ def _local_weights(s3, weights: str) -> str:
     return str(local)
 
 
-def _upload(s3, bucket: str, key: str, path: Path, echo) -> None:
+def _upload(s3: Client, bucket: str, key: str, path: Path, echo: Callable[[str], None]) -> None:
     if _uploaded_size(s3, bucket, key) != path.stat().st_size:
         echo(f"uploading {path.name} to s3://{bucket}/{key}")
         s3.upload_file(str(path), bucket, key)
 
 
-def upload_network(s3, config: CloudConfig, weights: str, model: str, image_size: int, echo=print,
-                   precision: str = "fp32") -> UploadedNetwork:
+def upload_network(s3: Client, config: CloudConfig, weights: str, model: str, image_size: int,
+                   echo: Callable[[str], None] = print, precision: str = "fp32") -> UploadedNetwork:
     """Convert the weights to ONNX on this machine (cached by their sha256) and put both in the bucket.
 
     Weights already in the bucket stay where they are; others go to weights/<sha256 prefix>/, the ONNX file

@@ -1,0 +1,153 @@
+"""commit(plan) -> CommitResult: the pending images through the CNN into OUTPUT/_store, in batches.
+
+Each batch of `--commit-every` images is one committed store write (`store.py`): a kill loses only the batch in
+flight, and the next run picks up what was committed. Afterwards the store holds one batch with exactly the
+rows to publish.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+
+from pyspark import Accumulator
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fruitlake.discover import Discovered, batch_starts, in_range, select_files, size_partitions
+from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, EngineSpec, featurize
+from fruitlake.images import EMPTY_FILE
+from fruitlake.output import set_aside
+from fruitlake.plan import RunPlan
+from fruitlake.progress import Progress
+from fruitlake.store import pending
+
+log = logging.getLogger(__name__)
+
+Selection = Callable[[DataFrame], DataFrame]  # the rows of one batch's files, from a frame of INPUT's files
+
+
+@dataclass(frozen=True)
+class Batch:
+    select: Selection
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """The store after the run's features were committed: one batch, holding exactly what is published."""
+
+    images_new: int  # pending files before this run
+    batch: int  # the store batch to publish
+    stored: DataFrame  # its rows (FEATURES_SCHEMA)
+    images_ok: int
+    images_rejected: int
+    images_vanished: int  # pending files deleted before they could be read
+    cnn_images: int  # rows that went through the CNN
+    dropped_missing: bool  # rows of files gone from INPUT were dropped (--missing drop)
+
+    @property
+    def good(self) -> DataFrame:
+        return self.stored.where(F.col("error").isNull())
+
+
+def commit(spark: SparkSession, plan: RunPlan, progress: Progress) -> CommitResult:
+    """Featurize the pending files into the store and compact it to one batch. From here on OUTPUT is written."""
+    config, store, found = plan.config, plan.store, plan.found
+    if config.mode == "overwrite" and not plan.state.empty:
+        set_aside(spark, plan.output)  # back in place if the run is refused late (`publish.refused_late`)
+    store.clean()
+    if store.read_meta() is None:
+        store.write_meta(plan.network.identity)
+    first_run = plan.in_store is None
+    images_done = spark.sparkContext.accumulator(0)
+    # Counted, sorted and read per batch: cached, so INPUT is listed and the store joined once (no features).
+    todo = pending(found.listing, plan.in_store).select("path", "file_uri", "length").persist()
+    try:
+        images = found.count if first_run else todo.count()
+        with progress.stage("featurize", spark, images, lambda: images_done.value):
+            vanished = _featurize_pending(spark, plan, _batches(todo, first_run, images, found.total_bytes,
+                                                                config.commit_every), images, images_done)
+    finally:
+        todo.unpersist()
+    dropping = config.missing == "drop" and plan.images_missing > 0
+    batches = store.batches()
+    if len(batches) == 1 and not dropping:
+        batch = batches[0]
+    else:
+        rows = store.rows()  # leave one batch that holds exactly what is published
+        assert rows is not None  # this run committed at least one batch, or there was one before
+        if dropping:
+            rows = rows.join(found.listing.select("path"), on="path", how="left_semi")
+        batch = store.compact(rows)
+    stored = store.read_batch(batch)
+    counts = {row["ok"]: row["count"] for row in
+              stored.groupBy(F.col("error").isNull().alias("ok")).count().collect()}
+    return CommitResult(images, batch, stored, counts.get(True, 0), counts.get(False, 0), vanished,
+                        images_done.value, dropping)
+
+
+def _batches(todo: DataFrame, first_run: bool, images: int, total_bytes: int, every: int) -> Iterator[Batch]:
+    """The pending files in batches of `every`, in URI order.
+
+    The driver holds the first URI of each batch, never a list of every file. On a first run (every file is
+    pending) a batch is the range of URIs between two of them, which Spark prunes its scan with; otherwise
+    the URIs of one batch, `every` of them, are fetched to select exactly those files.
+    """
+    if first_run and images <= every:
+        yield Batch(lambda frame: frame, images, total_bytes)
+        return
+    starts = batch_starts(todo, every)
+    for number, low in enumerate(starts):
+        high = starts[number + 1] if number + 1 < len(starts) else None
+        if first_run:
+            files = min(every, images - number * every)
+            yield Batch(partial(in_range, low=low, high=high), files, total_bytes * files // images)
+        else:
+            rows = in_range(todo, low, high).select("file_uri", "length").collect()
+            uris = [row["file_uri"] for row in rows]
+            yield Batch(partial(select_files, file_uris=uris), len(rows), sum(row["length"] for row in rows))
+
+
+def _featurize_pending(spark: SparkSession, plan: RunPlan, batches: Iterator[Batch], images: int,
+                       images_done: Accumulator[int]) -> int:
+    """Commit each batch to the store; returns how many pending files vanished before they could be read."""
+    ignore_missing = spark.conf.get("spark.sql.files.ignoreMissingFiles", "false")
+    # A file deleted since the listing is skipped and counted, not a dead job.
+    spark.conf.set("spark.sql.files.ignoreMissingFiles", "true")
+    vanished = committed = 0
+    try:
+        for batch in batches:
+            size_partitions(spark, batch.files, batch.bytes)
+            rows = _featurized(plan.found, batch.select, plan.network.spec(spark), plan.config.max_bytes,
+                               images_done)
+            number = plan.store.append(rows)
+            lost = batch.files - plan.store.read_batch(number).count()  # Parquet footers: no data is read
+            if lost:
+                log.warning("%d files of store batch %d disappeared from INPUT before they could be read",
+                            lost, number)
+            vanished += lost
+            committed += batch.files
+            log.info("store batch %d committed: %d/%d pending images", number, committed, images)
+    finally:
+        spark.conf.set("spark.sql.files.ignoreMissingFiles", ignore_missing or "false")
+    return vanished
+
+
+def _featurized(found: Discovered, select: Selection, spec: EngineSpec, max_bytes: int,
+                images_done: Accumulator[int]) -> DataFrame:
+    """The rows of the selected files: through the CNN, or rejected unread when empty or larger than
+    `max_bytes`."""
+    length = F.col("length")
+    limit = f"exceeds the limit of {max_bytes} bytes"
+    too_large = F.format_string(f"file too large to read: %d bytes {limit}", length)
+    unread = select(found.listing).where((length == 0) | (length > max_bytes)).select(
+        *PASSTHROUGH,
+        F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features"),
+        F.when(length == 0, F.lit(EMPTY_FILE)).otherwise(too_large).alias("error"),
+    )
+    readable = select(found.images).where((length > 0) & (length <= max_bytes))
+    return featurize(readable, spec, images_done).unionByName(unread)

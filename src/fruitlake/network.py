@@ -1,0 +1,92 @@
+"""The network of a run, resolved once on the driver: engine options, weights file and sha256, ONNX file.
+
+From this one value derive the store's identity (`StoreMeta`), the manifest's network fields (`NetworkFacts`)
+and the engine the workers build (`EngineSpec`). The network itself is built only when the CNN has work: an
+incremental run with nothing new never pays for it.
+
+Weights (and a prebuilt ONNX file) given as a URI, e.g. s3:// on EMR, are copied to a local folder through
+Hadoop's FileSystem first: Keras and ONNX Runtime read local files only.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+from fruitlake import FruitlakeError, fs
+from fruitlake.featurize import EngineOptions, EngineSpec, make_spec, require_bf16
+from fruitlake.manifest import NetworkFacts
+from fruitlake.models import NETWORKS, OnnxModel, Weights, load_network, onnx_model, weights_file
+from fruitlake.redaction import redact
+from fruitlake.store import Store, StoreMeta, require_meta
+
+
+class RunNetwork:
+    def __init__(self, spark: SparkSession, options: EngineOptions, weights: str, onnx: str | None = None) -> None:
+        self.options = options
+        self._local = fs.LocalCopies(spark)
+        self.weights: Weights = weights_file(options.model, self._local.of(weights))
+        self.source = weights if fs.is_remote(weights) else self.weights.path  # what the manifest shows
+        self._onnx_uri = onnx
+        self.onnx_file: str | None = None  # the ONNX file the engine was made from (not for keras)
+        self._converted: OnnxModel | None = None
+        self._spec: EngineSpec | None = None
+
+    @property
+    def identity(self) -> StoreMeta:
+        """What stored features must share with this run's to be mixed with them."""
+        options = self.options
+        return StoreMeta(options.model, options.image_size, self.weights.sha256, options.precision)
+
+    def facts(self) -> NetworkFacts:
+        options = self.options
+        return NetworkFacts(
+            model=options.model, engine=options.engine, precision=options.precision, weights=self.source,
+            weights_sha256=self.weights.sha256, onnx_file=self.onnx_file, image_size=options.image_size,
+            feature_dim=NETWORKS[options.model].feature_dim, batch_size=options.batch_size,
+        )
+
+    def require(self, expected_sha256: str | None, store: Store | None) -> None:
+        """Refuse weights that differ from the run `project-images` applies, or from OUTPUT's stored features."""
+        sha256 = self.weights.sha256
+        if expected_sha256 is not None and sha256 != expected_sha256:
+            raise FruitlakeError(
+                f"weights file {redact(self.weights.path)!r} has sha256 {sha256[:16]}..., "
+                f"but the run in --from-run was made with {expected_sha256[:16]}...: "
+                "its PCA only fits features of the same weights (pass the same file with --weights)"
+            )
+        if store is not None:
+            require_meta(store, self.identity)
+        require_bf16(self.options.precision)
+
+    def check(self) -> None:
+        """Load the weights into the network (a file of another architecture fails here). For ONNX engines a
+        conversion cached for this checksum proves it already, and is what the run will use."""
+        if self.options.engine == "keras":
+            load_network(self.options.model, self.weights, self.options.image_size)
+        else:
+            self._onnx()
+
+    def _onnx(self) -> OnnxModel:
+        """The ONNX model, converted (or read and checked) once per run."""
+        if self._converted is None:
+            options = self.options
+            prebuilt = self._local.of(self._onnx_uri) if self._onnx_uri else None
+            quantized = "int8" if options.precision == "int8" else "fp32"  # bf16 is OpenVINO's, from fp32
+            self._converted = onnx_model(options.model, self.weights, options.image_size, prebuilt, quantized)
+            self.onnx_file = self._onnx_uri or self._converted.onnx_path
+        return self._converted
+
+    def spec(self, spark: SparkSession) -> EngineSpec:
+        """The engine for the workers, broadcast on first use."""
+        if self._spec is None:
+            options = self.options
+            payload = load_network(options.model, self.weights, options.image_size).weights \
+                if options.engine == "keras" else self._onnx().model_bytes
+            self._spec = make_spec(spark, payload, options)
+            self._converted = None  # broadcast: the driver need not keep the bytes
+        return self._spec
+
+    def release(self) -> None:
+        if self._spec is not None:
+            self._spec.payload.unpersist()
+        self._local.remove()

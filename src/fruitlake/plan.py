@@ -1,0 +1,130 @@
+"""plan(config) -> RunPlan: every reason to refuse a run, found before OUTPUT is created, cleared or written.
+
+The plan resolves what the later stages only read: what OUTPUT holds, the images of INPUT, the network (once),
+the PCA to apply, and for an incremental run the rows already in the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+
+from fruitlake import FruitlakeError, fs
+from fruitlake.config import Config, ProjectConfig, RunConfig
+from fruitlake.discover import Discovered, discover
+from fruitlake.featurize import EngineOptions
+from fruitlake.manifest import Manifest
+from fruitlake.network import RunNetwork
+from fruitlake.output import MANIFEST, PCA_MODEL, OutputState, inspect_output
+from fruitlake.progress import Progress, StageTimer
+from fruitlake.redaction import redact
+from fruitlake.reduce import PcaPlan, plan_pca
+from fruitlake.safety import check_separate
+from fruitlake.store import Store, missing
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the checks established; nothing has been written to OUTPUT yet."""
+
+    config: Config
+    output: str  # OUTPUT without a trailing slash
+    state: OutputState
+    previous: Manifest | None  # the manifest of the run an incremental run adds to
+    found: Discovered
+    store: Store
+    pca: PcaPlan
+    in_store: DataFrame | None  # the rows the store holds, for an incremental run
+    images_missing: int  # stored rows whose file left INPUT
+    network: RunNetwork
+
+    @property
+    def incremental(self) -> bool:
+        return self.config.mode == "incremental"
+
+    @contextmanager
+    def releasing(self) -> Iterator[RunPlan]:
+        """The plan, its network's broadcast and local copies dropped when the block ends."""
+        try:
+            yield self
+        finally:
+            self.network.release()
+
+
+def check_locations(spark: SparkSession, config: Config) -> Manifest | None:
+    """Before the lock puts anything in OUTPUT: --from-run is a finished run (its manifest is returned), and INPUT,
+    OUTPUT and --from-run lie apart from each other."""
+    from_run = _finished_run(spark, config.from_run) if isinstance(config, ProjectConfig) else None
+    locations = {"INPUT": fs.qualify(spark, config.input), "OUTPUT": fs.qualify(spark, config.output)}
+    if isinstance(config, ProjectConfig):
+        locations["--from-run"] = fs.qualify(spark, config.from_run)
+    check_separate(locations)
+    return from_run
+
+
+def plan(spark: SparkSession, config: Config, timer: StageTimer, progress: Progress,
+         from_run: Manifest | None = None) -> RunPlan:
+    """`from_run`: the manifest `check_locations` read for project-images (read here if not given)."""
+    output = config.output.rstrip("/")
+    state = inspect_output(spark, output, config.mode)
+    previous = state.manifest if config.mode == "incremental" else None
+    if previous is not None and previous.command != config.command:
+        raise FruitlakeError(
+            f"OUTPUT {redact(output)!r} was written by `fruitlake {previous.command}`; "
+            f"`fruitlake {config.command} --mode incremental` cannot add to it"
+        )
+    if isinstance(config, ProjectConfig) and from_run is None:
+        from_run = _finished_run(spark, config.from_run)
+    avoid = (output,) + ((config.from_run.rstrip("/"),) if isinstance(config, ProjectConfig) else ())
+    with timer("discover"), progress.stage("discover", spark) as shown:
+        found = discover(spark, config.input, avoid=avoid)
+        shown.count(found.count)
+    store = Store(spark, output)
+    pca = plan_pca(spark, config, output, previous, from_run)
+    in_store = store.rows() if config.mode == "incremental" else None
+    gone = missing(in_store, found.listing)
+    images_missing = gone.count() if gone is not None else 0
+    k = config.k if isinstance(config, RunConfig) else None
+    if k is not None and pca.fits:
+        available = found.count + (images_missing if config.missing == "keep" else 0)
+        if k > available:
+            raise FruitlakeError(f"k={k} exceeds the {available} images in {redact(config.input)!r}")
+    with timer("load_model"), progress.stage("model") as shown:
+        network = _network(spark, config, from_run)
+        options = network.options
+        shown.note(f"{options.model} ({options.engine}, {options.precision})")
+        incremental = config.mode == "incremental"
+        network.require(from_run.network.weights_sha256 if from_run is not None else None,
+                        store if incremental else None)
+        if from_run is None and not (incremental and store.read_meta() is not None):
+            network.check()  # before anything is written
+    return RunPlan(config, output, state, previous, found, store, pca, in_store, images_missing, network)
+
+
+def _finished_run(spark: SparkSession, uri: str) -> Manifest:
+    """The manifest of the `fruitlake run` whose network and PCA project-images applies."""
+    source, shown = uri.rstrip("/"), redact(uri.rstrip("/"))
+    if not fs.exists(spark, fs.join(source, MANIFEST)):
+        raise FruitlakeError(f"--from-run {shown!r} is not the OUTPUT of a finished fruitlake run (no manifest)")
+    manifest = Manifest.read(spark, fs.join(source, MANIFEST))
+    if manifest.command != "run" or not fs.exists(spark, fs.join(source, PCA_MODEL)):
+        raise FruitlakeError(
+            f"--from-run {shown!r} holds no fitted PCA ({PCA_MODEL}/): give the OUTPUT of `fruitlake run`"
+        )
+    return manifest
+
+
+def _network(spark: SparkSession, config: Config, from_run: Manifest | None) -> RunNetwork:
+    """The run's network: as configured, or for project-images the one the run in --from-run used."""
+    if from_run is None:
+        assert isinstance(config, RunConfig)
+        options = EngineOptions(config.model, config.image_size, config.engine or "onnx", config.precision,
+                                config.batch_size, config.max_pixels)
+        return RunNetwork(spark, options, config.weights, config.onnx)
+    used = from_run.network
+    options = EngineOptions(used.model, used.image_size, used.engine, used.precision, config.batch_size,
+                            config.max_pixels)
+    return RunNetwork(spark, options, config.weights or used.weights)

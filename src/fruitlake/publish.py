@@ -1,0 +1,68 @@
+"""publish(plan, commit, PCA): the datasets written aside and swapped in whole; or, when nothing changed, kept.
+
+A whole-run refusal known only after featurizing (too few decoded images, k above them, no variance) leaves
+OUTPUT as it was before the run: `refused_late` says what happened to the features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.ml import PipelineModel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from fruitlake import FruitlakeError, fs
+from fruitlake.commit import CommitResult
+from fruitlake.output import (
+    FEATURES,
+    PCA_CSV,
+    PCA_MODEL,
+    PUBLISH,
+    REJECTS,
+    clear_output,
+    publish_datasets,
+    put_back,
+    write_csv,
+    write_features,
+    write_model,
+    write_rejects,
+)
+from fruitlake.plan import RunPlan
+from fruitlake.reduce import same_pca, transform
+
+
+def up_to_date(spark: SparkSession, plan: RunPlan, committed: CommitResult) -> bool:
+    """An incremental run that found nothing to do rewrites nothing but the manifest."""
+    previous = plan.previous
+    published = [FEATURES, PCA_CSV, REJECTS] + ([PCA_MODEL] if plan.config.command == "run" else [])
+    return (not committed.images_new and not committed.dropped_missing and previous is not None
+            and previous.store_batch == committed.batch and same_pca(plan.pca, previous)
+            and all(fs.exists(spark, fs.join(plan.output, name)) for name in published))
+
+
+def publish(spark: SparkSession, plan: RunPlan, committed: CommitResult, model: PipelineModel, k: int) -> None:
+    stored, output = committed.stored, plan.output
+    reduced = transform(model, committed.good.drop("error"))
+    staged_features = fs.join(output, PUBLISH, FEATURES)
+    writers: dict[str, Callable[[str], None]] = {  # in this order: the PCA is computed once, and the CSV reads
+        FEATURES: lambda uri: write_features(reduced, uri),  # the few columns it needs back
+        PCA_CSV: lambda uri: write_csv(spark.read.parquet(staged_features), uri, k),
+        REJECTS: lambda uri: write_rejects(stored.where(F.col("error").isNotNull()), uri),
+    }
+    if plan.pca.fits:
+        writers[PCA_MODEL] = lambda uri: write_model(model, uri)
+    publish_datasets(spark, output, writers)
+
+
+def refused_late(spark: SparkSession, plan: RunPlan, refusal: FruitlakeError) -> FruitlakeError:
+    """Put OUTPUT back as it was before the run; the returned error says so."""
+    if plan.incremental:  # the manifest and datasets are untouched; the new features stay in the store
+        kept = "OUTPUT's results are unchanged; the new images' features stay in its store for the next run"
+    elif plan.state.empty:
+        clear_output(spark, plan.output)
+        kept = "OUTPUT was left empty, as it was"
+    else:
+        put_back(spark, plan.output)
+        kept = "OUTPUT holds the previous results again"
+    return FruitlakeError(f"{refusal}; {kept}")
