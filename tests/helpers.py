@@ -27,6 +27,33 @@ def read_manifest(output: Path) -> dict:
     return json.loads((Path(output) / "manifest.json").read_text())
 
 
+def manifest_document(**facts) -> dict:
+    """manifest.json of a run of two images; `facts` (its keys) replace its values."""
+    document = {
+        "input": "/in",
+        "output": "/out",
+        "images_total": 2,
+        "images_new": 2,
+        "images_ok": 2,
+        "images_rejected": 0,
+        "cnn_images": 2,
+        "k": 1,
+        "explained_variance": 0.5,
+        "variance_target": None,
+        "explained_variance_curve": [0.5],
+        "model": "mobilenet_v2",
+        "engine": "onnx",
+        "weights": "w.h5",
+        "weights_sha256": "0" * 64,
+        "image_size": 224,
+        "total_seconds": 1.0,
+        "throughput_img_per_s": 2.0,
+        "created_utc": "2026-01-01T00:00:00+00:00",
+        "timings": {"featurize": 0.5},
+    }
+    return {**document, **facts}
+
+
 def run(config, **options) -> dict:
     """`fruitlake.pipeline.run`, its manifest as manifest.json holds it: the schema the tests check."""
     from fruitlake.pipeline import run as run_pipeline

@@ -1,4 +1,7 @@
+import json
+
 import pytest
+from helpers import manifest_document
 
 from fruitlake import FruitlakeError
 from fruitlake.output import clear_output, inspect_output
@@ -43,10 +46,10 @@ def test_what_each_mode_may_write_into(spark, tmp_path):
     assert inspect_output(spark, str(unfinished), "incremental").manifest is None
     finished = tmp_path / "finished"
     finished.mkdir()
-    (finished / "manifest.json").write_text('{"k": 3}')
+    (finished / "manifest.json").write_text(json.dumps(manifest_document(k=3)))
     with pytest.raises(FruitlakeError, match="is not empty .*--mode overwrite"):
         inspect_output(spark, str(finished), "error")
-    assert inspect_output(spark, str(finished), "incremental").manifest == {"k": 3}
+    assert inspect_output(spark, str(finished), "incremental").manifest.pca_facts.k == 3
     foreign = tmp_path / "home"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("years of work")

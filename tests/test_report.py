@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import read_csv_dir, read_manifest
+from helpers import manifest_document, read_csv_dir, read_manifest
 
 from fruitlake.cli import main
 from fruitlake.manifest import Manifest
@@ -20,29 +20,7 @@ PLOTS = {"variance", "projection", "labels", "thumbnails", "confusion"}
 
 def small_manifest(**facts) -> Manifest:
     """The manifest of a run of two images; `facts` (manifest.json's keys) replace its values."""
-    document = {
-        "input": "/in",
-        "output": "/out",
-        "images_total": 2,
-        "images_new": 2,
-        "images_ok": 2,
-        "images_rejected": 0,
-        "cnn_images": 2,
-        "k": 1,
-        "explained_variance": 0.5,
-        "variance_target": None,
-        "explained_variance_curve": [0.5],
-        "model": "mobilenet_v2",
-        "engine": "onnx",
-        "weights": "w.h5",
-        "weights_sha256": "0" * 64,
-        "image_size": 224,
-        "total_seconds": 1.0,
-        "throughput_img_per_s": 2.0,
-        "created_utc": "2026-01-01T00:00:00+00:00",
-        "timings": {"featurize": 0.5},
-    }
-    return Manifest.from_json({**document, **facts})
+    return Manifest.from_json(manifest_document(**facts))
 
 
 def read_report(output) -> tuple[str, dict]:
