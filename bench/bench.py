@@ -165,6 +165,9 @@ def main() -> None:
                         help="speed and grocery-fruits probe at these image sizes (default 224,160,128,96)")
     parser.add_argument("--large-photos", type=int, nargs="?", const=100,
                         help="featurize speed on N generated 3000x4000 photos vs N 100x100 JPEGs (default 100)")
+    parser.add_argument("--draft-quality", type=int, nargs="?", const=4,
+                        help="grocery-fruits upscaled this many times (default 4): probe and cosine of features, "
+                             "draft vs full JPEG decoding")
     parser.add_argument("--only-extra", action="store_true",
                         help="skip the bare engines, the end-to-end runs and the naive baseline")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "fruitlake-bench"))
@@ -190,6 +193,8 @@ def main() -> None:
         sizes(args, source, cores, bf16)
     if args.large_photos:
         large_photos(work, args.large_photos)
+    if args.draft_quality:
+        draft_quality(args.draft_quality)
 
 
 def main_figures(args, source: Path, cores: int, bf16: bool, show) -> None:
@@ -356,6 +361,53 @@ def large_photos(work: Path, n: int) -> None:
         rates[name] = run["manifest"]["images_total"] / run["manifest"]["timings"]["featurize"]
         print(f"  {name:>9s}: featurize {rates[name]:6.1f} img/s, end to end {run['img_s']:6.1f} img/s", flush=True)
     print(f"  large / small featurize: {rates['4000x3000'] / rates['100x100']:.2f} (goal >= 0.8)")
+
+
+def draft_quality(factor: int, k: int = 50) -> None:
+    """Does draft decoding move quality? grocery-fruits upscaled `factor` times (bicubic, JPEG q90, in memory),
+    decoded at the draft scale (what fruitlake does) and in full, through the same ONNX engine; then PCA-k and the
+    report's probe on each, and the cosine similarity of each image's two feature vectors."""
+    from PIL import Image, ImageOps
+    from sklearn.decomposition import PCA
+
+    from fruitlake.featurize import _build_onnx
+    from fruitlake.images import decode
+    from fruitlake.models import NETWORKS, onnx_model
+    from fruitlake.report import classification_probe
+
+    def full(data: bytes) -> np.ndarray:  # decode every pixel, then resize: what draft scaling replaces
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            rgb = ImageOps.exif_transpose(image).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8)
+
+    paths = sorted(GROCERY.rglob("*.jpg"))
+    labels = np.array([path.parent.name for path in paths])
+    splits = np.array([path.parent.parent.name for path in paths])
+    decoded: dict[str, list[np.ndarray]] = {"draft": [], "full": []}
+    started = time.perf_counter()
+    for path in paths:
+        with Image.open(path) as image:
+            big = image.convert("RGB").resize((image.width * factor, image.height * factor), Image.Resampling.BICUBIC)
+        buffer = io.BytesIO()
+        big.save(buffer, format="JPEG", quality=90)
+        data = buffer.getvalue()
+        decoded["draft"].append(decode(data, 224, 10**9))
+        decoded["full"].append(full(data))
+    size = f"{big.width}x{big.height}"
+    print(f"draft decoding quality: {len(paths)} grocery-fruits photos upscaled {factor}x (last {size}), "
+          f"decoded both ways in {time.perf_counter() - started:.0f} s; PCA-{k}, the report's probe:")
+    engine = _build_onnx(onnx_model("mobilenet_v2", WEIGHTS, 224).model_bytes, os.cpu_count() or 1)
+    normalise = NETWORKS["mobilenet_v2"].normalise
+    features = {name: np.concatenate([engine(normalise(np.stack(images[i:i + 32])))
+                                      for i in range(0, len(images), 32)]) for name, images in decoded.items()}
+    for name, rows in features.items():
+        probe = classification_probe(PCA(k, random_state=0).fit_transform(rows), labels, splits)
+        print(f"  {name:>5s} decoding: probe accuracy {probe['accuracy']:.4f}, macro-F1 {probe['macro_f1']:.4f}")
+    a, b = features["draft"], features["full"]
+    cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    print(f"  cosine(draft, full) per image: mean {cosine.mean():.4f}, min {cosine.min():.4f}, "
+          f"5th percentile {np.percentile(cosine, 5):.4f}")
 
 
 if __name__ == "__main__":

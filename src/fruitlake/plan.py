@@ -67,7 +67,8 @@ def check_locations(spark: SparkSession, config: Config) -> Manifest | None:
 
 def plan(spark: SparkSession, config: Config, timer: StageTimer, progress: Progress,
          from_run: Manifest | None = None) -> RunPlan:
-    """`from_run`: the manifest `check_locations` read for project-images (read here if not given)."""
+    """Every check that can refuse the run, and what the later stages read; `from_run` is the manifest
+    `check_locations` read for project-images (read here if not given)."""
     output = config.output.rstrip("/")
     state = inspect_output(spark, output, config.mode)
     previous = state.manifest if config.mode == "incremental" else None
@@ -87,21 +88,31 @@ def plan(spark: SparkSession, config: Config, timer: StageTimer, progress: Progr
     in_store = store.rows() if config.mode == "incremental" else None
     gone = missing(in_store, found.listing)
     images_missing = gone.count() if gone is not None else 0
-    k = config.k if isinstance(config, RunConfig) else None
-    if k is not None and pca.fits:
-        available = found.count + (images_missing if config.missing == "keep" else 0)
-        if k > available:
-            raise FruitlakeError(f"k={k} exceeds the {available} images in {redact(config.input)!r}")
+    _check_k(config, pca, found.count + (images_missing if config.missing == "keep" else 0))
     with timer("load_model"), progress.stage("model") as shown:
         network = _network(spark, config, from_run)
-        options = network.options
-        shown.note(f"{options.model} ({options.engine}, {options.precision})")
-        incremental = config.mode == "incremental"
-        network.require(from_run.network.weights_sha256 if from_run is not None else None,
-                        store if incremental else None)
-        if from_run is None and not (incremental and store.read_meta() is not None):
-            network.check()  # before anything is written
+        shown.note(f"{network.options.model} ({network.options.engine}, {network.options.precision})")
+        try:
+            _check_network(network, config, store, from_run)
+        except BaseException:
+            network.release()  # its local copies of remote weights
+            raise
     return RunPlan(config, output, state, previous, found, store, pca, in_store, images_missing, network)
+
+
+def _check_k(config: Config, pca: PcaPlan, available: int) -> None:
+    if isinstance(config, RunConfig) and config.k is not None and pca.fits and config.k > available:
+        raise FruitlakeError(f"k={config.k} exceeds the {available} images in {redact(config.input)!r}")
+
+
+def _check_network(network: RunNetwork, config: Config, store: Store, from_run: Manifest | None) -> None:
+    """The weights are those of --from-run or of OUTPUT's store, and load into the network (checked only when
+    neither vouches for them), before anything is written."""
+    incremental = config.mode == "incremental"
+    network.require(from_run.network.weights_sha256 if from_run is not None else None,
+                    store if incremental else None)
+    if from_run is None and not (incremental and store.read_meta() is not None):
+        network.check()
 
 
 def _finished_run(spark: SparkSession, uri: str) -> Manifest:
