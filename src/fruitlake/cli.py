@@ -15,6 +15,7 @@ from fruitlake.cloud import cli as cloud_cli
 from fruitlake.redaction import RedactingFilter
 
 if TYPE_CHECKING:
+    from fruitlake.config import Config
     from fruitlake.manifest import Manifest
     from fruitlake.progress import Progress
 
@@ -40,12 +41,30 @@ def _print_summary(manifest: Manifest) -> None:
 def _add_run(commands: Subcommands) -> None:
     run = commands.add_parser("run", help="images -> CNN features -> PCA -> CSV/Parquet under OUTPUT")
     options.add_run_options(run)
+    _add_dry_run(run)
+
+
+def _add_dry_run(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--dry-run", action="store_true",
+                         help="list and plan only: images and bytes per split and label, files not read, store "
+                              "batches, and the CNN's time on this machine from a short calibration; "
+                              "OUTPUT is not written")
 
 
 def _run(args: argparse.Namespace) -> int:
     from fruitlake.pipeline import run
 
-    _print_summary(run(options.run_config(args), progress=_progress(args)))
+    config = options.run_config(args)
+    if args.dry_run:
+        return _dry_run(config, args)
+    _print_summary(run(config, progress=_progress(args)))
+    return 0
+
+
+def _dry_run(config: Config, args: argparse.Namespace) -> int:
+    from fruitlake.dryrun import dry_run
+
+    print("\n".join(dry_run(config, progress=_progress(args)).lines()))
     return 0
 
 
@@ -54,12 +73,16 @@ def _add_project(commands: Subcommands) -> None:
         "project-images", help="apply a finished run's network and PCA to other images, without refitting"
     )
     options.add_project_options(project)
+    _add_dry_run(project)
 
 
 def _project(args: argparse.Namespace) -> int:
     from fruitlake.pipeline import project
 
-    _print_summary(project(options.project_config(args), progress=_progress(args)))
+    config = options.project_config(args)
+    if args.dry_run:
+        return _dry_run(config, args)
+    _print_summary(project(config, progress=_progress(args)))
     return 0
 
 

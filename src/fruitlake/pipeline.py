@@ -40,7 +40,7 @@ def run(config: Config, spark: SparkSession | None = None, progress: Progress | 
     each stage as it runs (the command line passes one; by default nothing is shown).
     """
     started, progress = time.perf_counter(), progress or Progress.off()
-    with _session(config, spark, started) as (session, timer):
+    with session_for(config, spark, started) as (session, timer):
         from_run = check_locations(session, config)
         with OutputLock(session, config.output):
             with plan(session, config, timer, progress, from_run).releasing() as planned:
@@ -63,7 +63,9 @@ def project(config: ProjectConfig, spark: SparkSession | None = None, progress: 
 
 
 @contextmanager
-def _session(config: Config, spark: SparkSession | None, started: float) -> Iterator[tuple[SparkSession, StageTimer]]:
+def session_for(config: Config, spark: SparkSession | None,
+                started: float) -> Iterator[tuple[SparkSession, StageTimer]]:
+    """`spark`, set up for the config's locations (S3), or a session started for it and stopped afterwards."""
     uris = (config.input, config.output) + ((config.from_run,) if isinstance(config, ProjectConfig) else ())
     timer = StageTimer()
     if spark is not None:

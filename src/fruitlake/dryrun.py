@@ -1,0 +1,146 @@
+"""`fruitlake run ... --dry-run`: what a run would read and do, and how long its CNN would take on this machine.
+
+The run is planned as for real (every refusal it would meet, it meets here), then nothing is written to OUTPUT
+and the CNN never runs over INPUT: a calibration decodes and featurizes a few of the pending images on the
+driver, one thread, to price the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from fruitlake import fs
+from fruitlake.config import Config
+from fruitlake.featurize import engine_for
+from fruitlake.images import ImageRejected, decode
+from fruitlake.models import NETWORKS
+from fruitlake.plan import RunPlan, check_locations, plan
+from fruitlake.progress import Progress, StageTimer
+from fruitlake.store import pending
+
+CALIBRATION_IMAGES = 48  # the first batch warms the engine up and is not timed
+SHOWN_GROUPS = 40
+
+
+@dataclass(frozen=True)
+class Group:
+    split: str  # "" for images outside a Training/Test/Validation folder
+    label: str
+    images: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Calibration:
+    images: int  # decoded and featurized, after the warm-up batch
+    seconds_per_image: float  # on one core: decode, normalise, network
+    task_slots: int  # Spark's parallelism: how many run side by side
+
+    def seconds_for(self, images: int) -> float:
+        return images * self.seconds_per_image / max(self.task_slots, 1)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    input: str
+    output: str
+    images: int
+    bytes: int
+    groups: list[Group]
+    skipped: dict[str, int]
+    pending: int  # images the CNN would featurize: all of them, or for --mode incremental the new ones
+    commit_every: int
+    output_state: str  # what OUTPUT holds
+    calibration: Calibration | None = None  # None when nothing is pending or no sampled image decodes
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def store_batches(self) -> int:
+        return math.ceil(self.pending / self.commit_every)
+
+    def lines(self) -> list[str]:
+        skipped = sum(self.skipped.values())
+        why = ", ".join(f"{reason} {count:,}" for reason, count in sorted(self.skipped.items()))
+        out = [f"dry run of {self.input} -> {self.output}: nothing was written, the CNN did not run",
+               f"found {self.images:,} images, {self.bytes / 1e6:,.1f} MB"
+               + (f"; {skipped:,} files not read ({why})" if skipped else "; every file is read")]
+        out.append(f"  {'split':<12} {'label':<32} {'images':>9} {'MB':>9}")
+        for group in self.groups[:SHOWN_GROUPS]:
+            out.append(f"  {group.split or '(none)':<12} {group.label:<32} {group.images:>9,} "
+                       f"{group.bytes / 1e6:>9,.1f}")
+        if len(self.groups) > SHOWN_GROUPS:
+            out.append(f"  ... and {len(self.groups) - SHOWN_GROUPS:,} more split/label groups")
+        out.append(f"OUTPUT {self.output_state}; to featurize: {self.pending:,} images in {self.store_batches:,} "
+                   f"store batch{'es' if self.store_batches != 1 else ''} (--commit-every {self.commit_every:,})")
+        if self.calibration is not None:
+            calibration = self.calibration
+            out.append(f"featurize estimate on this machine: {calibration.seconds_for(self.pending):,.0f} s "
+                       f"({1000 * calibration.seconds_per_image:.1f} ms per image on one core, measured on "
+                       f"{calibration.images} of the images, {calibration.task_slots} task slots; session start, "
+                       "listing, PCA and writing come on top)")
+        out.extend(self.notes)
+        return out
+
+
+def dry_run(config: Config, spark: SparkSession | None = None, progress: Progress | None = None) -> DryRun:
+    """Plan `config` as `pipeline.run` would, and report instead of running. OUTPUT is only read."""
+    from fruitlake.pipeline import session_for
+
+    with session_for(config, spark, time.perf_counter()) as (session, _):
+        return _dry_run(session, config, progress or Progress.off())
+
+
+def _dry_run(spark: SparkSession, config: Config, progress: Progress) -> DryRun:
+    from_run = check_locations(spark, config)
+    with plan(spark, config, StageTimer(), progress, from_run).releasing() as planned:
+        todo = pending(planned.found.listing, planned.in_store)
+        count = planned.found.count if planned.in_store is None else todo.count()
+        calibration = _calibrate(spark, planned, [row["path"] for row in
+                                                 todo.select("path").limit(CALIBRATION_IMAGES).collect()])
+    split = F.coalesce(F.col("split"), F.lit("")).alias("split")
+    label = F.coalesce(F.col("label"), F.lit("")).alias("label")
+    rows = (planned.found.listing.groupBy(split, label).agg(F.count("*").alias("images"),
+                                                            F.sum("length").alias("bytes"))
+            .orderBy("split", "label").collect())
+    state = "is empty" if planned.state.empty else f"holds a run ({len(planned.state.names)} entries)"
+    return DryRun(
+        input=config.input, output=config.output, images=planned.found.count, bytes=planned.found.total_bytes,
+        groups=[Group(row["split"], row["label"], int(row["images"]), int(row["bytes"] or 0)) for row in rows],
+        skipped=planned.found.skipped, pending=count, commit_every=config.commit_every, output_state=state,
+        calibration=calibration,
+    )
+
+
+def _calibrate(spark: SparkSession, planned: RunPlan, paths: list[str]) -> Calibration | None:
+    """Seconds per image of decode + network on one core, from a few pending images read on the driver."""
+    options = planned.network.options
+    contents = [fs.read_bytes(spark, path) for path in paths]
+    batch = options.batch_size
+    if len(contents) < 2 * batch:  # the first batch is the warm-up
+        return None
+    engine = engine_for(planned.network.spec(spark))
+    normalise = NETWORKS[options.model].normalise
+
+    def featurize(chunk: list[bytes]) -> int:
+        decoded = []
+        for data in chunk:
+            try:
+                decoded.append(decode(data, options.image_size, options.max_pixels))
+            except ImageRejected:
+                continue
+        if decoded:
+            engine(normalise(np.stack(decoded)))
+        return len(chunk)
+
+    featurize(contents[:batch])
+    started = time.perf_counter()
+    timed = sum(featurize(contents[start:start + batch])  # whole batches, as the workers run them
+                for start in range(batch, len(contents) - batch + 1, batch))
+    seconds = time.perf_counter() - started
+    return Calibration(timed, seconds / timed, spark.sparkContext.defaultParallelism)
