@@ -554,6 +554,28 @@ def test_cli_plan_prints_the_plan_and_estimate_and_creates_nothing(session, caps
     nothing_exists(session)
 
 
+def test_cli_plan_with_an_input_counts_its_images_and_prices_one_run_over_them(session, capsys):
+    from fruitlake.cloud.inputs import IMAGES_PER_VCPU_SECOND, RUN_OVERHEAD_HOURS, split_and_label
+
+    s3 = session.client("s3")
+    s3.create_bucket(Bucket="fruit-photos", CreateBucketConfiguration={"LocationConstraint": REGION})
+    read = ["images/Training/Apple Braeburn/a1.jpg", "images/Training/Apple Braeburn/a2.JPEG",
+            "images/test/Banana/b1.png", "images/Kiwi/k1.jpg"]
+    not_read = ["images/Training/Apple Braeburn/notes.txt", "images/.cache/c.jpg", "images/Test/Banana/.b.jpg",
+                "elsewhere/Training/Pear/p.jpg"]
+    for key in read + not_read:
+        s3.put_object(Bucket="fruit-photos", Key=key, Body=b"x" * 1000)
+    assert main(["cloud", "plan", "--input", "s3://fruit-photos/images/"]) == 0
+    out = capsys.readouterr().out
+    assert "input s3://fruit-photos/images/: 4 images, 0.00 GB, 3 labels in (none), Test, Training" in out
+    assert "not read: extension 1, hidden folder 1, hidden name 1" in out
+    hours = RUN_OVERHEAD_HOURS + 4 / (IMAGES_PER_VCPU_SECOND * 4 * 2) / 3600  # 2 x m5.xlarge: 4 vCPUs each
+    assert f"+ {round(hours, 3):g} h of work +" in out and f"~{60 * hours:,.0f} min" in out
+    assert [bucket["Name"] for bucket in s3.list_buckets()["Buckets"]] == ["fruit-photos"]  # nothing created
+    assert split_and_label("Training/x/Test/Apple/a.jpg", "root") == ("Test", "Apple")
+    assert split_and_label("a.jpg", "images") == ("", "images")
+
+
 def test_cli_plan_after_up_shows_what_is_reused(session, wheel, capsys):
     cluster_id = up(session, wheel)
     assert main(["cloud", "plan"]) == 0

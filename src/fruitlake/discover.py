@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.inventory import IMAGE_EXTENSIONS, Inventory, image_glob, take_inventory
+from fruitlake.inventory import IMAGE_EXTENSIONS, SPLITS, Inventory, image_glob, take_inventory
 from fruitlake.redaction import redact
 from fruitlake.safety import escape_glob
 
@@ -26,7 +26,6 @@ IMAGE_GLOB = image_glob()
 # a name Hadoop cannot parse when the file's name has a colon (`12:30.jpg`). Options reach only this reader.
 RAW_LOCAL = {"fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem", "fs.file.impl.disable.cache": "true"}
 SCHEMA = "path string, length long, modification_time timestamp, file_uri string, content binary"
-SPLITS = ("Training", "Test", "Validation")
 IMAGES_PER_PARTITION = 500
 FILE_OPEN_COST = 4096
 MAX_PARTITION_BYTES = 128 * 1024 * 1024

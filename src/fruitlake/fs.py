@@ -8,13 +8,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
-
-from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError
 from fruitlake.redaction import redact
+
+if TYPE_CHECKING:  # annotations only: `cloud plan` imports this without PySpark
+    from pyspark.sql import SparkSession
 
 JavaObject = Any  # a JVM object through py4j, which has no types
 

@@ -17,17 +17,21 @@ import re
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
-
-from pyspark.sql import SparkSession
+from typing import TYPE_CHECKING
 
 from fruitlake import fs
 from fruitlake.redaction import redact
+
+if TYPE_CHECKING:  # annotations only: the name rules below serve `cloud plan` without PySpark
+    from pyspark.sql import SparkSession
 
 # Read by name (any case); the decoder (images.py) takes JPEG, PNG, GIF, BMP and WebP content.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp")
 # Other names are read when their first bytes say JPEG, PNG, GIF, BMP or WebP (local folders only).
 SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 SAMPLE_SIZE = 20
+
+SPLITS = ("Training", "Test", "Validation")  # folder names (any case) that name a split of the images
 
 # Reasons a file is not read (the keys of the manifest's `files_skipped`).
 EXTENSION = "extension"
@@ -95,16 +99,24 @@ def _remote_inventory(spark: SparkSession, root: str) -> Inventory:
     prefix = len(root.rstrip("/")) + 1
     while listing.hasNext():
         full = listing.next().getPath().toString()
-        *folders, name = full[prefix:].split("/")
-        if any(folder.startswith(".") for folder in folders):
-            inventory.skip(full, HIDDEN_FOLDER)
-        elif spark_hides(name):
-            inventory.skip(full, HIDDEN_NAME)
-        elif not is_image_name(name):
-            inventory.skip(full, EXTENSION)
-        elif any(spark_hides(folder) for folder in folders):  # under an `_` folder Spark's listing hides
+        reason = remote_skip_reason(full[prefix:])
+        if reason is not None:
+            inventory.skip(full, reason)
+        elif any(spark_hides(folder) for folder in full[prefix:].split("/")[:-1]):  # Spark's listing hides `_x/`
             inventory.files.append(full)
     return inventory
+
+
+def remote_skip_reason(relative: str) -> str | None:
+    """Why a file of an object store (its path below INPUT) is not read, or None when it is read."""
+    *folders, name = relative.split("/")
+    if any(folder.startswith(".") for folder in folders):
+        return HIDDEN_FOLDER
+    if spark_hides(name):
+        return HIDDEN_NAME
+    if not is_image_name(name):
+        return EXTENSION
+    return None
 
 
 def local_path(qualified: str) -> str:

@@ -76,8 +76,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                 description=__doc__.splitlines()[0])
     actions = cloud.add_subparsers(dest="cloud_command", required=True, metavar="ACTION")
     common, cluster = _common(), _cluster()
-    actions.add_parser("plan", parents=[common, cluster],
-                       help="print what `up` would create and its estimated cost; create nothing")
+    plan = actions.add_parser("plan", parents=[common, cluster],
+                              help="print what `up` would create and its estimated cost; create nothing")
+    plan.add_argument("--input", default=None, metavar="S3_URI",
+                      help="also count the images under this s3:// INPUT (as a run reads them) and estimate the "
+                           "cluster's time and cost for one run over them, instead of --hours")
     up = actions.add_parser("up", parents=[common, cluster],
                             help="create or reuse the bucket, roles and EMR cluster (idempotent)")
     up.add_argument("--wait", action="store_true",
@@ -142,8 +145,15 @@ def _plan(args: argparse.Namespace) -> int:
     config = config_from(args)
     cost = estimate(config)
     session, config = _session_and_config(config)
+    found = None
+    if args.input:
+        from fruitlake.cloud import aws
+        from fruitlake.cloud.inputs import survey
+
+        found = survey(aws.client(session, config, "s3"), args.input)
+        cost = dataclasses.replace(cost, busy_hours=round(found.busy_hours(config), 3))
     plan = runner.inspect(session, config, cost, runner.wheel_description(args.wheel, args.source))
-    print("\n".join(plan.lines()))
+    print("\n".join(plan.lines() + (found.lines(config) if found is not None else [])))
     check_budget(cost, config.budget_eur)
     print("nothing was created; `fruitlake cloud up` with the same options creates it")
     return 0

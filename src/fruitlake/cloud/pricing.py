@@ -26,6 +26,7 @@ SPOT_FRACTION = 0.45  # assumed spot price / on-demand price; observed spot pric
 PROVISIONING_HOURS = 0.25  # instances start, then bootstrap (the venv install): 10-15 min billed before WAITING
 
 # EMR fee per instance-hour, the same in these regions.
+VCPUS = {"m5.xlarge": 4, "m5.2xlarge": 8, "m7i.xlarge": 4, "c7i.xlarge": 4}  # EC2 instance types pages
 EMR_FEE_USD = {"m5.xlarge": 0.048, "m5.2xlarge": 0.096, "m7i.xlarge": 0.0504, "c7i.xlarge": 0.0446}
 
 # EC2 on-demand, Linux, USD per instance-hour.
