@@ -86,6 +86,31 @@ def _project(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pack(commands: Subcommands) -> None:
+    from fruitlake.pack import DEFAULT_FILE_MB, MODES
+
+    pack = commands.add_parser("pack", help="write the images of INPUT as a Parquet table of their bytes "
+                                            "(fewer, larger objects on S3); `run TABLE OUTPUT` reads it")
+    pack.add_argument("input", metavar="INPUT", help="folder or URI of images (Fruits-360 layout)")
+    pack.add_argument("table", metavar="TABLE", help="folder or URI for the table")
+    pack.add_argument("--mode", choices=MODES, default="error",
+                      help="error (default): refuse a TABLE that holds images; incremental: add only new or "
+                           "changed images; overwrite: pack again")
+    pack.add_argument("--file-mb", type=int, default=DEFAULT_FILE_MB,
+                      help=f"target size of each Parquet file in MB (default {DEFAULT_FILE_MB})")
+    pack.add_argument("--master", default=None, help="Spark master (default local[*] or spark-submit's)")
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from fruitlake.pack import pack
+    from fruitlake.session import spark_session
+
+    with spark_session(args.master, uris=(args.input, args.table)) as spark:
+        packed = pack(spark, args.input, args.table, args.mode, args.file_mb)
+    print(json.dumps(packed.to_json()))
+    return 0
+
+
 def _add_sample_data(commands: Subcommands) -> None:
     sample = commands.add_parser("sample-data",
                                  help="write a small synthetic dataset in the Fruits-360 layout")
@@ -126,6 +151,7 @@ COMMANDS = {
     "run": (_add_run, _run),
     "project-images": (_add_project, _project),
     "report": (_add_report, _report),
+    "pack": (_add_pack, _pack),
     "sample-data": (_add_sample_data, _sample_data),
     "cloud": (cloud_cli.add_parser, cloud_cli.handle),
 }

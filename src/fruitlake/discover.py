@@ -150,12 +150,19 @@ def size_partitions(spark: SparkSession, count: int, total_bytes: int) -> int:
     return target
 
 
+TABLE_MARKER = "_fruitlake_table.json"  # in a folder `fruitlake pack` wrote: a table of images, not image files
+TABLE_COLUMNS = ["path", "label", "split", "length", "modification_time", "file_uri", "content"]
+
+
 def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Discovered:
-    """The images under INPUT (`uri`); `avoid`: locations no symbolic link may lead into (OUTPUT)."""
+    """The images under INPUT (`uri`): a folder of image files, or a table of them that `fruitlake pack` wrote;
+    `avoid`: locations no symbolic link may lead into (OUTPUT)."""
     if not fs.exists(spark, uri):
         raise FruitlakeError(f"INPUT {uri!r} does not exist")
     if not fs.is_dir(spark, uri):
         raise FruitlakeError(f"INPUT {uri!r} is not a folder of images")
+    if fs.exists(spark, fs.join(uri.rstrip("/"), TABLE_MARKER)):
+        return discover_table(spark, uri)
     inventory = take_inventory(spark, uri, avoid)
     images = read_images(spark, uri, inventory)
     # Counting reads no content: one task per core, not one per 4 MB of Spark's default cost of opening a file.
@@ -178,3 +185,16 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
              partitions)
     return Discovered(images, count, total_bytes, images.drop("content").unionByName(empty),
                       dict(sorted(inventory.skipped.items())), list(inventory.sample))
+
+
+def discover_table(spark: SparkSession, uri: str) -> Discovered:
+    """The images of a packed table: the same rows a folder gives (path is the source file's URI), read from
+    Parquet; `file_uri` is the source path too, so batches select rows by it as they select files."""
+    table = spark.read.parquet(uri).select(*TABLE_COLUMNS)
+    stats = table.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
+    assert stats is not None  # an aggregate without grouping has one row
+    count, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
+    if count == 0:
+        raise FruitlakeError(f"INPUT {uri!r} is a packed table that holds no images")
+    log.info("discovered %d images (%.1f MB) in the packed table %s", count, total_bytes / 1e6, redact(uri))
+    return Discovered(table, count, total_bytes, table.drop("content"), {}, [])

@@ -1,0 +1,78 @@
+"""fruitlake pack: a table of the images' bytes gives the same run as their folder; incremental packs add the new."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import read_csv_dir, run
+
+from fruitlake import FruitlakeError
+from fruitlake.cli import main
+from fruitlake.config import RunConfig
+from fruitlake.pack import pack
+
+
+@pytest.fixture
+def messy_folder(sample_root, tmp_path):
+    root = tmp_path / "in"
+    shutil.copytree(sample_root, root)
+    (root / "Test" / "Banana" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (root / "Test" / "Banana" / "empty.jpg").write_bytes(b"")
+    (root / "Training" / "Banana" / "notes.txt").write_text("not an image")
+    return root
+
+
+def features(spark, output) -> pd.DataFrame:
+    rows = spark.read.parquet(str(output / "features")).select("path", "label", "split", "features", "pca")
+    return rows.toPandas().sort_values("path").reset_index(drop=True)
+
+
+def test_a_run_from_the_table_equals_the_run_from_the_folder(spark, messy_folder, weights_path, tmp_path):
+    table = tmp_path / "table"
+    packed = pack(spark, str(messy_folder), str(table), file_mb=1)
+    images = [path for path in messy_folder.rglob("*.jpg")]
+    assert (packed.images_added, packed.images_total) == (len(images), len(images))
+    assert packed.files_skipped == {"extension": 1}
+    options = {"k": 3, "weights": weights_path, "batch_size": 8}
+    from_folder = run(RunConfig(str(messy_folder), str(tmp_path / "a"), **options), spark=spark)
+    from_table = run(RunConfig(str(table), str(tmp_path / "b"), commit_every=7, **options), spark=spark)
+    for key in ("images_total", "images_ok", "images_rejected", "k"):
+        assert from_table[key] == from_folder[key], key
+    assert from_table["images_rejected"] == 2 and from_table["store_batch"] > 1  # batches of 7, compacted
+    pd.testing.assert_frame_equal(read_csv_dir(tmp_path / "b" / "rejects").sort_values("path").reset_index(drop=True),
+                                  read_csv_dir(tmp_path / "a" / "rejects").sort_values("path").reset_index(drop=True))
+    a, b = features(spark, tmp_path / "a"), features(spark, tmp_path / "b")
+    assert list(a["path"]) == list(b["path"]) and list(a["label"]) == list(b["label"])
+    assert list(a["split"].fillna("")) == list(b["split"].fillna(""))
+    np.testing.assert_allclose(np.stack(a["features"]), np.stack(b["features"]), atol=1e-5)
+    np.testing.assert_allclose(np.abs(np.stack(a["pca"])), np.abs(np.stack(b["pca"])), atol=1e-3)
+    csv_a, csv_b = read_csv_dir(tmp_path / "a" / "pca_csv"), read_csv_dir(tmp_path / "b" / "pca_csv")
+    assert list(csv_a["path"]) == list(csv_b["path"])
+
+
+def test_an_incremental_pack_adds_only_new_or_changed_images_and_runs_add_them(spark, sample_root, weights_path,
+                                                                              tmp_path):
+    root, table, output = tmp_path / "in", tmp_path / "table", tmp_path / "out"
+    shutil.copytree(sample_root / "Test", root)
+    first = pack(spark, str(root), str(table))
+    with pytest.raises(FruitlakeError, match="--mode incremental"):
+        pack(spark, str(root), str(table))
+    run(RunConfig(str(table), str(output), k=2, weights=weights_path), spark=spark)
+    new = sorted(sample_root.rglob("Training/*/*.jpg"))[:3]
+    for number, path in enumerate(new):
+        shutil.copy(path, root / path.parent.name / f"new-{number}.jpg")
+    again = pack(spark, str(root), str(table), mode="incremental")
+    assert (again.images_added, again.images_total) == (3, first.images_total + 3)
+    assert pack(spark, str(root), str(table), mode="incremental").images_added == 0
+    grown = run(RunConfig(str(table), str(output), mode="incremental", weights=weights_path), spark=spark)
+    assert (grown["images_new"], grown["images_total"], grown["cnn_images"]) == (3, first.images_total + 3, 3)
+
+
+def test_pack_refuses_a_folder_it_did_not_write(sample_root, tmp_path, capsys):
+    table = tmp_path / "table"
+    table.mkdir()
+    (table / "thesis.tex").write_text("years of work")
+    assert main(["pack", str(sample_root), str(table)]) == 2
+    assert "is no table `fruitlake pack` finished" in capsys.readouterr().err
+    assert [path.name for path in table.iterdir()] == ["thesis.tex"]
