@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from pyspark.sql import SparkSession
@@ -57,8 +57,7 @@ class DryRun:
     pending: int  # images the CNN would featurize: all of them, or for --mode incremental the new ones
     commit_every: int
     output_state: str  # what OUTPUT holds
-    calibration: Calibration | None = None  # None when nothing is pending or no sampled image decodes
-    notes: list[str] = field(default_factory=list)
+    calibration: Calibration | None = None  # None when too few images are pending to time a batch
 
     @property
     def store_batches(self) -> int:
@@ -84,7 +83,6 @@ class DryRun:
                        f"({1000 * calibration.seconds_per_image:.1f} ms per image on one core, measured on "
                        f"{calibration.images} of the images, {calibration.task_slots} task slots; session start, "
                        "listing, PCA and writing come on top)")
-        out.extend(self.notes)
         return out
 
 
