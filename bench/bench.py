@@ -2,7 +2,7 @@
 
     python bench/bench.py [--n 10000] [--naive-n 2000] [--skip-naive] [--skip-bf16] [--int8]
                           [--memory [--heap 1g] [--cluster]] [--sizes [224,160,128,96]] [--large-photos [100]]
-                          [--only-extra]
+                          [--planning [1000000]] [--s3-latency [2000]] [--only-extra]
 
 Generates N synthetic 100x100 JPEGs (fruitlake sample-data), then prints images/s for each variant and the
 ratios. Every figure is wall clock on this machine; compare variants within one run (the machine is noisy).
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # latency_proxy.py beside this file
 REPO = HERE.parent
 WEIGHTS = os.environ.get("FRUITLAKE_WEIGHTS") or str(REPO.parent / "shared/models/mobilenet_v2_1.0_224_no_top.h5")
 GROCERY = REPO.parent / "shared/data/grocery-fruits"
@@ -168,6 +169,12 @@ def main() -> None:
     parser.add_argument("--draft-quality", type=int, nargs="?", const=4,
                         help="grocery-fruits upscaled this many times (default 4): probe and cosine of features, "
                              "draft vs full JPEG decoding")
+    parser.add_argument("--planning", type=int, nargs="?", const=1_000_000,
+                        help="--dry-run over N/10 and N tiny files (default 1,000,000): planning time, driver RSS")
+    parser.add_argument("--s3-latency", type=int, nargs="?", const=2_000,
+                        help="N images (default 2,000) on a loopback S3 server behind a 20 ms latency proxy: "
+                             "folder vs packed table, and S3A settings for small objects")
+    parser.add_argument("--delay-ms", type=float, default=20.0, help="the proxy's delay per request")
     parser.add_argument("--only-extra", action="store_true",
                         help="skip the bare engines, the end-to-end runs and the naive baseline")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "fruitlake-bench"))
@@ -195,6 +202,10 @@ def main() -> None:
         large_photos(work, args.large_photos)
     if args.draft_quality:
         draft_quality(args.draft_quality)
+    if args.planning:
+        planning(work, args.planning)
+    if args.s3_latency:
+        s3_latency(work, args.s3_latency, args.delay_ms / 1000)
 
 
 def main_figures(args, source: Path, cores: int, bf16: bool, show) -> None:
@@ -408,6 +419,123 @@ def draft_quality(factor: int, k: int = 50) -> None:
     cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     print(f"  cosine(draft, full) per image: mean {cosine.mean():.4f}, min {cosine.min():.4f}, "
           f"5th percentile {np.percentile(cosine, 5):.4f}")
+
+
+def tiny_tree(folder: Path, n: int, labels: int = 100) -> Path:
+    """`n` files of one 8x8 JPEG (632 bytes) in a Fruits-360 layout: Training/ and Test/, `labels` folders each.
+    Written once (a million take ~90 s and 4 GB of 4 KB blocks) and reused; `.complete` marks a finished tree."""
+    from PIL import Image
+
+    if (folder / ".complete").exists():
+        return folder
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 60, 40)).save(buffer, "JPEG", quality=50)
+    data, per_folder = buffer.getvalue(), max(1, n // (2 * labels))
+    for split in ("Training", "Test"):
+        for label in range(labels):
+            target = folder / split / f"Fruit{label:03d}"
+            target.mkdir(parents=True, exist_ok=True)
+            for index in range(per_folder):
+                (target / f"{index:06d}_100.jpg").write_bytes(data)
+    (folder / ".complete").touch()  # a hidden name: counted by the walk as skipped, never read
+    return folder
+
+
+def dry_run(source: Path) -> dict:
+    """`fruitlake run SOURCE OUT --dry-run`: wall clock, the steps it reports, and the driver's peak RSS."""
+    output = Path(tempfile.mkdtemp(prefix="fruitlake-bench-")) / "out"
+    env = {**os.environ, "FRUITLAKE_WEIGHTS": WEIGHTS, "PYSPARK_PYTHON": sys.executable}
+    command = [sys.executable, "-m", "fruitlake", "run", str(source), str(output), "--dry-run", "--quiet"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stop, peaks = threading.Event(), {}
+    watcher = threading.Thread(target=peak_rss_of_tree, args=(proc.pid, stop, peaks), daemon=True)
+    watcher.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    stop.set()
+    if proc.returncode != 0 or output.exists():
+        raise SystemExit(f"fruitlake run --dry-run failed or wrote OUTPUT:\n{err[-3000:]}")
+    steps = next(line for line in out.splitlines() if line.startswith("this dry run took "))
+    return {"wall_s": wall, "steps": steps.removeprefix("this dry run took "),
+            "peak_rss_mb": {k: v / 2**20 for k, v in peaks.items()}}
+
+
+def planning(work: Path, n: int) -> None:
+    """Goal: listing and planning time at most linear in the files, driver RSS within +25% from N/10 to N."""
+    print(f"planning: `fruitlake run --dry-run` over N/10={n // 10:,} and N={n:,} tiny JPEGs (local files):")
+    runs = {}
+    for count in (n // 10, n):
+        tree = tiny_tree(work / f"tiny-{count}", count)
+        runs[count] = run = dry_run(tree)
+        print(f"  {count:>10,} files: {run['wall_s']:6.1f} s wall ({run['steps']}); peak RSS (MB) "
+              + ", ".join(f"{part} {mb:.0f}" for part, mb in sorted(run["peak_rss_mb"].items())), flush=True)
+    small, large = runs[n // 10], runs[n]
+    print(f"  time N / time N/10: {large['wall_s'] / small['wall_s']:.1f} (linear: 10)")
+    for part in ("driver", "jvm"):
+        a, b = small["peak_rss_mb"].get(part, 0), large["peak_rss_mb"].get(part, 0)
+        print(f"  peak RSS {part}: {a:.0f} MB at N/10, {b:.0f} MB at N ({b / a - 1:+.1%}; goal within +25%)")
+
+
+# S3A settings tried for small objects (Hadoop 3.3 names; hadoop-aws's docs, "Performance"). The reader of each
+# image is Spark's binaryFile source: a getFileStatus (HEAD), then open (S3A's own HEAD), then one GET.
+S3A_VARIANTS = {
+    "fadvise sequential": {"fs.s3a.experimental.input.fadvise": "sequential"},
+    "fadvise random, readahead 0": {"fs.s3a.experimental.input.fadvise": "random", "fs.s3a.readahead.range": "0"},
+    "pool 200, threads 128": {"fs.s3a.connection.maximum": "200", "fs.s3a.threads.max": "128"},
+}
+
+
+def s3_latency(work: Path, n: int, delay: float) -> None:
+    """Goal: images/s from S3 through a per-request delay, for a folder of objects and for its packed table."""
+    import boto3
+    from latency_proxy import LatencyProxy
+    from moto.server import ThreadedMotoServer
+
+    jars = Path(os.environ.get("FRUITLAKE_S3A_JARS") or REPO / ".cache" / "jars")
+    if not any(jars.glob("hadoop-aws-*.jar")):
+        raise SystemExit(f"no hadoop-aws-*.jar in {jars}: run `make jars` or set FRUITLAKE_S3A_JARS")
+    source = ensure_images(work, n)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    direct = f"http://{host}:{port}"
+    secret = "bench-secret-not-a-real-key"
+    client = boto3.client("s3", endpoint_url=direct, region_name="us-east-1", aws_access_key_id="bench",
+                          aws_secret_access_key=secret)
+    client.create_bucket(Bucket="bench")
+    for path in sorted(source.rglob("*.jpg")):
+        client.upload_file(str(path), "bench", f"images/{path.relative_to(source).as_posix()}")
+
+    def env(endpoint: str, settings: dict[str, str] | None = None) -> dict[str, str]:
+        conf_dir = Path(tempfile.mkdtemp(prefix="spark-conf-", dir=work))
+        (conf_dir / "spark-defaults.conf").write_text(
+            "".join(f"spark.hadoop.{key} {value}\n" for key, value in (settings or {}).items()))
+        return {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": secret, "AWS_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true", "FRUITLAKE_S3A_JARS": str(jars),
+                "SPARK_CONF_DIR": str(conf_dir)}
+
+    packed = subprocess.run([sys.executable, "-m", "fruitlake", "pack", "s3a://bench/images", "s3a://bench/table"],
+                            env={**os.environ, **env(direct)}, capture_output=True, text=True)
+    if packed.returncode != 0:
+        raise SystemExit(f"fruitlake pack failed:\n{packed.stderr[-3000:]}")
+    tables = [key["Key"] for key in client.list_objects_v2(Bucket="bench", Prefix="table/")["Contents"]]
+    print(f"S3 latency: {n} synthetic 100x100 JPEGs on moto (127.0.0.1) behind a {1000 * delay:.0f} ms per-request "
+          f"proxy; the packed table is {sum(key.endswith('.parquet') for key in tables)} Parquet file(s); "
+          "OUTPUT local; featurize img/s, end to end img/s, requests per image:")
+    flags = ["--k", "2", "--batch-size", "16"]
+    variants = [("folder, fruitlake's S3A settings", "s3a://bench/images", {}),
+                ("packed table, fruitlake's S3A settings", "s3a://bench/table", {})]
+    variants += [(f"folder, {name}", "s3a://bench/images", settings) for name, settings in S3A_VARIANTS.items()]
+    with LatencyProxy(host, port, delay) as proxy:
+        for name, uri, settings in variants:
+            before = proxy.requests
+            run = fruitlake_run(uri, flags, env(proxy.url, settings))  # type: ignore[arg-type]
+            images = run["manifest"]["images_total"]
+            rate = images / run["manifest"]["timings"]["featurize"]
+            print(f"  {name:48s} featurize {rate:6.1f} img/s, end to end {run['img_s']:6.1f} img/s, "
+                  f"{(proxy.requests - before) / images:.2f} requests per image", flush=True)
+    server.stop()
 
 
 if __name__ == "__main__":

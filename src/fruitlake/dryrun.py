@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from pyspark.sql import SparkSession
@@ -58,6 +58,7 @@ class DryRun:
     commit_every: int
     output_state: str  # what OUTPUT holds
     calibration: Calibration | None = None  # None when too few images are pending to time a batch
+    timings: dict[str, float] = field(default_factory=dict)  # seconds of each step of the dry run
 
     @property
     def store_batches(self) -> int:
@@ -83,6 +84,9 @@ class DryRun:
                        f"({1000 * calibration.seconds_per_image:.1f} ms per image on one core, measured on "
                        f"{calibration.images} of the images, {calibration.task_slots} task slots; session start, "
                        "listing, PCA and writing come on top)")
+        if self.timings:
+            out.append("this dry run took " + ", ".join(f"{step} {seconds:,.1f} s"
+                                                        for step, seconds in self.timings.items()))
         return out
 
 
@@ -96,22 +100,24 @@ def dry_run(config: Config, spark: SparkSession | None = None, progress: Progres
 
 def _dry_run(spark: SparkSession, config: Config, progress: Progress) -> DryRun:
     from_run = check_locations(spark, config)
-    with plan(spark, config, StageTimer(), progress, from_run).releasing() as planned:
+    timer = StageTimer()
+    with plan(spark, config, timer, progress, from_run).releasing() as planned, timer("calibrate"):
         todo = pending(planned.found.listing, planned.in_store)
         count = planned.found.count if planned.in_store is None else todo.count()
         calibration = _calibrate(spark, planned, [row["path"] for row in
                                                  todo.select("path").limit(CALIBRATION_IMAGES).collect()])
     split = F.coalesce(F.col("split"), F.lit("")).alias("split")
     label = F.coalesce(F.col("label"), F.lit("")).alias("label")
-    rows = (planned.found.listing.groupBy(split, label).agg(F.count("*").alias("images"),
-                                                            F.sum("length").alias("bytes"))
-            .orderBy("split", "label").collect())
+    with timer("groups"):
+        rows = (planned.found.listing.groupBy(split, label).agg(F.count("*").alias("images"),
+                                                                F.sum("length").alias("bytes"))
+                .orderBy("split", "label").collect())
     state = "is empty" if planned.state.empty else f"holds a run ({len(planned.state.names)} entries)"
     return DryRun(
         input=config.input, output=config.output, images=planned.found.count, bytes=planned.found.total_bytes,
         groups=[Group(row["split"], row["label"], int(row["images"]), int(row["bytes"] or 0)) for row in rows],
         skipped=planned.found.skipped, pending=count, commit_every=config.commit_every, output_state=state,
-        calibration=calibration,
+        calibration=calibration, timings=dict(timer.seconds),
     )
 
 
