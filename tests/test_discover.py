@@ -49,6 +49,21 @@ def test_counts_and_packs_small_files(spark, tmp_path):
     assert found.images.rdd.getNumPartitions() <= 2 * spark.sparkContext.defaultParallelism
 
 
+def test_the_walk_counts_what_spark_lists_without_a_pass_over_the_files(spark, tmp_path):
+    """discover's count and bytes come from the walk: they must be those of Spark's own listing, whichever way
+    a file is reached (a clean folder, a link to a file, sniffed content, a `_` folder Spark lists apart)."""
+    make_tree(tmp_path)
+    Image.new("RGB", (9, 9)).save(tmp_path / "Kiwi" / "photo_without_extension", format="JPEG")  # sniffed
+    (tmp_path / "Kiwi" / "link.jpg").symlink_to(tmp_path / "Training" / "Apple Braeburn" / "a.jpg")
+    (tmp_path / "_drafts" / "Fig").mkdir(parents=True)
+    Image.new("RGB", (10, 10)).save(tmp_path / "_drafts" / "Fig" / "f.jpg")
+    (tmp_path / "Kiwi" / "zero.jpg").write_bytes(b"")
+    found = discover(spark, str(tmp_path))
+    listed = found.listing.collect()
+    assert found.count == len(listed) == 9
+    assert found.total_bytes == sum(row.length for row in listed) > 0
+
+
 def test_missing_and_empty_inputs_are_clear_errors(spark, tmp_path):
     with pytest.raises(FruitlakeError, match="does not exist"):
         discover(spark, str(tmp_path / "nowhere"))

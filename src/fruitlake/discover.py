@@ -25,10 +25,14 @@ IMAGE_GLOB = image_glob()
 # Local files are read by Hadoop's raw file system: the checksum layer opens `.<name>.crc` beside each file,
 # a name Hadoop cannot parse when the file's name has a colon (`12:30.jpg`). Options reach only this reader.
 RAW_LOCAL = {"fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem", "fs.file.impl.disable.cache": "true"}
-SCHEMA = "path string, length long, modification_time timestamp, file_uri string, content binary"
+EMPTY_SCHEMA = "path string, length long, modification_time timestamp, file_uri string"
+SCHEMA = EMPTY_SCHEMA + ", content binary"
 IMAGES_PER_PARTITION = 500
 FILE_OPEN_COST = 4096
 MAX_PARTITION_BYTES = 128 * 1024 * 1024
+# Spark's listing asks every local or S3 file for its block locations, a locality nothing here can use (local
+# mode; S3 says "localhost"): without them the driver holds ~150 bytes less per file and lists faster (SQLConf).
+NO_LOCALITY = "spark.sql.sources.ignoreDataLocality"
 
 
 @dataclass(frozen=True)
@@ -96,27 +100,24 @@ def _same_uri(uri: Column) -> Column:
     return F.regexp_replace(uri, "^file:///", "file:/")
 
 
-def _empty_files(spark: SparkSession, images: DataFrame, scanned: int, root: str) -> tuple[DataFrame, int]:
+def _empty_files(spark: SparkSession, images: DataFrame, root: str) -> DataFrame:
     """Spark's file scan skips zero-byte files without a word; find them in its listing, so that they are
-    rejected with a reason instead of silently lost. The listing stays in the JVM: only the empty files' names
-    come to Python."""
+    rejected with a reason instead of silently lost. Run only when the walk saw some: the listing stays in the
+    JVM, only the empty files' names come to Python."""
+    jvm = fs.jvm(spark)
+    as_column = Column(jvm.org.apache.spark.sql.functions.lit(images._jdf.inputFiles()))  # a Java array
+    every = spark.range(1).select(F.explode(as_column).alias("uri"))
+    read = images.select(_same_uri(F.col("file_uri")).alias("key"))
+    unread = every.withColumn("key", _same_uri(F.col("uri"))).join(read, on="key", how="left_anti")
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
     rows = []
-    listed = images._jdf.inputFiles()  # a Java array, not a Python list of every file
-    if len(listed) > scanned:
-        jvm = fs.jvm(spark)
-        as_column = Column(jvm.org.apache.spark.sql.functions.lit(listed))  # the array, still in the JVM
-        every = spark.range(1).select(F.explode(as_column).alias("uri"))
-        read = images.select(_same_uri(F.col("file_uri")).alias("key"))
-        unread = every.withColumn("key", _same_uri(F.col("uri"))).join(read, on="key", how="left_anti")
-        conf = spark.sparkContext._jsc.hadoopConfiguration()
-        for (uri,) in unread.select("uri").collect():
-            path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))
-            status = path.getFileSystem(conf).getFileStatus(path)
-            millis = int(status.getModificationTime())
-            when = datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
-            rows.append((str(path.toString()), int(status.getLen()), when, uri))
-    schema = "path string, length long, modification_time timestamp, file_uri string"
-    return _describe(spark.createDataFrame(rows, schema), root), len(rows)
+    for (uri,) in unread.select("uri").collect():
+        path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))
+        status = path.getFileSystem(conf).getFileStatus(path)
+        millis = int(status.getModificationTime())
+        when = datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
+        rows.append((str(path.toString()), int(status.getLen()), when, uri))
+    return _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root)
 
 
 def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
@@ -164,16 +165,13 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
     if fs.exists(spark, fs.join(uri.rstrip("/"), TABLE_MARKER)):
         return discover_table(spark, uri)
     inventory = take_inventory(spark, uri, avoid)
+    if not spark.sparkContext.getConf().contains(NO_LOCALITY):  # unless the session was given a choice
+        spark.conf.set(NO_LOCALITY, "true")
     images = read_images(spark, uri, inventory)
-    # Counting reads no content: one task per core, not one per 4 MB of Spark's default cost of opening a file.
-    spark.conf.set("spark.sql.files.openCostInBytes", str(FILE_OPEN_COST))
-    spark.conf.set("spark.sql.files.maxPartitionBytes", str(MAX_PARTITION_BYTES))
-    spark.conf.set("spark.sql.files.minPartitionNum", str(spark.sparkContext.defaultParallelism))
-    stats = images.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
-    assert stats is not None  # an aggregate without grouping has one row
-    scanned, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
-    empty, n_empty = _empty_files(spark, images, scanned, fs.qualify(spark, uri).rstrip("/"))
-    count = scanned + n_empty
+    root = fs.qualify(spark, uri).rstrip("/")
+    count, total_bytes = inventory.images, inventory.bytes  # counted by the walk: no pass over the files
+    empty = (_empty_files(spark, images, root) if inventory.empty
+             else _describe(spark.createDataFrame([], EMPTY_SCHEMA), root))
     if inventory.skipped:
         log.warning("%s under INPUT %s (listed in the manifest's files_skipped)", inventory.summary(), redact(uri))
     if count == 0:

@@ -5,8 +5,9 @@ Spark's file listing hides names starting with `_` or `.`, drops names that are 
 symbolic links (into loops, or into OUTPUT) and would block on a named pipe. So INPUT is walked first, without
 following links, and Spark is given only roots it can list safely: INPUT itself when nothing below it needs
 care (the usual case, so Spark's bulk listing does the work), else the largest clean folders plus, in each
-folder that needs care, its image files by name. The walk keeps counts, a sample of names and those roots;
-never a list of every file.
+folder that needs care, its image files by name. The walk keeps counts (of the files read and their bytes too,
+so that no pass of Spark's over every file is needed to count them), a sample of names and those roots; never
+a list of every file.
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ class Inventory:
     files: list[str] = field(default_factory=list)  # read by Spark by name
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> files not read
     sample: list[str] = field(default_factory=list)  # the first SAMPLE_SIZE of them, redacted
+    images: int = 0  # files Spark reads, by listing or by name
+    bytes: int = 0  # their sizes, as listed
+    empty: int = 0  # of which zero bytes long: Spark's scan leaves these out
+
+    def read(self, length: int) -> None:
+        self.images += 1
+        self.bytes += length
+        self.empty += length == 0
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped[reason] += 1
@@ -98,11 +107,14 @@ def _remote_inventory(spark: SparkSession, root: str) -> Inventory:
     listing = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(path, True)
     prefix = len(root.rstrip("/")) + 1
     while listing.hasNext():
-        full = listing.next().getPath().toString()
+        status = listing.next()
+        full = status.getPath().toString()
         reason = remote_skip_reason(full[prefix:])
         if reason is not None:
             inventory.skip(full, reason)
-        elif any(spark_hides(folder) for folder in full[prefix:].split("/")[:-1]):  # Spark's listing hides `_x/`
+            continue
+        inventory.read(int(status.getLen()))
+        if any(spark_hides(folder) for folder in full[prefix:].split("/")[:-1]):  # Spark's listing hides `_x/`
             inventory.files.append(full)
     return inventory
 
@@ -135,6 +147,14 @@ def _utf8(name: str) -> bool:
     except UnicodeEncodeError:  # os.scandir keeps undecodable bytes as surrogates
         return False
     return True
+
+
+def _size(entry: os.DirEntry[str]) -> int | None:
+    """The size Spark will list for a file read (a link's target's); None if it is gone already."""
+    try:
+        return entry.stat(follow_symlinks=True).st_size
+    except OSError:
+        return None
 
 
 def _sniffed(path: str) -> bool:
@@ -208,7 +228,10 @@ class _LocalWalk:
                 if reason is None and not is_image_name(name):
                     reason, clean = (None, False) if _sniffed(path) else (EXTENSION, clean)
             if reason is None:
-                images.append(path)
+                size = _size(entry)
+                if size is not None:
+                    images.append(path)
+                    inventory.read(size)
             elif reason == NOT_UTF8 and entry.is_dir(follow_symlinks=False):
                 self._visit(path, NOT_UTF8)
             else:
