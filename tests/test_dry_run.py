@@ -51,8 +51,24 @@ def test_an_incremental_dry_run_prices_only_the_new_images_and_leaves_output_as_
         shutil.copy(path, root / path.parent.name / f"new-{number}.jpg")
     planned = dry_run(RunConfig(str(root), str(output), mode="incremental", weights=weights_path), spark=spark)
     assert planned.pending == 3 and planned.images == len(list(root.rglob("*.jpg")))
-    assert planned.calibration is None  # three images: not a batch to time after the warm-up
+    assert planned.calibration is None  # too few images in INPUT for a batch to time after the warm-up
     assert snapshot(output) == before
+
+
+def test_a_dry_run_of_a_packed_table_calibrates_on_its_rows_when_the_files_are_gone(
+        spark, sample_root, weights_path, tmp_path):
+    from fruitlake.pack import pack
+
+    root, table = tmp_path / "in", tmp_path / "table"
+    shutil.copytree(sample_root, root)
+    images = len(list(root.rglob("*.jpg")))
+    pack(spark, str(root), str(table))
+    shutil.rmtree(root)  # a table's rows hold the bytes: the files they came from are not read again
+    planned = dry_run(RunConfig(str(table), str(tmp_path / "out"), k=2, weights=weights_path, batch_size=4),
+                      spark=spark)
+    assert planned.images == images == sum(group.images for group in planned.groups)
+    assert planned.calibration is not None and planned.calibration.images >= 4
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_dry_run_meets_the_refusals_a_run_would(spark, sample_root, weights_path, tmp_path):

@@ -1,8 +1,8 @@
 """`fruitlake run ... --dry-run`: what a run would read and do, and how long its CNN would take on this machine.
 
 The run is planned as for real (every refusal it would meet, it meets here), then nothing is written to OUTPUT
-and the CNN never runs over INPUT: a calibration decodes and featurizes a few of the pending images on the
-driver, one thread, to price the rest.
+and the CNN never runs over INPUT: a calibration decodes and featurizes a few of the images on the driver, one
+thread, to price the pending ones.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake import fs
 from fruitlake.config import Config
 from fruitlake.featurize import engine_for
 from fruitlake.images import ImageRejected, decode
@@ -104,8 +103,7 @@ def _dry_run(spark: SparkSession, config: Config, progress: Progress) -> DryRun:
     with plan(spark, config, timer, progress, from_run).releasing() as planned, timer("calibrate"):
         todo = pending(planned.found.listing, planned.in_store)
         count = planned.found.count if planned.in_store is None else todo.count()
-        calibration = _calibrate(spark, planned, [row["path"] for row in
-                                                 todo.select("path").limit(CALIBRATION_IMAGES).collect()])
+        calibration = _calibrate(spark, planned)
     split = F.coalesce(F.col("split"), F.lit("")).alias("split")
     label = F.coalesce(F.col("label"), F.lit("")).alias("label")
     with timer("groups"):
@@ -121,10 +119,13 @@ def _dry_run(spark: SparkSession, config: Config, progress: Progress) -> DryRun:
     )
 
 
-def _calibrate(spark: SparkSession, planned: RunPlan, paths: list[str]) -> Calibration | None:
-    """Seconds per image of decode + network on one core, from a few pending images read on the driver."""
+def _calibrate(spark: SparkSession, planned: RunPlan) -> Calibration | None:
+    """Seconds per image of decode + network on one core, from the first images of INPUT read on the driver
+    (Spark reads only the first files, or row groups: a packed table's rows carry their bytes, and the files
+    they came from may be gone)."""
     options = planned.network.options
-    contents = [fs.read_bytes(spark, path) for path in paths]
+    contents = [row["content"] for row in
+                planned.found.images.select("content").limit(CALIBRATION_IMAGES).collect()]
     batch = options.batch_size
     if len(contents) < 2 * batch:  # the first batch is the warm-up
         return None
