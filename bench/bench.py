@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import multiprocessing as mp
 import os
 import socket
@@ -441,40 +442,62 @@ def tiny_tree(folder: Path, n: int, labels: int = 100) -> Path:
     return folder
 
 
-def dry_run(source: Path) -> dict:
-    """`fruitlake run SOURCE OUT --dry-run`: wall clock, the steps it reports, and the driver's peak RSS."""
-    output = Path(tempfile.mkdtemp(prefix="fruitlake-bench-")) / "out"
-    env = {**os.environ, "FRUITLAKE_WEIGHTS": WEIGHTS, "PYSPARK_PYTHON": sys.executable}
-    command = [sys.executable, "-m", "fruitlake", "run", str(source), str(output), "--dry-run", "--quiet"]
+def watched(command: list[str], env_extra: dict | None = None) -> dict:
+    """Run a fruitlake command: wall clock, stdout, and the peak RSS of its Python driver and JVM."""
+    env = {**os.environ, "FRUITLAKE_WEIGHTS": WEIGHTS, "PYSPARK_PYTHON": sys.executable, **(env_extra or {})}
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "fruitlake", *command], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     stop, peaks = threading.Event(), {}
     watcher = threading.Thread(target=peak_rss_of_tree, args=(proc.pid, stop, peaks), daemon=True)
     watcher.start()
     out, err = proc.communicate()
     wall = time.perf_counter() - started
     stop.set()
-    if proc.returncode != 0 or output.exists():
-        raise SystemExit(f"fruitlake run --dry-run failed or wrote OUTPUT:\n{err[-3000:]}")
-    steps = next(line for line in out.splitlines() if line.startswith("this dry run took "))
-    return {"wall_s": wall, "steps": steps.removeprefix("this dry run took "),
-            "peak_rss_mb": {k: v / 2**20 for k, v in peaks.items()}}
+    if proc.returncode != 0:
+        raise SystemExit(f"fruitlake {' '.join(command[:1])} failed:\n{err[-3000:]}")
+    return {"wall_s": wall, "out": out, "peak_rss_mb": {k: v / 2**20 for k, v in peaks.items()}}
+
+
+def dry_run(source: Path) -> dict:
+    """`fruitlake run SOURCE OUT --dry-run`: wall clock, the steps it reports, the driver's peak RSS."""
+    output = Path(tempfile.mkdtemp(prefix="fruitlake-bench-")) / "out"
+    run = watched(["run", str(source), str(output), "--dry-run", "--quiet"])
+    if output.exists():
+        raise SystemExit(f"fruitlake run --dry-run wrote {output}")
+    steps = next(line for line in run["out"].splitlines() if line.startswith("this dry run took "))
+    return {**run, "steps": steps.removeprefix("this dry run took ")}
+
+
+def _rss(run: dict) -> str:
+    return ", ".join(f"{part} {mb:.0f}" for part, mb in sorted(run["peak_rss_mb"].items()))
 
 
 def planning(work: Path, n: int) -> None:
-    """Goal: listing and planning time at most linear in the files, driver RSS within +25% from N/10 to N."""
-    print(f"planning: `fruitlake run --dry-run` over N/10={n // 10:,} and N={n:,} tiny JPEGs (local files):")
-    runs = {}
+    """Goal: listing and planning time at most linear in the files, driver RSS within +25% from N/10 to N; for
+    the folder of files, then for the table `fruitlake pack` makes of it."""
+    print(f"planning: `fruitlake run --dry-run` over N/10={n // 10:,} and N={n:,} tiny JPEGs (local files), "
+          "then `fruitlake pack` of each and a dry run of the table:")
+    runs: dict[str, dict[int, dict]] = {"folder": {}, "table": {}}
     for count in (n // 10, n):
         tree = tiny_tree(work / f"tiny-{count}", count)
-        runs[count] = run = dry_run(tree)
-        print(f"  {count:>10,} files: {run['wall_s']:6.1f} s wall ({run['steps']}); peak RSS (MB) "
-              + ", ".join(f"{part} {mb:.0f}" for part, mb in sorted(run["peak_rss_mb"].items())), flush=True)
-    small, large = runs[n // 10], runs[n]
-    print(f"  time N / time N/10: {large['wall_s'] / small['wall_s']:.1f} (linear: 10)")
-    for part in ("driver", "jvm"):
-        a, b = small["peak_rss_mb"].get(part, 0), large["peak_rss_mb"].get(part, 0)
-        print(f"  peak RSS {part}: {a:.0f} MB at N/10, {b:.0f} MB at N ({b / a - 1:+.1%}; goal within +25%)")
+        runs["folder"][count] = run = dry_run(tree)
+        print(f"  folder {count:>10,} files: {run['wall_s']:6.1f} s ({run['steps']}); peak RSS (MB) {_rss(run)}",
+              flush=True)
+    for count in (n // 10, n):
+        table = work / f"tiny-{count}.table"
+        if not (table / "_fruitlake_table.json").exists():
+            packed = watched(["pack", str(work / f"tiny-{count}"), str(table), "--mode", "overwrite"])
+            print(f"  pack   {count:>10,} files: {packed['wall_s']:6.1f} s; peak RSS (MB) {_rss(packed)}", flush=True)
+        runs["table"][count] = run = dry_run(table)
+        print(f"  table  {count:>10,} rows:  {run['wall_s']:6.1f} s ({run['steps']}); peak RSS (MB) {_rss(run)}",
+              flush=True)
+    for kind, pair in runs.items():
+        small, large = pair[n // 10]["peak_rss_mb"], pair[n]["peak_rss_mb"]
+        growth = "; ".join(f"{part} {small.get(part, 0):.0f} -> {large.get(part, 0):.0f} MB "
+                           f"({large.get(part, 0) / small.get(part, 1) - 1:+.0%})" for part in ("driver", "jvm"))
+        print(f"  {kind}: time N / time N/10 {pair[n]['wall_s'] / pair[n // 10]['wall_s']:.1f} (linear: 10); "
+              f"peak RSS {growth} (goal within +25%)")
 
 
 # S3A settings tried for small objects (Hadoop 3.3 names; hadoop-aws's docs, "Performance"). The reader of each
@@ -496,6 +519,7 @@ def s3_latency(work: Path, n: int, delay: float) -> None:
     if not any(jars.glob("hadoop-aws-*.jar")):
         raise SystemExit(f"no hadoop-aws-*.jar in {jars}: run `make jars` or set FRUITLAKE_S3A_JARS")
     source = ensure_images(work, n)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -194,5 +194,7 @@ def discover_table(spark: SparkSession, uri: str) -> Discovered:
     count, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
     if count == 0:
         raise FruitlakeError(f"INPUT {uri!r} is a packed table that holds no images")
-    log.info("discovered %d images (%.1f MB) in the packed table %s", count, total_bytes / 1e6, redact(uri))
+    partitions = size_partitions(spark, count, total_bytes)  # with pack's small row groups, every core gets work
+    log.info("discovered %d images (%.1f MB) in the packed table %s, ~%d partitions", count, total_bytes / 1e6,
+             redact(uri), partitions)
     return Discovered(table, count, total_bytes, table.drop("content"), {}, [])

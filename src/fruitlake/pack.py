@@ -26,6 +26,9 @@ from fruitlake.store import KEY
 log = logging.getLogger(__name__)
 
 DEFAULT_FILE_MB = 128
+# Spark splits a Parquet file into tasks only between row groups: Parquet's default (128 MB, a whole file here)
+# would give a run one task per file, on one core. 8 MB groups let a file feed 16 tasks.
+ROW_GROUP_BYTES = 8 * 2**20
 MODES = ("error", "incremental", "overwrite")
 
 
@@ -65,7 +68,7 @@ def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
             files = max(1, math.ceil(size / (file_mb * 2**20)))
             per_file = max(1, math.ceil(added / files))
             (rows.repartition(files).write.mode("overwrite" if existing is None else "append")
-             .option("maxRecordsPerFile", per_file).parquet(table))
+             .option("maxRecordsPerFile", per_file).option("parquet.block.size", ROW_GROUP_BYTES).parquet(table))
     finally:
         rows.unpersist()
     total = added + (existing.count() if existing is not None else 0)
