@@ -548,13 +548,18 @@ def s3_latency(work: Path, n: int, delay: float) -> None:
           f"proxy; the packed table is {sum(key.endswith('.parquet') for key in tables)} Parquet file(s); "
           "OUTPUT local; featurize img/s, end to end img/s, requests per image:")
     flags = ["--k", "2", "--batch-size", "16"]
-    variants = [("folder, fruitlake's S3A settings", "s3a://bench/images", {}),
-                ("packed table, fruitlake's S3A settings", "s3a://bench/table", {})]
-    variants += [(f"folder, {name}", "s3a://bench/images", settings) for name, settings in S3A_VARIANTS.items()]
+    slots = 4 * (os.cpu_count() or 1)
+    variants: list[tuple[str, str, dict[str, str], list[str]]] = [
+        ("folder, fruitlake's S3A settings", "s3a://bench/images", {}, []),
+        ("packed table, fruitlake's S3A settings", "s3a://bench/table", {}, []),
+        *((f"folder, {name}", "s3a://bench/images", settings, []) for name, settings in S3A_VARIANTS.items()),
+        (f"folder, {slots} task slots (--master local[{slots}])", "s3a://bench/images", {},
+         ["--master", f"local[{slots}]"]),
+    ]
     with LatencyProxy(host, port, delay) as proxy:
-        for name, uri, settings in variants:
+        for name, uri, settings, extra in variants:
             before = proxy.requests
-            run = fruitlake_run(uri, flags, env(proxy.url, settings))  # type: ignore[arg-type]
+            run = fruitlake_run(uri, flags + extra, env(proxy.url, settings))  # type: ignore[arg-type]
             images = run["manifest"]["images_total"]
             rate = images / run["manifest"]["timings"]["featurize"]
             print(f"  {name:48s} featurize {rate:6.1f} img/s, end to end {run['img_s']:6.1f} img/s, "
