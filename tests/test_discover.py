@@ -62,6 +62,8 @@ def test_the_walk_counts_what_spark_lists_without_a_pass_over_the_files(spark, t
     listed = found.listing.collect()
     assert found.count == len(listed) == 9
     assert found.total_bytes == sum(row.length for row in listed) > 0
+    assert (found.empty, found.largest) == (1, max(row.length for row in listed))
+    assert not found.all_readable(10**9) and not found.all_readable(found.largest - 1)
 
 
 def test_missing_and_empty_inputs_are_clear_errors(spark, tmp_path):

@@ -144,7 +144,10 @@ def _featurized(found: Discovered, select: Selection, spec: EngineSpec, max_byte
     length = F.col("length")
     limit = f"exceeds the limit of {max_bytes} bytes"
     too_large = F.format_string(f"file too large to read: %d bytes {limit}", length)
-    unread = select(found.listing).where((length == 0) | (length > max_bytes)).select(
+    listing = select(found.listing)
+    if found.all_readable(max_bytes):  # no pass over the listing (on S3, a HEAD per file) to find none
+        listing = listing.limit(0)
+    unread = listing.where((length == 0) | (length > max_bytes)).select(
         *PASSTHROUGH,
         F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features"),
         F.when(length == 0, F.lit(EMPTY_FILE)).otherwise(too_large).alias("error"),

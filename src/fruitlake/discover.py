@@ -43,6 +43,12 @@ class Discovered:
     listing: DataFrame  # every image file, no content: path, label, split, length, modification_time, file_uri
     skipped: dict[str, int]  # files under INPUT not read, by reason (inventory.py)
     skipped_sample: list[str]  # the first of them (at most 20), redacted
+    empty: int  # images of zero bytes
+    largest: int  # bytes of the largest image: with `empty`, whether any image is rejected unread
+
+    def all_readable(self, max_bytes: int) -> bool:
+        """No image is empty or above `max_bytes`: no pass over the listing is needed to find such files."""
+        return self.empty == 0 and self.largest <= max_bytes
 
 
 def _split_of(relative_path: Column) -> Column:
@@ -182,14 +188,17 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
     log.info("discovered %d images (%.1f MB) in %s, ~%d partitions", count, total_bytes / 1e6, redact(uri),
              partitions)
     return Discovered(images, count, total_bytes, images.drop("content").unionByName(empty),
-                      dict(sorted(inventory.skipped.items())), list(inventory.sample))
+                      dict(sorted(inventory.skipped.items())), list(inventory.sample), inventory.empty,
+                      inventory.largest)
 
 
 def discover_table(spark: SparkSession, uri: str) -> Discovered:
     """The images of a packed table: the same rows a folder gives (path is the source file's URI), read from
     Parquet; `file_uri` is the source path too, so batches select rows by it as they select files."""
     table = spark.read.parquet(uri).select(*TABLE_COLUMNS)
-    stats = table.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
+    stats = table.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes"),
+                      F.sum((F.col("length") == 0).cast("long")).alias("empty"),
+                      F.max("length").alias("largest")).first()
     assert stats is not None  # an aggregate without grouping has one row
     count, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
     if count == 0:
@@ -197,4 +206,5 @@ def discover_table(spark: SparkSession, uri: str) -> Discovered:
     partitions = size_partitions(spark, count, total_bytes)  # with pack's small row groups, every core gets work
     log.info("discovered %d images (%.1f MB) in the packed table %s, ~%d partitions", count, total_bytes / 1e6,
              redact(uri), partitions)
-    return Discovered(table, count, total_bytes, table.drop("content"), {}, [])
+    return Discovered(table, count, total_bytes, table.drop("content"), {}, [], int(stats["empty"] or 0),
+                      int(stats["largest"] or 0))

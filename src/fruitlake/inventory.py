@@ -73,11 +73,13 @@ class Inventory:
     images: int = 0  # files Spark reads, by listing or by name
     bytes: int = 0  # their sizes, as listed
     empty: int = 0  # of which zero bytes long: Spark's scan leaves these out
+    largest: int = 0  # bytes of the largest
 
     def read(self, length: int) -> None:
         self.images += 1
         self.bytes += length
         self.empty += length == 0
+        self.largest = max(self.largest, length)
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped[reason] += 1
