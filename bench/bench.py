@@ -106,12 +106,12 @@ def peak_rss_of_tree(pid: int, stop: threading.Event, peaks: dict) -> None:
         stop.wait(0.2)
 
 
-def fruitlake_run(source: Path, extra: list[str], env_extra: dict | None = None) -> dict:
-    output = Path(tempfile.mkdtemp(prefix="fruitlake-bench-")) / "out"
+def watched(command: list[str], env_extra: dict | None = None) -> dict:
+    """Run a fruitlake command: wall clock, stdout, and the peak RSS of its Python driver and JVM."""
     env = {**os.environ, "FRUITLAKE_WEIGHTS": WEIGHTS, "PYSPARK_PYTHON": sys.executable, **(env_extra or {})}
-    command = [sys.executable, "-m", "fruitlake", "run", str(source), str(output), "--quiet", *extra]
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "fruitlake", *command], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     stop, peaks = threading.Event(), {}
     watcher = threading.Thread(target=peak_rss_of_tree, args=(proc.pid, stop, peaks), daemon=True)
     watcher.start()
@@ -119,10 +119,15 @@ def fruitlake_run(source: Path, extra: list[str], env_extra: dict | None = None)
     wall = time.perf_counter() - started
     stop.set()
     if proc.returncode != 0:
-        raise SystemExit(f"fruitlake run failed:\n{err[-3000:]}")
+        raise SystemExit(f"fruitlake {' '.join(command[:1])} failed:\n{err[-3000:]}")
+    return {"wall_s": wall, "out": out, "peak_rss_mb": {k: v / 2**20 for k, v in peaks.items()}}
+
+
+def fruitlake_run(source: Path, extra: list[str], env_extra: dict | None = None) -> dict:
+    output = Path(tempfile.mkdtemp(prefix="fruitlake-bench-")) / "out"
+    run = watched(["run", str(source), str(output), "--quiet", *extra], env_extra)
     manifest = json.loads((output / "manifest.json").read_text())
-    return {"wall_s": wall, "img_s": manifest["images_total"] / wall, "manifest": manifest, "output": output,
-            "peak_rss_mb": {k: v / 2**20 for k, v in peaks.items()}}
+    return {**run, "img_s": manifest["images_total"] / run["wall_s"], "manifest": manifest, "output": output}
 
 
 def probe_accuracy(output: Path, k: int = 50) -> float:
@@ -440,23 +445,6 @@ def tiny_tree(folder: Path, n: int, labels: int = 100) -> Path:
                 (target / f"{index:06d}_100.jpg").write_bytes(data)
     (folder / ".complete").touch()  # a hidden name: counted by the walk as skipped, never read
     return folder
-
-
-def watched(command: list[str], env_extra: dict | None = None) -> dict:
-    """Run a fruitlake command: wall clock, stdout, and the peak RSS of its Python driver and JVM."""
-    env = {**os.environ, "FRUITLAKE_WEIGHTS": WEIGHTS, "PYSPARK_PYTHON": sys.executable, **(env_extra or {})}
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "fruitlake", *command], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    stop, peaks = threading.Event(), {}
-    watcher = threading.Thread(target=peak_rss_of_tree, args=(proc.pid, stop, peaks), daemon=True)
-    watcher.start()
-    out, err = proc.communicate()
-    wall = time.perf_counter() - started
-    stop.set()
-    if proc.returncode != 0:
-        raise SystemExit(f"fruitlake {' '.join(command[:1])} failed:\n{err[-3000:]}")
-    return {"wall_s": wall, "out": out, "peak_rss_mb": {k: v / 2**20 for k, v in peaks.items()}}
 
 
 def dry_run(source: Path) -> dict:
