@@ -55,13 +55,9 @@ def test_onnx_conversion_matches_keras(loaded_network):
     assert np.abs(onnx_out - keras_out).max() <= 1e-4
 
 
-def test_the_int8_model_is_deterministic_close_to_fp32_and_says_what_it_is(weights_path, tmp_path, monkeypatch):
-    """Quantized twice in fresh caches: the same bytes (a fixed calibration set, no JPEG codec); features within
-    cosine 0.85 of fp32 on photo-like images; its metadata names the weights and int8, which --onnx checks."""
-    from fruitlake.featurize import _build_onnx
-    from fruitlake.images import decode
-    from fruitlake.models import META_PRECISION, META_SHA256, onnx_metadata, onnx_model
-    from fruitlake.sample_data import write_sample_data
+def _int8_twice(weights_path, tmp_path, monkeypatch):
+    """The fp32 model (shared cache) and the int8 one quantized twice, each in a fresh cache."""
+    from fruitlake.models import onnx_model
 
     fp32 = onnx_model("mobilenet_v2", weights_path, 224)  # the shared cache: converted once per machine
     built = []
@@ -70,11 +66,33 @@ def test_the_int8_model_is_deterministic_close_to_fp32_and_says_what_it_is(weigh
         (tmp_path / run / "onnx").mkdir(parents=True)
         (tmp_path / run / "onnx" / Path(fp32.onnx_path).name).write_bytes(fp32.model_bytes)
         built.append(onnx_model("mobilenet_v2", weights_path, 224, precision="int8"))
+    return fp32, built
+
+
+def test_the_int8_model_is_deterministic_and_says_what_it_is(weights_path, tmp_path, monkeypatch):
+    """Quantized twice in fresh caches: the same bytes (a fixed calibration set, no JPEG codec); its metadata
+    names the weights and int8, which --onnx checks."""
+    from fruitlake.models import META_PRECISION, META_SHA256, onnx_metadata, onnx_model
+
+    fp32, built = _int8_twice(weights_path, tmp_path, monkeypatch)
     assert built[0].model_bytes == built[1].model_bytes
     assert Path(built[0].onnx_path).name.endswith("-int8.onnx")
     meta = onnx_metadata(built[0].model_bytes)
     assert meta[META_PRECISION] == "int8" and meta[META_SHA256] == fp32.weights_sha256
+    with pytest.raises(FruitlakeError, match=r"fruitlake.precision=int8; expected .*, fp32\)"):
+        onnx_model("mobilenet_v2", weights_path, 224, prebuilt=built[0].onnx_path)  # an int8 file is not fp32
 
+
+def test_int8_features_stay_close_to_fp32_on_a_cpu_with_vnni(weights_path, tmp_path, monkeypatch):
+    """Features within cosine 0.85 of fp32 on photo-like images, where int8 runs (VNNI); elsewhere it is refused
+    (next test)."""
+    from fruitlake.featurize import _build_onnx, cpu_supports_int8
+    from fruitlake.images import decode
+    from fruitlake.sample_data import write_sample_data
+
+    if not cpu_supports_int8():
+        pytest.skip("this CPU has no VNNI: fruitlake refuses --precision int8 here")
+    fp32, built = _int8_twice(weights_path, tmp_path, monkeypatch)
     write_sample_data(tmp_path / "photos", classes=4, per_class=4, seed=9)  # not the calibration images
     batch = np.stack([decode(path.read_bytes(), 224, 10**8) for path in sorted((tmp_path / "photos").rglob("*.jpg"))])
     batch = NETWORKS["mobilenet_v2"].normalise(batch)
@@ -82,9 +100,18 @@ def test_the_int8_model_is_deterministic_close_to_fp32_and_says_what_it_is(weigh
     cosine = (full * quantized).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(quantized, axis=1)
     assert cosine.min() > 0.85, cosine
 
-    # an int8 file is not an fp32 one
-    with pytest.raises(FruitlakeError, match=r"fruitlake.precision=int8; expected .*, fp32\)"):
-        onnx_model("mobilenet_v2", weights_path, 224, prebuilt=built[0].onnx_path)
+
+def test_int8_is_refused_on_a_cpu_without_vnni(monkeypatch):
+    import fruitlake.featurize
+    from fruitlake.featurize import require_cpu
+
+    monkeypatch.setattr(fruitlake.featurize.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(fruitlake.featurize, "Path", lambda _: type("Info", (), {"read_text": lambda self: (
+        "flags\t: fpu sse sse2 avx avx2 fma\n")})())
+    assert not fruitlake.featurize.cpu_supports_int8()
+    with pytest.raises(FruitlakeError, match="--precision int8 needs a CPU with VNNI"):
+        require_cpu("int8")
+    require_cpu("fp32")  # fp32 runs anywhere
 
 
 @pytest.mark.parametrize("engine", ["openvino", "keras"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.featurize import EngineOptions, EngineSpec, make_spec, require_bf16
+from fruitlake.featurize import EngineOptions, EngineSpec, make_spec, require_cpu
 from fruitlake.manifest import NetworkFacts
 from fruitlake.models import NETWORKS, OnnxModel, Weights, load_network, onnx_model, weights_file
 from fruitlake.redaction import redact
@@ -56,7 +56,7 @@ class RunNetwork:
             )
         if store is not None:
             require_meta(store, self.identity)
-        require_bf16(self.options.precision)
+        require_cpu(self.options.precision)
 
     def check(self) -> None:
         """Load the weights into the network (a file of another architecture fails here). For ONNX engines a
