@@ -5,7 +5,7 @@
 Converts the MobileNetV2 weights to ONNX in a child process (TensorFlow must not inflate the measured
 process), then runs the worker's own path in this process: `_build_onnx` with one thread (spark.task.cpus=1),
 random JPEGs (640x480, bigger than the shop photos) through `_prefetched` (the decode thread keeps two batches
-ahead) and `featurize_frame`. Prints the peak RSS from resource.getrusage, in MiB.
+ahead) and `featurize_batch`. Prints the peak RSS from resource.getrusage, in MiB.
 """
 
 from __future__ import annotations
@@ -41,26 +41,27 @@ def random_jpegs(count: int, rng) -> list[bytes]:
 
 def measure(batches: int, batch_size: int, image_size: int) -> float:
     import numpy as np
-    import pandas as pd
+    import pyarrow as pa
 
-    from fruitlake.featurize import EngineSpec, _build_onnx, _prefetched, featurize_frame
+    from fruitlake.featurize import EngineOptions, EngineSpec, _build_onnx, _prefetched, featurize_batch
     from fruitlake.models import onnx_model
 
     model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size).model_bytes  # a cache hit: no TensorFlow
     engine = _build_onnx(model_bytes, threads=1)
-    spec = EngineSpec("bench", "onnx", "mobilenet_v2", image_size, batch_size, 50_000_000, payload=None)
+    spec = EngineSpec("bench", EngineOptions("mobilenet_v2", image_size, batch_size=batch_size), payload=None)
     rng = np.random.default_rng(0)
 
-    def frames():
+    def arrow_batches():
         for index in range(batches):
-            yield pd.DataFrame({
+            yield pa.RecordBatch.from_pydict({
                 "path": [f"img{index}-{i}.jpg" for i in range(batch_size)],
-                "label": "x", "split": "train", "length": 0, "modification_time": pd.Timestamp(0),
+                "label": ["x"] * batch_size, "split": ["train"] * batch_size, "length": [0] * batch_size,
+                "modification_time": pa.array([0] * batch_size, pa.timestamp("us", tz="UTC")),
                 "content": random_jpegs(batch_size, rng),
             })
 
-    for frame, decoded in _prefetched(frames(), spec):
-        featurize_frame(frame, decoded, spec, engine)
+    for batch, decoded in _prefetched(arrow_batches(), spec):
+        featurize_batch(batch, decoded, spec, engine)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -49,6 +50,9 @@ def choose_k(curve: list[float], variance: float) -> int:
 
 
 MAX_GRAM_PARTS = 8  # the driver sums at most this many features x features matrices, whatever the data size
+# Rows per Gram product: Arrow batches are as small as the engine's (16 rows), and a features x features product
+# per 16 rows made the PCA's pass 15x slower than one per few thousand (7.4 s of 12 for 10,000 images).
+GRAM_ROWS = 4096
 
 
 def covariance(features: DataFrame, n_features: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -60,10 +64,14 @@ def covariance(features: DataFrame, n_features: int) -> tuple[NDArray[np.float64
 
     def gram(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         n, total, products = 0, np.zeros(d), np.zeros((d, d))
-        for frame in frames:
-            if len(frame):
-                x = np.stack(list(frame["features"])).astype(np.float64)
-                n, total, products = n + len(x), total + x.sum(axis=0), products + x.T @ x
+        rows: list[NDArray[np.float32]] = []
+        for frame in chain(frames, [None]):  # None: add the last rows
+            rows.extend(frame["features"] if frame is not None else ())
+            if rows and (frame is None or len(rows) >= GRAM_ROWS):
+                x = np.stack(rows).astype(np.float64)
+                n, rows = n + len(x), []
+                total += x.sum(axis=0)
+                products += x.T @ x
         yield pd.DataFrame({"n": [n], "total": [total], "products": [products.ravel()]})
 
     parts = max(1, min(features.sparkSession.sparkContext.defaultParallelism, MAX_GRAM_PARTS))
@@ -131,15 +139,17 @@ def fit(features: DataFrame, n_images: int, n_features: int, k: int | None, vari
     from scipy.linalg import eigh
 
     mean, cov = covariance(features, n_features)
-    eigenvalues = np.clip(eigh(cov, eigvals_only=True)[::-1], 0.0, None)  # all of them, for the curve
+    # One decomposition for the curve (every eigenvalue) and the k vectors kept: a second, partial one to get
+    # the vectors cost more than the first (1.9 + 0.7 s against 1.7 s for 1280 features).
+    values, vectors = eigh(cov)
+    eigenvalues = np.clip(values[::-1], 0.0, None)
     total = float(eigenvalues.sum())
     if total <= 0.0:
         raise FruitlakeError("all images have identical features: there is no variance for PCA to explain")
     shares = eigenvalues / total
     curve = [min(float(v), 1.0) for v in np.cumsum(shares)][: min(n_features, n_images)]
     chosen = k if k is not None else choose_k(curve, variance)
-    d = cov.shape[0]
-    eigenvectors = eigh(cov, subset_by_index=[d - chosen, d - 1])[1][:, ::-1]  # only the k we keep
+    eigenvectors = vectors[:, ::-1][:, :chosen]  # largest first
     centre_model = _centre_model(features.sparkSession, mean, np.diag(cov))
     pca_model = _pca_model(features.sparkSession, eigenvectors, shares, chosen)
     model = PipelineModel(stages=[centre_model, pca_model])
