@@ -177,7 +177,8 @@ class Progress:
             name=f"fruitlake-progress-{name}",
             daemon=True,
         )
-        watcher.start()
+        if self.mode == "live":  # lines show a stage when it ends: polling before then (py4j calls) buys nothing
+            watcher.start()
         try:
             yield Stage(state)
         except BaseException:
@@ -185,7 +186,8 @@ class Progress:
             raise
         finally:
             stop.set()
-            watcher.join()
+            if watcher.is_alive():
+                watcher.join()
             if context is not None:
                 try:
                     # None removes the property (the JVM takes null); PySpark's annotation says str only.

@@ -6,13 +6,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
-from itertools import chain
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from typing import TypeVar
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from numpy.typing import NDArray
 from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCA, PCAModel, StandardScaler, StandardScalerModel
@@ -55,6 +55,12 @@ MAX_GRAM_PARTS = 8  # the driver sums at most this many features x features matr
 GRAM_ROWS = 4096
 
 
+def _list_of(values: NDArray[np.float64]) -> pa.ListArray:
+    """One row holding `values` flattened, as Arrow's list<double>, without a Python float per value."""
+    flat = pa.array(values.ravel())
+    return pa.ListArray.from_arrays(pa.array([0, len(flat)], pa.int32()), flat)
+
+
 def covariance(features: DataFrame, n_features: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Mean and sample covariance of the `features` arrays, in one pass: Gram matrices summed with NumPy's BLAS
     on the executors, over at most MAX_GRAM_PARTS partitions, then added up on the driver. The driver's memory
@@ -62,21 +68,25 @@ def covariance(features: DataFrame, n_features: int) -> tuple[NDArray[np.float64
     """
     d = n_features
 
-    def gram(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def gram(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         n, total, products = 0, np.zeros(d), np.zeros((d, d))
         rows: list[NDArray[np.float32]] = []
-        for frame in chain(frames, [None]):  # None: add the last rows
-            rows.extend(frame["features"] if frame is not None else ())
-            if rows and (frame is None or len(rows) >= GRAM_ROWS):
-                x = np.stack(rows).astype(np.float64)
-                n, rows = n + len(x), []
+        pending = 0
+        for batch in chain(batches, [None]):  # None: add the last rows
+            if batch is not None and batch.num_rows:
+                # The arrays' values are one float buffer in Arrow: a view of it, no copy per row
+                rows.append(batch.column(0).flatten().to_numpy(zero_copy_only=False).reshape(-1, d))
+                pending += batch.num_rows
+            if pending and (batch is None or pending >= GRAM_ROWS):
+                x = np.concatenate(rows).astype(np.float64)
+                n, rows, pending = n + len(x), [], 0
                 total += x.sum(axis=0)
                 products += x.T @ x
-        yield pd.DataFrame({"n": [n], "total": [total], "products": [products.ravel()]})
+        yield pa.RecordBatch.from_pydict({"n": [n], "total": _list_of(total), "products": _list_of(products)})
 
     parts = max(1, min(features.sparkSession.sparkContext.defaultParallelism, MAX_GRAM_PARTS))
     schema = "n long, total array<double>, products array<double>"
-    sums = features.select("features").coalesce(parts).mapInPandas(gram, schema).toPandas()  # <= parts rows
+    sums = features.select("features").coalesce(parts).mapInArrow(gram, schema).toPandas()  # <= parts rows
     n = float(sums["n"].sum())
     mean = np.sum(np.stack(list(sums["total"])), axis=0) / n
     products = np.sum(np.stack(list(sums["products"])), axis=0).reshape(d, d)
