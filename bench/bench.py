@@ -1,6 +1,6 @@
 """Speed of fruitlake on this machine, in one run: bare engines, `fruitlake run` end to end, the naive baseline.
 
-    python bench/bench.py [--n 10000] [--naive-n 2000] [--skip-naive] [--skip-bf16] [--int8]
+    python bench/bench.py [--n 10000] [--naive-n 2000] [--skip-naive] [--skip-bf16] [--int8] [--jvm-defaults]
                           [--memory [--heap 1g] [--cluster]] [--sizes [224,160,128,96]] [--large-photos [100]]
                           [--planning [1000000]] [--s3-latency [2000]] [--only-extra]
 
@@ -140,6 +140,43 @@ def probe_accuracy(output: Path, k: int = 50) -> float:
     return LogisticRegression(max_iter=3000).fit(train[columns], train["label"]).score(test[columns], test["label"])
 
 
+def worker_costs(source: Path, n: int = 960, batch_size: int = 16) -> dict[str, float]:
+    """ms of one core per image for what a Python worker does to each batch: decode (and resize), normalise,
+    the engine, and building the Arrow batch it returns. One process, no Spark: the costs themselves."""
+    import pyarrow as pa
+
+    from fruitlake.featurize import EngineOptions, EngineSpec, _build_onnx, decode_batch, featurize_batch
+    from fruitlake.models import NETWORKS, onnx_model
+
+    engine = _build_onnx(onnx_model("mobilenet_v2", WEIGHTS, 224).model_bytes, threads=1)
+    spec = EngineSpec("bench", EngineOptions("mobilenet_v2", 224, batch_size=batch_size), payload=None)
+    normalise = NETWORKS["mobilenet_v2"].normalise
+    files = sorted(source.rglob("*.jpg"))[:n]
+    batches = [pa.RecordBatch.from_pydict({
+        "path": [str(f) for f in chunk], "label": ["x"] * len(chunk), "split": ["x"] * len(chunk),
+        "length": [f.stat().st_size for f in chunk],
+        "modification_time": pa.array([0] * len(chunk), pa.timestamp("us", tz="UTC")),
+        "content": [f.read_bytes() for f in chunk]}) for chunk in (files[i:i + batch_size]
+                                                                   for i in range(0, len(files), batch_size))]
+    seconds = dict.fromkeys(("decode", "normalise", "engine", "arrow"), 0.0)
+    engine(normalise(decode_batch(batches[0], spec)[0]))  # warm-up
+    for batch in batches:
+        started = time.perf_counter()
+        decoded = decode_batch(batch, spec)
+        decoded_at = time.perf_counter()
+        inputs = normalise(decoded[0])
+        normalised_at = time.perf_counter()
+        features = engine(inputs)
+        ran_at = time.perf_counter()
+        featurize_batch(batch, decoded, spec, lambda _: features)  # normalises again: subtracted below
+        built_at = time.perf_counter()
+        seconds["decode"] += decoded_at - started
+        seconds["normalise"] += normalised_at - decoded_at
+        seconds["engine"] += ran_at - normalised_at
+        seconds["arrow"] += max(0.0, built_at - ran_at - (normalised_at - decoded_at))
+    return {name: 1000 * value / len(files) for name, value in seconds.items()}
+
+
 def naive(source: Path, n: int) -> dict:
     subset = Path(tempfile.mkdtemp(prefix="fruitlake-naive-")) / "in"
     files = sorted(source.rglob("*.jpg"))[:n]
@@ -164,6 +201,9 @@ def main() -> None:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-bf16", action="store_true")
     parser.add_argument("--int8", action="store_true", help="also run fruitlake end to end with --precision int8")
+    parser.add_argument("--jvm-defaults", action="store_true",
+                        help="also run fruitlake end to end with FRUITLAKE_JVM_TUNING=off (Java's JIT defaults, "
+                             "no class archive)")
     parser.add_argument("--memory", action="store_true", help="also run 4N images and compare driver peak RSS")
     parser.add_argument("--heap", help="FRUITLAKE_DRIVER_MEMORY for the --memory pair of runs (default: fruitlake's)")
     parser.add_argument("--cluster", action="store_true",
@@ -243,6 +283,21 @@ def main_figures(args, source: Path, cores: int, bf16: bool, show) -> None:
         show("fruitlake run --precision int8", e2e_int8["img_s"], f"= {e2e_int8['img_s'] / e2e['img_s']:.2f}x fp32")
         show("  its featurize stage", int8_rate, f"= {int8_rate / featurize_rate:.2f}x fp32's")
     print(f"  driver peak RSS (MB): {e2e['peak_rss_mb']}")
+    outside = e2e["wall_s"] - timings["featurize"]
+    print(f"  outside the featurize stage: {outside:.1f} s of {e2e['wall_s']:.1f} (start-up, listing, PCA, "
+          f"writing, report, exit); at the bare engine's rate the whole run would be "
+          f"{e2e['manifest']['images_total'] / onnx_2x1 + outside:.1f} s")
+    split = worker_costs(source)
+    print("  one Python worker's own work per image (one process, 960 of the images, ms of one core): "
+          + ", ".join(f"{name} {ms:.2f}" for name, ms in split.items()))
+    print(f"  -> the featurize stage can reach at most {split['engine'] / sum(split.values()):.0%} of the bare "
+          "engine on these cores, before any cost of Spark, Arrow or the JVM")
+    if args.jvm_defaults:
+        plain = fruitlake_run(source, ["--k", "50", "--batch-size", "16"], {"FRUITLAKE_JVM_TUNING": "off"})
+        plain_rate = plain["manifest"]["images_total"] / plain["manifest"]["timings"]["featurize"]
+        show("fruitlake run, Java's defaults (C2, no class archive)", plain["img_s"],
+             f"{plain['wall_s']:.1f} s; stages {plain['manifest']['timings']}")
+        show("  its featurize stage", plain_rate, f"= {plain_rate / onnx_2x1:.0%} of the bare engine")
 
     if not args.skip_naive:
         print(f"naive notebook baseline (binaryFile, repartition(20), Keras rebuilt per partition, "

@@ -7,13 +7,13 @@ import textwrap
 
 from fruitlake import jvmcache
 from fruitlake.models import cache_dir
-from fruitlake.session import LOCAL_JIT, _java_options
+from fruitlake.session import JVM_TUNING, LOCAL_JIT, _java_options
 
 
 def test_local_sessions_use_the_archive_when_it_exists_and_only_then(tmp_path, monkeypatch):
     monkeypatch.setenv("FRUITLAKE_CACHE", str(tmp_path))
     monkeypatch.delenv(jvmcache.DUMP, raising=False)
-    monkeypatch.delenv(jvmcache.OFF, raising=False)
+    monkeypatch.delenv(JVM_TUNING, raising=False)
     archive = jvmcache.archive_path()
     assert archive is not None and archive.parent == tmp_path / "jvm"
     assert jvmcache.java_options() == []
@@ -24,9 +24,9 @@ def test_local_sessions_use_the_archive_when_it_exists_and_only_then(tmp_path, m
     # A cluster's driver runs no tasks: it keeps the JVM's defaults.
     assert "SharedArchive" not in _java_options("spark://127.0.0.1:7077")
     assert LOCAL_JIT not in _java_options("spark://127.0.0.1:7077")
-    monkeypatch.setenv(jvmcache.OFF, "off")
-    assert jvmcache.java_options() == []
-    monkeypatch.delenv(jvmcache.OFF)
+    monkeypatch.setenv(JVM_TUNING, "off")
+    assert "SharedArchive" not in _java_options("local[2]") and LOCAL_JIT not in _java_options("local[2]")
+    monkeypatch.delenv(JVM_TUNING)
     monkeypatch.setenv(jvmcache.DUMP, str(tmp_path / "new.part"))
     assert jvmcache.java_options()[0] == f"-XX:ArchiveClassesAtExit={tmp_path / 'new.part'}"
 
@@ -52,7 +52,7 @@ def test_a_built_archive_is_what_a_new_session_loads_spark_from(tmp_path, weight
     env = {**os.environ, "FRUITLAKE_CACHE": str(tmp_path / "cache"), "FRUITLAKE_WEIGHTS": weights_path,
            "PYSPARK_PYTHON": sys.executable}
     env.pop(jvmcache.DUMP, None)
-    env.pop(jvmcache.OFF, None)
+    env.pop(JVM_TUNING, None)
     built = subprocess.run([sys.executable, "-m", "fruitlake.jvmcache"], env=env, capture_output=True, text=True,
                            timeout=900)
     assert built.returncode == 0, built.stderr[-2000:]

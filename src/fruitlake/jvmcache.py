@@ -28,7 +28,6 @@ from fruitlake.models import cache_dir
 log = logging.getLogger(__name__)
 
 DUMP = "FRUITLAKE_JVM_ARCHIVE_DUMP"  # set by `build`: where this process's JVM writes its archive as it exits
-OFF = "FRUITLAKE_JVM_ARCHIVE"  # "off": never use an archive
 
 
 def _java() -> Path | None:
@@ -62,8 +61,6 @@ def archive_path() -> Path | None:
 
 def java_options() -> list[str]:
     """The driver JVM's options for the archive: write it (while `build` runs), use it, or nothing."""
-    if os.environ.get(OFF, "").lower() == "off":
-        return []
     dump = os.environ.get(DUMP)
     if dump:
         return [f"-XX:ArchiveClassesAtExit={dump}", "-Xlog:cds*=off"]  # not its notes on classes it skips

@@ -37,16 +37,17 @@ def spark_log_level() -> str:
 # Arrow, Parquet); C1 alone compiles in a fraction of that. Measured on 2 cores, 10,000 images, runs alternated:
 # featurize 82.1 -> 90.6 images/s, the whole run 174.8 -> 156.0 s (README, Performance).
 LOCAL_JIT = "-XX:TieredStopAtLevel=1"
+JVM_TUNING = "FRUITLAKE_JVM_TUNING"  # "off": a local JVM with Java's defaults (both JITs, no class archive)
 
 
 def _java_options(master: str) -> str:
     """Spark's logging configured before the JVM prints anything (setLogLevel comes too late for start-up);
-    in local mode, the quick JIT only."""
+    in local mode, the quick JIT only and the class archive (`jvmcache.py`), unless $FRUITLAKE_JVM_TUNING=off."""
     location = LOG4J2_CONFIG.as_uri()
     level = spark_log_level()
     console_level = "ALL" if level == "INFO" and "FRUITLAKE_SPARK_LOG_LEVEL" not in os.environ else level
     options = [f"-Dlog4j2.configurationFile={location}", f"-Dfruitlake.log.level={console_level}"]
-    if master.startswith("local"):
+    if master.startswith("local") and os.environ.get(JVM_TUNING, "").lower() != "off":
         options += [LOCAL_JIT, *jvmcache.java_options()]
     return " ".join(f'"{option}"' if " " in option else option for option in options)
 
