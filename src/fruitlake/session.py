@@ -34,8 +34,8 @@ def spark_log_level() -> str:
 
 # In local mode the driver's JVM shares the cores with the Python workers that run the CNN. Its optimising JIT
 # compiler (C2) took up to half a core all through featurizing, for code that does little there (reading files,
-# Arrow, Parquet); C1 alone compiles in a fraction of that. Measured on 2 cores, 10,000 images, runs alternated:
-# featurize 82.1 -> 90.6 images/s, the whole run 174.8 -> 156.0 s (README, Performance).
+# Arrow, Parquet); C1 alone compiles in a fraction of that. Measured on 2 cores, 10,000 images, in pairs of runs
+# alternated: the whole run 174.8/169.9 s -> 156.0/160.5 s (README, Performance).
 LOCAL_JIT = "-XX:TieredStopAtLevel=1"
 JVM_TUNING = "FRUITLAKE_JVM_TUNING"  # "off": a local JVM with Java's defaults (both JITs, no class archive)
 
