@@ -73,3 +73,15 @@ def test_a_built_archive_is_what_a_new_session_loads_spark_from(tmp_path, weight
     from_archive = [line for line in loaded.read_text().splitlines()
                     if "org.apache.spark." in line and "shared objects file (top)" in line]
     assert len(from_archive) > 1000  # Spark's own classes came from the archive, not from its jars
+
+
+def test_a_new_archive_keeps_only_the_newest_others(tmp_path):
+    made = tmp_path / "spark-new.jsa"
+    made.write_bytes(b"new")
+    for age in range(5):
+        old = tmp_path / f"spark-old{age}.jsa"
+        old.write_bytes(b"old")
+        os.utime(old, (1_000_000 - age, 1_000_000 - age))  # old0 is the newest of them
+    jvmcache._prune(made, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spark-new.jsa", "spark-old0.jsa", "spark-old1.jsa",
+                                                          "spark-old2.jsa"]

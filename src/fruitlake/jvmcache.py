@@ -28,6 +28,7 @@ from fruitlake.models import cache_dir
 log = logging.getLogger(__name__)
 
 DUMP = "FRUITLAKE_JVM_ARCHIVE_DUMP"  # set by `build`: where this process's JVM writes its archive as it exits
+KEEP = 3  # archives of other Java or Spark installs kept beside a new one
 
 
 def _java() -> Path | None:
@@ -95,10 +96,19 @@ def build(weights: str | None = None) -> Path | None:
                         "without it", code)
             return None
         part.replace(target)  # whole or absent: a concurrent build writes its own part
+        _prune(target, keep=KEEP)
         return target
     finally:
         os.environ.pop(DUMP, None)
         part.unlink(missing_ok=True)
+
+
+def _prune(made: Path, keep: int) -> None:
+    """Keep the `keep` newest archives besides `made` (each ~160 MB; every clone's .venv has its own)."""
+    others = sorted((path for path in made.parent.glob("spark-*.jsa") if path != made),
+                    key=lambda path: path.stat().st_mtime, reverse=True)
+    for old in others[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def _end_jvm() -> None:
@@ -117,5 +127,9 @@ def _end_jvm() -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    made = build(sys.argv[1] if len(sys.argv) > 1 else None)
+    try:
+        made = build(sys.argv[1] if len(sys.argv) > 1 else None)
+    except Exception as exc:  # noqa: BLE001 - an install never fails for want of a faster start
+        log.warning("the JVM class archive could not be made (%s: %s)", type(exc).__name__, exc)
+        made = None
     print(f"JVM class archive: {made}" if made else "JVM class archive: none (sessions start without it)")
