@@ -168,7 +168,7 @@ def worker_costs(source: Path, n: int = 960, batch_size: int = 16) -> dict[str, 
         normalised_at = time.perf_counter()
         features = engine(inputs)
         ran_at = time.perf_counter()
-        featurize_batch(batch, decoded, spec, lambda _: features)  # normalises again: subtracted below
+        featurize_batch(batch, decoded, spec, lambda _, ran=features: ran)  # normalises again: subtracted below
         built_at = time.perf_counter()
         seconds["decode"] += decoded_at - started
         seconds["normalise"] += normalised_at - decoded_at
@@ -433,6 +433,12 @@ def large_photos(work: Path, n: int) -> None:
         rates[name] = run["manifest"]["images_total"] / run["manifest"]["timings"]["featurize"]
         print(f"  {name:>9s}: featurize {rates[name]:6.1f} img/s, end to end {run['img_s']:6.1f} img/s", flush=True)
     print(f"  large / small featurize: {rates['4000x3000'] / rates['100x100']:.2f} (goal >= 0.8)")
+    costs = worker_costs(small, n=n)  # ms of one core per 100x100 image: decode, normalise, engine, Arrow
+    per_small = sum(costs.values())
+    per_large = per_small - costs["decode"] + per_photo["draft"]
+    print(f"  one core's work per image: {per_small:.1f} ms for a 100x100 JPEG (decode {costs['decode']:.2f}), "
+          f"{per_large:.1f} ms for a 4000x3000 one (decode {per_photo['draft']:.1f}): large / small can reach at "
+          f"most {per_small / per_large:.2f} on any number of cores")
 
 
 def draft_quality(factor: int, k: int = 50) -> None:
