@@ -437,8 +437,8 @@ def large_photos(work: Path, n: int) -> None:
     per_small = sum(costs.values())
     per_large = per_small - costs["decode"] + per_photo["draft"]
     print(f"  one core's work per image: {per_small:.1f} ms for a 100x100 JPEG (decode {costs['decode']:.2f}), "
-          f"{per_large:.1f} ms for a 4000x3000 one (decode {per_photo['draft']:.1f}): large / small can reach at "
-          f"most {per_small / per_large:.2f} on any number of cores")
+          f"{per_large:.1f} ms for a 4000x3000 one (decode {per_photo['draft']:.1f}): once the stage's start is paid "
+          f"(small N measures mostly that), large / small can reach at most {per_small / per_large:.2f}")
 
 
 def draft_quality(factor: int, k: int = 50) -> None:
