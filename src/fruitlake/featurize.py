@@ -222,7 +222,7 @@ def featurize_batch(batch: pa.RecordBatch, decoded: Decoded, spec: EngineSpec, e
     lengths = np.zeros(rows, dtype=np.int32)
     lengths[good] = dim
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int32)]).astype(np.int32)
-    features = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors.astype(np.float32).ravel()),
+    features = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors.astype(np.float32, copy=False).ravel()),
                                         type=FEATURES_FIELD.type,
                                         mask=pa.array(lengths == 0) if len(good) < rows else None)
     schema = pa.schema([*(batch.schema.field(name) for name in PASSTHROUGH), FEATURES_FIELD, ERROR_FIELD])
