@@ -19,7 +19,7 @@ def test_local_sessions_use_the_archive_when_it_exists_and_only_then(tmp_path, m
     assert jvmcache.java_options() == []
     archive.parent.mkdir(parents=True)
     archive.write_bytes(b"archive")
-    assert jvmcache.java_options() == [f"-XX:SharedArchiveFile={archive}"]
+    assert jvmcache.java_options() == [f"-XX:SharedArchiveFile={archive}", jvmcache.QUIET]
     assert f"-XX:SharedArchiveFile={archive}" in _java_options("local[2]") and LOCAL_JIT in _java_options("local[2]")
     # A cluster's driver runs no tasks: it keeps the JVM's defaults.
     assert "SharedArchive" not in _java_options("spark://127.0.0.1:7077")

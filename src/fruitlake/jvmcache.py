@@ -28,6 +28,9 @@ from fruitlake.models import cache_dir
 log = logging.getLogger(__name__)
 
 DUMP = "FRUITLAKE_JVM_ARCHIVE_DUMP"  # set by `build`: where this process's JVM writes its archive as it exits
+# The JVM's CDS notes go to stdout (the command's result): a stale archive is used without a word, a dump
+# without its notes on classes it skips.
+QUIET = "-Xlog:cds*=off"
 KEEP = 3  # archives of other Java or Spark installs kept beside a new one
 
 
@@ -56,7 +59,7 @@ def archive_path() -> Path | None:
     stat = java.stat()
     key.update(f"{java}\0{stat.st_size}\0{stat.st_mtime_ns}\0{jars}\0".encode())
     for jar in sorted(jars.glob("*.jar")):
-        key.update(f"{jar.name}\0{jar.stat().st_size}\0".encode())
+        key.update(f"{jar.name}\0{jar.stat().st_size}\0{jar.stat().st_mtime_ns}\0".encode())  # the JVM checks both
     return cache_dir() / "jvm" / f"spark-{key.hexdigest()[:24]}.jsa"
 
 
@@ -64,9 +67,9 @@ def java_options() -> list[str]:
     """The driver JVM's options for the archive: write it (while `build` runs), use it, or nothing."""
     dump = os.environ.get(DUMP)
     if dump:
-        return [f"-XX:ArchiveClassesAtExit={dump}", "-Xlog:cds*=off"]  # not its notes on classes it skips
+        return [f"-XX:ArchiveClassesAtExit={dump}", QUIET]
     archive = archive_path()
-    return [f"-XX:SharedArchiveFile={archive}"] if archive is not None and archive.is_file() else []
+    return [f"-XX:SharedArchiveFile={archive}", QUIET] if archive is not None and archive.is_file() else []
 
 
 def build(weights: str | None = None) -> Path | None:
