@@ -59,7 +59,8 @@ def archive_path() -> Path | None:
     stat = java.stat()
     key.update(f"{java}\0{stat.st_size}\0{stat.st_mtime_ns}\0{jars}\0".encode())
     for jar in sorted(jars.glob("*.jar")):
-        key.update(f"{jar.name}\0{jar.stat().st_size}\0{jar.stat().st_mtime_ns}\0".encode())  # the JVM checks both
+        facts = jar.stat()  # the JVM checks each jar's size and mtime against the archive
+        key.update(f"{jar.name}\0{facts.st_size}\0{facts.st_mtime_ns}\0".encode())
     return cache_dir() / "jvm" / f"spark-{key.hexdigest()[:24]}.jsa"
 
 
