@@ -49,7 +49,7 @@ run: install
 	@test -d $(INPUT) || $(BIN)/fruitlake sample-data $(INPUT)
 	@$(BIN)/fruitlake run $(INPUT) $(OUTPUT) --mode overwrite
 
-test: install jars browser
+test: install jars browser  # pytest prints the 25 slowest tests (pyproject: --durations=25)
 	FRUITLAKE_S3A_JARS=$(FRUITLAKE_S3A_JARS) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The report tests render report.html in headless Chromium: Debian's package, installed once (CI runs as root).
@@ -59,7 +59,7 @@ browser:
 		echo "could not install chromium (apt-get as root): the report rendering test will fail" >&2
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
 clean:

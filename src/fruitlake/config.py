@@ -47,6 +47,7 @@ class RunConfig:
     missing: str = "keep"
     commit_every: int = DEFAULT_COMMIT_EVERY
     onnx: str | None = None  # a prebuilt ONNX conversion of `weights` (what `cloud submit` uploads)
+    report: bool = True  # write OUTPUT/report.html at the end (`fruitlake report OUTPUT` writes it later)
 
     def __post_init__(self) -> None:
         _check_common(self)

@@ -28,7 +28,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from fruitlake import FruitlakeError
 from fruitlake.images import ImageRejected, decode
-from fruitlake.models import NETWORKS, LoadedNetwork, keras_to_onnx
+from fruitlake.models import NETWORKS, LoadedNetwork, Weights, onnx_model
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +273,13 @@ def make_spec(spark: SparkSession, payload: bytes | list[NDArray[np.float32]], o
 
 def prepare_engine(spark: SparkSession, loaded: LoadedNetwork, engine: str, batch_size: int, max_pixels: int,
                    precision: str = "fp32") -> EngineSpec:
-    """Driver side, from a network loaded in Keras (tests, benchmarks): its payload and spec."""
-    payload = loaded.weights if engine == "keras" else keras_to_onnx(loaded)
+    """Driver side, from a network loaded in Keras (tests, benchmarks): its payload and spec.
+
+    The ONNX form comes from the conversion cache a run uses (keyed by the weights' sha256): converted once.
+    """
+    weights = Weights(loaded.weights_path, loaded.weights_sha256)
+    payload = (loaded.weights if engine == "keras"
+               else onnx_model(loaded.network.name, weights, loaded.image_size).model_bytes)
     options = EngineOptions(loaded.network.name, loaded.image_size, engine, precision, batch_size, max_pixels)
     return make_spec(spark, payload, options)
 

@@ -55,6 +55,8 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--pca", choices=PCA_CHOICES, default=default_of("pca"),
                      help="incremental: reuse (default) the saved PCA for new images, "
                           "or refit it on all stored features")
+    run.add_argument("--no-report", dest="report", action="store_false",
+                     help="skip report.html (plots, probe); `fruitlake report OUTPUT` writes it later")
     add_growth_options(run, RunConfig)
 
 

@@ -20,7 +20,7 @@ from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, __version__, fs, s3
 from fruitlake.commit import CommitResult, commit
-from fruitlake.config import Config, ProjectConfig
+from fruitlake.config import Config, ProjectConfig, RunConfig
 from fruitlake.lock import OutputLock
 from fruitlake.manifest import Counts, Manifest, PcaFacts, SparkFacts
 from fruitlake.output import MANIFEST, REPLACED
@@ -50,7 +50,7 @@ def run(config: Config, spark: SparkSession | None = None, progress: Progress | 
             manifest = _manifest(session, planned, committed, pca, rewritten, timer, started).redacted()
             manifest.write(session, fs.join(planned.output, MANIFEST))  # last: its presence means it finished
             fs.delete(session, fs.join(planned.output, REPLACED))  # an overwrite's previous run, not needed now
-            if config.command == "run":
+            if isinstance(config, RunConfig) and config.report:
                 _report(session, planned.output, manifest, progress)
     log.info("%d images (%d new, %d rejected) -> k=%s (pca %s) in %.1f s", manifest.counts.images_total,
              committed.images_new, committed.images_rejected, pca.k, planned.pca.action, manifest.total_seconds)
