@@ -91,3 +91,36 @@ def test_a_table_is_read_by_several_tasks_not_one_per_file(spark, tmp_path, monk
     pack(spark, str(root), str(table), file_mb=128)
     assert len(list(table.glob("*.parquet"))) == 1
     assert discover(spark, str(table)).images.rdd.getNumPartitions() >= spark.sparkContext.defaultParallelism
+
+
+def packed(spark, table) -> list[tuple[str, int]]:
+    """(path, length) of every row of a table, sorted."""
+    return sorted((row.path, row.length) for row in spark.read.parquet(str(table)).select("path", "length").collect())
+
+
+def test_an_overwrite_replaces_the_table_only_once_the_new_one_is_complete(spark, tmp_path, monkeypatch):
+    import fruitlake.pack
+    from fruitlake.sample_data import write_sample_data
+
+    old, new, table = tmp_path / "old", tmp_path / "new", tmp_path / "table"
+    write_sample_data(old, classes=2, per_class=2, seed=3)
+    write_sample_data(new, classes=1, per_class=3, seed=4)
+    pack(spark, str(old), str(table))
+    before = packed(spark, table)
+    (tmp_path / "empty").mkdir()
+    for source, refusal in ((tmp_path / "typo", "does not exist"), (tmp_path / "empty", "holds no images")):
+        with pytest.raises(FruitlakeError, match=refusal):
+            pack(spark, str(source), str(table), mode="overwrite")
+        assert packed(spark, table) == before and (table / "_fruitlake_table.json").exists()
+
+    def disk_full(*_):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(fruitlake.pack, "_write_rows", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        pack(spark, str(new), str(table), mode="overwrite")
+    assert packed(spark, table) == before and (table / "_fruitlake_table.json").exists()
+    monkeypatch.undo()
+    assert pack(spark, str(new), str(table), mode="overwrite").images_total == 3
+    assert [path for path, _ in packed(spark, table)] == sorted(f"file:{path}" for path in new.rglob("*.jpg"))
+    assert not {"_staging", "_replaced"} & {path.name for path in table.iterdir()}
