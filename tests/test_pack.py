@@ -124,3 +124,39 @@ def test_an_overwrite_replaces_the_table_only_once_the_new_one_is_complete(spark
     assert pack(spark, str(new), str(table), mode="overwrite").images_total == 3
     assert [path for path, _ in packed(spark, table)] == sorted(f"file:{path}" for path in new.rglob("*.jpg"))
     assert not {"_staging", "_replaced"} & {path.name for path in table.iterdir()}
+
+
+def table_rows(spark, table) -> list[tuple]:
+    """Every row of a table with a digest of its bytes, sorted."""
+    frame = spark.read.parquet(str(table)).selectExpr("path", "label", "split", "length", "modification_time",
+                                                      "sha2(content, 256) AS digest")
+    return sorted(tuple(row) for row in frame.collect())
+
+
+def test_an_incremental_pack_keeps_one_row_per_path_the_newest_as_a_fresh_pack_would(spark, tmp_path):
+    import os
+
+    from fruitlake.sample_data import write_sample_data
+
+    root, table = tmp_path / "in", tmp_path / "table"
+    write_sample_data(root, classes=2, per_class=3, seed=5)
+    pack(spark, str(root), str(table))
+    changed, gone, source = sorted(root.rglob("*.jpg"))[:3]
+    changed.write_bytes(source.read_bytes() + b"\0")  # a new length and modification time
+    os.utime(changed, (2_000_000_000, 2_000_000_000))
+    gone.unlink()
+    (changed.parent / "new.jpg").write_bytes(source.read_bytes())
+    again = pack(spark, str(root), str(table), mode="incremental")
+    assert (again.images_added, again.images_removed, again.images_total) == (2, 2, 6)
+    rows = table_rows(spark, table)
+    assert len({row[0] for row in rows}) == len(rows) == 6  # one row per path
+    assert rows == table_rows(spark, pack(spark, str(root), str(tmp_path / "fresh")).table)
+    assert not {"_staging", "_replaced"} & {path.name for path in table.iterdir()}
+    kept_gone = sorted(root.rglob("*.jpg"))[-1]
+    kept_gone.unlink()
+    kept = pack(spark, str(root), str(table), mode="incremental", missing="keep")
+    assert (kept.images_added, kept.images_removed, kept.images_total) == (0, 0, 6)
+    assert table_rows(spark, table) == rows
+    dropped = pack(spark, str(root), str(table), mode="incremental")
+    assert (dropped.images_added, dropped.images_removed, dropped.images_total) == (0, 1, 5)
+    assert f"file:{kept_gone}" not in {row[0] for row in table_rows(spark, table)}

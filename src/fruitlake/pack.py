@@ -3,8 +3,11 @@
 On S3 every image file costs a request with its own latency; a table of packed images costs one per ~128 MB.
 The table holds what a run reads of each file (source URI, label, split, length, modification time, content),
 found by the same rules (`discover.py`); `fruitlake run TABLE OUTPUT` reads it wherever it reads a folder and
-gives the same rows. `--mode incremental` appends only files whose path, length or modification time the table
-does not hold; TABLE/_fruitlake_table.json, written last, marks a finished table.
+gives the same rows. `--mode incremental` adds only files whose path, length or modification time the table
+does not hold, and keeps one row per path, the newest: a changed file's old row and, unless `--missing keep`,
+the rows of files gone from INPUT leave the table, which is then written again (to TABLE/_staging, swapped in
+when complete), so that a run from the table equals a run from the folder. TABLE/_fruitlake_table.json, written
+last, marks a finished table.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ DEFAULT_FILE_MB = 128
 # would give a run one task per file, on one core. 8 MB groups let a file feed 16 tasks.
 ROW_GROUP_BYTES = 8 * 2**20
 MODES = ("error", "incremental", "overwrite")
+MISSING = ("drop", "keep")  # --missing: the rows of files gone from INPUT leave the table, or stay
 # The new Parquet files are written here and moved into TABLE once complete; TABLE's own go here meanwhile.
 # Readers of the table skip both (Spark hides names starting with `_`).
 STAGING, REPLACED = "_staging", "_replaced"
@@ -42,16 +46,20 @@ class Packed:
     images_total: int
     bytes_added: int
     files_skipped: dict[str, int]
+    images_removed: int = 0  # rows of changed files (replaced by their new row) and of files gone from INPUT
 
     def to_json(self) -> dict[str, object]:
-        return {"table": redact(self.table), "images_added": self.images_added, "images_total": self.images_total,
+        return {"table": redact(self.table), "images_added": self.images_added,
+                "images_removed": self.images_removed, "images_total": self.images_total,
                 "bytes_added": self.bytes_added, "files_skipped": self.files_skipped}
 
 
 def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
-         file_mb: int = DEFAULT_FILE_MB) -> Packed:
+         file_mb: int = DEFAULT_FILE_MB, missing: str = "drop") -> Packed:
     if mode not in MODES:
         raise FruitlakeError(f"mode={mode!r} is unknown; choose one of {', '.join(MODES)}")
+    if missing not in MISSING:
+        raise FruitlakeError(f"missing={missing!r} is unknown; choose one of {', '.join(MISSING)}")
     if file_mb < 1:
         raise FruitlakeError(f"--file-mb {file_mb} must be at least 1")
     table = table.rstrip("/")
@@ -60,8 +68,14 @@ def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
     found = discover(spark, source, avoid=(table,))
     empty = found.listing.where(F.col("length") == 0).withColumn("content", F.lit(b"").cast("binary"))
     rows: DataFrame = found.images.unionByName(empty.select(*TABLE_COLUMNS)).select(*TABLE_COLUMNS)
-    if existing is not None:
+    kept, kept_count, kept_bytes, removed = None, 0, 0, 0
+    if existing is not None:  # new or changed files, and the rows of the others that stay
         rows = rows.join(existing.select(*KEY), on=KEY, how="left_anti")
+        kept = _kept(existing, found.listing, missing)
+        kept_stats = kept.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
+        assert kept_stats is not None
+        kept_count, kept_bytes = int(kept_stats["n"]), int(kept_stats["bytes"] or 0)
+        removed = existing.count() - kept_count  # Parquet footers and key columns: no content is read
     staging = fs.join(table, STAGING)
     fs.delete(spark, staging)  # left by a pack that was stopped: never part of the table
     rows = rows.persist()  # counted, then written: the files are read once
@@ -69,20 +83,32 @@ def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
         stats = rows.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
         assert stats is not None
         added, size = int(stats["n"]), int(stats["bytes"] or 0)
-        if added:
+        if kept is not None and removed:  # rewritten: one row per path, none of files gone from INPUT
+            _write_rows(kept.unionByName(rows), staging, kept_bytes + size, kept_count + added, file_mb)
+        elif added:
             _write_rows(rows, staging, size, added, file_mb)
     except BaseException:
         fs.delete(spark, staging)  # the table is as it was
         raise
     finally:
         rows.unpersist()
-    total = added + (existing.count() if existing is not None else 0)
-    result = Packed(table, added, total, size, found.skipped)
-    marker = {"fruitlake_version": __version__, "source": redact(source), **result.to_json()}
-    _swap_in(spark, table, staging, replace=existing is None,
+    total = added + kept_count
+    result = Packed(table, added, total, size, found.skipped, removed)
+    marker = {"fruitlake_version": __version__, "source": redact(source), "missing": missing, **result.to_json()}
+    _swap_in(spark, table, staging, replace=existing is None or removed > 0,
              marker=(json.dumps(marker, indent=2) + "\n").encode("utf-8"))
-    log.info("packed %d images (%.1f MB) into %s; %d in all", added, size / 1e6, redact(table), total)
+    log.info("packed %d images (%.1f MB) into %s, removed %d rows; %d in all", added, size / 1e6, redact(table),
+             removed, total)
     return result
+
+
+def _kept(existing: DataFrame, listing: DataFrame, missing: str) -> DataFrame:
+    """The rows of TABLE that stay: those of files INPUT still holds unchanged, and with --missing keep those of
+    files gone from INPUT. A changed file's old row goes: its new row is added."""
+    unchanged = existing.join(listing.select(*KEY), on=KEY, how="left_semi")
+    if missing == "drop":
+        return unchanged
+    return unchanged.unionByName(existing.join(listing.select("path"), on="path", how="left_anti"))
 
 
 def _write_rows(rows: DataFrame, uri: str, size: int, count: int, file_mb: int) -> None:
@@ -146,4 +172,4 @@ def _existing(spark: SparkSession, table: str, mode: str) -> DataFrame | None:
                              "or --mode overwrite to pack again")
     if mode == "overwrite":
         return None
-    return spark.read.parquet(table).select(*KEY)
+    return spark.read.parquet(table).select(*TABLE_COLUMNS)
