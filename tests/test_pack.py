@@ -160,3 +160,21 @@ def test_an_incremental_pack_keeps_one_row_per_path_the_newest_as_a_fresh_pack_w
     dropped = pack(spark, str(root), str(table), mode="incremental")
     assert (dropped.images_added, dropped.images_removed, dropped.images_total) == (0, 1, 5)
     assert f"file:{kept_gone}" not in {row[0] for row in table_rows(spark, table)}
+
+
+def test_a_pack_on_a_table_another_pack_is_writing_is_refused(spark, tmp_path):
+    from fruitlake.lock import OutputLock
+    from fruitlake.sample_data import write_sample_data
+
+    root, table = tmp_path / "in", tmp_path / "table"
+    write_sample_data(root, classes=1, per_class=2, seed=6)
+    pack(spark, str(root), str(table))
+    before = packed(spark, table)
+    image = sorted(root.rglob("*.jpg"))[0]
+    (image.parent / "new.jpg").write_bytes(image.read_bytes())
+    with OutputLock(spark, str(table)):  # held by another pack (or run) of this table
+        with pytest.raises(FruitlakeError, match="TABLE .* is in use by another fruitlake run"):
+            pack(spark, str(root), str(table), mode="incremental")
+        assert packed(spark, table) == before
+    assert pack(spark, str(root), str(table), mode="incremental").images_added == 1
+    assert "_lock.json" not in {path.name for path in table.iterdir()}

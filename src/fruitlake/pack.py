@@ -22,6 +22,8 @@ from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, fs
 from fruitlake.discover import TABLE_COLUMNS, TABLE_MARKER, discover
+from fruitlake.lock import OutputLock
+from fruitlake.output import LOCK
 from fruitlake.redaction import redact
 from fruitlake.safety import check_separate
 from fruitlake.store import KEY
@@ -64,6 +66,11 @@ def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
         raise FruitlakeError(f"--file-mb {file_mb} must be at least 1")
     table = table.rstrip("/")
     check_separate({"INPUT": fs.qualify(spark, source), "TABLE": fs.qualify(spark, table)})
+    with OutputLock(spark, table, role="TABLE"):  # one pack or run at a time writes TABLE
+        return _pack(spark, source, table, mode, file_mb, missing)
+
+
+def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int, missing: str) -> Packed:
     existing = _existing(spark, table, mode)
     found = discover(spark, source, avoid=(table,))
     empty = found.listing.where(F.col("length") == 0).withColumn("content", F.lit(b"").cast("binary"))
@@ -157,7 +164,7 @@ def _existing(spark: SparkSession, table: str, mode: str) -> DataFrame | None:
     """The rows TABLE holds already (incremental), or None when it is to be written from scratch. Reads only:
     an overwrite replaces the table once the new one is complete (`_swap_in`)."""
     shown = redact(table)
-    if not _parts(spark, table) and fs.list_names(spark, table) in ([], [STAGING]):
+    if not _parts(spark, table) and not set(fs.list_names(spark, table)) - {STAGING, LOCK}:
         return None
     packed = fs.exists(spark, fs.join(table, TABLE_MARKER))
     if not packed:
