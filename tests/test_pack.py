@@ -178,3 +178,19 @@ def test_a_pack_on_a_table_another_pack_is_writing_is_refused(spark, tmp_path):
         assert packed(spark, table) == before
     assert pack(spark, str(root), str(table), mode="incremental").images_added == 1
     assert "_lock.json" not in {path.name for path in table.iterdir()}
+
+
+def test_a_file_above_2_gib_is_packed_without_its_bytes_not_a_dead_pack(spark, tmp_path):
+    """Spark's binaryFile reader fails a whole job on a file above 2 GiB (a sparse file here: no disk used)."""
+    from fruitlake.sample_data import write_sample_data
+
+    root, table = tmp_path / "in", tmp_path / "table"
+    write_sample_data(root, classes=1, per_class=2, seed=7)
+    huge = root / "Training" / "Apple Braeburn" / "huge.jpg"
+    with huge.open("wb") as handle:
+        handle.truncate(2**31)
+    result = pack(spark, str(root), str(table))
+    assert (result.images_total, result.files_too_large) == (3, 1)
+    assert result.bytes_added < 2**20  # the huge file's size is not taken for bytes packed
+    row = spark.read.parquet(str(table)).where("path LIKE '%huge.jpg'").select("length", "content").first()
+    assert (row.length, row.content) == (2**31, None)  # a run rejects it unread: longer than any --max-bytes

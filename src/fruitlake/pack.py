@@ -17,10 +17,11 @@ import logging
 import math
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, fs
+from fruitlake.config import SPARK_MAX_FILE_BYTES
 from fruitlake.discover import TABLE_COLUMNS, TABLE_MARKER, discover
 from fruitlake.lock import OutputLock
 from fruitlake.output import LOCK
@@ -49,11 +50,13 @@ class Packed:
     bytes_added: int
     files_skipped: dict[str, int]
     images_removed: int = 0  # rows of changed files (replaced by their new row) and of files gone from INPUT
+    files_too_large: int = 0  # files of INPUT above what Spark reads (2 GiB): packed without content
 
     def to_json(self) -> dict[str, object]:
         return {"table": redact(self.table), "images_added": self.images_added,
                 "images_removed": self.images_removed, "images_total": self.images_total,
-                "bytes_added": self.bytes_added, "files_skipped": self.files_skipped}
+                "bytes_added": self.bytes_added, "files_skipped": self.files_skipped,
+                "files_too_large": self.files_too_large}
 
 
 def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
@@ -74,12 +77,23 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
     existing = _existing(spark, table, mode)
     found = discover(spark, source, avoid=(table,))
     empty = found.listing.where(F.col("length") == 0).withColumn("content", F.lit(b"").cast("binary"))
-    rows: DataFrame = found.images.unionByName(empty.select(*TABLE_COLUMNS)).select(*TABLE_COLUMNS)
+    # Spark's binaryFile reader fails the whole job on a file above 2 GiB; such a file is packed without its
+    # bytes (a filter on `length` is applied before a file is read), and a run rejects it as too large to
+    # read, as it does from the folder.
+    length = F.col("length")
+    too_large = (found.listing.where(length > SPARK_MAX_FILE_BYTES) if found.largest > SPARK_MAX_FILE_BYTES
+                 else found.listing.limit(0)).withColumn("content", F.lit(None).cast("binary"))
+    files_too_large = too_large.count() if found.largest > SPARK_MAX_FILE_BYTES else 0
+    rows: DataFrame = (found.images.where(length <= SPARK_MAX_FILE_BYTES).select(*TABLE_COLUMNS)
+                       .unionByName(empty.select(*TABLE_COLUMNS)).unionByName(too_large.select(*TABLE_COLUMNS)))
+    if files_too_large:
+        log.warning("%d files under INPUT are larger than Spark reads (%d bytes): packed without their bytes",
+                    files_too_large, SPARK_MAX_FILE_BYTES)
     kept, kept_count, kept_bytes, removed = None, 0, 0, 0
     if existing is not None:  # new or changed files, and the rows of the others that stay
         rows = rows.join(existing.select(*KEY), on=KEY, how="left_anti")
         kept = _kept(existing, found.listing, missing)
-        kept_stats = kept.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
+        kept_stats = kept.agg(F.count(F.lit(1)).alias("n"), _packed_bytes()).first()
         assert kept_stats is not None
         kept_count, kept_bytes = int(kept_stats["n"]), int(kept_stats["bytes"] or 0)
         removed = existing.count() - kept_count  # Parquet footers and key columns: no content is read
@@ -87,7 +101,7 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
     fs.delete(spark, staging)  # left by a pack that was stopped: never part of the table
     rows = rows.persist()  # counted, then written: the files are read once
     try:
-        stats = rows.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
+        stats = rows.agg(F.count(F.lit(1)).alias("n"), _packed_bytes()).first()
         assert stats is not None
         added, size = int(stats["n"]), int(stats["bytes"] or 0)
         if kept is not None and removed:  # rewritten: one row per path, none of files gone from INPUT
@@ -100,7 +114,7 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
     finally:
         rows.unpersist()
     total = added + kept_count
-    result = Packed(table, added, total, size, found.skipped, removed)
+    result = Packed(table, added, total, size, found.skipped, removed, files_too_large)
     marker = {"fruitlake_version": __version__, "source": redact(source), "missing": missing, **result.to_json()}
     _swap_in(spark, table, staging, replace=existing is None or removed > 0,
              marker=(json.dumps(marker, indent=2) + "\n").encode("utf-8"))
@@ -116,6 +130,11 @@ def _kept(existing: DataFrame, listing: DataFrame, missing: str) -> DataFrame:
     if missing == "drop":
         return unchanged
     return unchanged.unionByName(existing.join(listing.select("path"), on="path", how="left_anti"))
+
+
+def _packed_bytes() -> Column:
+    """The bytes rows hold (a file packed without content holds none), as column `bytes` of an aggregate."""
+    return F.sum(F.when(F.col("content").isNotNull(), F.col("length"))).alias("bytes")
 
 
 def _write_rows(rows: DataFrame, uri: str, size: int, count: int, file_mb: int) -> None:
