@@ -119,3 +119,13 @@ def test_set_aside_put_back_and_clear_move_only_fruitlake_names(spark, tmp_path)
         ".manifest.json.crc", "features", "manifest.json", "thesis.tex"]
     clear_output(spark, str(output))
     assert [path.name for path in output.iterdir()] == ["thesis.tex"]
+
+
+def test_an_incremental_run_refuses_an_output_whose_previous_results_are_set_aside(spark, tmp_path):
+    """A stopped overwrite leaves the previous run in _replaced; an incremental run would delete it at its end."""
+    stopped = tmp_path / "stopped"
+    (stopped / "_replaced" / "features").mkdir(parents=True)
+    (stopped / "_store").mkdir()
+    with pytest.raises(FruitlakeError, match=r"holds in _replaced/ the previous results of an overwrite"):
+        inspect_output(spark, str(stopped), "incremental")
+    assert not inspect_output(spark, str(stopped), "overwrite").empty

@@ -85,6 +85,11 @@ def inspect_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
             f"OUTPUT {shown!r} holds {_listed(foreign)} beside fruitlake's results, which fruitlake did not "
             "write; refusing to delete them: move them out of OUTPUT or choose another OUTPUT"
         )
+    if REPLACED in names and mode == "incremental":  # its end would delete them
+        raise FruitlakeError(
+            f"OUTPUT {shown!r} holds in {REPLACED}/ the previous results of an overwrite that was stopped; "
+            f"move them back into OUTPUT (and delete the rest) or pass --mode overwrite to start again"
+        )
     # Only an incremental run reads what the last run did: overwrite may replace even a manifest it cannot read.
     manifest = Manifest.read(spark, fs.join(uri, MANIFEST)) if MANIFEST in names and mode == "incremental" else None
     return OutputState(names, manifest)
