@@ -194,3 +194,29 @@ def test_a_file_above_2_gib_is_packed_without_its_bytes_not_a_dead_pack(spark, t
     assert result.bytes_added < 2**20  # the huge file's size is not taken for bytes packed
     row = spark.read.parquet(str(table)).where("path LIKE '%huge.jpg'").select("length", "content").first()
     assert (row.length, row.content) == (2**31, None)  # a run rejects it unread: longer than any --max-bytes
+
+
+def test_an_image_this_process_may_not_read_is_a_reject_with_its_reason(spark, weights_path, tmp_path,
+                                                                        monkeypatch):
+    """The walk asks the OS whether each image may be read (`inventory.readable`, os.access). Tests run as root,
+    whom mode 000 does not stop, so the OS's answer for one file is replaced here; what follows is real."""
+    import fruitlake.inventory
+    from fruitlake.discover import discover
+    from fruitlake.sample_data import write_sample_data
+
+    root = tmp_path / "in"
+    write_sample_data(root, classes=2, per_class=2, seed=8)
+    locked = sorted(root.rglob("*.jpg"))[0]
+    monkeypatch.setattr(fruitlake.inventory, "readable", lambda path: path != str(locked))
+    found = discover(spark, str(root))
+    assert found.count == 4 and found.listing.count() == 4
+    assert f"file:{locked}" not in {row.path for row in found.images.select("path").collect()}  # never opened
+    assert [tuple(row) for row in found.unreadable.select("path", "error").collect()] == [
+        (f"file:{locked}", "file not readable (permission denied)")]
+    packed_result = pack(spark, str(root), str(tmp_path / "table"))
+    assert (packed_result.images_total, packed_result.files_unreadable) == (3, 1)
+    manifest = run(RunConfig(str(root), str(tmp_path / "out"), k=2, weights=weights_path), spark=spark)
+    assert (manifest["images_total"], manifest["images_rejected"], manifest["images_vanished"]) == (4, 1, 0)
+    rejects = read_csv_dir(tmp_path / "out" / "rejects")
+    assert list(zip(rejects["path"], rejects["reason"], strict=True)) == [
+        (f"file:{locked}", "file not readable (permission denied)")]

@@ -153,4 +153,8 @@ def _featurized(found: Discovered, select: Selection, spec: EngineSpec, max_byte
         F.when(length == 0, F.lit(EMPTY_FILE)).otherwise(too_large).alias("error"),
     )
     readable = select(found.images).where((length > 0) & (length <= max_bytes))
-    return featurize(readable, spec, images_done).unionByName(unread)
+    rows = featurize(readable, spec, images_done).unionByName(unread)
+    if found.unreadable is not None:  # the walk found this process may not read them: rejected, never opened
+        no_features = F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features")
+        rows = rows.unionByName(select(found.unreadable).select(*PASSTHROUGH, no_features, "error"))
+    return rows

@@ -45,6 +45,7 @@ LINK_FOLDER = "link to a folder"
 LINK_BROKEN = "broken link"
 LINK_OUTPUT = "link into OUTPUT"
 UNLISTABLE = "unlistable folder"
+UNREADABLE = "file not readable (permission denied)"  # an image's reject reason, not a reason to skip it
 
 
 def image_glob() -> str:
@@ -74,6 +75,7 @@ class Inventory:
     bytes: int = 0  # their sizes, as listed
     empty: int = 0  # of which zero bytes long: Spark's scan leaves these out
     largest: int = 0  # bytes of the largest
+    unreadable: list[str] = field(default_factory=list)  # images this process may not read: rejected unread
 
     def read(self, length: int) -> None:
         self.images += 1
@@ -159,6 +161,11 @@ def _size(entry: os.DirEntry[str]) -> int | None:
         return None
 
 
+def readable(path: str) -> bool:
+    """Whether this process may open the file for reading (by its permissions: no file is opened)."""
+    return os.access(path, os.R_OK)
+
+
 def _sniffed(path: str) -> bool:
     try:
         with open(path, "rb") as handle:
@@ -231,7 +238,11 @@ class _LocalWalk:
                     reason, clean = (None, False) if _sniffed(path) else (EXTENSION, clean)
             if reason is None:
                 size = _size(entry)
-                if size is not None:
+                if size is not None and not readable(path):  # Spark would fail the job, or count it vanished
+                    inventory.unreadable.append(path)
+                    inventory.read(size)
+                    clean = False
+                elif size is not None:
                     images.append(path)
                     inventory.read(size)
             elif reason == NOT_UTF8 and entry.is_dir(follow_symlinks=False):

@@ -51,12 +51,13 @@ class Packed:
     files_skipped: dict[str, int]
     images_removed: int = 0  # rows of changed files (replaced by their new row) and of files gone from INPUT
     files_too_large: int = 0  # files of INPUT above what Spark reads (2 GiB): packed without content
+    files_unreadable: int = 0  # images of INPUT this process may not read: not packed
 
     def to_json(self) -> dict[str, object]:
         return {"table": redact(self.table), "images_added": self.images_added,
                 "images_removed": self.images_removed, "images_total": self.images_total,
                 "bytes_added": self.bytes_added, "files_skipped": self.files_skipped,
-                "files_too_large": self.files_too_large}
+                "files_too_large": self.files_too_large, "files_unreadable": self.files_unreadable}
 
 
 def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
@@ -114,7 +115,8 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
     finally:
         rows.unpersist()
     total = added + kept_count
-    result = Packed(table, added, total, size, found.skipped, removed, files_too_large)
+    unreadable = found.unreadable.count() if found.unreadable is not None else 0  # discover warned of them
+    result = Packed(table, added, total, size, found.skipped, removed, files_too_large, unreadable)
     marker = {"fruitlake_version": __version__, "source": redact(source), "missing": missing, **result.to_json()}
     _swap_in(spark, table, staging, replace=existing is None or removed > 0,
              marker=(json.dumps(marker, indent=2) + "\n").encode("utf-8"))
