@@ -65,7 +65,7 @@ def commit(spark: SparkSession, plan: RunPlan, progress: Progress) -> CommitResu
     first_run = plan.in_store is None
     images_done = spark.sparkContext.accumulator(0)
     # Counted, sorted and read per batch: cached, so INPUT is listed and the store joined once (no features).
-    todo = pending(found.listing, plan.in_store).select("path", "file_uri", "length").persist()
+    todo = pending(found.listing, plan.settled).select("path", "file_uri", "length").persist()
     try:
         images = found.count if first_run else todo.count()
         with progress.stage("featurize", spark, images, lambda: images_done.value):

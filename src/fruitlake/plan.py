@@ -23,7 +23,7 @@ from fruitlake.progress import Progress, StageTimer
 from fruitlake.redaction import redact
 from fruitlake.reduce import PcaPlan, plan_pca
 from fruitlake.safety import check_separate
-from fruitlake.store import Store, missing
+from fruitlake.store import Store, missing, settled
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,13 @@ class RunPlan:
     @property
     def incremental(self) -> bool:
         return self.config.mode == "incremental"
+
+    @property
+    def settled(self) -> DataFrame | None:
+        """The stored rows this run does not redo: all but rejects for another --max-bytes or --max-pixels."""
+        if self.in_store is None:
+            return None
+        return settled(self.in_store, self.config.max_bytes, self.config.max_pixels)
 
     @contextmanager
     def releasing(self) -> Iterator[RunPlan]:
