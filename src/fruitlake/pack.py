@@ -70,6 +70,8 @@ def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
         raise FruitlakeError(f"--file-mb {file_mb} must be at least 1")
     table = table.rstrip("/")
     check_separate({"INPUT": fs.qualify(spark, source), "TABLE": fs.qualify(spark, table)})
+    if fs.exists(spark, table) and not fs.is_dir(spark, table):
+        raise FruitlakeError(f"TABLE {redact(table)!r} exists and is a file, not a folder")
     with OutputLock(spark, table, role="TABLE"):  # one pack or run at a time writes TABLE
         return _pack(spark, source, table, mode, file_mb, missing)
 

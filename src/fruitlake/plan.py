@@ -64,6 +64,8 @@ class RunPlan:
 def check_locations(spark: SparkSession, config: Config) -> Manifest | None:
     """Before the lock puts anything in OUTPUT: --from-run is a finished run (its manifest is returned), and INPUT,
     OUTPUT and --from-run lie apart from each other."""
+    if fs.exists(spark, config.output) and not fs.is_dir(spark, config.output):  # before the lock goes in it
+        raise FruitlakeError(f"OUTPUT {redact(config.output)!r} exists and is a file, not a folder")
     from_run = _finished_run(spark, config.from_run) if isinstance(config, ProjectConfig) else None
     locations = {"INPUT": fs.qualify(spark, config.input), "OUTPUT": fs.qualify(spark, config.output)}
     if isinstance(config, ProjectConfig):
