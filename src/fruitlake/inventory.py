@@ -7,7 +7,8 @@ following links, and Spark is given only roots it can list safely: INPUT itself 
 care (the usual case, so Spark's bulk listing does the work), else the largest clean folders plus, in each
 folder that needs care, its image files by name. The walk keeps counts (of the files read and their bytes too,
 so that no pass of Spark's over every file is needed to count them), a sample of names and those roots; never
-a list of every file.
+a list of every file. An image this process may not read is kept from Spark (which would fail, or count it as
+vanished) and listed by name, to be rejected with its reason.
 """
 
 from __future__ import annotations
