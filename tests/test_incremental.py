@@ -216,3 +216,18 @@ def test_a_file_deleted_during_the_run_is_skipped_not_fatal(spark, sample_root, 
     assert (manifest["images_total"], manifest["images_ok"], manifest["images_rejected"]) == (6, 5, 0)
     assert manifest["images_vanished"] == 1
     assert f"file:{victim}" not in pcs(tmp_path / "out")
+
+
+def test_rejects_for_a_limit_are_tried_again_when_the_limit_changes(spark, weights_path, tmp_path):
+    root, output = tmp_path / "in", tmp_path / "out"
+    write_sample_data(root, classes=2, per_class=2, seed=9)
+    sizes = sorted(path.stat().st_size for path in root.rglob("*.jpg"))
+    assert sizes[-1] > sizes[-2]
+    options = {"k": 2, "weights": weights_path, "batch_size": 4}
+    first = run(RunConfig(str(root), str(output), max_bytes=sizes[-1] - 1, **options), spark=spark)
+    assert (first["images_ok"], first["images_rejected"]) == (3, 1)
+    raised = run(RunConfig(str(root), str(output), mode="incremental", **options), spark=spark)
+    counts = ("images_new", "cnn_images", "images_ok", "images_rejected")
+    assert tuple(raised[key] for key in counts) == (1, 1, 4, 0)  # the file --max-bytes rejected is read now
+    again = run(RunConfig(str(root), str(output), mode="incremental", **options), spark=spark)
+    assert (again["images_new"], again["cnn_images"]) == (0, 0)  # rows that stand are not redone

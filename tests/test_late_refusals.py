@@ -178,3 +178,20 @@ def test_two_runs_started_together_one_finishes_and_one_is_refused(inputs, weigh
     refused = next(err for code, err in results if code == 2)
     assert "is in use by another fruitlake run" in refused
     assert json.loads((output / "manifest.json").read_text())["images_ok"] == 3
+
+
+def test_an_overwrite_that_fails_while_writing_puts_the_previous_results_back(
+        capsys, inputs, weights_path, finished, tmp_path, monkeypatch):
+    import fruitlake.publish
+
+    def disk_full(*_):
+        raise OSError("No space left on device")
+
+    output = tmp_path / "out"
+    shutil.copytree(finished, output)
+    before = snapshot(output)
+    monkeypatch.setattr(fruitlake.publish, "publish_datasets", disk_full)
+    assert main(_run(inputs / "three-images", output, weights_path, "--mode", "overwrite", "--k", "2")) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "OUTPUT holds the previous results again" in err, err
+    assert snapshot(output) == before  # nothing left in _replaced for a later incremental run to delete

@@ -74,3 +74,58 @@ def test_overwrite_replaces_what_fruitlake_wrote_and_nothing_else(spark, tmp_pat
     with pytest.raises(FruitlakeError, match="holds no fruitlake results"):
         inspect_output(spark, str(mixed), "overwrite")
     assert (mixed / "taxes-2024.xlsx").exists()
+
+
+def test_overwrite_refuses_hidden_names_fruitlake_did_not_write(spark, tmp_path):
+    """A dot-file is not fruitlake's for starting with a dot: `.git/` and notes beside a run are kept."""
+    from fruitlake import fs
+
+    repository = tmp_path / "repository"
+    (repository / ".git").mkdir(parents=True)
+    (repository / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (repository / ".my_notes.txt").write_text("years of notes")
+    for mode in ("overwrite", "incremental"):
+        with pytest.raises(FruitlakeError, match=r"holds no fruitlake results .*\.git, \.my_notes\.txt"):
+            inspect_output(spark, str(repository), mode)
+    (repository / "manifest.json").write_text(json.dumps(manifest_document()))
+    with pytest.raises(FruitlakeError, match=r"holds \.git, \.my_notes\.txt beside fruitlake's results"):
+        inspect_output(spark, str(repository), "overwrite")
+    assert (repository / ".git" / "HEAD").exists() and (repository / ".my_notes.txt").exists()
+    run = tmp_path / "run"  # what Hadoop's local file system writes beside the manifest is fruitlake's own
+    fs.write_bytes(spark, str(run / "manifest.json"), json.dumps(manifest_document()).encode())
+    (run / "features").mkdir()
+    assert ".manifest.json.crc" in {path.name for path in run.iterdir()}
+    assert not inspect_output(spark, str(run), "overwrite").empty
+    clear_output(spark, str(run))
+    assert not run.exists()
+
+
+def test_set_aside_put_back_and_clear_move_only_fruitlake_names(spark, tmp_path):
+    """A name that got into OUTPUT after it was inspected is never moved into _replaced nor deleted."""
+    from fruitlake.output import put_back, set_aside
+
+    output = tmp_path / "out"
+    (output / "features").mkdir(parents=True)
+    (output / "manifest.json").write_text("{}")
+    (output / ".manifest.json.crc").write_bytes(b"")
+    (output / "thesis.tex").write_text("years of work")
+    set_aside(spark, str(output))
+    assert sorted(path.name for path in output.iterdir()) == ["_replaced", "thesis.tex"]
+    assert sorted(path.name for path in (output / "_replaced").iterdir()) == [
+        ".manifest.json.crc", "features", "manifest.json"]
+    (output / "pca_csv").mkdir()  # written by the run, then refused late
+    put_back(spark, str(output))
+    assert sorted(path.name for path in output.iterdir()) == [
+        ".manifest.json.crc", "features", "manifest.json", "thesis.tex"]
+    clear_output(spark, str(output))
+    assert [path.name for path in output.iterdir()] == ["thesis.tex"]
+
+
+def test_an_incremental_run_refuses_an_output_whose_previous_results_are_set_aside(spark, tmp_path):
+    """A stopped overwrite leaves the previous run in _replaced; an incremental run would delete it at its end."""
+    stopped = tmp_path / "stopped"
+    (stopped / "_replaced" / "features").mkdir(parents=True)
+    (stopped / "_store").mkdir()
+    with pytest.raises(FruitlakeError, match=r"holds in _replaced/ the previous results of an overwrite"):
+        inspect_output(spark, str(stopped), "incremental")
+    assert not inspect_output(spark, str(stopped), "overwrite").empty

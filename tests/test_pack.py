@@ -91,3 +91,132 @@ def test_a_table_is_read_by_several_tasks_not_one_per_file(spark, tmp_path, monk
     pack(spark, str(root), str(table), file_mb=128)
     assert len(list(table.glob("*.parquet"))) == 1
     assert discover(spark, str(table)).images.rdd.getNumPartitions() >= spark.sparkContext.defaultParallelism
+
+
+def packed(spark, table) -> list[tuple[str, int]]:
+    """(path, length) of every row of a table, sorted."""
+    return sorted((row.path, row.length) for row in spark.read.parquet(str(table)).select("path", "length").collect())
+
+
+def test_an_overwrite_replaces_the_table_only_once_the_new_one_is_complete(spark, tmp_path, monkeypatch):
+    import fruitlake.pack
+    from fruitlake.sample_data import write_sample_data
+
+    old, new, table = tmp_path / "old", tmp_path / "new", tmp_path / "table"
+    write_sample_data(old, classes=2, per_class=2, seed=3)
+    write_sample_data(new, classes=1, per_class=3, seed=4)
+    pack(spark, str(old), str(table))
+    before = packed(spark, table)
+    (tmp_path / "empty").mkdir()
+    for source, refusal in ((tmp_path / "typo", "does not exist"), (tmp_path / "empty", "holds no images")):
+        with pytest.raises(FruitlakeError, match=refusal):
+            pack(spark, str(source), str(table), mode="overwrite")
+        assert packed(spark, table) == before and (table / "_fruitlake_table.json").exists()
+
+    def disk_full(*_):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(fruitlake.pack, "_write_rows", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        pack(spark, str(new), str(table), mode="overwrite")
+    assert packed(spark, table) == before and (table / "_fruitlake_table.json").exists()
+    monkeypatch.undo()
+    assert pack(spark, str(new), str(table), mode="overwrite").images_total == 3
+    assert [path for path, _ in packed(spark, table)] == sorted(f"file:{path}" for path in new.rglob("*.jpg"))
+    assert not {"_staging", "_replaced"} & {path.name for path in table.iterdir()}
+
+
+def table_rows(spark, table) -> list[tuple]:
+    """Every row of a table with a digest of its bytes, sorted."""
+    frame = spark.read.parquet(str(table)).selectExpr("path", "label", "split", "length", "modification_time",
+                                                      "sha2(content, 256) AS digest")
+    return sorted(tuple(row) for row in frame.collect())
+
+
+def test_an_incremental_pack_keeps_one_row_per_path_the_newest_as_a_fresh_pack_would(spark, tmp_path):
+    import os
+
+    from fruitlake.sample_data import write_sample_data
+
+    root, table = tmp_path / "in", tmp_path / "table"
+    write_sample_data(root, classes=2, per_class=3, seed=5)
+    pack(spark, str(root), str(table))
+    changed, gone, source = sorted(root.rglob("*.jpg"))[:3]
+    changed.write_bytes(source.read_bytes() + b"\0")  # a new length and modification time
+    os.utime(changed, (2_000_000_000, 2_000_000_000))
+    gone.unlink()
+    (changed.parent / "new.jpg").write_bytes(source.read_bytes())
+    again = pack(spark, str(root), str(table), mode="incremental")
+    assert (again.images_added, again.images_removed, again.images_total) == (2, 2, 6)
+    rows = table_rows(spark, table)
+    assert len({row[0] for row in rows}) == len(rows) == 6  # one row per path
+    assert rows == table_rows(spark, pack(spark, str(root), str(tmp_path / "fresh")).table)
+    assert not {"_staging", "_replaced"} & {path.name for path in table.iterdir()}
+    kept_gone = sorted(root.rglob("*.jpg"))[-1]
+    kept_gone.unlink()
+    kept = pack(spark, str(root), str(table), mode="incremental", missing="keep")
+    assert (kept.images_added, kept.images_removed, kept.images_total) == (0, 0, 6)
+    assert table_rows(spark, table) == rows
+    dropped = pack(spark, str(root), str(table), mode="incremental")
+    assert (dropped.images_added, dropped.images_removed, dropped.images_total) == (0, 1, 5)
+    assert f"file:{kept_gone}" not in {row[0] for row in table_rows(spark, table)}
+
+
+def test_a_pack_on_a_table_another_pack_is_writing_is_refused(spark, tmp_path):
+    from fruitlake.lock import OutputLock
+    from fruitlake.sample_data import write_sample_data
+
+    root, table = tmp_path / "in", tmp_path / "table"
+    write_sample_data(root, classes=1, per_class=2, seed=6)
+    pack(spark, str(root), str(table))
+    before = packed(spark, table)
+    image = sorted(root.rglob("*.jpg"))[0]
+    (image.parent / "new.jpg").write_bytes(image.read_bytes())
+    with OutputLock(spark, str(table)):  # held by another pack (or run) of this table
+        with pytest.raises(FruitlakeError, match="TABLE .* is in use by another fruitlake run"):
+            pack(spark, str(root), str(table), mode="incremental")
+        assert packed(spark, table) == before
+    assert pack(spark, str(root), str(table), mode="incremental").images_added == 1
+    assert "_lock.json" not in {path.name for path in table.iterdir()}
+
+
+def test_a_file_above_2_gib_is_packed_without_its_bytes_not_a_dead_pack(spark, tmp_path):
+    """Spark's binaryFile reader fails a whole job on a file above 2 GiB (a sparse file here: no disk used)."""
+    from fruitlake.sample_data import write_sample_data
+
+    root, table = tmp_path / "in", tmp_path / "table"
+    write_sample_data(root, classes=1, per_class=2, seed=7)
+    huge = root / "Training" / "Apple Braeburn" / "huge.jpg"
+    with huge.open("wb") as handle:
+        handle.truncate(2**31)
+    result = pack(spark, str(root), str(table))
+    assert (result.images_total, result.files_too_large) == (3, 1)
+    assert result.bytes_added < 2**20  # the huge file's size is not taken for bytes packed
+    row = spark.read.parquet(str(table)).where("path LIKE '%huge.jpg'").select("length", "content").first()
+    assert (row.length, row.content) == (2**31, None)  # a run rejects it unread: longer than any --max-bytes
+
+
+def test_an_image_this_process_may_not_read_is_a_reject_with_its_reason(spark, weights_path, tmp_path,
+                                                                        monkeypatch):
+    """The walk asks the OS whether each image may be read (`inventory.readable`, os.access). Tests run as root,
+    whom mode 000 does not stop, so the OS's answer for one file is replaced here; what follows is real."""
+    import fruitlake.inventory
+    from fruitlake.discover import discover
+    from fruitlake.sample_data import write_sample_data
+
+    root = tmp_path / "in"
+    write_sample_data(root, classes=2, per_class=2, seed=8)
+    locked = sorted(root.rglob("*.jpg"))[0]
+    monkeypatch.setattr(fruitlake.inventory, "readable", lambda path: path != str(locked))
+    found = discover(spark, str(root))
+    assert found.count == 4 and found.listing.count() == 4
+    assert f"file:{locked}" not in {row.path for row in found.images.select("path").collect()}  # never opened
+    assert [tuple(row) for row in found.unreadable.select("path", "error").collect()] == [
+        (f"file:{locked}", "file not readable (permission denied)")]
+    packed_result = pack(spark, str(root), str(tmp_path / "table"))
+    assert (packed_result.images_total, packed_result.files_unreadable) == (3, 1)
+    manifest = run(RunConfig(str(root), str(tmp_path / "out"), k=2, weights=weights_path), spark=spark)
+    assert (manifest["images_total"], manifest["images_rejected"], manifest["images_vanished"]) == (4, 1, 0)
+    rejects = read_csv_dir(tmp_path / "out" / "rejects")
+    assert list(zip(rejects["path"], rejects["reason"], strict=True)) == [
+        (f"file:{locked}", "file not readable (permission denied)")]

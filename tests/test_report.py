@@ -209,3 +209,14 @@ def test_the_driver_reads_a_bounded_sample_but_counts_everything(spark, tmp_path
     assert results.label_table.to_dict() == {"Test": {"Apple": 5, "Kiwi": 5}, "Training": {"Apple": 15, "Kiwi": 15}}
     assert results.reject_reasons == {"empty file": 1, "not an image": 60}
     assert len(results.rejects) == results_module.REJECTS_LISTED
+
+
+def test_report_of_an_output_without_its_features_is_a_refusal(spark, tmp_path):
+    from fruitlake import FruitlakeError
+    from fruitlake.report import build_report
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest_document()))
+    with pytest.raises(FruitlakeError, match=r"has a manifest.json but no features/ .*--mode incremental"):
+        build_report(spark, str(tmp_path / "out"))
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["manifest.json"]

@@ -124,3 +124,32 @@ def test_credentials_in_a_uri_never_reach_the_terminal(capsys, tmp_path, weights
     err = capsys.readouterr().err
     assert "fruitlake: " in err and "hunter2-secret" not in err and "deadbeefcafe" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_sample_data_refuses_a_folder_that_holds_anything(capsys, tmp_path):
+    photos = tmp_path / "photos" / "Training" / "Apple Braeburn"
+    photos.mkdir(parents=True)
+    (photos / "0_100.jpg").write_bytes(b"my own photo")
+    assert main(["sample-data", str(tmp_path / "photos")]) == 2
+    assert "is not empty; give a new or empty folder" in capsys.readouterr().err
+    assert (photos / "0_100.jpg").read_bytes() == b"my own photo"
+    assert [path.name for path in photos.iterdir()] == ["0_100.jpg"]
+    assert main(["sample-data", str(tmp_path / "new"), "--classes", "0"]) == 2
+    assert "--classes 0 and --per-class 40 must each be at least 1" in capsys.readouterr().err
+    assert main(["sample-data", str(tmp_path / "new"), "--classes", "1", "--per-class", "2"]) == 0
+    assert len(list((tmp_path / "new").rglob("*.jpg"))) == 2
+
+
+def test_an_output_or_table_that_is_a_file_is_refused_before_anything_is_written(spark, sample_root, tmp_path):
+    from fruitlake import FruitlakeError
+    from fruitlake.config import RunConfig
+    from fruitlake.pack import pack
+    from fruitlake.plan import check_locations
+
+    taken = tmp_path / "results.txt"
+    taken.write_text("my results")
+    with pytest.raises(FruitlakeError, match="exists and is a file, not a folder"):
+        check_locations(spark, RunConfig(str(sample_root), str(taken)))
+    with pytest.raises(FruitlakeError, match="TABLE .* exists and is a file, not a folder"):
+        pack(spark, str(sample_root), str(taken))
+    assert taken.read_text() == "my results"

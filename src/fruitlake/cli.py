@@ -87,7 +87,7 @@ def _project(args: argparse.Namespace) -> int:
 
 
 def _add_pack(commands: Subcommands) -> None:
-    from fruitlake.pack import DEFAULT_FILE_MB, MODES
+    from fruitlake.pack import DEFAULT_FILE_MB, MISSING, MODES
 
     pack = commands.add_parser("pack", help="write the images of INPUT as a Parquet table of their bytes "
                                             "(fewer, larger objects on S3); `run TABLE OUTPUT` reads it")
@@ -95,7 +95,10 @@ def _add_pack(commands: Subcommands) -> None:
     pack.add_argument("table", metavar="TABLE", help="folder or URI for the table")
     pack.add_argument("--mode", choices=MODES, default="error",
                       help="error (default): refuse a TABLE that holds images; incremental: add only new or "
-                           "changed images; overwrite: pack again")
+                           "changed images (one row per path, the newest); overwrite: pack again")
+    pack.add_argument("--missing", choices=MISSING, default="drop",
+                      help="--mode incremental: drop (default) the rows of files gone from INPUT, so that a run "
+                           "from TABLE equals a run from INPUT, or keep them")
     pack.add_argument("--file-mb", type=int, default=DEFAULT_FILE_MB,
                       help=f"target size of each Parquet file in MB (default {DEFAULT_FILE_MB})")
     pack.add_argument("--master", default=None, help="Spark master (default local[*] or spark-submit's)")
@@ -106,7 +109,7 @@ def _pack(args: argparse.Namespace) -> int:
     from fruitlake.session import spark_session
 
     with spark_session(args.master, uris=(args.input, args.table)) as spark:
-        packed = pack(spark, args.input, args.table, args.mode, args.file_mb)
+        packed = pack(spark, args.input, args.table, args.mode, args.file_mb, args.missing)
     print(json.dumps(packed.to_json()))
     return 0
 

@@ -65,7 +65,7 @@ def commit(spark: SparkSession, plan: RunPlan, progress: Progress) -> CommitResu
     first_run = plan.in_store is None
     images_done = spark.sparkContext.accumulator(0)
     # Counted, sorted and read per batch: cached, so INPUT is listed and the store joined once (no features).
-    todo = pending(found.listing, plan.in_store).select("path", "file_uri", "length").persist()
+    todo = pending(found.listing, plan.settled).select("path", "file_uri", "length").persist()
     try:
         images = found.count if first_run else todo.count()
         with progress.stage("featurize", spark, images, lambda: images_done.value):
@@ -153,4 +153,8 @@ def _featurized(found: Discovered, select: Selection, spec: EngineSpec, max_byte
         F.when(length == 0, F.lit(EMPTY_FILE)).otherwise(too_large).alias("error"),
     )
     readable = select(found.images).where((length > 0) & (length <= max_bytes))
-    return featurize(readable, spec, images_done).unionByName(unread)
+    rows = featurize(readable, spec, images_done).unionByName(unread)
+    if found.unreadable is not None:  # the walk found this process may not read them: rejected, never opened
+        no_features = F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features")
+        rows = rows.unionByName(select(found.unreadable).select(*PASSTHROUGH, no_features, "error"))
+    return rows

@@ -161,14 +161,15 @@ def outcome(command: Callable[[], int], args: argparse.Namespace) -> tuple[int, 
             return 130, _interrupted(args)
         if isinstance(exc, SystemExit):
             raise
+        notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))  # what was done about it
         if isinstance(exc, FruitlakeError):
-            return 2, f"fruitlake: error: {redact(exc)}"
+            return 2, f"fruitlake: error: {redact(str(exc) + notes)}"
         if args.verbose:
             logging.getLogger("fruitlake").error("the run failed", exc_info=True)
         written = _write_problem(exc, args)
         if written:
-            return 1, f"fruitlake: failed: {redact(written)}"
-        return 1, f"fruitlake: failed: {redact(one_line(exc))}"
+            return 1, f"fruitlake: failed: {redact(written + notes)}"
+        return 1, f"fruitlake: failed: {redact(one_line(exc) + notes)}"
 
 
 def _interrupted(args: argparse.Namespace) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.inventory import IMAGE_EXTENSIONS, SPLITS, Inventory, image_glob, take_inventory
+from fruitlake.inventory import IMAGE_EXTENSIONS, SPLITS, UNREADABLE, Inventory, image_glob, take_inventory
 from fruitlake.redaction import redact
 from fruitlake.safety import escape_glob
 
@@ -45,6 +46,7 @@ class Discovered:
     skipped_sample: list[str]  # the first of them (at most 20), redacted
     empty: int  # images of zero bytes
     largest: int  # bytes of the largest image: with `empty`, whether any image is rejected unread
+    unreadable: DataFrame | None = None  # images this process may not read: listing columns and `error`
 
     def all_readable(self, max_bytes: int) -> bool:
         """No image is empty or above `max_bytes`: no pass over the listing is needed to find such files."""
@@ -187,9 +189,33 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
     partitions = size_partitions(spark, count, total_bytes)
     log.info("discovered %d images (%.1f MB) in %s, ~%d partitions", count, total_bytes / 1e6, redact(uri),
              partitions)
-    return Discovered(images, count, total_bytes, images.drop("content").unionByName(empty),
-                      dict(sorted(inventory.skipped.items())), list(inventory.sample), inventory.empty,
-                      inventory.largest)
+    listing = images.drop("content").unionByName(empty)
+    unreadable = None
+    if inventory.unreadable:
+        log.warning("%d images under INPUT %s may not be read by this process: rejected (%s)",
+                    len(inventory.unreadable), redact(uri), UNREADABLE)
+        unreadable = _unreadable_files(spark, inventory.unreadable, root)
+        listing = listing.unionByName(unreadable.drop("error"))
+    return Discovered(images, count, total_bytes, listing, dict(sorted(inventory.skipped.items())),
+                      list(inventory.sample), inventory.empty, inventory.largest, unreadable)
+
+
+def _unreadable_files(spark: SparkSession, paths: list[str], root: str) -> DataFrame:
+    """Listing rows, with their reject reason, of the local files the walk found this process may not read;
+    `path` as Spark's listing spells it (a Hadoop Path made from the file's URI: colons and spaces kept)."""
+    jvm = fs.jvm(spark)
+    rows = []
+    for local in paths:
+        try:
+            status = os.stat(local)
+        except OSError:  # gone since the walk
+            continue
+        path = jvm.org.apache.hadoop.fs.Path(jvm.java.io.File(local).toURI())
+        millis = status.st_mtime_ns // 1_000_000
+        when = datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
+        rows.append((str(path.toString()), int(status.st_size), when, str(path.toUri().toString())))
+    frame = _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root)
+    return frame.withColumn("error", F.lit(UNREADABLE))
 
 
 def discover_table(spark: SparkSession, uri: str) -> Discovered:

@@ -101,7 +101,7 @@ def _dry_run(spark: SparkSession, config: Config, progress: Progress) -> DryRun:
     from_run = check_locations(spark, config)
     timer = StageTimer()
     with plan(spark, config, timer, progress, from_run).releasing() as planned, timer("calibrate"):
-        todo = pending(planned.found.listing, planned.in_store)
+        todo = pending(planned.found.listing, planned.settled)
         count = planned.found.count if planned.in_store is None else todo.count()
         calibration = _calibrate(spark, planned)
     split = F.coalesce(F.col("split"), F.lit("")).alias("split")

@@ -7,7 +7,8 @@ following links, and Spark is given only roots it can list safely: INPUT itself 
 care (the usual case, so Spark's bulk listing does the work), else the largest clean folders plus, in each
 folder that needs care, its image files by name. The walk keeps counts (of the files read and their bytes too,
 so that no pass of Spark's over every file is needed to count them), a sample of names and those roots; never
-a list of every file.
+a list of every file. An image this process may not read is kept from Spark (which would fail, or count it as
+vanished) and listed by name, to be rejected with its reason.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ LINK_FOLDER = "link to a folder"
 LINK_BROKEN = "broken link"
 LINK_OUTPUT = "link into OUTPUT"
 UNLISTABLE = "unlistable folder"
+UNREADABLE = "file not readable (permission denied)"  # an image's reject reason, not a reason to skip it
 
 
 def image_glob() -> str:
@@ -74,6 +76,7 @@ class Inventory:
     bytes: int = 0  # their sizes, as listed
     empty: int = 0  # of which zero bytes long: Spark's scan leaves these out
     largest: int = 0  # bytes of the largest
+    unreadable: list[str] = field(default_factory=list)  # images this process may not read: rejected unread
 
     def read(self, length: int) -> None:
         self.images += 1
@@ -159,6 +162,11 @@ def _size(entry: os.DirEntry[str]) -> int | None:
         return None
 
 
+def readable(path: str) -> bool:
+    """Whether this process may open the file for reading (by its permissions: no file is opened)."""
+    return os.access(path, os.R_OK)
+
+
 def _sniffed(path: str) -> bool:
     try:
         with open(path, "rb") as handle:
@@ -231,7 +239,11 @@ class _LocalWalk:
                     reason, clean = (None, False) if _sniffed(path) else (EXTENSION, clean)
             if reason is None:
                 size = _size(entry)
-                if size is not None:
+                if size is not None and not readable(path):  # Spark would fail the job, or count it vanished
+                    inventory.unreadable.append(path)
+                    inventory.read(size)
+                    clean = False
+                elif size is not None:
                     images.append(path)
                     inventory.read(size)
             elif reason == NOT_UTF8 and entry.is_dir(follow_symlinks=False):

@@ -1,5 +1,7 @@
 """One run at a time per OUTPUT: a lock file under OUTPUT that names its owner, taken before anything is written.
 
+`fruitlake pack` takes the same lock on its TABLE: two packs (or a pack and a run) never write one folder at once.
+
 Two runs writing one OUTPUT would both take store batch 000001 and one would die half-way. The lock file
 `OUTPUT/_lock.json` holds the owner's host, pid, start time and a random token:
 
@@ -62,10 +64,11 @@ class Owner:
 
 
 class OutputLock:
-    """`with OutputLock(spark, output):` holds OUTPUT for this run; an OUTPUT made only for the lock is removed."""
+    """`with OutputLock(spark, output):` holds OUTPUT for this run; an OUTPUT made only for the lock is removed.
+    `role` names the folder in messages (pack's TABLE)."""
 
-    def __init__(self, spark: SparkSession, output: str) -> None:
-        self.spark, self.output = spark, output.rstrip("/")
+    def __init__(self, spark: SparkSession, output: str, role: str = "OUTPUT") -> None:
+        self.spark, self.output, self.role = spark, output.rstrip("/"), role
         self.uri = fs.join(self.output, LOCK)
         self.owner = Owner.me()
         self._made_output = False
@@ -127,7 +130,7 @@ class OutputLock:
         else:
             who = f"pid {held.pid} on {held.host}, since {held.started_utc}"
         return FruitlakeError(
-            f"OUTPUT {redact(self.output)!r} is in use by another fruitlake run ({who}); wait for it to finish. "
+            f"{self.role} {redact(self.output)!r} is in use by another fruitlake run ({who}); wait for it to finish. "
             f"If no run is active (its machine stopped), delete {redact(self.uri)} and run again"
         )
 

@@ -38,6 +38,10 @@ REPORT_HTML, REPORT_JSON, REPORT_DIR = "report.html", "report.json", "report"  #
 # Everything a run or the report leaves in OUTPUT: a folder holding only these is ours to replace.
 KNOWN_NAMES = {PCA_CSV, FEATURES, PCA_MODEL, REJECTS, MANIFEST, STORE, PUBLISH, RETIRED, REPLACED, LOCK,
                REPORT_HTML, REPORT_JSON, REPORT_DIR}
+# The hidden names Hadoop's local file system and `fs.write_bytes` add beside a file of ours: its checksum
+# `.manifest.json.crc`, the temporary `.manifest.json.tmp` and that one's checksum `..manifest.json.tmp.crc`.
+OWN_HIDDEN = {hidden for name in KNOWN_NAMES
+              for hidden in (f".{name}.crc", f".{name}.tmp", f"..{name}.tmp.crc")}
 # 1280 distinct floats per row: a dictionary never pays, and building one (then falling back) was most of the
 # JVM's CPU while featurizing.
 PARQUET_OPTIONS = {"parquet.enable.dictionary": "false"}
@@ -60,57 +64,78 @@ def inspect_output(spark: SparkSession, uri: str, mode: str) -> OutputState:
     if fs.exists(spark, uri) and not fs.is_dir(spark, uri):
         raise FruitlakeError(f"OUTPUT {shown!r} exists and is a file, not a folder")
     names = [name for name in fs.list_names(spark, uri) if name != LOCK]  # the lock is this run's own
-    ours = MANIFEST in names or STORE in names or all(n in KNOWN_NAMES or n.startswith(".") for n in names)
+    foreign = [name for name in names if not is_own(name)]
     if names and mode == "error":
         if STORE in names and MANIFEST not in names:
             raise FruitlakeError(
                 f"OUTPUT {shown!r} holds the features of an unfinished run; "
                 "pass --mode incremental to finish it or --mode overwrite to start again"
             )
-        listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         raise FruitlakeError(
-            f"OUTPUT {shown!r} is not empty ({listed}); pass --mode overwrite to replace it "
+            f"OUTPUT {shown!r} is not empty ({_listed(names)}); pass --mode overwrite to replace it "
             "or --mode incremental to add new images to it"
         )
-    if names and not ours:
+    if foreign and MANIFEST not in names and STORE not in names:
         raise FruitlakeError(
-            f"OUTPUT {shown!r} is not empty and holds no fruitlake results (no {MANIFEST} or {STORE}); "
-            f"refusing to {'delete' if mode == 'overwrite' else 'write into'} it"
+            f"OUTPUT {shown!r} is not empty and holds no fruitlake results (no {MANIFEST} or {STORE}; it holds "
+            f"{_listed(foreign)}); refusing to {'delete' if mode == 'overwrite' else 'write into'} it"
+        )
+    if foreign and mode == "overwrite":  # overwrite deletes: only what fruitlake provably wrote
+        raise FruitlakeError(
+            f"OUTPUT {shown!r} holds {_listed(foreign)} beside fruitlake's results, which fruitlake did not "
+            "write; refusing to delete them: move them out of OUTPUT or choose another OUTPUT"
+        )
+    if REPLACED in names and mode == "incremental":  # its end would delete them
+        raise FruitlakeError(
+            f"OUTPUT {shown!r} holds in {REPLACED}/ the previous results of an overwrite that was stopped; "
+            f"move them back into OUTPUT (and delete the rest) or pass --mode overwrite to start again"
         )
     # Only an incremental run reads what the last run did: overwrite may replace even a manifest it cannot read.
     manifest = Manifest.read(spark, fs.join(uri, MANIFEST)) if MANIFEST in names and mode == "incremental" else None
     return OutputState(names, manifest)
 
 
+def is_own(name: str) -> bool:
+    """A name fruitlake writes directly under OUTPUT (a dataset, the manifest, the store, ...); any other name
+    there is someone else's, never moved or deleted."""
+    return name in KNOWN_NAMES or name in OWN_HIDDEN
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f", ... ({len(names)} names)" if len(names) > 5 else "")
+
+
+def _own_names(spark: SparkSession, uri: str, keep: tuple[str, ...] = (LOCK,)) -> list[str]:
+    return [name for name in fs.list_names(spark, uri) if is_own(name) and name not in keep]
+
+
 def clear_output(spark: SparkSession, uri: str) -> None:
-    """Delete OUTPUT; under a run's lock (`lock.py`), everything but the lock."""
+    """Delete what fruitlake wrote under OUTPUT but the lock (`lock.py`); OUTPUT too once nothing is left in it."""
     log.info("overwriting %s", redact(uri))
-    names = fs.list_names(spark, uri)
-    if LOCK not in names:
+    for name in _own_names(spark, uri):
+        fs.delete(spark, fs.join(uri, name))
+    if fs.exists(spark, uri) and not fs.list_names(spark, uri):
         fs.delete(spark, uri)
-        return
-    for name in names:
-        if name != LOCK:
-            fs.delete(spark, fs.join(uri, name))
 
 
 def set_aside(spark: SparkSession, uri: str) -> None:
-    """--mode overwrite: move the previous run under OUTPUT/_replaced, so a run refused late can put it back."""
+    """--mode overwrite: move the previous run under OUTPUT/_replaced, so a run refused late can put it back.
+    Names fruitlake did not write stay where they are."""
     aside = fs.join(uri, REPLACED)
     fs.delete(spark, aside)  # left by an overwrite that was killed: the user asked to replace it
-    for name in fs.list_names(spark, uri):
-        if name not in (LOCK, REPLACED):
+    for name in _own_names(spark, uri, keep=(LOCK, REPLACED)):
+        if fs.exists(spark, fs.join(uri, name)):  # a checksum moves with its file (Hadoop's local file system)
             fs.rename(spark, fs.join(uri, name), fs.join(aside, name))
 
 
 def put_back(spark: SparkSession, uri: str) -> None:
     """Undo `set_aside`: drop what this run wrote and return the previous run to its place."""
     aside = fs.join(uri, REPLACED)
-    for name in fs.list_names(spark, uri):
-        if name not in (LOCK, REPLACED):
-            fs.delete(spark, fs.join(uri, name))
+    for name in _own_names(spark, uri, keep=(LOCK, REPLACED)):
+        fs.delete(spark, fs.join(uri, name))
     for name in fs.list_names(spark, aside):
-        fs.rename(spark, fs.join(aside, name), fs.join(uri, name))
+        if fs.exists(spark, fs.join(aside, name)):
+            fs.rename(spark, fs.join(aside, name), fs.join(uri, name))
     fs.delete(spark, aside)
 
 

@@ -3,8 +3,11 @@
 On S3 every image file costs a request with its own latency; a table of packed images costs one per ~128 MB.
 The table holds what a run reads of each file (source URI, label, split, length, modification time, content),
 found by the same rules (`discover.py`); `fruitlake run TABLE OUTPUT` reads it wherever it reads a folder and
-gives the same rows. `--mode incremental` appends only files whose path, length or modification time the table
-does not hold; TABLE/_fruitlake_table.json, written last, marks a finished table.
+gives the same rows. `--mode incremental` adds only files whose path, length or modification time the table
+does not hold, and keeps one row per path, the newest: a changed file's old row and, unless `--missing keep`,
+the rows of files gone from INPUT leave the table, which is then written again (to TABLE/_staging, swapped in
+when complete), so that a run from the table equals a run from the folder. TABLE/_fruitlake_table.json, written
+last, marks a finished table.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import logging
 import math
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, fs
+from fruitlake.config import SPARK_MAX_FILE_BYTES
 from fruitlake.discover import TABLE_COLUMNS, TABLE_MARKER, discover
+from fruitlake.lock import OutputLock
+from fruitlake.output import LOCK
 from fruitlake.redaction import redact
 from fruitlake.safety import check_separate
 from fruitlake.store import KEY
@@ -30,6 +36,10 @@ DEFAULT_FILE_MB = 128
 # would give a run one task per file, on one core. 8 MB groups let a file feed 16 tasks.
 ROW_GROUP_BYTES = 8 * 2**20
 MODES = ("error", "incremental", "overwrite")
+MISSING = ("drop", "keep")  # --missing: the rows of files gone from INPUT leave the table, or stay
+# The new Parquet files are written here and moved into TABLE once complete; TABLE's own go here meanwhile.
+# Readers of the table skip both (Spark hides names starting with `_`).
+STAGING, REPLACED = "_staging", "_replaced"
 
 
 @dataclass(frozen=True)
@@ -39,61 +49,157 @@ class Packed:
     images_total: int
     bytes_added: int
     files_skipped: dict[str, int]
+    images_removed: int = 0  # rows of changed files (replaced by their new row) and of files gone from INPUT
+    files_too_large: int = 0  # files of INPUT above what Spark reads (2 GiB): packed without content
+    files_unreadable: int = 0  # images of INPUT this process may not read: not packed
 
     def to_json(self) -> dict[str, object]:
-        return {"table": redact(self.table), "images_added": self.images_added, "images_total": self.images_total,
-                "bytes_added": self.bytes_added, "files_skipped": self.files_skipped}
+        return {"table": redact(self.table), "images_added": self.images_added,
+                "images_removed": self.images_removed, "images_total": self.images_total,
+                "bytes_added": self.bytes_added, "files_skipped": self.files_skipped,
+                "files_too_large": self.files_too_large, "files_unreadable": self.files_unreadable}
 
 
 def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
-         file_mb: int = DEFAULT_FILE_MB) -> Packed:
+         file_mb: int = DEFAULT_FILE_MB, missing: str = "drop") -> Packed:
     if mode not in MODES:
         raise FruitlakeError(f"mode={mode!r} is unknown; choose one of {', '.join(MODES)}")
+    if missing not in MISSING:
+        raise FruitlakeError(f"missing={missing!r} is unknown; choose one of {', '.join(MISSING)}")
     if file_mb < 1:
         raise FruitlakeError(f"--file-mb {file_mb} must be at least 1")
     table = table.rstrip("/")
     check_separate({"INPUT": fs.qualify(spark, source), "TABLE": fs.qualify(spark, table)})
+    if fs.exists(spark, table) and not fs.is_dir(spark, table):
+        raise FruitlakeError(f"TABLE {redact(table)!r} exists and is a file, not a folder")
+    with OutputLock(spark, table, role="TABLE"):  # one pack or run at a time writes TABLE
+        return _pack(spark, source, table, mode, file_mb, missing)
+
+
+def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int, missing: str) -> Packed:
     existing = _existing(spark, table, mode)
     found = discover(spark, source, avoid=(table,))
     empty = found.listing.where(F.col("length") == 0).withColumn("content", F.lit(b"").cast("binary"))
-    rows: DataFrame = found.images.unionByName(empty.select(*TABLE_COLUMNS)).select(*TABLE_COLUMNS)
-    if existing is not None:
+    # Spark's binaryFile reader fails the whole job on a file above 2 GiB; such a file is packed without its
+    # bytes (a filter on `length` is applied before a file is read), and a run rejects it as too large to
+    # read, as it does from the folder.
+    length = F.col("length")
+    too_large = (found.listing.where(length > SPARK_MAX_FILE_BYTES) if found.largest > SPARK_MAX_FILE_BYTES
+                 else found.listing.limit(0)).withColumn("content", F.lit(None).cast("binary"))
+    files_too_large = too_large.count() if found.largest > SPARK_MAX_FILE_BYTES else 0
+    rows: DataFrame = (found.images.where(length <= SPARK_MAX_FILE_BYTES).select(*TABLE_COLUMNS)
+                       .unionByName(empty.select(*TABLE_COLUMNS)).unionByName(too_large.select(*TABLE_COLUMNS)))
+    if files_too_large:
+        log.warning("%d files under INPUT are larger than Spark reads (%d bytes): packed without their bytes",
+                    files_too_large, SPARK_MAX_FILE_BYTES)
+    kept, kept_count, kept_bytes, removed = None, 0, 0, 0
+    if existing is not None:  # new or changed files, and the rows of the others that stay
         rows = rows.join(existing.select(*KEY), on=KEY, how="left_anti")
+        kept = _kept(existing, found.listing, missing)
+        kept_stats = kept.agg(F.count(F.lit(1)).alias("n"), _packed_bytes()).first()
+        assert kept_stats is not None
+        kept_count, kept_bytes = int(kept_stats["n"]), int(kept_stats["bytes"] or 0)
+        removed = existing.count() - kept_count  # Parquet footers and key columns: no content is read
+    staging = fs.join(table, STAGING)
+    fs.delete(spark, staging)  # left by a pack that was stopped: never part of the table
     rows = rows.persist()  # counted, then written: the files are read once
     try:
-        stats = rows.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes")).first()
+        stats = rows.agg(F.count(F.lit(1)).alias("n"), _packed_bytes()).first()
         assert stats is not None
         added, size = int(stats["n"]), int(stats["bytes"] or 0)
-        if added:
-            files = max(1, math.ceil(size / (file_mb * 2**20)))
-            per_file = max(1, math.ceil(added / files))
-            (rows.repartition(files).write.mode("overwrite" if existing is None else "append")
-             .option("maxRecordsPerFile", per_file).option("parquet.block.size", ROW_GROUP_BYTES).parquet(table))
+        if kept is not None and removed:  # rewritten: one row per path, none of files gone from INPUT
+            _write_rows(kept.unionByName(rows), staging, kept_bytes + size, kept_count + added, file_mb)
+        elif added:
+            _write_rows(rows, staging, size, added, file_mb)
+    except BaseException:
+        fs.delete(spark, staging)  # the table is as it was
+        raise
     finally:
         rows.unpersist()
-    total = added + (existing.count() if existing is not None else 0)
-    result = Packed(table, added, total, size, found.skipped)
-    marker = {"fruitlake_version": __version__, "source": redact(source), **result.to_json()}
-    fs.write_bytes(spark, fs.join(table, TABLE_MARKER), (json.dumps(marker, indent=2) + "\n").encode("utf-8"))
-    log.info("packed %d images (%.1f MB) into %s; %d in all", added, size / 1e6, redact(table), total)
+    total = added + kept_count
+    unreadable = found.unreadable.count() if found.unreadable is not None else 0  # discover warned of them
+    result = Packed(table, added, total, size, found.skipped, removed, files_too_large, unreadable)
+    marker = {"fruitlake_version": __version__, "source": redact(source), "missing": missing, **result.to_json()}
+    _swap_in(spark, table, staging, replace=existing is None or removed > 0,
+             marker=(json.dumps(marker, indent=2) + "\n").encode("utf-8"))
+    log.info("packed %d images (%.1f MB) into %s, removed %d rows; %d in all", added, size / 1e6, redact(table),
+             removed, total)
     return result
 
 
+def _kept(existing: DataFrame, listing: DataFrame, missing: str) -> DataFrame:
+    """The rows of TABLE that stay: those of files INPUT still holds unchanged, and with --missing keep those of
+    files gone from INPUT. A changed file's old row goes: its new row is added."""
+    unchanged = existing.join(listing.select(*KEY), on=KEY, how="left_semi")
+    if missing == "drop":
+        return unchanged
+    return unchanged.unionByName(existing.join(listing.select("path"), on="path", how="left_anti"))
+
+
+def _packed_bytes() -> Column:
+    """The bytes rows hold (a file packed without content holds none), as column `bytes` of an aggregate."""
+    return F.sum(F.when(F.col("content").isNotNull(), F.col("length"))).alias("bytes")
+
+
+def _write_rows(rows: DataFrame, uri: str, size: int, count: int, file_mb: int) -> None:
+    """`rows` as Parquet files of ~`file_mb` MB at `uri`, in row groups several tasks can share."""
+    files = max(1, math.ceil(size / (file_mb * 2**20)))
+    per_file = max(1, math.ceil(count / files))
+    (rows.repartition(files).write.mode("errorifexists").option("maxRecordsPerFile", per_file)
+     .option("parquet.block.size", ROW_GROUP_BYTES).parquet(uri))
+
+
+def _parts(spark: SparkSession, uri: str) -> list[str]:
+    """The Parquet files of a table (or of its staging folder); their checksums move with them."""
+    return [name for name in fs.list_names(spark, uri) if name.startswith("part-")]
+
+
+def _swap_in(spark: SparkSession, table: str, staging: str, replace: bool, marker: bytes) -> None:
+    """Move the staged Parquet files into TABLE (after moving TABLE's own aside when `replace`), then write the
+    marker. Until then TABLE holds no marker (a table being changed, which `run` does not read); a failure puts
+    the previous files and marker back."""
+    marker_uri, aside = fs.join(table, TABLE_MARKER), fs.join(table, REPLACED)
+    previous_marker = fs.read_bytes(spark, marker_uri) if fs.exists(spark, marker_uri) else None
+    fs.delete(spark, aside)  # left by a pack stopped after its new table was complete
+    moved_in: list[str] = []
+    try:
+        fs.delete(spark, marker_uri)
+        for name in _parts(spark, table) if replace else []:
+            fs.rename(spark, fs.join(table, name), fs.join(aside, name))
+        for name in _parts(spark, staging):
+            fs.rename(spark, fs.join(staging, name), fs.join(table, name))
+            moved_in.append(name)
+        fs.write_bytes(spark, marker_uri, marker)
+    except BaseException:
+        for name in moved_in:
+            fs.delete(spark, fs.join(table, name))
+        for name in _parts(spark, aside):
+            fs.rename(spark, fs.join(aside, name), fs.join(table, name))
+        if previous_marker is not None:
+            fs.write_bytes(spark, marker_uri, previous_marker)
+        raise
+    finally:
+        fs.delete(spark, staging)
+    fs.delete(spark, aside)
+
+
 def _existing(spark: SparkSession, table: str, mode: str) -> DataFrame | None:
-    """The rows TABLE holds already (incremental), or None when it is to be written from scratch."""
+    """The rows TABLE holds already (incremental), or None when it is to be written from scratch. Reads only:
+    an overwrite replaces the table once the new one is complete (`_swap_in`)."""
     shown = redact(table)
-    if not fs.exists(spark, table) or not fs.list_names(spark, table):
+    if not _parts(spark, table) and not set(fs.list_names(spark, table)) - {STAGING, LOCK}:
         return None
     packed = fs.exists(spark, fs.join(table, TABLE_MARKER))
     if not packed:
+        if fs.exists(spark, fs.join(table, REPLACED)):
+            raise FruitlakeError(f"TABLE {shown!r} was being replaced by a pack that was stopped; the previous "
+                                 f"table's files are in {redact(fs.join(table, REPLACED))}: move them back into "
+                                 "TABLE, or delete TABLE and pack again")
         raise FruitlakeError(f"TABLE {shown!r} is not empty and is no table `fruitlake pack` finished; "
                              "refusing to write into it")
     if mode == "error":
         raise FruitlakeError(f"TABLE {shown!r} holds packed images; pass --mode incremental to add the new ones "
                              "or --mode overwrite to pack again")
     if mode == "overwrite":
-        fs.delete(spark, table)
         return None
-    # Materialized: the new rows are appended to the folder this reads. A killed append leaves only Spark's
-    # `_temporary` files, which readers skip.
-    return spark.read.parquet(table).select(*KEY).localCheckpoint()
+    return spark.read.parquet(table).select(*TABLE_COLUMNS)

@@ -23,10 +23,11 @@ from fruitlake.commit import CommitResult, commit
 from fruitlake.config import Config, ProjectConfig, RunConfig
 from fruitlake.lock import OutputLock
 from fruitlake.manifest import Counts, Manifest, PcaFacts, SparkFacts
-from fruitlake.output import MANIFEST, REPLACED
+from fruitlake.output import MANIFEST, REPLACED, put_back
 from fruitlake.plan import RunPlan, check_locations, plan
 from fruitlake.progress import Progress, StageTimer
 from fruitlake.publish import publish, refused_late, up_to_date
+from fruitlake.redaction import redact
 from fruitlake.reduce import reduce
 from fruitlake.session import executor_count, spark_session
 
@@ -43,13 +44,15 @@ def run(config: Config, spark: SparkSession | None = None, progress: Progress | 
     with session_for(config, spark, started) as (session, timer):
         from_run = check_locations(session, config)
         with OutputLock(session, config.output):
-            with plan(session, config, timer, progress, from_run).releasing() as planned:
+            with plan(session, config, timer, progress, from_run).releasing() as planned, \
+                    _previous_put_back_on_failure(session, planned):
                 with timer("featurize"):
                     committed = commit(session, planned, progress)
                 pca, rewritten = _reduce_and_publish(session, planned, committed, timer, progress)
-            manifest = _manifest(session, planned, committed, pca, rewritten, timer, started).redacted()
-            manifest.write(session, fs.join(planned.output, MANIFEST))  # last: its presence means it finished
-            fs.delete(session, fs.join(planned.output, REPLACED))  # an overwrite's previous run, not needed now
+                manifest = _manifest(session, planned, committed, pca, rewritten, timer, started).redacted()
+                manifest.write(session, fs.join(planned.output, MANIFEST))  # last: its presence means it finished
+            if config.mode == "overwrite":  # the previous run, not needed now
+                fs.delete(session, fs.join(planned.output, REPLACED))
             if isinstance(config, RunConfig) and config.report:
                 _report(session, planned.output, manifest, progress)
     log.info("%d images (%d new, %d rejected) -> k=%s (pca %s) in %.1f s", manifest.counts.images_total,
@@ -60,6 +63,25 @@ def run(config: Config, spark: SparkSession | None = None, progress: Progress | 
 def project(config: ProjectConfig, spark: SparkSession | None = None, progress: Progress | None = None) -> Manifest:
     """Apply the network and PCA of the finished run in `config.from_run` to INPUT; nothing is refitted."""
     return run(config, spark, progress)
+
+
+@contextmanager
+def _previous_put_back_on_failure(spark: SparkSession, planned: RunPlan) -> Iterator[None]:
+    """An overwrite that fails after it set the previous run aside (a full disk while writing) puts it back;
+    if even that fails, the error says where the previous results are."""
+    try:
+        yield
+    except Exception as failure:
+        aside = fs.join(planned.output, REPLACED)
+        if planned.config.mode != "overwrite" or not fs.exists(spark, aside):  # nothing set aside, or put back
+            raise
+        try:
+            put_back(spark, planned.output)
+        except Exception as again:  # noqa: BLE001 - the first failure is the one to report
+            raise FruitlakeError(f"{type(failure).__name__}: {failure}; the previous results could not be put "
+                                 f"back ({type(again).__name__}: {again}): they are in {redact(aside)}") from failure
+        failure.add_note("OUTPUT holds the previous results again")
+        raise
 
 
 @contextmanager

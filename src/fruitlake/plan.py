@@ -23,7 +23,7 @@ from fruitlake.progress import Progress, StageTimer
 from fruitlake.redaction import redact
 from fruitlake.reduce import PcaPlan, plan_pca
 from fruitlake.safety import check_separate
-from fruitlake.store import Store, missing
+from fruitlake.store import Store, missing, settled
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,13 @@ class RunPlan:
     def incremental(self) -> bool:
         return self.config.mode == "incremental"
 
+    @property
+    def settled(self) -> DataFrame | None:
+        """The stored rows this run does not redo: all but rejects for another --max-bytes or --max-pixels."""
+        if self.in_store is None:
+            return None
+        return settled(self.in_store, self.config.max_bytes, self.config.max_pixels)
+
     @contextmanager
     def releasing(self) -> Iterator[RunPlan]:
         """The plan, its network's broadcast and local copies dropped when the block ends."""
@@ -57,6 +64,8 @@ class RunPlan:
 def check_locations(spark: SparkSession, config: Config) -> Manifest | None:
     """Before the lock puts anything in OUTPUT: --from-run is a finished run (its manifest is returned), and INPUT,
     OUTPUT and --from-run lie apart from each other."""
+    if fs.exists(spark, config.output) and not fs.is_dir(spark, config.output):  # before the lock goes in it
+        raise FruitlakeError(f"OUTPUT {redact(config.output)!r} exists and is a file, not a folder")
     from_run = _finished_run(spark, config.from_run) if isinstance(config, ProjectConfig) else None
     locations = {"INPUT": fs.qualify(spark, config.input), "OUTPUT": fs.qualify(spark, config.output)}
     if isinstance(config, ProjectConfig):

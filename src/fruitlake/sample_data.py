@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from fruitlake import FruitlakeError
+
 CLASS_NAMES = (
     "Apple Braeburn", "Banana", "Kiwi", "Lemon", "Orange", "Pear Conference", "Plum", "Strawberry",
     "Cherry Rainier", "Grape White", "Mango", "Peach", "Pineapple Mini", "Pomegranate", "Raspberry", "Watermelon",
@@ -42,11 +44,16 @@ def draw_fruit(class_index: int, n_classes: int, rng: np.random.Generator) -> Im
 
 def write_sample_data(root: str | Path, classes: int = 5, per_class: int = 40, seed: int = 0,
                       test_fraction: float = 0.25) -> int:
-    """Writes `classes * per_class` JPEGs under root/Training|Test/<Label>/; returns how many."""
+    """Writes `classes * per_class` JPEGs under root/Training|Test/<Label>/; returns how many. A `root` that holds
+    anything is refused: its photos would be overwritten or mixed with generated ones."""
     if classes < 1 or per_class < 1:
-        raise ValueError("classes and per_class must be at least 1")
-    rng = np.random.default_rng(seed)
+        raise FruitlakeError(f"--classes {classes} and --per-class {per_class} must each be at least 1")
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise FruitlakeError(f"DIR {str(root)!r} is a file; give a new or empty folder")
+    if root.exists() and any(root.iterdir()):
+        raise FruitlakeError(f"DIR {str(root)!r} is not empty; give a new or empty folder for the sample images")
+    rng = np.random.default_rng(seed)
     written = 0
     for c in range(classes):
         label = class_name(c)

@@ -134,6 +134,19 @@ def pending(listing: DataFrame, done: DataFrame | None) -> DataFrame:
     return listing.join(done.select(*KEY), on=KEY, how="left_anti")
 
 
+# The rejects whose reason names a limit (commit.py, images.py): they stand only while the limit is the same.
+FILE_TOO_LARGE, IMAGE_TOO_LARGE = "file too large to read:", "image too large to decode safely:"
+
+
+def settled(done: DataFrame, max_bytes: int, max_pixels: int) -> DataFrame:
+    """The stored rows that stand under these limits: a file rejected for a --max-bytes or --max-pixels other
+    than the run's (raised or lowered) is tried again; every other row stands."""
+    error = F.col("error")
+    other_limit = ((error.startswith(FILE_TOO_LARGE) & ~error.endswith(f"the limit of {max_bytes} bytes"))
+                   | (error.startswith(IMAGE_TOO_LARGE) & ~error.endswith(f"the limit of {max_pixels} pixels")))
+    return done.where(error.isNull() | ~other_limit)
+
+
 def missing(done: DataFrame | None, listing: DataFrame) -> DataFrame | None:
     """Stored rows whose path is no longer in INPUT."""
     if done is None:

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from fruitlake import FruitlakeError, fs
 from fruitlake.manifest import Manifest
 from fruitlake.output import CSV_OPTIONS, FEATURES, MANIFEST, REJECTS
+from fruitlake.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ def load_results(spark: SparkSession, output: str, manifest: Manifest | None = N
     output = output.rstrip("/")
     if manifest is None:
         manifest = _read_manifest(spark, output)
+    if not fs.exists(spark, fs.join(output, FEATURES)):
+        raise FruitlakeError(f"{redact(output)!r} has a {MANIFEST} but no {FEATURES}/ (moved or deleted?): "
+                             "`fruitlake run INPUT OUTPUT --mode incremental` writes the datasets again")
     features = spark.read.parquet(fs.join(output, FEATURES))
     decoded = int(manifest.counts.images_ok or features.count())
     rows = features
