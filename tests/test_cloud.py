@@ -16,11 +16,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import boto3  # a plain import: CI fails, never skips, when boto3 or moto (the `dev` extra) is missing
+import moto.server as moto_server
 import pytest
-
-boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
-
 from moto_aws import ACCOUNT, REGION, TLSMotoServer, loopback_only, point_at, self_signed_certificate  # noqa: E402
 
 from fruitlake import FruitlakeError  # noqa: E402

@@ -18,12 +18,11 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 
+import boto3  # a plain import: CI fails, never skips, when boto3 or moto (the `dev` extra) is missing
+import moto.server  # noqa: F401
 import pytest
 from iam_eval import Decision, arn_matches, evaluate, glob_matches, statements
 from moto_aws import ACCOUNT, REGION, TLSMotoServer, loopback_only, point_at, self_signed_certificate
-
-boto3 = pytest.importorskip("boto3")
-pytest.importorskip("moto.server")
 
 from fruitlake.cloud import iam, runner  # noqa: E402
 from fruitlake.cloud.config import EMR_MANAGED_TAG, CloudConfig  # noqa: E402

@@ -86,7 +86,7 @@ def test_killed_runs_finish_with_one_row_per_good_image(spark, images, weights_p
     assert_no_partial_data(spark, output)
 
     # 3. Finished incrementally: every image once; the killed runs' committed work is not redone.
-    config = RunConfig(str(images), str(output), k=3, mode="incremental", weights=weights_path)
+    config = RunConfig(str(images), str(output), k=3, mode="incremental", weights=weights_path, report=False)
     manifest = run(config, spark=spark)
     counts = manifest["images_total"], manifest["images_ok"], manifest["images_rejected"]
     assert counts == (GOOD + BAD, GOOD, BAD)

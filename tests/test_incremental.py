@@ -37,7 +37,7 @@ def growth(spark, sample_root, weights_path, tmp_path_factory):
     root, output = base / "in", base / "out"
     shutil.copytree(sample_root, root)
     (root / "Test" / "Kiwi" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
-    options = {"weights": weights_path, "batch_size": 8}
+    options = {"weights": weights_path, "batch_size": 8, "report": False}
     steps = {"first": run(RunConfig(str(root), str(output), k=3, commit_every=10, **options), spark=spark)}
     steps["first_files"] = snapshot(output)
     steps["first_store"] = sorted(p.name for p in (output / "_store").iterdir())
@@ -146,9 +146,9 @@ def test_incremental_refuses_what_would_mix_incomparable_rows(growth, spark, wei
     root, output, _ = growth
     before = snapshot(output)
     with pytest.raises(FruitlakeError, match="k=7 differs from the saved PCA's k=4.*--pca refit"):
-        run(RunConfig(str(root), str(output), mode="incremental", k=7, weights=weights_path), spark=spark)
+        run(RunConfig(str(root), str(output), mode="incremental", k=7, weights=weights_path, report=False), spark=spark)
     with pytest.raises(FruitlakeError, match="image_size 160 differs from the stored features' 224"):
-        run(RunConfig(str(root), str(output), mode="incremental", image_size=160, weights=weights_path),
+        run(RunConfig(str(root), str(output), mode="incremental", image_size=160, weights=weights_path, report=False),
             spark=spark)
     assert snapshot(output) == before
 
@@ -191,7 +191,7 @@ def test_project_images_applies_the_saved_model_without_refitting(growth, tmp_pa
 
 def test_overwrite_starts_again_from_scratch(growth, spark, weights_path):
     root, output, _ = growth
-    config = RunConfig(str(root), str(output), mode="overwrite", k=2, weights=weights_path)
+    config = RunConfig(str(root), str(output), mode="overwrite", k=2, weights=weights_path, report=False)
     manifest = run(config, spark=spark)
     assert manifest["cnn_images"] == 27 and manifest["pca"] == "fit" and manifest["store_batch"] == 1
     assert (manifest["images_ok"], manifest["images_missing"]) == (26, 0)
@@ -212,7 +212,7 @@ def test_a_file_deleted_during_the_run_is_skipped_not_fatal(spark, sample_root, 
         return real(*args)
 
     monkeypatch.setattr(commit, "size_partitions", delete_then_size)
-    manifest = run(RunConfig(str(root), str(tmp_path / "out"), k=2, weights=weights_path), spark=spark)
+    manifest = run(RunConfig(str(root), str(tmp_path / "out"), k=2, weights=weights_path, report=False), spark=spark)
     assert (manifest["images_total"], manifest["images_ok"], manifest["images_rejected"]) == (6, 5, 0)
     assert manifest["images_vanished"] == 1
     assert f"file:{victim}" not in pcs(tmp_path / "out")

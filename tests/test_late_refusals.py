@@ -172,7 +172,9 @@ def test_two_runs_started_together_one_finishes_and_one_is_refused(inputs, weigh
     env = {**os.environ, "FRUITLAKE_DRIVER_MEMORY": "1g"}
     runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
-    results = [(run.wait(timeout=600), run.stderr.read()) for run in runs]
+    # communicate(), not wait(): a child blocked on a full stdout/stderr pipe would never exit
+    errors = [run.communicate(timeout=600)[1] for run in runs]
+    results = [(run.returncode, err) for run, err in zip(runs, errors, strict=True)]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], results
     refused = next(err for code, err in results if code == 2)

@@ -35,8 +35,8 @@ def test_a_run_from_the_table_equals_the_run_from_the_folder(spark, messy_folder
     assert (packed.images_added, packed.images_total) == (len(images), len(images))
     assert packed.files_skipped == {"extension": 1}
     options = {"k": 3, "weights": weights_path, "batch_size": 8}
-    from_folder = run(RunConfig(str(messy_folder), str(tmp_path / "a"), **options), spark=spark)
-    from_table = run(RunConfig(str(table), str(tmp_path / "b"), commit_every=7, **options), spark=spark)
+    from_folder = run(RunConfig(str(messy_folder), str(tmp_path / "a"), **options, report=False), spark=spark)
+    from_table = run(RunConfig(str(table), str(tmp_path / "b"), commit_every=7, **options, report=False), spark=spark)
     for key in ("images_total", "images_ok", "images_rejected", "k"):
         assert from_table[key] == from_folder[key], key
     assert from_table["images_rejected"] == 2 and from_table["store_batch"] > 1  # batches of 7, compacted
@@ -58,14 +58,14 @@ def test_an_incremental_pack_adds_only_new_or_changed_images_and_runs_add_them(s
     first = pack(spark, str(root), str(table))
     with pytest.raises(FruitlakeError, match="--mode incremental"):
         pack(spark, str(root), str(table))
-    run(RunConfig(str(table), str(output), k=2, weights=weights_path), spark=spark)
+    run(RunConfig(str(table), str(output), k=2, weights=weights_path, report=False), spark=spark)
     new = sorted(sample_root.rglob("Training/*/*.jpg"))[:3]
     for number, path in enumerate(new):
         shutil.copy(path, root / path.parent.name / f"new-{number}.jpg")
     again = pack(spark, str(root), str(table), mode="incremental")
     assert (again.images_added, again.images_total) == (3, first.images_total + 3)
     assert pack(spark, str(root), str(table), mode="incremental").images_added == 0
-    grown = run(RunConfig(str(table), str(output), mode="incremental", weights=weights_path), spark=spark)
+    grown = run(RunConfig(str(table), str(output), mode="incremental", weights=weights_path, report=False), spark=spark)
     assert (grown["images_new"], grown["images_total"], grown["cnn_images"]) == (3, first.images_total + 3, 3)
 
 
@@ -215,7 +215,7 @@ def test_an_image_this_process_may_not_read_is_a_reject_with_its_reason(spark, w
         (f"file:{locked}", "file not readable (permission denied)")]
     packed_result = pack(spark, str(root), str(tmp_path / "table"))
     assert (packed_result.images_total, packed_result.files_unreadable) == (3, 1)
-    manifest = run(RunConfig(str(root), str(tmp_path / "out"), k=2, weights=weights_path), spark=spark)
+    manifest = run(RunConfig(str(root), str(tmp_path / "out"), k=2, weights=weights_path, report=False), spark=spark)
     assert (manifest["images_total"], manifest["images_rejected"], manifest["images_vanished"]) == (4, 1, 0)
     rejects = read_csv_dir(tmp_path / "out" / "rejects")
     assert list(zip(rejects["path"], rejects["reason"], strict=True)) == [

@@ -21,7 +21,8 @@ def finished_run(spark, sample_root, weights_path, tmp_path_factory):
     shutil.copytree(sample_root, root, dirs_exist_ok=True)
     (root / "Test" / "Banana" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     output = tmp_path_factory.mktemp("out") / "result"
-    manifest = run(RunConfig(str(root), str(output), k=5, weights=weights_path, batch_size=8), spark=spark)
+    config = RunConfig(str(root), str(output), k=5, weights=weights_path, batch_size=8, report=False)
+    manifest = run(config, spark=spark)
     return root, output, manifest
 
 
@@ -79,10 +80,12 @@ def test_non_empty_output_is_refused_then_overwritten(finished_run, spark, weigh
     root, output, _ = finished_run
     before = (output / "manifest.json").read_text()
     with pytest.raises(FruitlakeError, match="is not empty"):
-        run(RunConfig(str(root), str(output), k=5, weights=weights_path), spark=spark)
+        run(RunConfig(str(root), str(output), k=5, weights=weights_path, report=False), spark=spark)
     assert (output / "manifest.json").read_text() == before
-    assert main(["run", str(root), str(output), "--k", "3", "--weights", weights_path, "--mode", "overwrite"]) == 0
+    arguments = ["run", str(root), str(output), "--k", "3", "--weights", weights_path, "--mode", "overwrite"]
+    assert main([*arguments, "--no-report"]) == 0
     assert len(read_csv_dir(output / "pca_csv").columns) == 3 + 3
+    assert read_manifest(output)["config"]["report"] is False and not (output / "report.html").exists()
 
 
 def test_cli_errors_exit_non_zero_with_a_message(tmp_path, capsys):

@@ -149,7 +149,7 @@ def test_an_output_or_table_that_is_a_file_is_refused_before_anything_is_written
     taken = tmp_path / "results.txt"
     taken.write_text("my results")
     with pytest.raises(FruitlakeError, match="exists and is a file, not a folder"):
-        check_locations(spark, RunConfig(str(sample_root), str(taken)))
+        check_locations(spark, RunConfig(str(sample_root), str(taken), report=False))
     with pytest.raises(FruitlakeError, match="TABLE .* exists and is a file, not a folder"):
         pack(spark, str(sample_root), str(taken))
     assert taken.read_text() == "my results"
