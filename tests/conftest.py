@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import S3_BUCKET, S3_SECRET, kill_group, spark_home
+from helpers import CORRUPT_JPEG, S3_BUCKET, S3_SECRET, kill_group, spark_home
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -162,7 +162,7 @@ def s3_images(s3_bucket, sample_root) -> str:
         key = f"images/{path.relative_to(sample_root).as_posix()}"
         s3_bucket.client.upload_file(str(path), S3_BUCKET, key)
     s3_bucket.client.put_object(Bucket=S3_BUCKET, Key="images/Test/Banana/corrupt.jpg",
-                                Body=b"\xff\xd8\xff\xe0 truncated")
+                                Body=CORRUPT_JPEG)
     return "images"
 
 
@@ -239,25 +239,39 @@ def standalone_cluster(tmp_path_factory):
             kill_group(process)
 
 
-@pytest.fixture(scope="session")
-def reported_run(spark, sample_root, weights_path, tmp_path_factory):
-    """`fruitlake run` from the command line (progress to a non-terminal stderr): 24 images, 1 corrupt file.
+@dataclass(frozen=True)
+class SampleRun:
+    """The suite's one whole run of the sample images, as a user starts it: `fruitlake run` from the command line
+    (in this process, progress to a non-terminal stderr), report included. Tests that change OUTPUT copy it."""
 
-    Returns (output folder, captured stdout, captured stderr).
-    """
+    root: Path  # 3 labels x 8 images (sample_root) and Test/Banana/corrupt.jpg
+    output: Path
+    stdout: str
+    stderr: str
+
+
+
+@pytest.fixture(scope="session")
+def sample_run(spark, sample_root, weights_path, tmp_path_factory) -> SampleRun:
     import contextlib
-    import io
     import shutil
 
     from fruitlake.cli import main
 
-    root = tmp_path_factory.mktemp("report_input")
+    root = tmp_path_factory.mktemp("sample_run_input")
     shutil.copytree(sample_root, root, dirs_exist_ok=True)
-    (root / "Test" / "Kiwi" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    output = tmp_path_factory.mktemp("report_out") / "result"
+    (root / "Test" / "Banana" / "corrupt.jpg").write_bytes(CORRUPT_JPEG)
+    output = tmp_path_factory.mktemp("sample_run") / "result"
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        arguments = ["run", str(root), str(output), "--k", "5", "--weights", weights_path, "--batch-size=8"]
-        code = main(arguments)
+        code = main(["run", str(root), str(output), "--k", "5", "--weights", weights_path, "--batch-size=8"])
     assert code == 0, stderr.getvalue()[-3000:]
-    return output, stdout.getvalue(), stderr.getvalue()
+    return SampleRun(root, output, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture
+def sample_run_copy(sample_run, tmp_path) -> Path:
+    """A copy of the sample run's OUTPUT for a test that changes it."""
+    import shutil
+
+    return Path(shutil.copytree(sample_run.output, tmp_path / "result"))

@@ -14,6 +14,7 @@ import pandas as pd
 
 S3_SECRET = "fruitlake-test-secret-never-written-3f9a"  # must never appear in a manifest, log or output
 S3_BUCKET = "fruits"
+CORRUPT_JPEG = b"\xff\xd8\xff\xe0 truncated"  # a JPEG's first bytes and nothing more
 
 
 def read_csv_dir(folder: Path) -> pd.DataFrame:

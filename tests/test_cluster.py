@@ -1,30 +1,20 @@
 """Beyond local mode: a standalone cluster with two executor JVMs gives local[2]'s results; spark-submit."""
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import S3_BUCKET, S3_SECRET, explain, read_csv_dir, read_manifest, run, run_process, spark_home
+from helpers import S3_BUCKET, S3_SECRET, explain, read_csv_dir, read_manifest, run_process, spark_home
 from pyspark import cloudpickle
 
-from fruitlake.config import RunConfig
 from fruitlake.featurize import make_featurizer, prepare_engine
 
 
 @pytest.fixture(scope="module")
-def images(sample_root, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cluster-images")
-    shutil.copytree(sample_root, root, dirs_exist_ok=True)
-    (root / "Test" / "Banana" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    return root
-
-
-@pytest.fixture(scope="module")
-def cluster_run(standalone_cluster, images, weights_path, tmp_path_factory) -> Path:
+def cluster_run(standalone_cluster, sample_run, weights_path, tmp_path_factory) -> Path:
     """`python -m fruitlake run --master spark://...`, started in a folder where the weights file has a
     relative name: an executor (its own working folder, an environment without FRUITLAKE_WEIGHTS) that tried
     to open the file would fail, so the run proves the network arrives by broadcast."""
@@ -39,17 +29,10 @@ def cluster_run(standalone_cluster, images, weights_path, tmp_path_factory) -> P
                                " --conf spark.scheduler.maxRegisteredResourcesWaitingTime=300s pyspark-shell",
     }
     output = driver / "result"
-    done = run_process([sys.executable, "-m", "fruitlake", "-v", "run", str(images), str(output),
+    done = run_process([sys.executable, "-m", "fruitlake", "-v", "run", str(sample_run.root), str(output),
                         "--master", standalone_cluster.master_url, "--weights", "mobilenet_v2.h5",
                         "--k", "5", "--batch-size", "8"], env, cwd=str(driver))
     assert done.returncode == 0, explain(done)
-    return output
-
-
-@pytest.fixture(scope="module")
-def local_run(spark, images, weights_path, tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("local-run") / "result"
-    run(RunConfig(str(images), str(output), k=5, weights=weights_path, batch_size=8), spark=spark)
     return output
 
 
@@ -78,7 +61,8 @@ def test_two_executor_jvms_ran_the_tasks(cluster_run, standalone_cluster):
 
 
 @pytest.mark.slow
-def test_cluster_gives_the_results_of_local_mode(cluster_run, local_run):
+def test_cluster_gives_the_results_of_local_mode(cluster_run, sample_run):
+    local_run = sample_run.output
     on_cluster, local = read_manifest(cluster_run), read_manifest(local_run)
     for key in ("images_total", "images_ok", "images_rejected", "cnn_images", "k", "weights_sha256"):
         assert on_cluster[key] == local[key], key

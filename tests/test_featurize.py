@@ -37,12 +37,27 @@ def test_what_crosses_to_the_executors_pickles(spark, loaded_network):
     assert len(cloudpickle.dumps(make_featurizer(spec, spark.sparkContext.accumulator(0)))) < 20_000
 
 
-def test_the_engine_is_built_once_and_reused(spark, loaded_network):
+def test_each_python_worker_builds_the_engine_once_and_reuses_it_across_tasks(spark, loaded_network):
+    """Where it matters: 8 tasks on local[2]'s reused Python workers. Every task of one worker process gets the
+    very object its first task built (a rebuilt engine would be another object)."""
     spec = prepare_engine(spark, loaded_network, "onnx", batch_size=4, max_pixels=10**8)
-    first = engine_for(spec)
-    assert engine_for(spec) is first
-    out = first(np.zeros((2, 224, 224, 3), dtype=np.float32))
-    assert out.shape == (2, 1280)
+
+    def built(_):
+        import os
+
+        engine = engine_for(spec)
+        assert engine(np.zeros((1, 224, 224, 3), dtype=np.float32)).shape == (1, 1280)
+        yield os.getpid(), id(engine)
+
+    try:
+        seen = spark.sparkContext.parallelize(range(8), 8).mapPartitions(built).collect()
+    finally:
+        spec.payload.unpersist()
+    engines: dict[int, set[int]] = {}
+    for pid, engine in seen:
+        engines.setdefault(pid, set()).add(engine)
+    assert len(seen) == 8 and all(len(ids) == 1 for ids in engines.values()), engines
+    assert len(engines) < 8  # workers ran several tasks each (Spark reuses Python workers)
 
 
 def test_bad_files_become_rows_with_a_reason(spark, loaded_network, sample_root, tmp_path):

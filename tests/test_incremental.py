@@ -189,8 +189,9 @@ def test_project_images_applies_the_saved_model_without_refitting(growth, tmp_pa
     assert "not the OUTPUT of a finished fruitlake run" in capsys.readouterr().err and not refused.exists()
 
 
-def test_overwrite_starts_again_from_scratch(growth, spark, weights_path):
-    root, output, _ = growth
+def test_overwrite_starts_again_from_scratch(growth, spark, weights_path, tmp_path):
+    root, grown, _ = growth
+    output = Path(shutil.copytree(grown, tmp_path / "out"))  # the other tests read `growth` as its steps left it
     config = RunConfig(str(root), str(output), mode="overwrite", k=2, weights=weights_path, report=False)
     manifest = run(config, spark=spark)
     assert manifest["cnn_images"] == 27 and manifest["pca"] == "fit" and manifest["store_batch"] == 1

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,19 +14,8 @@ from fruitlake.cli import main
 from fruitlake.config import RunConfig
 
 
-@pytest.fixture(scope="module")
-def finished_run(spark, sample_root, weights_path, tmp_path_factory):
-    root = tmp_path_factory.mktemp("input")
-    shutil.copytree(sample_root, root, dirs_exist_ok=True)
-    (root / "Test" / "Banana" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    output = tmp_path_factory.mktemp("out") / "result"
-    config = RunConfig(str(root), str(output), k=5, weights=weights_path, batch_size=8, report=False)
-    manifest = run(config, spark=spark)
-    return root, output, manifest
-
-
-def test_one_csv_row_per_good_image_with_its_header(finished_run):
-    _, output, manifest = finished_run
+def test_one_csv_row_per_good_image_with_its_header(sample_run):
+    output = sample_run.output
     table = read_csv_dir(output / "pca_csv")
     assert list(table.columns) == ["path", "label", "split"] + [f"pc_{i}" for i in range(1, 6)]
     assert len(table) == 24 == table["path"].nunique()
@@ -37,11 +25,12 @@ def test_one_csv_row_per_good_image_with_its_header(finished_run):
     assert abs(table["pc_1"].mean()) < 1e-3  # centred before PCA
 
 
-def test_manifest_says_what_happened(finished_run, weights_path):
+def test_manifest_says_what_happened(sample_run, weights_path):
     from fruitlake.models import sha256_of
 
-    _, output, manifest = finished_run
-    assert read_manifest(output) == json.loads(json.dumps(manifest))
+    manifest = read_manifest(sample_run.output)
+    summary = json.loads(sample_run.stdout.strip().splitlines()[-1])  # what the command printed last
+    assert summary["images_total"] == manifest["images_total"] and summary["k"] == manifest["k"]
     assert (manifest["images_total"], manifest["images_ok"], manifest["images_rejected"]) == (25, 24, 1)
     assert manifest["cnn_images"] == 25  # the corrupt file is decoded once; the CNN ran once per good image
     assert manifest["k"] == 5 and 0 < manifest["explained_variance"] <= 1
@@ -52,20 +41,19 @@ def test_manifest_says_what_happened(finished_run, weights_path):
     assert {"python", "spark", "tensorflow"} <= set(manifest["versions"])
 
 
-def test_rejects_list_the_corrupt_file_and_nothing_else(finished_run):
-    _, output, _ = finished_run
-    rejects = read_csv_dir(output / "rejects")
+def test_rejects_list_the_corrupt_file_and_nothing_else(sample_run):
+    rejects = read_csv_dir(sample_run.output / "rejects")
     assert list(rejects.columns) == ["path", "reason"]
     assert len(rejects) == 1 and rejects["path"][0].endswith("Banana/corrupt.jpg")
     assert rejects["reason"][0].startswith(("truncated image: ", "corrupt image data: ", "not an image: "))
 
 
-def test_features_parquet_and_saved_model_project_the_same(finished_run, spark):
+def test_features_parquet_and_saved_model_project_the_same(sample_run, spark):
     from pyspark.ml import PipelineModel
 
     from fruitlake.reduce import transform
 
-    _, output, _ = finished_run
+    output = sample_run.output
     features = spark.read.parquet(str(output / "features"))
     columns = {"path", "label", "split", "length", "modification_time", "features", "pca"}
     assert features.count() == 24 and set(features.columns) == columns
@@ -76,8 +64,8 @@ def test_features_parquet_and_saved_model_project_the_same(finished_run, spark):
     assert sorted(p.name for p in output.iterdir() if p.name.startswith("_")) == ["_store"]
 
 
-def test_non_empty_output_is_refused_then_overwritten(finished_run, spark, weights_path):
-    root, output, _ = finished_run
+def test_non_empty_output_is_refused_then_overwritten(sample_run, sample_run_copy, spark, weights_path):
+    root, output = sample_run.root, sample_run_copy
     before = (output / "manifest.json").read_text()
     with pytest.raises(FruitlakeError, match="is not empty"):
         run(RunConfig(str(root), str(output), k=5, weights=weights_path, report=False), spark=spark)

@@ -111,9 +111,9 @@ def test_task_counts_come_from_the_stage_jobs_and_the_job_group_is_restored(spar
     assert re.search(r"^count\s+100 images\s+7 tasks\s+done in", stream.getvalue())
 
 
-def test_the_run_prints_one_line_per_stage_with_counts(reported_run):
+def test_the_run_prints_one_line_per_stage_with_counts(sample_run):
     """stderr is not a terminal here: one line per stage, in order, and stdout ends with the JSON summary."""
-    _, stdout, stderr = reported_run
+    stdout, stderr = sample_run.stdout, sample_run.stderr
     lines = [line for line in stderr.splitlines() if line.split(" ")[0] in STAGES]
     assert [line.split(" ")[0] for line in lines] == list(STAGES)
     assert "\r" not in stderr

@@ -75,22 +75,31 @@ def images(tmp_path_factory) -> Path:
     return root
 
 
-def test_a_run_prints_only_fruitlakes_lines(images, weights_path, tmp_path):
-    """Fresh OUTPUT and a fresh conversion cache (TensorFlow runs): no Spark, JVM, TensorFlow or absl lines."""
+def test_a_run_on_a_terminal_prints_only_fruitlakes_lines_and_redraws_them(images, weights_path, tmp_path):
+    """stderr on a pseudo-terminal, a fresh OUTPUT and a fresh conversion cache (TensorFlow runs): the stages
+    redraw in place (`\\r`) though stderr is relayed through a redacting pipe, and what stays on screen is
+    fruitlake's own lines only, no Spark, JVM, TensorFlow or absl lines; stdout is the JSON summary."""
+    import pty
+
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-m", "fruitlake", "run", str(images), str(tmp_path / "out"), "--k", "2"]
     env = fruitlake_env(weights_path, FRUITLAKE_CACHE=str(tmp_path / "cache"))
-    done = fruitlake("run", str(images), str(tmp_path / "out"), "--k", "2", env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert not_fruitlake(done.stderr) == [], done.stderr[-3000:]
-    assert [line.split()[0] for line in done.stderr.splitlines()] == list(STAGES)
-    summary = done.stdout.splitlines()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=follower, start_new_session=True)
+    os.close(follower)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the run has closed the terminal
+        while chunk := os.read(leader, 65536):
+            shown += chunk
+    os.close(leader)
+    stdout = process.stdout.read().decode() if process.stdout else ""
+    assert process.wait(600) == 0, shown[-3000:]
+    text = shown.decode("utf-8", "replace").replace("\r\n", "\n")
+    assert "\r" in text, text[-3000:]  # live redraws, not one line per stage
+    on_screen = "\n".join(line.rsplit("\r", 1)[-1].rstrip() for line in text.splitlines())
+    assert not_fruitlake(on_screen) == [], text[-3000:]
+    assert [line.split()[0] for line in on_screen.splitlines() if line.strip()] == list(STAGES), text[-3000:]
+    summary = stdout.splitlines()
     assert len(summary) == 1 and json.loads(summary[0])["images_total"] == 7
-
-
-def test_verbose_shows_spark_and_every_stage(images, weights_path, tmp_path):
-    done = fruitlake("-v", "run", str(images), str(tmp_path / "out"), "--k", "2", env=fruitlake_env(weights_path))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert [line for line in done.stderr.splitlines() if JVM_LINE.match(line) and " INFO " in line]
-    assert " INFO fruitlake." in done.stderr
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -102,12 +111,15 @@ def _files(folder: Path) -> dict[str, bytes]:
 DATASETS = ("pca_csv/", "features/", "rejects/", "_store/")
 
 
-def test_secrets_in_paths_and_the_environment_are_never_printed_or_written(images, weights_path, tmp_path):
-    """-v prints everything (Python's logs, the JVM's INFO lines naming OUTPUT): all redacted, like every file."""
+def test_verbose_prints_spark_and_fruitlake_logs_with_every_secret_redacted(images, weights_path, tmp_path):
+    """-v prints everything (Python's logs, the JVM's INFO lines naming OUTPUT): all redacted, like every file.
+    Secrets are planted in INPUT's and OUTPUT's paths and in the environment."""
     output = tmp_path / f"my_token={SECRETS['output']}" / "out"
     env = fruitlake_env(weights_path, AWS_SECRET_ACCESS_KEY=SECRETS["environment"])
     done = fruitlake("-v", "run", str(images), str(output), "--k", "2", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert [line for line in done.stderr.splitlines() if JVM_LINE.match(line) and " INFO " in line]
+    assert " INFO fruitlake." in done.stderr
     printed = done.stdout + done.stderr
     assert not [secret for secret in SECRETS.values() if secret in printed]
     # The JVM named OUTPUT in its own log lines: they went through the redaction too.
@@ -240,23 +252,3 @@ def test_an_output_below_a_file_says_so_in_one_line(images, weights_path, tmp_pa
     (tmp_path / "a-file").write_text("not a folder")
     done = fruitlake("run", str(images), str(tmp_path / "a-file" / "out"), env=fruitlake_env(weights_path))
     assert_one_line_failure(done, 1, "a part of its path is a file, not a folder")
-
-
-def test_on_a_terminal_progress_stays_live_through_the_redaction(images, weights_path, tmp_path):
-    """stderr on a pseudo-terminal: the stages redraw in place (`\\r`), though stderr is relayed through a pipe."""
-    import pty
-
-    leader, follower = pty.openpty()
-    command = [sys.executable, "-m", "fruitlake", "run", str(images), str(tmp_path / "out"), "--k", "2"]
-    process = subprocess.Popen(command, env=fruitlake_env(weights_path), stdout=subprocess.PIPE, stderr=follower,
-                               start_new_session=True)
-    os.close(follower)
-    shown = b""
-    with contextlib.suppress(OSError):  # EIO once the run has closed the terminal
-        while chunk := os.read(leader, 65536):
-            shown += chunk
-    os.close(leader)
-    assert process.wait(600) == 0, shown[-3000:]
-    text = shown.decode("utf-8", "replace")
-    assert "\r" in text.replace("\r\n", "\n"), text[-3000:]  # live redraws, not one line per stage
-    assert "featurize" in text and "done in" in text

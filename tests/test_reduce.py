@@ -38,9 +38,16 @@ def test_pca_matches_numpy_up_to_sign(spark):
         np.testing.assert_allclose(sign * got[:, column], want[:, column], atol=1e-4)
 
 
-def test_k_larger_than_the_images_is_refused(spark):
-    with pytest.raises(FruitlakeError, match="k=10 exceeds the 5 decoded images"):
-        fit(frame(spark, np.eye(5, 12)), 5, 12, k=10, variance=0.95)
+@pytest.mark.parametrize(("matrix", "k", "message"), [
+    (np.zeros((0, 12)), None, "PCA needs at least 2 decoded images, got 0"),
+    (np.ones((1, 12)), None, "PCA needs at least 2 decoded images, got 1"),
+    (np.tile(np.arange(12.0), (3, 1)), None, "all images have identical features"),
+    (np.eye(3, 12), 4, "k=4 exceeds the 3 decoded images"),
+], ids=["no-image", "one-image", "identical", "k-above-images"])
+def test_what_pca_cannot_fit_is_refused(spark, matrix, k, message):
+    """The refusals a run meets only after the CNN ran (test_late_refusals.py: what each mode then does)."""
+    with pytest.raises(FruitlakeError, match=message):
+        fit(frame(spark, matrix), len(matrix), 12, k=k, variance=0.95)
 
 
 def test_same_model_as_spark_ml_pca_fit(spark):

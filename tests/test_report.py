@@ -48,8 +48,8 @@ def independent_probe(table: pd.DataFrame) -> tuple[float, float]:
     )
 
 
-def test_report_files_are_written_and_the_page_embeds_every_plot(reported_run):
-    output, _, _ = reported_run
+def test_report_files_are_written_and_the_page_embeds_every_plot(sample_run):
+    output = sample_run.output
     page, report = read_report(output)
     assert set(report["plots"]) == {f"report/{name}.png" for name in PLOTS}
     embedded = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page)
@@ -62,8 +62,8 @@ def test_report_files_are_written_and_the_page_embeds_every_plot(reported_run):
     assert re.findall(r'src="([a-z]+):', page) == ["data"] * len(PLOTS)
 
 
-def test_report_numbers_equal_the_manifest(reported_run):
-    output, _, _ = reported_run
+def test_report_numbers_equal_the_manifest(sample_run):
+    output = sample_run.output
     page, report = read_report(output)
     manifest = read_manifest(output)
     for key in ("images_total", "images_ok", "images_rejected", "k", "explained_variance"):
@@ -72,14 +72,14 @@ def test_report_numbers_equal_the_manifest(reported_run):
     assert report["variance_curve_at_k"] == manifest["explained_variance_curve"][manifest["k"] - 1]
     assert report["label_counts"] == {"Apple Braeburn": 8, "Banana": 8, "Kiwi": 8}
     assert sum(report["rejects_by_reason"].values()) == 1 and report["thumbnails"] == 3
-    assert "broken.jpg" in page and manifest["weights_sha256"] in page
+    assert "corrupt.jpg" in page and manifest["weights_sha256"] in page
     assert f"{100 * manifest['explained_variance']:.2f}%" in page
     for stage in manifest["timings"]:
         assert f"<td>{stage}</td>" in page
 
 
-def test_probe_accuracy_equals_an_independent_computation_from_the_csv(reported_run):
-    output, _, _ = reported_run
+def test_probe_accuracy_equals_an_independent_computation_from_the_csv(sample_run):
+    output = sample_run.output
     _, report = read_report(output)
     accuracy, macro_f1 = independent_probe(read_csv_dir(output / "pca_csv"))
     probe = report["probe"]
@@ -89,13 +89,13 @@ def test_probe_accuracy_equals_an_independent_computation_from_the_csv(reported_
     assert probe["macro_f1"] == pytest.approx(macro_f1, abs=1e-6)
 
 
-def test_page_renders_in_headless_chromium(reported_run, tmp_path):
+def test_page_renders_in_headless_chromium(sample_run, tmp_path):
     from PIL import Image
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
-    output, _, _ = reported_run
+    output = sample_run.output
     shot = tmp_path / "report.png"
     subprocess.run(
         [
@@ -124,8 +124,8 @@ def test_page_renders_in_headless_chromium(reported_run, tmp_path):
     assert (pixels.min(axis=1) < 245).mean() > 0.05  # a fair share of the page is not white
 
 
-def test_report_command_rebuilds_the_report(reported_run, capsys):
-    output, _, _ = reported_run
+def test_report_command_rebuilds_the_report(sample_run_copy, capsys):
+    output = sample_run_copy
     _, before = read_report(output)
     (output / "report.html").unlink()
     shutil.rmtree(output / "report")
