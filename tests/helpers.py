@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
 import signal
@@ -10,11 +12,46 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 S3_SECRET = "fruitlake-test-secret-never-written-3f9a"  # must never appear in a manifest, log or output
 S3_BUCKET = "fruits"
 CORRUPT_JPEG = b"\xff\xd8\xff\xe0 truncated"  # a JPEG's first bytes and nothing more
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (hidden ones too) -> its sha256; {} when the folder does not exist."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def encode(image, fmt: str = "PNG", **options) -> bytes:
+    """A PIL image as the bytes of a file of format `fmt`."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def write_jpeg(path: Path, seed: int = 0, size: tuple[int, int] = (64, 64)) -> bytes:
+    """A JPEG of random pixels (another seed, another image) at `path`, its folders made; returns its bytes."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    data = encode(Image.fromarray(pixels), "JPEG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def fruitlake_env(weights_path: str, **extra: str) -> dict[str, str]:
+    """The environment of a `fruitlake` process as a user's shell gives it: none of the tests' own log settings,
+    the real weights, a modest driver heap; `extra` on top."""
+    drop = ("TF_CPP_MIN_LOG_LEVEL", "FRUITLAKE_SPARK_LOG_LEVEL", "PYTEST_")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(drop)}
+    return {**env, "FRUITLAKE_WEIGHTS": weights_path, "FRUITLAKE_DRIVER_MEMORY": "1g", **extra}
 
 
 def read_csv_dir(folder: Path) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import run
+from helpers import fruitlake_env, run
 
 from fruitlake.config import RunConfig
 from fruitlake.sample_data import write_sample_data
@@ -21,8 +21,7 @@ OPTIONS = ["--k", "3", "--batch-size", "4", "--commit-every", str(COMMIT)]
 
 
 def start(argv: list[str], log: Path, weights: str) -> subprocess.Popen:
-    env = {**os.environ, "FRUITLAKE_WEIGHTS": weights, "FRUITLAKE_MASTER": "local[2]",
-           "FRUITLAKE_DRIVER_MEMORY": "1g"}
+    env = fruitlake_env(weights, FRUITLAKE_MASTER="local[2]")
     with open(log, "ab") as handle:
         return subprocess.Popen([sys.executable, "-m", "fruitlake", "-v", *argv], env=env, stdout=handle,
                                 stderr=subprocess.STDOUT, start_new_session=True)

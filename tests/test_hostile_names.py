@@ -21,18 +21,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import project, read_manifest, run
+from helpers import project, read_manifest, run, write_jpeg
 from PIL import Image
 
 from fruitlake import FruitlakeError
 from fruitlake.config import ProjectConfig, RunConfig
 from fruitlake.discover import discover
-
-
-def jpeg(path: Path, seed: int = 0) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (8, 8), (seed * 40 % 256, 90, 200)).save(path, format="JPEG")
-    return path.read_bytes()
 
 
 def read_names(found) -> list[str]:
@@ -58,9 +52,9 @@ GLOB_NAMES = {
 
 @pytest.mark.parametrize("name", list(GLOB_NAMES))
 def test_input_is_a_literal_folder_not_a_glob(spark, tmp_path, name):
-    jpeg(tmp_path / name / "Kiwi" / "mine.jpg")
+    write_jpeg(tmp_path / name / "Kiwi" / "mine.jpg")
     for index, sibling in enumerate(GLOB_NAMES[name]):
-        jpeg(tmp_path / sibling / "Kiwi" / f"sibling{index}.jpg", index)
+        write_jpeg(tmp_path / sibling / "Kiwi" / f"sibling{index}.jpg", index)
     found = discover(spark, str(tmp_path / name))
     assert read_names(found) == [str(tmp_path / name / "Kiwi" / "mine.jpg")]
     assert found.count == 1 and found.images.count() == 1
@@ -68,8 +62,8 @@ def test_input_is_a_literal_folder_not_a_glob(spark, tmp_path, name):
 
 def test_an_input_pattern_never_reaches_output(spark, tmp_path):
     """`res*` as a pattern would also read the sibling OUTPUT `results`; as a literal folder it reads itself."""
-    jpeg(tmp_path / "res*" / "Kiwi" / "a.jpg")
-    jpeg(tmp_path / "results" / "report" / "plot.jpg")
+    write_jpeg(tmp_path / "res*" / "Kiwi" / "a.jpg")
+    write_jpeg(tmp_path / "results" / "report" / "plot.jpg")
     assert read_names(discover(spark, str(tmp_path / "res*"))) == [str(tmp_path / "res*" / "Kiwi" / "a.jpg")]
 
 
@@ -113,7 +107,7 @@ HOSTILE = [
 
 
 def test_hostile_file_names_are_listed_and_their_bytes_read(spark, tmp_path):
-    expected = {str(tmp_path / name): jpeg(tmp_path / name, seed) for seed, name in enumerate(HOSTILE)}
+    expected = {str(tmp_path / name): write_jpeg(tmp_path / name, seed) for seed, name in enumerate(HOSTILE)}
     (tmp_path / "Kiwi" / "empty 12:30.jpg").write_bytes(b"")  # read as a reject, not a crash
     found = discover(spark, str(tmp_path))
     contents = {row.path.removeprefix("file:"): bytes(row.content)
@@ -130,15 +124,15 @@ def test_hostile_file_names_are_listed_and_their_bytes_read(spark, tmp_path):
 def make_skips(root: Path) -> dict[str, int]:
     """Files that are read (by extension or by content) and files that are not; returns reason -> count."""
     for index, name in enumerate(["Kiwi/a.jpg", "Kiwi/b.jfif", "Kiwi/c.JPE", "Kiwi/d.png"]):
-        jpeg(root / name, index)
+        write_jpeg(root / name, index)
     Image.new("RGB", (8, 8)).save(root / "Kiwi" / "e.webp", format="WEBP")
     Image.new("RGB", (8, 8)).save(root / "Kiwi" / "f.BMP", format="BMP")
-    jpeg(root / "Kiwi" / "no-extension")  # JPEGs without a name for it: read by their content
-    jpeg(root / "Kiwi" / "photo.jpg.download")
-    jpeg(root / "_raw" / "Kiwi" / "g.jpg")  # an underscore folder is read
-    jpeg(root / "_raw" / "_deeper" / "Kiwi" / "h.jpg")
-    jpeg(root / "Kiwi" / "_DSC0001.JPG")  # Spark's readers cannot read underscore files: counted
-    jpeg(root / "Kiwi" / ".hidden.jpg")
+    write_jpeg(root / "Kiwi" / "no-extension")  # JPEGs without a name for it: read by their content
+    write_jpeg(root / "Kiwi" / "photo.jpg.download")
+    write_jpeg(root / "_raw" / "Kiwi" / "g.jpg")  # an underscore folder is read
+    write_jpeg(root / "_raw" / "_deeper" / "Kiwi" / "h.jpg")
+    write_jpeg(root / "Kiwi" / "_DSC0001.JPG")  # Spark's readers cannot read underscore files: counted
+    write_jpeg(root / "Kiwi" / ".hidden.jpg")
     (root / "Kiwi" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     for name in ("HEAD", "config", "objects/ab/cdef"):
         (root / ".git" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +170,7 @@ def test_every_file_is_read_or_counted_by_reason(spark, tmp_path):
 
 def test_the_sample_of_skipped_files_is_capped_and_redacted(spark, tmp_path):
     root = tmp_path / "export token=hunter2secret"
-    jpeg(root / "Kiwi" / "a.jpg")
+    write_jpeg(root / "Kiwi" / "a.jpg")
     for index in range(30):
         (root / "Kiwi" / f"note{index:02d}.txt").write_text("x")
     found = discover(spark, str(root))
@@ -186,7 +180,7 @@ def test_the_sample_of_skipped_files_is_capped_and_redacted(spark, tmp_path):
 
 
 def test_input_without_images_says_what_was_skipped(spark, tmp_path):
-    jpeg(tmp_path / "Kiwi" / "_DSC0001.JPG")
+    write_jpeg(tmp_path / "Kiwi" / "_DSC0001.JPG")
     (tmp_path / "Kiwi" / "notes.txt").write_text("x")
     with pytest.raises(FruitlakeError, match=r"holds no images .*2 files skipped: 1 extension, 1 hidden name"):
         discover(spark, str(tmp_path))
@@ -196,8 +190,8 @@ def test_input_without_images_says_what_was_skipped(spark, tmp_path):
 
 
 def test_a_link_loop_is_reported_and_never_followed(spark, tmp_path):
-    jpeg(tmp_path / "Kiwi" / "a.jpg")
-    jpeg(tmp_path / "Kiwi" / "b.jpg", 1)
+    write_jpeg(tmp_path / "Kiwi" / "a.jpg")
+    write_jpeg(tmp_path / "Kiwi" / "b.jpg", 1)
     os.symlink("..", tmp_path / "Kiwi" / "loop")
     found = discover(spark, str(tmp_path))
     assert found.count == 2 and found.images.count() == 2
@@ -218,7 +212,7 @@ def test_two_loops_do_not_hang_discovery(tmp_path):
     """Two loops made Spark's listing recurse without end: run discovery in a child that is killed after 180 s,
     so a hang fails the test instead of blocking the suite."""
     root = tmp_path / "in"
-    jpeg(root / "Kiwi" / "a.jpg")
+    write_jpeg(root / "Kiwi" / "a.jpg")
     os.symlink("..", root / "Kiwi" / "up")
     os.symlink(str(root), root / "Kiwi" / "top")
     child = subprocess.Popen([sys.executable, "-c", DISCOVER_IN_CHILD, str(root)], stdout=subprocess.PIPE,
@@ -235,9 +229,9 @@ def test_two_loops_do_not_hang_discovery(tmp_path):
 
 def test_links_to_files_are_read_links_to_folders_are_counted(spark, tmp_path):
     elsewhere = tmp_path / "elsewhere"
-    jpeg(elsewhere / "Lime" / "far.jpg")
+    write_jpeg(elsewhere / "Lime" / "far.jpg")
     root = tmp_path / "in"
-    jpeg(root / "Kiwi" / "a.jpg")
+    write_jpeg(root / "Kiwi" / "a.jpg")
     os.symlink(elsewhere / "Lime" / "far.jpg", root / "Kiwi" / "linked.jpg")
     os.symlink(elsewhere / "Lime", root / "Lime")
     os.symlink(tmp_path / "nowhere.jpg", root / "Kiwi" / "broken.jpg")
@@ -254,8 +248,8 @@ def test_links_to_files_are_read_links_to_folders_are_counted(spark, tmp_path):
 
 def test_links_into_output_are_never_read(spark, tmp_path):
     root, output = tmp_path / "in", tmp_path / "out"
-    jpeg(root / "Kiwi" / "a.jpg")
-    jpeg(output / "report" / "plot.png")
+    write_jpeg(root / "Kiwi" / "a.jpg")
+    write_jpeg(output / "report" / "plot.png")
     os.symlink(output, root / "results")
     os.symlink(output / "report" / "plot.png", root / "Kiwi" / "plot.png")
     found = discover(spark, str(root), avoid=(str(output),))

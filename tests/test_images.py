@@ -4,6 +4,7 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import encode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
@@ -12,12 +13,6 @@ from fruitlake.images import ImageRejected, decode
 from fruitlake.models import mobilenet_v2_normalise
 
 MAX = 40_000_000
-
-
-def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 def test_rgb_jpeg_is_resized_to_the_network_input():

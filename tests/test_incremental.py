@@ -1,6 +1,5 @@
 """Re-runs and growth, end to end on local[2]: one sequence of runs on one OUTPUT, checked step by step."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -8,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import read_csv_dir, read_manifest, run
+from helpers import read_csv_dir, read_manifest, run, snapshot
 
 from fruitlake import FruitlakeError
 from fruitlake.cli import main
@@ -18,10 +17,9 @@ from fruitlake.sample_data import write_sample_data
 DATASETS = ("pca_csv", "features", "rejects", "pca_model")
 
 
-def snapshot(output: Path) -> dict[str, str]:
-    """Every dataset file (hidden ones too) -> its sha256."""
-    return {str(p.relative_to(output)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for name in DATASETS for p in sorted((output / name).rglob("*")) if p.is_file()}
+def datasets(output: Path) -> dict[str, dict[str, str]]:
+    """Every dataset's files (hidden ones too) -> their sha256."""
+    return {name: snapshot(output / name) for name in DATASETS}
 
 
 def pcs(output: Path) -> dict[str, np.ndarray]:
@@ -39,14 +37,14 @@ def growth(spark, sample_root, weights_path, tmp_path_factory):
     (root / "Test" / "Kiwi" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     options = {"weights": weights_path, "batch_size": 8, "report": False}
     steps = {"first": run(RunConfig(str(root), str(output), k=3, commit_every=10, **options), spark=spark)}
-    steps["first_files"] = snapshot(output)
+    steps["first_files"] = datasets(output)
     steps["first_store"] = sorted(p.name for p in (output / "_store").iterdir())
     steps["first_hidden"] = sorted(p.name for p in output.iterdir() if p.name.startswith("_"))
     steps["first_pcs"] = pcs(output)
     steps["first_features"] = {r.path: r for r in spark.read.parquet(str(output / "features")).collect()}
 
     steps["again"] = run(RunConfig(str(root), str(output), mode="incremental", **options), spark=spark)
-    steps["again_files"] = snapshot(output)
+    steps["again_files"] = datasets(output)
 
     write_sample_data(base / "more", classes=4, per_class=1, seed=7)  # Apple, Banana, Kiwi, Lemon: Test/...
     new = sorted((base / "more").rglob("*.jpg"))[:3]
@@ -144,13 +142,13 @@ def test_missing_files_are_dropped_only_when_asked(growth):
 
 def test_incremental_refuses_what_would_mix_incomparable_rows(growth, spark, weights_path):
     root, output, _ = growth
-    before = snapshot(output)
+    before = datasets(output)
     with pytest.raises(FruitlakeError, match="k=7 differs from the saved PCA's k=4.*--pca refit"):
         run(RunConfig(str(root), str(output), mode="incremental", k=7, weights=weights_path, report=False), spark=spark)
     with pytest.raises(FruitlakeError, match="image_size 160 differs from the stored features' 224"):
         run(RunConfig(str(root), str(output), mode="incremental", image_size=160, weights=weights_path, report=False),
             spark=spark)
-    assert snapshot(output) == before
+    assert datasets(output) == before
 
 
 def test_project_images_applies_the_saved_model_without_refitting(growth, tmp_path, capsys, weights_path):

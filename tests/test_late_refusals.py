@@ -12,31 +12,23 @@ import shutil
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-from test_run_errors import snapshot
+from helpers import fruitlake_env, snapshot, write_jpeg
 
 from fruitlake.cli import main
 from fruitlake.lock import LOCK
 
 
-def _jpeg(path: Path, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, "JPEG")
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     base = tmp_path_factory.mktemp("late")
-    _jpeg(base / "one-image" / "Kiwi" / "good.jpg", 1)  # one decodes, two do not
+    write_jpeg(base / "one-image" / "Kiwi" / "good.jpg", 1)  # one decodes, two do not
     for n in range(2):
         (base / "one-image" / "Kiwi" / f"broken-{n}.jpg").write_bytes(b"truncated")
     for n in range(3):  # three copies of one photo: identical features, nothing for PCA to explain
-        _jpeg(base / "identical" / "Kiwi" / f"same-{n}.jpg", 7)
+        write_jpeg(base / "identical" / "Kiwi" / f"same-{n}.jpg", 7)
     for n in range(3):  # three decode, two files do not: --k 4 passes the early check (5 files), not PCA
-        _jpeg(base / "three-images" / "Kiwi" / f"good-{n}.jpg", 10 + n)
+        write_jpeg(base / "three-images" / "Kiwi" / f"good-{n}.jpg", 10 + n)
     for n in range(2):
         (base / "three-images" / "Kiwi" / f"broken-{n}.jpg").write_bytes(b"nope")
     return base
@@ -100,7 +92,7 @@ def test_a_late_refusal_of_an_incremental_run_keeps_results_and_the_new_features
     assert main(_run(source, output, weights_path, "--k", "2")) == 0
     published = {name: snapshot(output / name) for name in ("features", "pca_csv", "rejects", "pca_model")}
     manifest = (output / "manifest.json").read_text()
-    _jpeg(source / "Kiwi" / "new.jpg", 99)
+    write_jpeg(source / "Kiwi" / "new.jpg", 99)
     # four decoded images now, but --pca refit --k 5 needs five: known only after the new image went through
     assert main(_run(source, output, weights_path, "--mode", "incremental", "--pca", "refit", "--k", "5")) == 2
     err = capsys.readouterr().err
@@ -145,7 +137,7 @@ def test_two_runs_started_together_one_finishes_and_one_is_refused(inputs, weigh
 
     output = tmp_path / "out"
     command = [sys.executable, "-m", "fruitlake", *_run(inputs / "three-images", output, weights_path, "--k", "2")]
-    env = {**os.environ, "FRUITLAKE_DRIVER_MEMORY": "1g"}
+    env = fruitlake_env(weights_path)
     runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
     # communicate(), not wait(): a child blocked on a full stdout/stderr pipe would never exit

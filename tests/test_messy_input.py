@@ -3,7 +3,6 @@ converted and counted, and awkward names round-trip exactly through the CSV."""
 
 import csv
 import html
-import io
 import json
 import os
 import re
@@ -12,19 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import read_csv_dir, read_manifest, run
+from helpers import encode, read_csv_dir, read_manifest, run
 from PIL import Image
 
 from fruitlake.config import RunConfig
 from fruitlake.redaction import redact
 
 MAX_PIXELS, MAX_BYTES = 50_000, 200_000
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 def photo(seed: int, size=(90, 70)) -> Image.Image:

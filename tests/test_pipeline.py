@@ -1,13 +1,12 @@
 """End to end on local[2]: the run as a user starts it, checked from the files it leaves."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers import read_csv_dir, read_manifest, run
+from helpers import fruitlake_env, read_csv_dir, read_manifest, run
 
 from fruitlake import FruitlakeError
 from fruitlake.cli import main
@@ -83,7 +82,7 @@ def test_cli_errors_exit_non_zero_with_a_message(tmp_path, capsys):
 
 def test_command_line_from_sample_data_to_csv(tmp_path, weights_path):
     """The README's path: `fruitlake sample-data` then `python -m fruitlake run`, in a fresh process."""
-    env = {**os.environ, "FRUITLAKE_WEIGHTS": weights_path, "FRUITLAKE_MASTER": "local[2]"}
+    env = fruitlake_env(weights_path, FRUITLAKE_MASTER="local[2]")
     fruitlake = [sys.executable, "-m", "fruitlake"]
     subprocess.run([*fruitlake, "sample-data", str(tmp_path / "in"), "--classes", "2", "--per-class", "6"],
                    check=True, env=env)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import kill_group, run_process
+from helpers import fruitlake_env, kill_group, run_process
 
 # fruitlake's own stderr lines: a stage's progress line (`featurize   6/6 images ... done in 0:07`, or
 # `... failed after 0:03`) and its one-line messages (`fruitlake: error: ...`, `fruitlake: failed: ...`,
@@ -35,13 +35,6 @@ SECRETS = {
     "signature": "sig-SECRET-5e5e",
     "environment": "env-SECRET-wJalrXUtnFEMI",
 }
-
-
-def fruitlake_env(weights_path: str, **extra: str) -> dict[str, str]:
-    """The environment of a user's shell: no test-only log settings, the real weights, a modest heap."""
-    drop = ("TF_CPP_MIN_LOG_LEVEL", "FRUITLAKE_SPARK_LOG_LEVEL", "PYTEST_")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(drop)}
-    return {**env, "FRUITLAKE_WEIGHTS": weights_path, "FRUITLAKE_DRIVER_MEMORY": "1g", **extra}
 
 
 def fruitlake(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -1,19 +1,11 @@
 """Whole-run errors: a clear message naming the problem, a non-zero exit, and OUTPUT exactly as it was."""
 
-import hashlib
 from pathlib import Path
 
 import pytest
+from helpers import snapshot
 
 from fruitlake.cli import main
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under `folder` (hidden ones too) -> its sha256; {} when the folder does not exist."""
-    if not folder.exists():
-        return {}
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
