@@ -77,12 +77,9 @@ def test_output_with_glob_characters_is_refused_before_anything_is_written(spark
 
 
 @pytest.fixture(scope="module")
-def bracketed_model_run(spark, sample_root, weights_path, tmp_path_factory):
+def bracketed_model_run(sample_run, tmp_path_factory):
     """A finished run copied to a folder named `run[1]` (fruitlake itself refuses to write there)."""
-    base = tmp_path_factory.mktemp("model-run")
-    run(RunConfig(str(sample_root), str(base / "plain"), k=2, weights=weights_path, batch_size=8), spark=spark)
-    shutil.copytree(base / "plain", base / "run[1]")
-    return base / "run[1]"
+    return Path(shutil.copytree(sample_run.output, tmp_path_factory.mktemp("model-run") / "run[1]"))
 
 
 def test_model_run_with_glob_characters_is_refused_before_anything_is_written(spark, sample_root,

@@ -222,7 +222,7 @@ def test_rejects_for_a_limit_are_tried_again_when_the_limit_changes(spark, weigh
     write_sample_data(root, classes=2, per_class=2, seed=9)
     sizes = sorted(path.stat().st_size for path in root.rglob("*.jpg"))
     assert sizes[-1] > sizes[-2]
-    options = {"k": 2, "weights": weights_path, "batch_size": 4}
+    options = {"k": 2, "weights": weights_path, "batch_size": 4, "report": False}
     first = run(RunConfig(str(root), str(output), max_bytes=sizes[-1] - 1, **options), spark=spark)
     assert (first["images_ok"], first["images_rejected"]) == (3, 1)
     raised = run(RunConfig(str(root), str(output), mode="incremental", **options), spark=spark)

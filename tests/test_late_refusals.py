@@ -41,7 +41,7 @@ OVERWRITE_MODE = ("one-image", [], "PCA needs at least 2 decoded images, got 1")
 
 
 def _run(source: Path, output: Path, weights: str, *extra: str) -> list[str]:
-    return ["run", str(source), str(output), "--weights", weights, "--quiet", *extra]
+    return ["run", str(source), str(output), "--weights", weights, "--quiet", "--no-report", *extra]
 
 
 @pytest.mark.parametrize(("folder", "options", "message"), [ERROR_MODE])
