@@ -55,26 +55,29 @@ def test_onnx_conversion_matches_keras(loaded_network):
     assert np.abs(onnx_out - keras_out).max() <= 1e-4
 
 
-def _int8_twice(weights_path, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def int8_twice(weights_path, tmp_path_factory):
     """The fp32 model (shared cache) and the int8 one quantized twice, each in a fresh cache."""
     from fruitlake.models import onnx_model
 
     fp32 = onnx_model("mobilenet_v2", weights_path, 224)  # the shared cache: converted once per machine
     built = []
-    for run in ("a", "b"):
-        monkeypatch.setenv("FRUITLAKE_CACHE", str(tmp_path / run))
-        (tmp_path / run / "onnx").mkdir(parents=True)
-        (tmp_path / run / "onnx" / Path(fp32.onnx_path).name).write_bytes(fp32.model_bytes)
-        built.append(onnx_model("mobilenet_v2", weights_path, 224, precision="int8"))
+    with pytest.MonkeyPatch.context() as patch:
+        for run in ("a", "b"):
+            cache = tmp_path_factory.mktemp(f"int8-cache-{run}")
+            patch.setenv("FRUITLAKE_CACHE", str(cache))
+            (cache / "onnx").mkdir(parents=True)
+            (cache / "onnx" / Path(fp32.onnx_path).name).write_bytes(fp32.model_bytes)
+            built.append(onnx_model("mobilenet_v2", weights_path, 224, precision="int8"))
     return fp32, built
 
 
-def test_the_int8_model_is_deterministic_and_says_what_it_is(weights_path, tmp_path, monkeypatch):
+def test_the_int8_model_is_deterministic_and_says_what_it_is(weights_path, int8_twice):
     """Quantized twice in fresh caches: the same bytes (a fixed calibration set, no JPEG codec); its metadata
     names the weights and int8, which --onnx checks."""
     from fruitlake.models import META_PRECISION, META_SHA256, onnx_metadata, onnx_model
 
-    fp32, built = _int8_twice(weights_path, tmp_path, monkeypatch)
+    fp32, built = int8_twice
     assert built[0].model_bytes == built[1].model_bytes
     assert Path(built[0].onnx_path).name.endswith("-int8.onnx")
     meta = onnx_metadata(built[0].model_bytes)
@@ -83,7 +86,7 @@ def test_the_int8_model_is_deterministic_and_says_what_it_is(weights_path, tmp_p
         onnx_model("mobilenet_v2", weights_path, 224, prebuilt=built[0].onnx_path)  # an int8 file is not fp32
 
 
-def test_int8_features_stay_close_to_fp32_on_a_cpu_with_vnni(weights_path, tmp_path, monkeypatch):
+def test_int8_features_stay_close_to_fp32_on_a_cpu_with_vnni(int8_twice, tmp_path):
     """Features within cosine 0.85 of fp32 on photo-like images, where int8 runs (VNNI); elsewhere it is refused
     (next test)."""
     from fruitlake.featurize import _build_onnx, cpu_supports_int8
@@ -92,7 +95,7 @@ def test_int8_features_stay_close_to_fp32_on_a_cpu_with_vnni(weights_path, tmp_p
 
     if not cpu_supports_int8():
         pytest.skip("this CPU has no VNNI: fruitlake refuses --precision int8 here")
-    fp32, built = _int8_twice(weights_path, tmp_path, monkeypatch)
+    fp32, built = int8_twice
     write_sample_data(tmp_path / "photos", classes=4, per_class=4, seed=9)  # not the calibration images
     batch = np.stack([decode(path.read_bytes(), 224, 10**8) for path in sorted((tmp_path / "photos").rglob("*.jpg"))])
     batch = NETWORKS["mobilenet_v2"].normalise(batch)

@@ -1,12 +1,10 @@
 """End to end on local[2]: the run as a user starts it, checked from the files it leaves."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from helpers import fruitlake_env, read_csv_dir, read_manifest, run
+from helpers import read_csv_dir, read_manifest, run
 
 from fruitlake import FruitlakeError
 from fruitlake.cli import main
@@ -78,19 +76,3 @@ def test_non_empty_output_is_refused_then_overwritten(sample_run, sample_run_cop
 def test_cli_errors_exit_non_zero_with_a_message(tmp_path, capsys):
     assert main(["run", str(tmp_path / "missing"), str(tmp_path / "out"), "--k", "2000"]) == 2
     assert "k=2000 must be between 1 and the 1280 features" in capsys.readouterr().err
-
-
-def test_command_line_from_sample_data_to_csv(tmp_path, weights_path):
-    """The README's path: `fruitlake sample-data` then `python -m fruitlake run`, in a fresh process."""
-    env = fruitlake_env(weights_path, FRUITLAKE_MASTER="local[2]")
-    fruitlake = [sys.executable, "-m", "fruitlake"]
-    subprocess.run([*fruitlake, "sample-data", str(tmp_path / "in"), "--classes", "2", "--per-class", "6"],
-                   check=True, env=env)
-    done = subprocess.run([*fruitlake, "run", str(tmp_path / "in"), str(tmp_path / "out"), "--variance", "0.9"],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["images_ok"] == 12 and summary["images_rejected"] == 0
-    table = read_csv_dir(tmp_path / "out" / "pca_csv")
-    assert len(table) == 12 and table.shape[1] == 3 + summary["k"]
-    assert read_manifest(tmp_path / "out")["explained_variance"] >= 0.9

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import fruitlake_env, kill_group, run_process
+from helpers import fruitlake_env, kill_group, read_csv_dir, run_process
 
 # fruitlake's own stderr lines: a stage's progress line (`featurize   6/6 images ... done in 0:07`, or
 # `... failed after 0:03`) and its one-line messages (`fruitlake: error: ...`, `fruitlake: failed: ...`,
@@ -68,15 +68,19 @@ def images(tmp_path_factory) -> Path:
     return root
 
 
-def test_a_run_on_a_terminal_prints_only_fruitlakes_lines_and_redraws_them(images, weights_path, tmp_path):
-    """stderr on a pseudo-terminal, a fresh OUTPUT and a fresh conversion cache (TensorFlow runs): the stages
-    redraw in place (`\\r`) though stderr is relayed through a redacting pipe, and what stays on screen is
-    fruitlake's own lines only, no Spark, JVM, TensorFlow or absl lines; stdout is the JSON summary."""
+def test_the_readme_path_on_a_terminal_prints_only_fruitlakes_lines_and_redraws_them(weights_path, tmp_path):
+    """The README's path, `fruitlake sample-data` then `fruitlake run`, with stderr on a pseudo-terminal and a
+    fresh conversion cache (TensorFlow runs): the stages redraw in place (`\\r`) though stderr is relayed through
+    a redacting pipe; what stays on screen is fruitlake's own lines only, no Spark, JVM, TensorFlow or absl
+    lines; stdout is the JSON summary; the CSV holds what --variance asked for."""
     import pty
 
-    leader, follower = pty.openpty()
-    command = [sys.executable, "-m", "fruitlake", "run", str(images), str(tmp_path / "out"), "--k", "2"]
     env = fruitlake_env(weights_path, FRUITLAKE_CACHE=str(tmp_path / "cache"))
+    images, output = tmp_path / "in", tmp_path / "out"
+    made = fruitlake("sample-data", str(images), "--classes", "2", "--per-class", "6", env=env)
+    assert made.returncode == 0, made.stderr[-3000:]
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-m", "fruitlake", "run", str(images), str(output), "--variance", "0.9"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=follower, start_new_session=True)
     os.close(follower)
     shown = b""
@@ -91,8 +95,12 @@ def test_a_run_on_a_terminal_prints_only_fruitlakes_lines_and_redraws_them(image
     on_screen = "\n".join(line.rsplit("\r", 1)[-1].rstrip() for line in text.splitlines())
     assert not_fruitlake(on_screen) == [], text[-3000:]
     assert [line.split()[0] for line in on_screen.splitlines() if line.strip()] == list(STAGES), text[-3000:]
-    summary = stdout.splitlines()
-    assert len(summary) == 1 and json.loads(summary[0])["images_total"] == 7
+    [line] = stdout.splitlines()
+    summary = json.loads(line)
+    assert (summary["images_ok"], summary["images_rejected"]) == (12, 0)
+    table = read_csv_dir(output / "pca_csv")
+    assert len(table) == 12 and table.shape[1] == 3 + summary["k"]
+    assert json.loads((output / "manifest.json").read_text())["explained_variance"] >= 0.9
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -225,19 +233,10 @@ def tmpfs(where: Path, *options: str):
 
 
 def test_a_read_only_output_says_so_in_one_line(images, weights_path, tmp_path):
+    """A real read-only file system; every other errno's words are in test_console.py."""
     with tmpfs(tmp_path / "ro", "ro", "size=1m") as folder:
         done = fruitlake("run", str(images), str(folder / "out"), env=fruitlake_env(weights_path))
     assert_one_line_failure(done, 1, "is on a read-only file system", str(folder / "out"))
-
-
-def test_a_full_output_says_so_in_one_line(images, weights_path, tmp_path):
-    with tmpfs(tmp_path / "full", "size=64k") as folder:
-        with contextlib.suppress(OSError), (folder / "filler").open("wb") as filler:
-            while True:
-                filler.write(b"\0" * 4096)
-                filler.flush()
-        done = fruitlake("run", str(images), str(folder / "out"), env=fruitlake_env(weights_path))
-    assert_one_line_failure(done, 1, "is on a full file system (no space left on device)", str(folder / "out"))
 
 
 def test_an_output_below_a_file_says_so_in_one_line(images, weights_path, tmp_path):

@@ -91,7 +91,7 @@ def build(weights: str | None = None) -> Path | None:
     try:
         with tempfile.TemporaryDirectory(prefix="fruitlake-jvmcache-") as work:
             write_sample_data(Path(work) / "in", classes=2, per_class=10, seed=1)
-            args = ["run", str(Path(work) / "in"), str(Path(work) / "out"), "--quiet"]
+            args = ["run", str(Path(work) / "in"), str(Path(work) / "out"), "--quiet", "--no-report"]
             with contextlib.redirect_stdout(io.StringIO()):  # the run's summary: not this command's output
                 code = main(args + (["--weights", weights] if weights else []))
             _end_jvm()  # it writes the archive as it exits
