@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import ssl
 import urllib.parse
 import urllib.request
@@ -100,10 +101,12 @@ def loader():
 
 
 @pytest.fixture
-def session(servers, loader):
-    """A fresh boto3 session on the loopback moto server, with moto's state reset."""
+def session(servers, loader, monkeypatch):
+    """A fresh boto3 session on the loopback moto server, with moto's state reset; no wait for IAM to settle
+    (moto's IAM is consistent at once; test_fresh_roles_are_waited_for_before_run_job_flow checks the wait)."""
     import botocore.session
 
+    monkeypatch.setattr(runner, "IAM_SETTLE_SECONDS", 0.0)
     endpoint, _, ca_bundle = servers
     reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
     urllib.request.urlopen(reset, timeout=10, context=ssl.create_default_context(cafile=str(ca_bundle)))
@@ -195,7 +198,12 @@ def test_up_sends_the_intended_run_job_flow_request(session, wheel):
             "AllocationStrategy": "price-capacity-optimized"}},
     }
     assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+    # what the budget buys at the worst-case price (3 x m5.xlarge on-demand), from the cluster's creation
+    lifetime = math.floor(10 / (3 * 0.262 * 0.877) * 60)
     assert request["BootstrapActions"] == [{
+        "Name": "fruitlake lifetime",  # first: the shutdown is scheduled before the venv install could hang
+        "ScriptBootstrapAction": {"Path": f"s3://{BUCKET}/code/lifetime.sh", "Args": [str(lifetime - 15)]},
+    }, {
         "Name": "fruitlake venv",
         "ScriptBootstrapAction": {"Path": f"s3://{BUCKET}/code/bootstrap.sh",
                                   "Args": [f"s3://{BUCKET}/code/fruitlake-0.1.0-py3-none-any.whl",
@@ -215,11 +223,14 @@ def test_up_sends_the_intended_run_job_flow_request(session, wheel):
     worst_eur = 0.877 * (0.25 + 45 / 60 + 1) * 3 * 0.262  # spot at the on-demand price, 15 min provisioning
     assert tags == {"project": "fruitlake", "fruitlake:bucket": BUCKET,
                     "fruitlake:estimate-eur": f"{worst_eur:.2f}", "fruitlake:budget-eur": "10.00",
+                    "fruitlake:lifetime-minutes": str(lifetime), "fruitlake:step-limit-minutes": "60",
                     "for-use-with-amazon-emr-managed-policies": "true"}
-    [subnet_id] = request["Instances"]["Ec2SubnetIds"]
-    [subnet] = session.client("ec2").describe_subnets(SubnetIds=[subnet_id])["Subnets"]
-    assert subnet["DefaultForAz"]
-    assert {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"} in subnet["Tags"]
+    # every default subnet of the default VPC, one per zone: EMR picks one with capacity
+    subnets = session.client("ec2").describe_subnets(SubnetIds=request["Instances"]["Ec2SubnetIds"])["Subnets"]
+    assert len(subnets) == 3 and len({subnet["AvailabilityZone"] for subnet in subnets}) == 3
+    for subnet in subnets:
+        assert subnet["DefaultForAz"]
+        assert {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"} in subnet["Tags"]
 
     # and moto kept what it understands of it (its EMR ignores the signing region on a custom endpoint, so the
     # region is checked on the request above, not on the cluster's ARN)
@@ -269,7 +280,8 @@ def test_bucket_is_encrypted_private_and_tls_only(session, wheel):
     assert set(statement["Resource"]) == {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"}
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
     house = f"code/wheelhouse-{artifacts.wheelhouse_key(wheel)}/"
-    assert keys == {"code/bootstrap.sh", "code/fruitlake_job.py", "code/fruitlake-0.1.0-py3-none-any.whl",
+    assert keys == {"code/bootstrap.sh", "code/lifetime.sh", "code/fruitlake_job.py",
+                    "code/fruitlake-0.1.0-py3-none-any.whl",
                     house + "constraints.txt", house + "numpy-2.0.0-cp311-cp311-manylinux_2_28_x86_64.whl"}
     script = s3.get_object(Bucket=BUCKET, Key="code/bootstrap.sh")["Body"].read().decode()
     assert script == artifacts.BOOTSTRAP_SCRIPT
@@ -291,9 +303,10 @@ def test_roles_reach_only_the_bucket_and_emr_may_pass_the_instance_role(session,
     up(session, wheel)
     iam = session.client("iam")
     policy = iam.get_role_policy(RoleName="fruitlake-emr-instance", PolicyName="fruitlake-bucket-access")
-    resources = {r for s in policy["PolicyDocument"]["Statement"] for r in [s["Resource"]]}
+    allowing = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    resources = {s["Resource"] for s in allowing}
     assert resources == {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"}
-    actions = [action for s in policy["PolicyDocument"]["Statement"] for action in s["Action"]]
+    actions = [action for s in allowing for action in s["Action"]]
     assert "s3:GetObject" in actions and not {"s3:*", "*"} & set(actions)
     # the S3A magic committer (s3:// since EMR 7.10) lists and aborts multipart uploads, bucket and objects
     by_sid = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
@@ -332,6 +345,7 @@ def test_submit_converts_here_uploads_both_files_and_adds_a_spark_submit_step(se
     assert uploaded == sorted([prefix + Path(weights_path).name, onnx_key])
     *command, serialized = step["Config"]["Args"]
     assert command == [
+        "timeout", "--kill-after=60", "3600",  # the cluster's step limit: --hours of `up`, 1 h by default
         "spark-submit", "--deploy-mode", "client", "--master", "yarn",
         "--conf", f"spark.pyspark.python={VENV_PYTHON}",
         "--conf", f"spark.pyspark.driver.python={VENV_PYTHON}",
@@ -420,7 +434,7 @@ def step_states(monkeypatch):
 def test_wait_for_step_prints_each_state_change_until_completed(session, wheel, step_states):
     cluster_id = up(session, wheel)
     client = session.client("emr")
-    step_id = emr.add_step(client, cluster_id, emr.step_request(config(), "s3://b/job.py", ["a", "b"], "t"))
+    step_id = emr.add_step(client, cluster_id, emr.step_request("s3://b/job.py", ["a", "b"], "t", 60))
     script, calls = step_states
     script.extend(["PENDING", "PENDING", "RUNNING", "RUNNING", "RUNNING", "COMPLETED"])
     printed: list[str] = []
@@ -433,7 +447,7 @@ def test_wait_for_step_prints_each_state_change_until_completed(session, wheel, 
 def test_wait_for_step_raises_with_emr_reason_on_failure_and_on_timeout(session, wheel):
     cluster_id = up(session, wheel)
     client = session.client("emr")
-    step_id = emr.add_step(client, cluster_id, emr.step_request(config(), "s3://b/job.py", ["a", "b"], "t"))
+    step_id = emr.add_step(client, cluster_id, emr.step_request("s3://b/job.py", ["a", "b"], "t", 60))
     with pytest.raises(FruitlakeError, match="still RUNNING after 0 s"):
         emr.wait_for_step(client, cluster_id, step_id, lambda _: None, poll_seconds=0.01,
                           timeout_seconds=0.05)
@@ -496,7 +510,7 @@ def test_down_delete_bucket_yes_empties_and_deletes_it(session, wheel, capsys):
     assert session.client("s3").list_buckets()["Buckets"] == []
     state = session.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"]
     assert state == "TERMINATED"
-    assert f"deleted s3://{BUCKET} (6 objects)" in capsys.readouterr().out  # code: 3 + wheelhouse: 2, a result
+    assert f"deleted s3://{BUCKET} (7 objects)" in capsys.readouterr().out  # code: 4 + wheelhouse: 2, a result
 
 
 # --- guards and plan: nothing created ----------------------------------------------------------------------
