@@ -880,3 +880,198 @@ def test_with_no_cluster_ever_active_cluster_says_to_run_up(session):
 
 
 
+
+
+# --- a hard ceiling on what a cluster costs (issue 23) -------------------------------------------------------
+
+LIFETIME = math.floor(10 / (3 * 0.262 * 0.877) * 60)  # minutes the default budget buys: 3 x m5.xlarge on-demand
+
+
+def test_plan_and_up_show_the_lifetime_and_the_step_limit(session, wheel, capsys):
+    assert main(["cloud", "plan", "--hours", "2", "--budget-eur", "20"]) == 0
+    out = capsys.readouterr().out
+    lifetime = math.floor(20 / (3 * 0.262 * 0.877) * 60)
+    assert f"lifetime at most {lifetime / 60:.2f} h (20.00 EUR budget at the worst-case price)" in out
+    assert "each step stopped after 2.00 h" in out
+    assert main(["cloud", "up", "--wheel", str(wheel)]) == 0
+    out = capsys.readouterr().out
+    assert f"lifetime at most {LIFETIME / 60:.2f} h (10.00 EUR budget" in out
+    assert "each step stopped after 1.00 h" in out
+    assert main(["cloud", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "lifetime ends " in out and "steps stopped after 1.00 h" in out
+
+
+def _run_lifetime_script(tmp_path: Path, is_primary: bool) -> tuple[str, str]:
+    """The uploaded lifetime.sh, run by bash with `sudo` recording its arguments instead of shutting down."""
+    import subprocess
+
+    info = tmp_path / "instance.json"
+    info.write_text(json.dumps({"isMaster": is_primary, "isRunningNameNode": is_primary}, indent=2))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    calls = tmp_path / "sudo-calls"
+    (bin_dir / "sudo").write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > {calls}\n')
+    (bin_dir / "sudo").chmod(0o755)
+    script = tmp_path / "lifetime.sh"
+    script.write_text(artifacts.LIFETIME_SCRIPT)
+    done = subprocess.run(["bash", str(script), "855"], capture_output=True, text=True, check=True, timeout=30,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "FRUITLAKE_INSTANCE_INFO": str(info)})
+    return done.stdout, calls.read_text() if calls.exists() else ""
+
+
+def test_the_lifetime_script_schedules_the_shutdown_on_the_primary_node_only(tmp_path):
+    (tmp_path / "primary").mkdir()
+    out, sudo = _run_lifetime_script(tmp_path / "primary", is_primary=True)
+    assert sudo.splitlines()[:2] == ["shutdown", "-h"] and sudo.splitlines()[2] == "+855"
+    assert "shuts down in 855 min" in out
+    (tmp_path / "core").mkdir()
+    out, sudo = _run_lifetime_script(tmp_path / "core", is_primary=False)
+    assert sudo == "" and "not the primary node" in out
+
+
+def _set_cluster_tags(aws, cluster_id: str, **tags: str) -> None:
+    aws.client("emr").add_tags(ResourceId=cluster_id, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+
+def test_submit_refuses_a_step_that_cannot_end_before_the_cluster_does(session, wheel, capsys, weights_path):
+    cluster_id = up(session, wheel)
+    _set_cluster_tags(session, cluster_id, **{"fruitlake:lifetime-minutes": "30"})  # as if 30 min were left
+    uploads = capture(session, "s3.PutObject")
+    arguments = ["cloud", "submit", f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--weights", weights_path, "--no-wait"]
+    assert main(arguments) == 2
+    err = capsys.readouterr().err
+    assert "this step is limited to 1.00 h, 1.00 h in all, but cluster " + cluster_id in err
+    assert "has 0.50 h left of its lifetime" in err or "has 0.49 h left of its lifetime" in err
+    assert "nothing was submitted" in err and "--step-hours" in err and "--budget-eur" in err
+    assert uploads == [] and session.client("emr").list_steps(ClusterId=cluster_id)["Steps"] == []
+
+    assert main([*arguments, "--step-hours", "0.25"]) == 0  # raised or lowered explicitly: 15 min fit
+    [step] = session.client("emr").list_steps(ClusterId=cluster_id)["Steps"]
+    assert step["Config"]["Args"][:4] == ["timeout", "--kill-after=60", "900", "spark-submit"]
+    assert "stopped after 0.25 h at most" in capsys.readouterr().out
+
+    # the step queued before it may take its whole 15 min: 15 + 20 no longer fit in the 30
+    assert main([*arguments, "--step-hours", "0.34"]) == 2
+    assert "after 1 step(s) ahead of it limited to 0.25 h" in capsys.readouterr().err
+    assert main([*arguments, "--step-hours", "0"]) == 2  # a limit may be lowered or raised, never switched off
+    assert "must be a positive number of hours" in capsys.readouterr().err
+
+
+def test_a_cluster_without_limits_is_refused_by_submit(session, wheel, capsys):
+    cluster_id = up(session, wheel)
+    session.client("emr").remove_tags(ResourceId=cluster_id, TagKeys=["fruitlake:lifetime-minutes"])
+    assert main(["cloud", "submit", f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--no-wait"]) == 2
+    assert "carries no lifetime and step limit tags" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("output", ["code/results", "weights/", "weights/run1", "code"])
+def test_submit_refuses_an_output_where_the_nodes_may_only_read(session, wheel, capsys, output):
+    up(session, wheel)
+    assert main(["cloud", "submit", f"s3://{BUCKET}/in", f"s3://{BUCKET}/{output}", "--no-wait"]) == 2
+    assert "which the nodes may only read" in capsys.readouterr().err
+
+
+# --- abandoned multipart uploads ------------------------------------------------------------------------------
+
+
+def test_a_bucket_up_creates_aborts_incomplete_multipart_uploads(session, wheel):
+    up(session, wheel)
+    [rule] = session.client("s3").get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    assert rule["Status"] == "Enabled" and rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 3}
+    assert rule.get("Filter", {}).get("Prefix", "") == ""  # every key
+    assert bucket.abort_uploads_days(session.client("s3"), BUCKET) == 3
+
+
+def test_plan_says_whether_an_existing_bucket_aborts_incomplete_multipart_uploads(session, wheel, capsys):
+    s3 = session.client("s3")
+    _existing_bucket(s3, [READER])
+    assert main(["cloud", "plan"]) == 0
+    assert "no lifecycle rule aborts incomplete multipart uploads" in capsys.readouterr().out
+    s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [
+        {"ID": "old-logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},  # one prefix only: not enough
+        {"ID": "uploads", "Status": "Enabled", "Filter": {}, "AbortIncompleteMultipartUpload": {
+            "DaysAfterInitiation": 7}}]})
+    assert main(["cloud", "plan"]) == 0
+    assert "its lifecycle aborts incomplete multipart uploads after 7 days" in capsys.readouterr().out
+    writes = capture(session, "s3.PutBucketLifecycleConfiguration")
+    up(session, wheel)
+    assert writes == []  # not ours: its lifecycle is kept
+
+
+# --- fresh roles ----------------------------------------------------------------------------------------------
+
+
+def _calls(aws) -> list[str]:
+    """The name of every AWS operation the session sends, in order (e.g. "emr.RunJobFlow")."""
+    sent: list[str] = []
+    aws.events.register("before-call", lambda model, **_: sent.append(
+        f"{model.service_model.service_name}.{model.name}"))
+    return sent
+
+
+def test_fresh_roles_are_waited_for_before_run_job_flow(session, wheel):
+    calls, printed = _calls(session), []
+    cfg = config()
+    runner.up(session, cfg, runner.guard(cfg), str(wheel), echo=printed.append, retry_seconds=0,
+              settle_seconds=0.01)
+    created = max(i for i, call in enumerate(calls) if call in ("iam.CreateRole", "iam.CreateInstanceProfile",
+                                                                 "iam.AddRoleToInstanceProfile"))
+    run = calls.index("emr.RunJobFlow")
+    assert calls[created + 1:run].count("iam.GetRole") >= 2 and "iam.GetInstanceProfile" in calls[created + 1:run]
+    waiting = next(i for i, line in enumerate(printed) if line.startswith("waiting 0 s for the new IAM roles"))
+    assert waiting < next(i for i, line in enumerate(printed) if line.startswith("started cluster"))
+    assert "VALIDATION_ERROR" in printed[-1] and "fruitlake cloud status" in printed[-1]  # how to see the outcome
+
+    session.client("emr").terminate_job_flows(JobFlowIds=[emr.find_cluster(session.client("emr"), cfg)["Id"]])
+    printed.clear()
+    runner.up(session, cfg, runner.guard(cfg), str(wheel), echo=printed.append, retry_seconds=0,
+              settle_seconds=100)  # the roles exist: no wait (100 s would time the test out)
+    assert not any("for the new IAM roles" in line for line in printed)
+    assert "VALIDATION_ERROR" not in printed[-1]
+
+
+@pytest.mark.parametrize(("code", "message", "retried"), [
+    ("ValidationException", "Invalid InstanceProfile: fruitlake-emr-instance.", True),
+    ("AccessDeniedException", "Failed to authorize instance profile fruitlake-emr-instance", True),
+    ("ValidationException", "Service role fruitlake-emr-service has insufficient EC2 permissions", False),
+    ("ValidationException", "The role fruitlake-emr-service cannot be used with release emr-7.12.0", False),
+    ("AccessDeniedException", "User is not authorized to perform iam:PassRole on role fruitlake-emr-instance", False),
+])
+def test_run_job_flow_retries_only_what_means_propagation(session, wheel, code, message, retried):
+    handler, calls = _refuse(2, code, message)
+    session.events.register("before-call.emr.RunJobFlow", handler)
+    if retried:
+        assert up(session, wheel).startswith("j-") and len(calls) == 3
+    else:
+        with pytest.raises(Exception, match=message.split()[0]):
+            up(session, wheel)
+        assert len(calls) == 1
+
+
+# --- capacity: every usable subnet -------------------------------------------------------------------------------
+
+
+def test_every_usable_subnet_goes_to_the_fleets_and_the_others_are_named(session, wheel, capsys):
+    ec2 = session.client("ec2")
+    defaults = sorted(ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"],
+                      key=lambda s: s["AvailabilityZone"])
+    vpc_id = defaults[0]["VpcId"]
+    small = ec2.create_subnet(VpcId=vpc_id, CidrBlock="172.31.250.0/28",  # 11 free addresses: too few for 21 nodes
+                              AvailabilityZone=defaults[1]["AvailabilityZone"])["Subnet"]["SubnetId"]
+    chosen = [defaults[0]["SubnetId"], defaults[2]["SubnetId"], small]
+    options = [option for subnet in chosen for option in ("--subnet", subnet)]
+    assert main(["cloud", "plan", "--core-count", "20", *options]) == 0
+    out = capsys.readouterr().out
+    assert f"2 subnet(s) of {vpc_id}, EMR picks one with capacity" in out
+    assert f"left out: {small}: 11 free addresses for 21 nodes" in out
+
+    sent = capture(session, "emr.RunJobFlow")
+    up(session, wheel, core_count=20, subnets=tuple(chosen))
+    assert sent[0]["params"]["Instances"]["Ec2SubnetIds"] == chosen[:2]
+
+    other_vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    elsewhere = ec2.create_subnet(VpcId=other_vpc, CidrBlock="10.8.1.0/24")["Subnet"]["SubnetId"]
+    assert main(["cloud", "plan", "--subnet", chosen[0], "--subnet", elsewhere]) == 2
+    assert "the subnets are in several VPCs" in capsys.readouterr().err
