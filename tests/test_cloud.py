@@ -11,6 +11,7 @@ import copy
 import functools
 import json
 import math
+import re
 import ssl
 import urllib.parse
 import urllib.request
@@ -1075,3 +1076,79 @@ def test_every_usable_subnet_goes_to_the_fleets_and_the_others_are_named(session
     elsewhere = ec2.create_subnet(VpcId=other_vpc, CidrBlock="10.8.1.0/24")["Subnet"]["SubnetId"]
     assert main(["cloud", "plan", "--subnet", chosen[0], "--subnet", elsewhere]) == 2
     assert "the subnets are in several VPCs" in capsys.readouterr().err
+
+
+# --- the permissions docs/aws.md lists are the ones the commands need -------------------------------------------
+
+RUNBOOK = Path(__file__).resolve().parents[1] / "docs" / "aws.md"
+# The IAM action of an API operation whose action is not named like it (Service Authorization Reference, "Actions
+# defined by Amazon S3" / "by AWS Security Token Service" ...: each action's row lists the operations it covers).
+ACTION_OF = {
+    "s3:HeadBucket": "s3:ListBucket", "s3:ListObjectsV2": "s3:ListBucket", "s3:ListObjects": "s3:ListBucket",
+    "s3:ListObjectVersions": "s3:ListBucketVersions", "s3:HeadObject": "s3:GetObject",
+    "s3:DeleteObjects": "s3:DeleteObject", "s3:CreateMultipartUpload": "s3:PutObject",
+    "s3:UploadPart": "s3:PutObject", "s3:CompleteMultipartUpload": "s3:PutObject",
+    "s3:GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "s3:PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "s3:GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+    "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "s3:GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "s3:PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+}
+
+
+def required_actions(prefix: str, operation: str, params: dict) -> set[str]:
+    """What IAM checks for one request: the operation's action, and what its parameters add."""
+    name = f"{prefix}:{operation}"
+    needed = {ACTION_OF.get(name, name)}
+    if name == "s3:CreateBucket" and "ObjectOwnership" in params:
+        needed.add("s3:PutBucketOwnershipControls")
+    if name == "s3:DeleteObjects" and any("VersionId" in o for o in params["Delete"]["Objects"]):
+        needed.add("s3:DeleteObjectVersion")
+    if name in ("iam:CreateRole", "iam:CreateInstanceProfile") and params.get("Tags"):
+        needed.add("iam:TagRole" if operation == "CreateRole" else "iam:TagInstanceProfile")
+    if name == "elasticmapreduce:RunJobFlow":
+        # the roles are passed to EMR; tags on create need AddTags; and EMR creates AWSServiceRoleForEMRCleanup on
+        # an account's first cluster with the caller's rights (EMR Management Guide, "Using service-linked roles")
+        needed |= {"iam:PassRole", "iam:CreateServiceLinkedRole"} | ({"elasticmapreduce:AddTags"}
+                                                                      if params.get("Tags") else set())
+    return needed
+
+
+def documented_actions() -> set[str]:
+    table = RUNBOOK.read_text().split("| service | actions | for |", 1)[1].split("\n\n", 1)[0]
+    return set(re.findall(r"`([a-z0-9-]+:[A-Za-z0-9]+)`", table))
+
+
+def test_every_aws_call_of_the_commands_is_in_the_documented_permissions(session, wheel, monkeypatch, step_states,
+                                                                            weights_path, capsys):
+    from fruitlake.cloud import aws as cloud_aws
+
+    sent: list[tuple[str, str, dict]] = []
+    session.events.register("before-parameter-build", lambda params, model, **_: sent.append(
+        (model.service_model.signing_name, model.name, dict(params))))  # Body may be a stream: no deep copy
+    monkeypatch.setattr(cloud_aws, "session", lambda _config: session)  # the CLI's calls go through the hook
+    theirs = "fruitlake-theirs"
+    s3 = session.client("s3")
+    s3.create_bucket(Bucket=theirs, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_public_access_block(Bucket=theirs, PublicAccessBlockConfiguration=bucket.PUBLIC_ACCESS_BLOCK)
+    sent.clear()
+    script, _ = step_states
+    script.extend(["RUNNING", "COMPLETED"])
+    commands = [
+        ["plan", "--spot"],
+        ["up", "--wheel", str(wheel), "--spot", "--wait", "--poll-seconds", "0"],
+        ["plan", "--input", f"s3://{BUCKET}/images/"],
+        ["plan", "--bucket", theirs],
+        ["up", "--wheel", str(wheel), "--bucket", theirs],
+        ["submit", f"s3://{BUCKET}/images", f"s3://{BUCKET}/results/run1", "--weights", weights_path,
+         "--poll-seconds", "0"],
+        ["status"],
+        ["down", "--delete-bucket", "--yes", "--poll-seconds", "0"],
+    ]
+    for command in commands:
+        assert main(["cloud", *command]) == 0, (command, capsys.readouterr().err)
+    called = {action for prefix, operation, params in sent for action in required_actions(prefix, operation, params)}
+    assert {"s3:ListBucketVersions", "iam:CreateServiceLinkedRole", "elasticmapreduce:DescribeStep",
+            "s3:GetLifecycleConfiguration", "iam:UpdateAssumeRolePolicy"} <= called  # the test sees them all
+    assert called - documented_actions() == set(), "called, not in the permissions table of docs/aws.md"
