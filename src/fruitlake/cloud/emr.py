@@ -174,19 +174,26 @@ def find_cluster(emr: Client, config: CloudConfig, states: list[str] | None = AC
 
 
 def ensure_cluster(
-    emr: Client, config: CloudConfig, request: JsonDict, retry_seconds: float = 15.0, echo: Echo = print
+    emr: Client,
+    config: CloudConfig,
+    request: JsonDict,
+    retry_seconds: float = 15.0,
+    echo: Echo = print,
+    before_start: Callable[[], None] | None = None,
 ) -> tuple[str, bool]:
-    """(cluster id, created): reuse our active cluster, else start one.
+    """(cluster id, created): reuse our active cluster, else call `before_start` and start one.
 
-    IAM is eventually consistent: `up` waits for roles it just made (runner.up), yet EMR may still refuse them
-    for a while. Only the refusals in PROPAGATION_ERRORS are retried, IAM_RETRIES x retry_seconds; anything else
-    is raised at once.
+    IAM is eventually consistent: `up` waits for roles it just made (`before_start`), yet EMR may still refuse
+    them for a while. Only the refusals in PROPAGATION_ERRORS are retried, IAM_RETRIES x retry_seconds; anything
+    else is raised at once.
     """
     from botocore.exceptions import ClientError
 
     existing = find_cluster(emr, config)
     if existing is not None:
         return existing["Id"], False
+    if before_start is not None:
+        before_start()
     for attempt in range(1, IAM_RETRIES + 1):
         try:
             return emr.run_job_flow(**request)["JobFlowId"], True

@@ -181,10 +181,11 @@ def up(
         echo(f"tagged security group {group_id} ({name}) for AmazonEMRServicePolicy_v2")
     request = emr.run_job_flow_request(config, uploaded, roles, where, cost, limits(config, cost))
     emr_client = aws.client(session, config, "emr")
-    if roles.created and emr.find_cluster(emr_client, config) is None:
-        iam.wait_until_usable(iam_client, config, IAM_SETTLE_SECONDS if settle_seconds is None else settle_seconds,
-                              echo)
-    cluster_id, created = emr.ensure_cluster(emr_client, config, request, retry_seconds, echo)
+    settle = IAM_SETTLE_SECONDS if settle_seconds is None else settle_seconds
+    cluster_id, created = emr.ensure_cluster(
+        emr_client, config, request, retry_seconds, echo,
+        before_start=(lambda: iam.wait_until_usable(iam_client, config, settle, echo)) if roles.created else None,
+    )
     echo(f"{'started' if created else 'reusing'} cluster {cluster_id} ({config.name}, {config.region})")
     if wait:
         echo(f"waiting for {cluster_id} to be ready (10-15 min); Ctrl-C stops the waiting, not the cluster")
@@ -214,7 +215,7 @@ def check_uri_in_bucket(config: CloudConfig, what: str, uri: str) -> str:
 def check_output_writable(config: CloudConfig, uri: str) -> None:
     key = check_uri_in_bucket(config, "OUTPUT", uri)
     for prefix in iam.READ_ONLY_PREFIXES:
-        if f"{key.rstrip('/')}/".startswith(prefix) or key.rstrip("/") == prefix.rstrip("/"):
+        if f"{key.rstrip('/')}/".startswith(prefix):
             raise FruitlakeError(
                 f"OUTPUT {uri!r} is under s3://{config.bucket_name}/{prefix}, which the nodes may only read "
                 "(what `up` and `submit` upload there is what clusters run): write it elsewhere, e.g. results/"
