@@ -29,7 +29,7 @@ STEP_DONE = {"COMPLETED"}
 STEP_FAILED = {"CANCELLED", "FAILED", "INTERRUPTED"}
 STEP_QUEUED = ["PENDING", "RUNNING"]
 IAM_RETRIES = 12  # RunJobFlow tries while fresh IAM roles propagate: 11 waits of 15 s, nearly 3 min
-# The refusals that mean IAM has not propagated to EMR yet: (error code, start of the message), the two the
+# The refusals that mean IAM has not propagated to EMR yet: (error code, words in the message), the two the
 # Terraform AWS provider retries RunJobFlow on (hashicorp/terraform-provider-aws, internal/service/emr/cluster.go).
 # Any other refusal, a role's missing permission for one, is raised at once.
 PROPAGATION_ERRORS = (
@@ -199,8 +199,7 @@ def ensure_cluster(
             return emr.run_job_flow(**request)["JobFlowId"], True
         except ClientError as exc:
             message = exc.response["Error"].get("Message", "")
-            propagating = any(error_code(exc) == code and message.startswith(start)
-                              for code, start in PROPAGATION_ERRORS)
+            propagating = any(error_code(exc) == code and words in message for code, words in PROPAGATION_ERRORS)
             if not propagating or attempt == IAM_RETRIES:
                 raise
             echo(f"EMR does not see the new IAM roles yet ({message}); "

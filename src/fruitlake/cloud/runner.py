@@ -101,8 +101,8 @@ class Plan:
             f"  IAM role       {c.service_role}: {iam.EMR_SERVICE_POLICY.rsplit('/', 1)[-1]} + pass "
             f"{c.instance_role}  [{action(self.roles_exist[c.service_role])}]",
             *spot_role,
-            f"  network        {len(net.subnets)} subnet(s) of {net.vpc_id}, EMR picks one with capacity: "
-            + ", ".join(f"{s.subnet_id} ({s.availability_zone})" for s in net.subnets),
+            f"  network        {len(net.subnets)} subnet(s) of {net.vpc_id}, EMR picks one with capacity:",
+            "                 " + ", ".join(f"{s.subnet_id} ({s.availability_zone})" for s in net.subnets),
             f"                 tag for-use-with-amazon-emr-managed-policies=true  "
             f"[{'tagged' if net.tagged else 'tag'}]",
             *[f"                 left out: {subnet_id}: {why}" for subnet_id, why in net.unusable],
