@@ -333,7 +333,8 @@ class Launched:
 
     request: dict
     cluster_tags: dict[str, str]
-    subnet: dict
+    subnet: dict  # the first of the subnets RunJobFlow names
+    subnets: list[dict]  # all of them
     vpc: dict
     emr_groups: dict[str, dict]  # ElasticMapReduce-master / -slave of an earlier cluster, by name, after `up`
     untagged_subnet: dict  # made here after `up`, in the same VPC, for the negative checks
@@ -408,6 +409,7 @@ def launched(endpoint, tmp_path_factory) -> Launched:
         request=request,
         cluster_tags=_tags(request),
         subnet=subnet,
+        subnets=subnets,
         vpc=vpc,
         emr_groups={group["GroupName"]: group for group in found["SecurityGroups"]},
         untagged_subnet=untagged_subnet,
@@ -501,7 +503,8 @@ def refused(decisions: dict) -> dict:
 
 
 def test_up_tags_what_the_v2_policy_requires(launched):
-    assert _tags(launched.subnet).get(TAG_KEY) == TAG_VALUE
+    assert len(launched.subnets) == 3  # every default subnet of the default VPC
+    assert [_tags(subnet).get(TAG_KEY) for subnet in launched.subnets] == [TAG_VALUE] * 3
     assert _tags(launched.vpc).get(TAG_KEY) == TAG_VALUE
     assert launched.cluster_tags.get(TAG_KEY) == TAG_VALUE
     assert set(launched.emr_groups) == set(EMR_GROUPS)
@@ -510,9 +513,11 @@ def test_up_tags_what_the_v2_policy_requires(launched):
 
 
 def test_emr_may_launch_nodes_into_the_tagged_subnet_and_groups(launched):
+    for subnet in launched.subnets:  # EMR may pick any of them
+        assert refused(launch_decisions(launched, subnet, list(launched.emr_groups.values()),
+                                        launched.cluster_tags)) == {}, subnet["SubnetId"]
     decisions = launch_decisions(launched, launched.subnet, list(launched.emr_groups.values()),
                                  launched.cluster_tags)
-    assert refused(decisions) == {}
     assert decisions["ec2:RunInstances", "subnet"].statements == ("CreateInTaggedNetwork",)
     assert decisions["ec2:RunInstances", "ElasticMapReduce-slave"].statements == ("CreateInTaggedNetwork",)
     assert decisions["ec2:RunInstances", "launch-template"].statements == ("CreateWithEMRTaggedLaunchTemplate",)
