@@ -594,6 +594,8 @@ def test_cli_plan_after_up_shows_what_is_reused(session, wheel, capsys):
     assert main(["cloud", "plan"]) == 0
     out = capsys.readouterr().out
     assert f"s3://{BUCKET}  [exists, kept]" in out and f"[reuse {cluster_id}]" in out
+    assert "its own limits: lifetime ends " in out and "steps stopped after 1.00 h" in out
+    assert "lifetime at most" not in out  # a reused cluster keeps the limits it was started with
 
 
 def test_cli_plan_over_budget_shows_the_estimate_then_refuses(session, capsys):
@@ -959,11 +961,13 @@ def test_submit_refuses_a_step_that_cannot_end_before_the_cluster_does(session, 
     assert "must be a positive number of hours" in capsys.readouterr().err
 
 
-def test_a_cluster_without_limits_is_refused_by_submit(session, wheel, capsys):
+def test_a_cluster_without_limits_is_neither_reused_nor_given_steps(session, wheel, capsys):
     cluster_id = up(session, wheel)
     session.client("emr").remove_tags(ResourceId=cluster_id, TagKeys=["fruitlake:lifetime-minutes"])
     assert main(["cloud", "submit", f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--no-wait"]) == 2
     assert "carries no lifetime and step limit tags" in capsys.readouterr().err
+    with pytest.raises(FruitlakeError, match=f"cluster {cluster_id} carries no lifetime"):
+        up(session, wheel)
 
 
 @pytest.mark.parametrize("output", ["code/results", "weights/", "weights/run1", "code"])

@@ -18,7 +18,7 @@ from fruitlake.cloud.config import (
     CloudConfig,
 )
 from fruitlake.cloud.iam import Roles
-from fruitlake.cloud.limits import Limits, step_command
+from fruitlake.cloud.limits import Limits, cluster_limits, step_command
 from fruitlake.cloud.network import Network
 from fruitlake.cloud.pricing import Estimate
 
@@ -181,7 +181,8 @@ def ensure_cluster(
     echo: Echo = print,
     before_start: Callable[[], None] | None = None,
 ) -> tuple[str, bool]:
-    """(cluster id, created): reuse our active cluster, else call `before_start` and start one.
+    """(cluster id, created): reuse our active cluster (refused without a lifetime), else call `before_start` and
+    start one.
 
     IAM is eventually consistent: `up` waits for roles it just made (`before_start`), yet EMR may still refuse
     them for a while. Only the refusals in PROPAGATION_ERRORS are retried, IAM_RETRIES x retry_seconds; anything
@@ -191,6 +192,7 @@ def ensure_cluster(
 
     existing = find_cluster(emr, config)
     if existing is not None:
+        cluster_limits(existing)  # refuses to reuse a cluster without a lifetime
         return existing["Id"], False
     if before_start is not None:
         before_start()

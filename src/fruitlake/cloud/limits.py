@@ -101,8 +101,13 @@ class TimeLeft:
     cluster_id: str
     ends_at: datetime.datetime
     left_minutes: float
+    step_minutes: int  # the cluster's default step limit
     ahead_minutes: int  # the limits of the steps pending or running before a new one
     ahead_steps: int
+
+    def line(self) -> str:
+        return (f"lifetime ends {self.ends_at:%Y-%m-%d %H:%M} UTC ({hours(max(0.0, self.left_minutes))} left); "
+                f"steps stopped after {hours(self.step_minutes)} unless `submit --step-hours` says otherwise")
 
     def check(self, step_minutes: int) -> None:
         """Refuses a step that could outlast the cluster: its limit and the ones ahead of it, with the figures."""
@@ -121,10 +126,10 @@ class TimeLeft:
 
 def time_left(cluster: JsonDict, steps_ahead: Iterable[JsonDict], now: datetime.datetime) -> TimeLeft:
     """What is left of the cluster's lifetime at `now`, and how much of it the queued steps may take."""
-    lifetime, _ = cluster_limits(cluster)
+    lifetime, step_minutes = cluster_limits(cluster)
     created: datetime.datetime = cluster["Status"]["Timeline"]["CreationDateTime"]
     ends_at = (created + datetime.timedelta(minutes=lifetime)).astimezone(datetime.UTC)
     limits = [step_limit_minutes(step["Config"]["Args"]) for step in steps_ahead]
     # a queued step of unknown limit (not added by `submit`) may run until the cluster ends
     ahead = sum(limit if limit is not None else lifetime for limit in limits)
-    return TimeLeft(cluster["Id"], ends_at, (ends_at - now).total_seconds() / 60, ahead, len(limits))
+    return TimeLeft(cluster["Id"], ends_at, (ends_at - now).total_seconds() / 60, step_minutes, ahead, len(limits))

@@ -26,7 +26,7 @@ from fruitlake.cloud.artifacts import (
     check_wheel,
 )
 from fruitlake.cloud.config import ESTIMATE_TAG, EU_REGIONS, CloudConfig
-from fruitlake.cloud.limits import LIFETIME_TAG, Limits, cluster_limits, hours, minutes_of, time_left
+from fruitlake.cloud.limits import LIFETIME_TAG, Limits, TimeLeft, hours, minutes_of, time_left
 from fruitlake.cloud.pricing import Estimate, check_budget, estimate
 from fruitlake.cloud.weights import split_s3_uri, upload_network
 from fruitlake.config import STEP_CONFIG, RunConfig, to_json
@@ -58,7 +58,7 @@ class Plan:
     bucket_ours: bool  # created by an earlier `up`; any other existing bucket keeps its settings
     roles_exist: dict[str, bool]
     network: network.Network
-    cluster_id: str | None  # the active cluster `up` would reuse
+    reused: TimeLeft | None  # the active cluster `up` would reuse, and what is left of its lifetime
     abort_uploads_days: int | None  # of an existing bucket's lifecycle: None when nothing aborts abandoned uploads
 
     def lines(self) -> list[str]:
@@ -109,8 +109,9 @@ class Plan:
             *groups,
             f"  EMR cluster    {c.name}: {c.release}, Spark, 1 x {c.primary_type} primary (on-demand){core}",
             f"                 auto-terminates after {c.idle_minutes} min idle; logs {c.s3_uri(LOGS_PREFIX)}",
-            *limits(c, self.cost).lines(c.budget_eur),
-            f"                 [{'reuse ' + self.cluster_id if self.cluster_id else 'create'}]",
+            *(limits(c, self.cost).lines(c.budget_eur) if self.reused is None else [
+                f"                 its own limits: {self.reused.line()}"]),
+            f"                 [{'reuse ' + self.reused.cluster_id if self.reused else 'create'}]",
             f"Estimated cost: {self.cost.eur:.2f} EUR expected, {self.cost.worst_eur:.2f} EUR worst case "
             f"(budget {c.budget_eur:.2f} EUR)",
             *self.cost.lines(),
@@ -131,7 +132,7 @@ def inspect(session: aws.Session, config: CloudConfig, cost: Estimate, wheel: st
         bucket_ours=ours,
         roles_exist=iam.roles_exist(aws.client(session, config, "iam"), config),
         network=network.find_network(aws.client(session, config, "ec2"), config),
-        cluster_id=found["Id"] if found else None,
+        reused=time_left(found, [], datetime.datetime.now(datetime.UTC)) if found else None,
         abort_uploads_days=bucket.abort_uploads_days(s3, config.bucket_name) if exists and not ours else None,
     )
 
@@ -256,9 +257,8 @@ def submit(
         split_s3_uri(run.weights)
     client = aws.client(session, config, "emr")
     cluster = emr.active_cluster(client, config)  # or why there is none (a failed bootstrap, say)
-    _, default_step = cluster_limits(cluster)
-    step_minutes = minutes_of(step_hours) if step_hours is not None else default_step
     left = time_left(cluster, emr.queued_steps(client, cluster["Id"]), datetime.datetime.now(datetime.UTC))
+    step_minutes = minutes_of(step_hours) if step_hours is not None else left.step_minutes
     left.check(step_minutes)  # before converting or uploading anything
     uploaded = upload_network(aws.client(session, config, "s3"), config, run.weights, run.model, run.image_size,
                              echo, "int8" if run.precision == "int8" else "fp32")
@@ -296,9 +296,7 @@ def status(session: aws.Session, config: CloudConfig, echo: Echo = print) -> aws
     ):
         echo(f"  bootstrap logs: {emr.bootstrap_logs(client, config, cluster['Id'])}")
     if not state["State"].startswith("TERMINAT") and LIFETIME_TAG in tags:
-        left = time_left(cluster, [], datetime.datetime.now(datetime.UTC))
-        echo(f"  lifetime ends {left.ends_at:%Y-%m-%d %H:%M} UTC ({hours(max(0.0, left.left_minutes))} left); "
-             f"steps stopped after {hours(cluster_limits(cluster)[1])} unless `submit --step-hours` says otherwise")
+        echo(f"  {time_left(cluster, [], datetime.datetime.now(datetime.UTC)).line()}")
     if cluster.get("MasterPublicDnsName"):
         echo(f"  primary node: {cluster['MasterPublicDnsName']}")
     steps = emr.recent_steps(client, cluster["Id"])
