@@ -81,9 +81,9 @@ def _zones_offering(ec2: Client, instance_types: set[str]) -> set[str]:
 def find_network(ec2: Client, config: CloudConfig) -> Network:
     """The --subnet ones, or every default subnet of the default VPC, less those that cannot take the cluster.
 
-    An instance fleet given several subnets launches in the one whose availability zone has capacity for the
-    requested instance types, spot above all (EMR Management Guide, "Planning and configuring instance fleets":
-    Ec2SubnetIds); they must share one VPC. Read-only.
+    Given several subnets, "Amazon EMR evaluates them and launches instances in the optimal subnet" (botocore's
+    EMR model, JobFlowInstancesConfig.Ec2SubnetIds, instance fleets only): one whose zone has capacity, spot
+    above all (EMR Management Guide, "Planning and configuring instance fleets"). One VPC. Read-only.
     """
     if config.subnets:
         found = ec2.describe_subnets(SubnetIds=list(config.subnets))["Subnets"]
