@@ -65,8 +65,9 @@ def release_problem(release: str) -> str | None:
     """Why fruitlake refuses an EMR release label, or None for a tested one.
 
     EMR Release Guide: from emr-7.10.0 `s3://` is Hadoop's S3A, which replaced EMRFS ("Migration guide: EMRFS
-    to S3A"); the nodes' role (multipart uploads of the magic committer) and docs/aws.md rely on it. Amazon
-    Linux 2023's python3.11 package, which the bootstrap installs, came with emr-7.1.0.
+    to S3A"); the nodes' role (multipart uploads of the magic committer) and docs/aws.md rely on it. Python 3.11,
+    which the bootstrap installs, is there from emr-7.1.0 (Release Guide, "Amazon EMR release 7.1.0", application
+    versions: Python 3.9, 3.11 against 3.9 for emr-7.0.0). emr-7.13.0 (April 2026) exists, but was not checked.
     """
     match = _RELEASE.match(release)
     if not match:
