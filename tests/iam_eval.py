@@ -2,7 +2,10 @@
 
 moto stores IAM policies but never evaluates them, so the tests decide here what AWS would decide. It covers
 the policy grammar the project's documents and AmazonEMRServicePolicy_v2 use, and refuses (raises) anything
-else rather than guess: an unknown condition operator, a policy variable, a Principal other than "*".
+else rather than guess: an unknown condition operator, a policy variable, a Principal other than "*" or
+{"Service": ...}. A service principal (a role's trust policy) is matched against the request context's
+aws:PrincipalServiceName, the key AWS sets when a service principal makes the request
+(https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-principalservicename).
 
 The logic, as the IAM User Guide states it:
 - explicit Deny beats Allow; no applicable statement is an implicit deny
@@ -183,12 +186,19 @@ def _applies(statement: Mapping, action: str, resource: str, context: Context) -
     unknown = set(statement) - _STATEMENT_KEYS
     if unknown:
         raise ValueError(f"statement elements not evaluated here: {sorted(unknown)}")
-    if statement.get("Principal", "*") not in ("*", {"AWS": "*"}):
-        raise NotImplementedError(f"only Principal '*' is evaluated here, not {statement['Principal']!r}")
+    principal = statement.get("Principal", "*")
+    if isinstance(principal, Mapping) and set(principal) == {"Service"}:
+        if _lookup(context, "aws:PrincipalServiceName") not in _as_list(principal["Service"]):
+            return False
+    elif principal not in ("*", {"AWS": "*"}):
+        raise NotImplementedError(f"only Principal '*' or a service is evaluated here, not {principal!r}")
     if ("Action" in statement) == ("NotAction" in statement):
         raise ValueError(f"a statement needs exactly one of Action and NotAction: {statement}")
-    if ("Resource" in statement) == ("NotResource" in statement):
-        raise ValueError(f"a statement needs exactly one of Resource and NotResource: {statement}")
+    if "Resource" in statement and "NotResource" in statement:
+        raise ValueError(f"a statement takes at most one of Resource and NotResource: {statement}")
+    if "Resource" not in statement and "NotResource" not in statement and "Principal" not in statement:
+        # only a resource-based policy (a trust policy: the role itself) leaves the resource implicit
+        raise ValueError(f"an identity policy statement needs Resource or NotResource: {statement}")
     if statement["Effect"] not in ("Allow", "Deny"):
         raise ValueError(f"Effect must be Allow or Deny, not {statement['Effect']!r}")
     if ":" not in action:
@@ -203,9 +213,12 @@ def _applies(statement: Mapping, action: str, resource: str, context: Context) -
     in_action = action_listed(statement["Action"]) if "Action" in statement else (
         not action_listed(statement["NotAction"])
     )
-    in_resource = resource_listed(statement["Resource"]) if "Resource" in statement else (
-        not resource_listed(statement["NotResource"])
-    )
+    if "Resource" in statement:
+        in_resource = resource_listed(statement["Resource"])
+    elif "NotResource" in statement:
+        in_resource = not resource_listed(statement["NotResource"])
+    else:
+        in_resource = True  # the policy's own resource
     return in_action and in_resource and conditions_hold(statement.get("Condition", {}), context)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
+import re
 import ssl
 import urllib.parse
 import urllib.request
@@ -100,10 +102,12 @@ def loader():
 
 
 @pytest.fixture
-def session(servers, loader):
-    """A fresh boto3 session on the loopback moto server, with moto's state reset."""
+def session(servers, loader, monkeypatch):
+    """A fresh boto3 session on the loopback moto server, with moto's state reset; no wait for IAM to settle
+    (moto's IAM is consistent at once; test_fresh_roles_are_waited_for_before_run_job_flow checks the wait)."""
     import botocore.session
 
+    monkeypatch.setattr(runner, "IAM_SETTLE_SECONDS", 0.0)
     endpoint, _, ca_bundle = servers
     reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
     urllib.request.urlopen(reset, timeout=10, context=ssl.create_default_context(cafile=str(ca_bundle)))
@@ -195,7 +199,12 @@ def test_up_sends_the_intended_run_job_flow_request(session, wheel):
             "AllocationStrategy": "price-capacity-optimized"}},
     }
     assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+    # what the budget buys at the worst-case price (3 x m5.xlarge on-demand), from the cluster's creation
+    lifetime = math.floor(10 / (3 * 0.262 * 0.877) * 60)
     assert request["BootstrapActions"] == [{
+        "Name": "fruitlake lifetime",  # first: the shutdown is scheduled before the venv install could hang
+        "ScriptBootstrapAction": {"Path": f"s3://{BUCKET}/code/lifetime.sh", "Args": [str(lifetime - 15)]},
+    }, {
         "Name": "fruitlake venv",
         "ScriptBootstrapAction": {"Path": f"s3://{BUCKET}/code/bootstrap.sh",
                                   "Args": [f"s3://{BUCKET}/code/fruitlake-0.1.0-py3-none-any.whl",
@@ -215,11 +224,14 @@ def test_up_sends_the_intended_run_job_flow_request(session, wheel):
     worst_eur = 0.877 * (0.25 + 45 / 60 + 1) * 3 * 0.262  # spot at the on-demand price, 15 min provisioning
     assert tags == {"project": "fruitlake", "fruitlake:bucket": BUCKET,
                     "fruitlake:estimate-eur": f"{worst_eur:.2f}", "fruitlake:budget-eur": "10.00",
+                    "fruitlake:lifetime-minutes": str(lifetime), "fruitlake:step-limit-minutes": "60",
                     "for-use-with-amazon-emr-managed-policies": "true"}
-    [subnet_id] = request["Instances"]["Ec2SubnetIds"]
-    [subnet] = session.client("ec2").describe_subnets(SubnetIds=[subnet_id])["Subnets"]
-    assert subnet["DefaultForAz"]
-    assert {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"} in subnet["Tags"]
+    # every default subnet of the default VPC, one per zone: EMR picks one with capacity
+    subnets = session.client("ec2").describe_subnets(SubnetIds=request["Instances"]["Ec2SubnetIds"])["Subnets"]
+    assert len(subnets) == 3 and len({subnet["AvailabilityZone"] for subnet in subnets}) == 3
+    for subnet in subnets:
+        assert subnet["DefaultForAz"]
+        assert {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"} in subnet["Tags"]
 
     # and moto kept what it understands of it (its EMR ignores the signing region on a custom endpoint, so the
     # region is checked on the request above, not on the cluster's ARN)
@@ -269,7 +281,8 @@ def test_bucket_is_encrypted_private_and_tls_only(session, wheel):
     assert set(statement["Resource"]) == {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"}
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
     house = f"code/wheelhouse-{artifacts.wheelhouse_key(wheel)}/"
-    assert keys == {"code/bootstrap.sh", "code/fruitlake_job.py", "code/fruitlake-0.1.0-py3-none-any.whl",
+    assert keys == {"code/bootstrap.sh", "code/lifetime.sh", "code/fruitlake_job.py",
+                    "code/fruitlake-0.1.0-py3-none-any.whl",
                     house + "constraints.txt", house + "numpy-2.0.0-cp311-cp311-manylinux_2_28_x86_64.whl"}
     script = s3.get_object(Bucket=BUCKET, Key="code/bootstrap.sh")["Body"].read().decode()
     assert script == artifacts.BOOTSTRAP_SCRIPT
@@ -291,9 +304,10 @@ def test_roles_reach_only_the_bucket_and_emr_may_pass_the_instance_role(session,
     up(session, wheel)
     iam = session.client("iam")
     policy = iam.get_role_policy(RoleName="fruitlake-emr-instance", PolicyName="fruitlake-bucket-access")
-    resources = {r for s in policy["PolicyDocument"]["Statement"] for r in [s["Resource"]]}
+    allowing = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    resources = {s["Resource"] for s in allowing}
     assert resources == {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"}
-    actions = [action for s in policy["PolicyDocument"]["Statement"] for action in s["Action"]]
+    actions = [action for s in allowing for action in s["Action"]]
     assert "s3:GetObject" in actions and not {"s3:*", "*"} & set(actions)
     # the S3A magic committer (s3:// since EMR 7.10) lists and aborts multipart uploads, bucket and objects
     by_sid = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
@@ -332,6 +346,7 @@ def test_submit_converts_here_uploads_both_files_and_adds_a_spark_submit_step(se
     assert uploaded == sorted([prefix + Path(weights_path).name, onnx_key])
     *command, serialized = step["Config"]["Args"]
     assert command == [
+        "timeout", "--kill-after=60", "3600",  # the cluster's step limit: --hours of `up`, 1 h by default
         "spark-submit", "--deploy-mode", "client", "--master", "yarn",
         "--conf", f"spark.pyspark.python={VENV_PYTHON}",
         "--conf", f"spark.pyspark.driver.python={VENV_PYTHON}",
@@ -420,7 +435,7 @@ def step_states(monkeypatch):
 def test_wait_for_step_prints_each_state_change_until_completed(session, wheel, step_states):
     cluster_id = up(session, wheel)
     client = session.client("emr")
-    step_id = emr.add_step(client, cluster_id, emr.step_request(config(), "s3://b/job.py", ["a", "b"], "t"))
+    step_id = emr.add_step(client, cluster_id, emr.step_request("s3://b/job.py", ["a", "b"], "t", 60))
     script, calls = step_states
     script.extend(["PENDING", "PENDING", "RUNNING", "RUNNING", "RUNNING", "COMPLETED"])
     printed: list[str] = []
@@ -433,7 +448,7 @@ def test_wait_for_step_prints_each_state_change_until_completed(session, wheel, 
 def test_wait_for_step_raises_with_emr_reason_on_failure_and_on_timeout(session, wheel):
     cluster_id = up(session, wheel)
     client = session.client("emr")
-    step_id = emr.add_step(client, cluster_id, emr.step_request(config(), "s3://b/job.py", ["a", "b"], "t"))
+    step_id = emr.add_step(client, cluster_id, emr.step_request("s3://b/job.py", ["a", "b"], "t", 60))
     with pytest.raises(FruitlakeError, match="still RUNNING after 0 s"):
         emr.wait_for_step(client, cluster_id, step_id, lambda _: None, poll_seconds=0.01,
                           timeout_seconds=0.05)
@@ -496,7 +511,7 @@ def test_down_delete_bucket_yes_empties_and_deletes_it(session, wheel, capsys):
     assert session.client("s3").list_buckets()["Buckets"] == []
     state = session.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"]
     assert state == "TERMINATED"
-    assert f"deleted s3://{BUCKET} (6 objects)" in capsys.readouterr().out  # code: 3 + wheelhouse: 2, a result
+    assert f"deleted s3://{BUCKET} (7 objects)" in capsys.readouterr().out  # code: 4 + wheelhouse: 2, a result
 
 
 # --- guards and plan: nothing created ----------------------------------------------------------------------
@@ -579,6 +594,8 @@ def test_cli_plan_after_up_shows_what_is_reused(session, wheel, capsys):
     assert main(["cloud", "plan"]) == 0
     out = capsys.readouterr().out
     assert f"s3://{BUCKET}  [exists, kept]" in out and f"[reuse {cluster_id}]" in out
+    assert "its own limits: lifetime ends " in out and "steps stopped after 1.00 h" in out
+    assert "lifetime at most" not in out  # a reused cluster keeps the limits it was started with
 
 
 def test_cli_plan_over_budget_shows_the_estimate_then_refuses(session, capsys):
@@ -866,3 +883,276 @@ def test_with_no_cluster_ever_active_cluster_says_to_run_up(session):
 
 
 
+
+
+# --- a hard ceiling on what a cluster costs (issue 23) -------------------------------------------------------
+
+LIFETIME = math.floor(10 / (3 * 0.262 * 0.877) * 60)  # minutes the default budget buys: 3 x m5.xlarge on-demand
+
+
+def test_plan_and_up_show_the_lifetime_and_the_step_limit(session, wheel, capsys):
+    assert main(["cloud", "plan", "--hours", "2", "--budget-eur", "20"]) == 0
+    out = capsys.readouterr().out
+    lifetime = math.floor(20 / (3 * 0.262 * 0.877) * 60)
+    assert f"lifetime at most {lifetime / 60:.2f} h (20.00 EUR budget at the worst-case price)" in out
+    assert "each step stopped after 2.00 h" in out
+    assert main(["cloud", "up", "--wheel", str(wheel)]) == 0
+    out = capsys.readouterr().out
+    assert f"lifetime at most {LIFETIME / 60:.2f} h (10.00 EUR budget" in out
+    assert "each step stopped after 1.00 h" in out
+    assert main(["cloud", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "lifetime ends " in out and "steps stopped after 1.00 h" in out
+
+
+def _run_lifetime_script(tmp_path: Path, is_primary: bool) -> tuple[str, str]:
+    """The uploaded lifetime.sh, run by bash with `sudo` recording its arguments instead of shutting down."""
+    import subprocess
+
+    info = tmp_path / "instance.json"
+    info.write_text(json.dumps({"isMaster": is_primary, "isRunningNameNode": is_primary}, indent=2))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    calls = tmp_path / "sudo-calls"
+    (bin_dir / "sudo").write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > {calls}\n')
+    (bin_dir / "sudo").chmod(0o755)
+    script = tmp_path / "lifetime.sh"
+    script.write_text(artifacts.LIFETIME_SCRIPT)
+    done = subprocess.run(["bash", str(script), "855"], capture_output=True, text=True, check=True, timeout=30,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "FRUITLAKE_INSTANCE_INFO": str(info)})
+    return done.stdout, calls.read_text() if calls.exists() else ""
+
+
+def test_the_lifetime_script_schedules_the_shutdown_on_the_primary_node_only(tmp_path):
+    (tmp_path / "primary").mkdir()
+    out, sudo = _run_lifetime_script(tmp_path / "primary", is_primary=True)
+    assert sudo.splitlines()[:2] == ["shutdown", "-h"] and sudo.splitlines()[2] == "+855"
+    assert "shuts down in 855 min" in out
+    (tmp_path / "core").mkdir()
+    out, sudo = _run_lifetime_script(tmp_path / "core", is_primary=False)
+    assert sudo == "" and "not the primary node" in out
+
+
+def _set_cluster_tags(aws, cluster_id: str, **tags: str) -> None:
+    aws.client("emr").add_tags(ResourceId=cluster_id, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+
+def test_submit_refuses_a_step_that_cannot_end_before_the_cluster_does(session, wheel, capsys, weights_path):
+    cluster_id = up(session, wheel)
+    _set_cluster_tags(session, cluster_id, **{"fruitlake:lifetime-minutes": "30"})  # as if 30 min were left
+    uploads = capture(session, "s3.PutObject")
+    arguments = ["cloud", "submit", f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--weights", weights_path, "--no-wait"]
+    assert main(arguments) == 2
+    err = capsys.readouterr().err
+    assert "this step is limited to 1.00 h, 1.00 h in all, but cluster " + cluster_id in err
+    assert "has 0.50 h left of its lifetime" in err or "has 0.49 h left of its lifetime" in err
+    assert "nothing was submitted" in err and "--step-hours" in err and "--budget-eur" in err
+    assert uploads == [] and session.client("emr").list_steps(ClusterId=cluster_id)["Steps"] == []
+
+    assert main([*arguments, "--step-hours", "0.25"]) == 0  # raised or lowered explicitly: 15 min fit
+    [step] = session.client("emr").list_steps(ClusterId=cluster_id)["Steps"]
+    assert step["Config"]["Args"][:4] == ["timeout", "--kill-after=60", "900", "spark-submit"]
+    assert "stopped after 0.25 h at most" in capsys.readouterr().out
+
+    # the step queued before it may take its whole 15 min: 15 + 20 no longer fit in the 30
+    assert main([*arguments, "--step-hours", "0.34"]) == 2
+    assert "after 1 step(s) ahead of it limited to 0.25 h" in capsys.readouterr().err
+    assert main([*arguments, "--step-hours", "0"]) == 2  # a limit may be lowered or raised, never switched off
+    assert "must be a positive number of hours" in capsys.readouterr().err
+
+
+def test_a_cluster_without_limits_is_neither_reused_nor_given_steps(session, wheel, capsys):
+    cluster_id = up(session, wheel)
+    session.client("emr").remove_tags(ResourceId=cluster_id, TagKeys=["fruitlake:lifetime-minutes"])
+    assert main(["cloud", "submit", f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "--no-wait"]) == 2
+    assert "carries no lifetime and step limit tags" in capsys.readouterr().err
+    with pytest.raises(FruitlakeError, match=f"cluster {cluster_id} carries no lifetime"):
+        up(session, wheel)
+
+
+@pytest.mark.parametrize("output", ["code/results", "weights/", "weights/run1", "code"])
+def test_submit_refuses_an_output_where_the_nodes_may_only_read(session, wheel, capsys, output):
+    up(session, wheel)
+    assert main(["cloud", "submit", f"s3://{BUCKET}/in", f"s3://{BUCKET}/{output}", "--no-wait"]) == 2
+    assert "which the nodes may only read" in capsys.readouterr().err
+
+
+# --- abandoned multipart uploads ------------------------------------------------------------------------------
+
+
+def test_a_bucket_up_creates_aborts_incomplete_multipart_uploads(session, wheel):
+    up(session, wheel)
+    [rule] = session.client("s3").get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    assert rule["Status"] == "Enabled" and rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 3}
+    assert rule.get("Filter", {}).get("Prefix", "") == ""  # every key
+    assert bucket.abort_uploads_days(session.client("s3"), BUCKET) == 3
+
+
+def test_plan_says_whether_an_existing_bucket_aborts_incomplete_multipart_uploads(session, wheel, capsys):
+    s3 = session.client("s3")
+    _existing_bucket(s3, [READER])
+    assert main(["cloud", "plan"]) == 0
+    assert "no lifecycle rule aborts incomplete multipart uploads" in capsys.readouterr().out
+    s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [
+        {"ID": "old-logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},  # one prefix only: not enough
+        {"ID": "uploads", "Status": "Enabled", "Filter": {}, "AbortIncompleteMultipartUpload": {
+            "DaysAfterInitiation": 7}}]})
+    assert main(["cloud", "plan"]) == 0
+    assert "its lifecycle aborts incomplete multipart uploads after 7 days" in capsys.readouterr().out
+    writes = capture(session, "s3.PutBucketLifecycleConfiguration")
+    up(session, wheel)
+    assert writes == []  # not ours: its lifecycle is kept
+
+
+# --- fresh roles ----------------------------------------------------------------------------------------------
+
+
+def _calls(aws) -> list[str]:
+    """The name of every AWS operation the session sends, in order (e.g. "emr.RunJobFlow")."""
+    sent: list[str] = []
+    aws.events.register("before-call", lambda model, **_: sent.append(
+        f"{model.service_model.service_name}.{model.name}"))
+    return sent
+
+
+def test_fresh_roles_are_waited_for_before_run_job_flow(session, wheel):
+    calls, printed = _calls(session), []
+    cfg = config()
+    runner.up(session, cfg, runner.guard(cfg), str(wheel), echo=printed.append, retry_seconds=0,
+              settle_seconds=0.01)
+    created = max(i for i, call in enumerate(calls) if call in ("iam.CreateRole", "iam.CreateInstanceProfile",
+                                                                 "iam.AddRoleToInstanceProfile"))
+    run = calls.index("emr.RunJobFlow")
+    assert calls[created + 1:run].count("iam.GetRole") >= 2 and "iam.GetInstanceProfile" in calls[created + 1:run]
+    waiting = next(i for i, line in enumerate(printed) if line.startswith("waiting 0 s for the new IAM roles"))
+    assert waiting < next(i for i, line in enumerate(printed) if line.startswith("started cluster"))
+    assert "VALIDATION_ERROR" in printed[-1] and "fruitlake cloud status" in printed[-1]  # how to see the outcome
+
+    session.client("emr").terminate_job_flows(JobFlowIds=[emr.find_cluster(session.client("emr"), cfg)["Id"]])
+    printed.clear()
+    runner.up(session, cfg, runner.guard(cfg), str(wheel), echo=printed.append, retry_seconds=0,
+              settle_seconds=100)  # the roles exist: no wait (100 s would time the test out)
+    assert not any("for the new IAM roles" in line for line in printed)
+    assert "VALIDATION_ERROR" not in printed[-1]
+
+
+@pytest.mark.parametrize(("code", "message", "retried"), [
+    ("ValidationException", "Invalid InstanceProfile: fruitlake-emr-instance.", True),
+    ("AccessDeniedException", "Failed to authorize instance profile fruitlake-emr-instance", True),
+    ("ValidationException", "Service role fruitlake-emr-service has insufficient EC2 permissions", False),
+    ("ValidationException", "The role fruitlake-emr-service cannot be used with release emr-7.12.0", False),
+    ("AccessDeniedException", "User is not authorized to perform iam:PassRole on role fruitlake-emr-instance", False),
+])
+def test_run_job_flow_retries_only_what_means_propagation(session, wheel, code, message, retried):
+    handler, calls = _refuse(2, code, message)
+    session.events.register("before-call.emr.RunJobFlow", handler)
+    if retried:
+        assert up(session, wheel).startswith("j-") and len(calls) == 3
+    else:
+        with pytest.raises(Exception, match=message.split()[0]):
+            up(session, wheel)
+        assert len(calls) == 1
+
+
+# --- capacity: every usable subnet -------------------------------------------------------------------------------
+
+
+def test_every_usable_subnet_goes_to_the_fleets_and_the_others_are_named(session, wheel, capsys):
+    ec2 = session.client("ec2")
+    defaults = sorted(ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"],
+                      key=lambda s: s["AvailabilityZone"])
+    vpc_id = defaults[0]["VpcId"]
+    small = ec2.create_subnet(VpcId=vpc_id, CidrBlock="172.31.250.0/28",  # 11 free addresses: too few for 21 nodes
+                              AvailabilityZone=defaults[1]["AvailabilityZone"])["Subnet"]["SubnetId"]
+    chosen = [defaults[0]["SubnetId"], defaults[2]["SubnetId"], small]
+    options = [option for subnet in chosen for option in ("--subnet", subnet)]
+    assert main(["cloud", "plan", "--core-count", "20", *options]) == 0
+    out = capsys.readouterr().out
+    assert f"2 subnet(s) of {vpc_id}, EMR picks one with capacity" in out
+    assert f"left out: {small}: 11 free addresses for 21 nodes" in out
+
+    sent = capture(session, "emr.RunJobFlow")
+    up(session, wheel, core_count=20, subnets=tuple(chosen))
+    assert sent[0]["params"]["Instances"]["Ec2SubnetIds"] == chosen[:2]
+
+    other_vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    elsewhere = ec2.create_subnet(VpcId=other_vpc, CidrBlock="10.8.1.0/24")["Subnet"]["SubnetId"]
+    assert main(["cloud", "plan", "--subnet", chosen[0], "--subnet", elsewhere]) == 2
+    assert "the subnets are in several VPCs" in capsys.readouterr().err
+
+
+# --- the permissions docs/aws.md lists are the ones the commands need -------------------------------------------
+
+RUNBOOK = Path(__file__).resolve().parents[1] / "docs" / "aws.md"
+# The IAM action of an API operation whose action is not named like it (Service Authorization Reference, "Actions
+# defined by Amazon S3" / "by AWS Security Token Service" ...: each action's row lists the operations it covers).
+ACTION_OF = {
+    "s3:HeadBucket": "s3:ListBucket", "s3:ListObjectsV2": "s3:ListBucket", "s3:ListObjects": "s3:ListBucket",
+    "s3:ListObjectVersions": "s3:ListBucketVersions", "s3:HeadObject": "s3:GetObject",
+    "s3:DeleteObjects": "s3:DeleteObject", "s3:CreateMultipartUpload": "s3:PutObject",
+    "s3:UploadPart": "s3:PutObject", "s3:CompleteMultipartUpload": "s3:PutObject",
+    "s3:GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "s3:PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "s3:GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+    "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "s3:GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "s3:PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+}
+
+
+def required_actions(prefix: str, operation: str, params: dict) -> set[str]:
+    """What IAM checks for one request: the operation's action, and what its parameters add."""
+    name = f"{prefix}:{operation}"
+    needed = {ACTION_OF.get(name, name)}
+    if name == "s3:CreateBucket" and "ObjectOwnership" in params:
+        needed.add("s3:PutBucketOwnershipControls")
+    if name == "s3:DeleteObjects" and any("VersionId" in o for o in params["Delete"]["Objects"]):
+        needed.add("s3:DeleteObjectVersion")
+    if name in ("iam:CreateRole", "iam:CreateInstanceProfile") and params.get("Tags"):
+        needed.add("iam:TagRole" if operation == "CreateRole" else "iam:TagInstanceProfile")
+    if name == "elasticmapreduce:RunJobFlow":
+        # the roles are passed to EMR; tags on create need AddTags; and EMR creates AWSServiceRoleForEMRCleanup on
+        # an account's first cluster with the caller's rights (EMR Management Guide, "Using service-linked roles")
+        needed |= {"iam:PassRole", "iam:CreateServiceLinkedRole"} | ({"elasticmapreduce:AddTags"}
+                                                                      if params.get("Tags") else set())
+    return needed
+
+
+def documented_actions() -> set[str]:
+    table = RUNBOOK.read_text().split("| service | actions | for |", 1)[1].split("\n\n", 1)[0]
+    return set(re.findall(r"`([a-z0-9-]+:[A-Za-z0-9]+)`", table))
+
+
+def test_every_aws_call_of_the_commands_is_in_the_documented_permissions(session, wheel, monkeypatch, step_states,
+                                                                            weights_path, capsys):
+    from fruitlake.cloud import aws as cloud_aws
+
+    sent: list[tuple[str, str, dict]] = []
+    session.events.register("before-parameter-build", lambda params, model, **_: sent.append(
+        (model.service_model.signing_name, model.name, dict(params))))  # Body may be a stream: no deep copy
+    monkeypatch.setattr(cloud_aws, "session", lambda _config: session)  # the CLI's calls go through the hook
+    theirs = "fruitlake-theirs"
+    s3 = session.client("s3")
+    s3.create_bucket(Bucket=theirs, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_public_access_block(Bucket=theirs, PublicAccessBlockConfiguration=bucket.PUBLIC_ACCESS_BLOCK)
+    sent.clear()
+    script, _ = step_states
+    script.extend(["RUNNING", "COMPLETED"])
+    commands = [
+        ["plan", "--spot"],
+        ["up", "--wheel", str(wheel), "--spot", "--wait", "--poll-seconds", "0"],
+        ["plan", "--input", f"s3://{BUCKET}/images/"],
+        ["plan", "--bucket", theirs],
+        ["up", "--wheel", str(wheel), "--bucket", theirs],
+        ["submit", f"s3://{BUCKET}/images", f"s3://{BUCKET}/results/run1", "--weights", weights_path,
+         "--poll-seconds", "0"],
+        ["status"],
+        ["down", "--delete-bucket", "--yes", "--poll-seconds", "0"],
+    ]
+    for command in commands:
+        assert main(["cloud", *command]) == 0, (command, capsys.readouterr().err)
+    called = {action for prefix, operation, params in sent for action in required_actions(prefix, operation, params)}
+    assert {"s3:ListBucketVersions", "iam:CreateServiceLinkedRole", "elasticmapreduce:DescribeStep",
+            "s3:GetLifecycleConfiguration", "iam:UpdateAssumeRolePolicy"} <= called  # the test sees them all
+    assert called - documented_actions() == set(), "called, not in the permissions table of docs/aws.md"

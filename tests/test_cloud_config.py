@@ -63,6 +63,7 @@ def test_valid_bucket_names_pass(name):
     [
         ({"release": "emr-6.15.0"}, "EMR 7"),
         ({"release": "7.12.0"}, "EMR 7"),
+        ({"release": "emr-7.12"}, "EMR 7"),
         ({"core_count": -1}, "core_count=-1"),
         ({"idle_minutes": 0}, "idle_minutes=0"),
         ({"hours": 0}, "hours=0"),
@@ -82,3 +83,25 @@ def test_role_names_follow_the_name_and_the_bucket_must_be_resolved_first():
     with pytest.raises(FruitlakeError, match="not resolved"):
         _ = config.bucket_name
     assert config.with_bucket("abc").s3_uri("code/x") == "s3://abc/code/x"
+
+
+@pytest.mark.parametrize(
+    ("release", "reason"),
+    [
+        ("emr-7.0.0", "has no Python 3.11"),
+        ("emr-7.1.0", "uses EMRFS for s3://, not the S3A connector"),
+        ("emr-7.9.0", "uses EMRFS for s3://, not the S3A connector"),
+        ("emr-7.13.0", "is newer than the releases fruitlake was checked against"),
+        ("emr-7.100.0", "is newer than the releases fruitlake was checked against"),
+    ],
+)
+def test_an_untested_release_is_refused_with_the_reason(release, reason):
+    with pytest.raises(FruitlakeError) as refused:
+        CloudConfig(release=release)
+    assert f"release {release!r} {reason}" in str(refused.value)
+    assert "tested: emr-7.10.x to emr-7.12.x" in str(refused.value)
+
+
+@pytest.mark.parametrize("release", ["emr-7.10.0", "emr-7.11.0", "emr-7.12.0", "emr-7.12.1"])
+def test_the_tested_releases_pass(release):
+    assert CloudConfig(release=release).release == release

@@ -333,7 +333,8 @@ class Launched:
 
     request: dict
     cluster_tags: dict[str, str]
-    subnet: dict
+    subnet: dict  # the first of the subnets RunJobFlow names
+    subnets: list[dict]  # all of them
     vpc: dict
     emr_groups: dict[str, dict]  # ElasticMapReduce-master / -slave of an earlier cluster, by name, after `up`
     untagged_subnet: dict  # made here after `up`, in the same VPC, for the negative checks
@@ -375,14 +376,15 @@ def launched(endpoint, tmp_path_factory) -> Launched:
     (folder / "wheelhouse" / "numpy-2.0.0-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"stand-in")
     config = CloudConfig(region=REGION).with_bucket(BUCKET)
     runner.up(aws, config, runner.guard(config), str(wheel), echo=lambda _: None, retry_seconds=0,
-              wheelhouse=Wheelhouse(folder / "wheelhouse", "test"))
+              wheelhouse=Wheelhouse(folder / "wheelhouse", "test"), settle_seconds=0)
     assert len(sent) == 1, "up sent no (or several) RunJobFlow requests"
     request = sent[0]
 
     instances = request["Instances"]
     subnet_ids = instances.get("Ec2SubnetIds") or [instances["Ec2SubnetId"]]
-    assert len(subnet_ids) == 1
-    subnet = ec2.describe_subnets(SubnetIds=subnet_ids)["Subnets"][0]
+    subnets = ec2.describe_subnets(SubnetIds=subnet_ids)["Subnets"]
+    assert len({subnet["VpcId"] for subnet in subnets}) == 1
+    subnet = subnets[0]  # the checks below hold for each: they are tagged alike
     vpc = ec2.describe_vpcs(VpcIds=[subnet["VpcId"]])["Vpcs"][0]
     found = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]},
                                                   {"Name": "group-name", "Values": list(EMR_GROUPS)}])
@@ -407,6 +409,7 @@ def launched(endpoint, tmp_path_factory) -> Launched:
         request=request,
         cluster_tags=_tags(request),
         subnet=subnet,
+        subnets=subnets,
         vpc=vpc,
         emr_groups={group["GroupName"]: group for group in found["SecurityGroups"]},
         untagged_subnet=untagged_subnet,
@@ -500,7 +503,8 @@ def refused(decisions: dict) -> dict:
 
 
 def test_up_tags_what_the_v2_policy_requires(launched):
-    assert _tags(launched.subnet).get(TAG_KEY) == TAG_VALUE
+    assert len(launched.subnets) == 3  # every default subnet of the default VPC
+    assert [_tags(subnet).get(TAG_KEY) for subnet in launched.subnets] == [TAG_VALUE] * 3
     assert _tags(launched.vpc).get(TAG_KEY) == TAG_VALUE
     assert launched.cluster_tags.get(TAG_KEY) == TAG_VALUE
     assert set(launched.emr_groups) == set(EMR_GROUPS)
@@ -509,9 +513,11 @@ def test_up_tags_what_the_v2_policy_requires(launched):
 
 
 def test_emr_may_launch_nodes_into_the_tagged_subnet_and_groups(launched):
+    for subnet in launched.subnets:  # EMR may pick any of them
+        assert refused(launch_decisions(launched, subnet, list(launched.emr_groups.values()),
+                                        launched.cluster_tags)) == {}, subnet["SubnetId"]
     decisions = launch_decisions(launched, launched.subnet, list(launched.emr_groups.values()),
                                  launched.cluster_tags)
-    assert refused(decisions) == {}
     assert decisions["ec2:RunInstances", "subnet"].statements == ("CreateInTaggedNetwork",)
     assert decisions["ec2:RunInstances", "ElasticMapReduce-slave"].statements == ("CreateInTaggedNetwork",)
     assert decisions["ec2:RunInstances", "launch-template"].statements == ("CreateWithEMRTaggedLaunchTemplate",)
@@ -580,6 +586,17 @@ def test_emr_may_create_its_security_groups_in_the_vpc(launched):
 NEEDED_ON_BUCKET = ("s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads")
 NEEDED_ON_OBJECTS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
                      "s3:ListMultipartUploadParts")
+# where runs and EMR's log pushing write (an OUTPUT anywhere outside code/ and weights/), and the S3A magic
+# committer's pending files
+WRITTEN_BY_NODES = ("results/run/features.parquet/part-00000.parquet", "logs/j-1/steps/s-1/stderr.gz",
+                    "results/run/__magic_job-1/tasks/x.pendingset", "images-out/pca_csv/part-0.csv")
+# what `submit` uploads besides `up`'s code/: the weights and their ONNX file
+SUBMIT_UPLOADS = ("weights/0123456789abcdef/mobilenet_v2_1.0_224_no_top.h5",
+                  "weights/0123456789abcdef/mobilenet_v2-224-0123456789abcdef.onnx")
+# Every way to change or remove an object: none may reach what runs next
+OBJECT_CHANGES = ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:AbortMultipartUpload",
+                  "s3:PutObjectAcl", "s3:PutObjectTagging", "s3:PutObjectRetention", "s3:RestoreObject",
+                  "s3:ReplicateObject")
 S3_ACTIONS = (
     "s3:AbortMultipartUpload", "s3:BypassGovernanceRetention", "s3:CreateAccessPoint", "s3:CreateBucket",
     "s3:CreateJob", "s3:DeleteAccessPoint", "s3:DeleteBucket", "s3:DeleteBucketOwnershipControls",
@@ -627,13 +644,24 @@ def test_the_nodes_may_use_the_bucket(launched, action):
 
 
 @pytest.mark.parametrize("action", NEEDED_ON_OBJECTS)
-def test_the_nodes_may_use_every_object_of_the_bucket(launched, action):
-    keys = [*launched.objects, "results/run/features.parquet/part-00000.parquet", "logs/j-1/steps/s-1/stderr.gz",
-            "results/run/__magic_job-1/tasks/x.pendingset"]
-    assert launched.objects, "up uploaded nothing"
-    for key in keys:
+def test_the_nodes_may_use_the_objects_runs_and_logs_write(launched, action):
+    for key in WRITTEN_BY_NODES:
         result = evaluate(instance_policies(launched), action, f"arn:aws:s3:::{BUCKET}/{key}")
         assert result.decision is ALLOW, f"{action} on s3://{BUCKET}/{key}: {result.decision.value}"
+
+
+def test_the_nodes_may_only_read_what_up_and_submit_upload(launched):
+    """A node able to rewrite bootstrap.sh, the wheelhouse, the job script or the weights would choose what the
+    next cluster runs as root: the nodes read them, and an explicit deny keeps every change out."""
+    policies = instance_policies(launched)
+    uploads = [*launched.objects, *SUBMIT_UPLOADS, "code/not-yet-there.sh"]
+    assert {"code/bootstrap.sh", "code/lifetime.sh", "code/fruitlake_job.py"} <= set(launched.objects)
+    assert any(key.startswith("code/wheelhouse-") for key in launched.objects)
+    for key in uploads:
+        arn = f"arn:aws:s3:::{BUCKET}/{key}"
+        assert evaluate(policies, "s3:GetObject", arn).allowed, key
+        decisions = {action: evaluate(policies, action, arn).decision for action in OBJECT_CHANGES}
+        assert set(decisions.values()) == {EXPLICIT}, (key, decisions)
 
 
 def test_the_nodes_may_do_nothing_on_another_bucket(launched):
@@ -656,7 +684,7 @@ def test_the_nodes_may_not_administer_their_bucket(launched):
         (action, resource)
         for resource in (f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/code/x.whl")
         for action in BUCKET_ADMINISTRATION
-        if evaluate(policies, action, resource).decision is not IMPLICIT
+        if evaluate(policies, action, resource).allowed
     ]
     assert granted == []
 
@@ -698,7 +726,41 @@ def test_the_bucket_policy_refuses_plain_http(launched):
         assert evaluate(document, "s3:GetObject", resource, {"aws:SecureTransport": True}).decision is IMPLICIT
 
 
-# --- (c) the service role may pass the nodes' role to EC2, and no other role ------------------------------
+# --- (c) only EMR, for this account's clusters, may assume the service role (confused deputy) --------------
+
+
+def assume(trust: dict, service: str = iam.EMR_SERVICE, **context: str):
+    return evaluate(trust, "sts:AssumeRole", "arn:aws:iam::123456789012:role/x",
+                    {"aws:PrincipalServiceName": service, **context}).decision
+
+
+def test_only_emr_acting_for_this_account_may_assume_the_service_role(launched):
+    trust = launched.service_role["AssumeRolePolicyDocument"]
+    ours = {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": f"arn:aws:elasticmapreduce:{REGION}:{ACCOUNT}:cluster/j-1"}
+    assert assume(trust, **ours) is ALLOW
+    assert assume(trust, **{**ours, "aws:SourceArn": ours["aws:SourceArn"].replace(REGION, "eu-central-1")}) is ALLOW
+    other = "210987654321"
+    assert assume(trust, **{"aws:SourceAccount": other,
+                            "aws:SourceArn": f"arn:aws:elasticmapreduce:{REGION}:{other}:cluster/j-2"}) is IMPLICIT
+    assert assume(trust, **{**ours, "aws:SourceAccount": other}) is IMPLICIT
+    assert assume(trust, **{**ours, "aws:SourceArn": f"arn:aws:s3:::{BUCKET}"}) is IMPLICIT
+    assert assume(trust) is IMPLICIT  # no source at all: not on behalf of a cluster of ours
+    assert assume(trust, iam.EC2_SERVICE, **ours) is IMPLICIT
+    # the nodes' role stays EC2's, which sets no source keys when an instance takes its profile
+    assert assume(launched.instance_role["AssumeRolePolicyDocument"], iam.EC2_SERVICE) is ALLOW
+
+
+def test_the_evaluator_matches_a_service_principal_and_needs_no_resource_in_a_trust_policy():
+    trust = policy({"Effect": "Allow", "Principal": {"Service": ["a.amazonaws.com", "b.amazonaws.com"]},
+                    "Action": "sts:AssumeRole"})
+    assert assume(trust, "b.amazonaws.com") is ALLOW
+    assert assume(trust, "c.amazonaws.com") is IMPLICIT
+    assert evaluate(trust, "sts:AssumeRole", "arn:aws:iam::1:role/x").decision is IMPLICIT
+    with pytest.raises(ValueError, match="needs Resource"):
+        evaluate(policy({"Effect": "Allow", "Action": "s3:GetObject"}), "s3:GetObject", "arn:aws:s3:::b/k")
+
+
+# --- (d) the service role may pass the nodes' role to EC2, and no other role ------------------------------
 
 
 def pass_role(policies, role_arn: str, service: str | None = "ec2.amazonaws.com"):

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from fruitlake import FruitlakeError
-from fruitlake.cloud import pricing
+from fruitlake.cloud import limits, pricing
 from fruitlake.cloud.config import CloudConfig
 
 REQUIRED_REGIONS = ["eu-west-1", "eu-central-1", "eu-north-1", "eu-west-3", "us-east-1"]
@@ -86,3 +86,30 @@ def test_budget_guard_refuses_above_and_passes_below():
     assert "--budget-eur" in str(refused.value)
     pricing.check_budget(big, big.worst_eur + 0.01)
     pricing.check_budget(pricing.estimate(CloudConfig()), 10.0)
+
+
+def test_the_lifetime_is_what_the_budget_buys_at_the_worst_case_price():
+    spot = CloudConfig(spot=True, hours=2)
+    bound = limits.Limits.of(pricing.estimate(spot), budget_eur=10, step_hours=2)
+    # 3 x m5.xlarge at the on-demand price (spot's worst case): 0.786 USD/h = 0.689 EUR/h; 10 EUR buy 14.5 h
+    assert bound.lifetime_minutes == int(10 / (3 * 0.262 * 0.877) * 60) == 870
+    assert bound.step_minutes == 120 and bound.shutdown_in_minutes == 870 - 15
+    assert bound.tags() == {"fruitlake:lifetime-minutes": "870", "fruitlake:step-limit-minutes": "120"}
+    text = "\n".join(bound.lines(10))
+    assert "lifetime at most 14.50 h (10.00 EUR budget at the worst-case price)" in text
+    assert "each step stopped after 2.00 h" in text
+    raised = limits.Limits.of(pricing.estimate(spot), budget_eur=20, step_hours=2)
+    assert raised.lifetime_minutes == int(20 / (3 * 0.262 * 0.877) * 60)  # a larger budget, a longer lifetime
+
+
+@pytest.mark.parametrize("hours", [0, -1, float("inf"), float("nan")])
+def test_a_limit_cannot_be_switched_off(hours):
+    with pytest.raises(FruitlakeError, match="must be a positive number of hours"):
+        limits.minutes_of(hours)
+
+
+def test_a_step_runs_under_timeout_and_its_limit_is_read_back():
+    command = limits.step_command(90, ["spark-submit", "job.py"])
+    assert command == ["timeout", "--kill-after=60", "5400", "spark-submit", "job.py"]
+    assert limits.step_limit_minutes(command) == 90
+    assert limits.step_limit_minutes(["spark-submit", "job.py"]) is None

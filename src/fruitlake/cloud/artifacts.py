@@ -1,4 +1,5 @@
-"""What `up` uploads: the fruitlake wheel, a bootstrap script installing it on each node, the job script."""
+"""What `up` uploads: the fruitlake wheel, a bootstrap script installing it on each node, the lifetime script,
+the job script."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ CODE_PREFIX = "code/"
 LOGS_PREFIX = "logs/"
 WEIGHTS_PREFIX = "weights/"
 BOOTSTRAP_KEY = CODE_PREFIX + "bootstrap.sh"
+LIFETIME_KEY = CODE_PREFIX + "lifetime.sh"
 JOB_KEY = CODE_PREFIX + "fruitlake_job.py"
 NODE_ROOT = "/opt/fruitlake"
 VENV = f"{NODE_ROOT}/venv"
@@ -71,6 +73,24 @@ print("fruitlake", fruitlake.__version__, "onnxruntime", onnxruntime.__version__
 CHECK
 rm -rf "$wheels"
 echo "fruitlake venv ready in $((SECONDS - started)) s"
+"""
+
+# The cluster's lifetime (fruitlake.cloud.limits): the first bootstrap action, so the shutdown is scheduled before
+# anything else can hang. Every node runs it; only the primary schedules. instance.json's isMaster is the key EMR's
+# own run-if bootstrap action tests (EMR Management Guide, "Create bootstrap actions to install additional
+# software"). `shutdown -h +MINUTES` returns at once; systemd powers the node off then.
+LIFETIME_SCRIPT = """#!/bin/bash
+# fruitlake lifetime: on the primary node, schedule its shutdown in MINUTES, which ends the cluster.
+# Usage: lifetime.sh MINUTES
+set -euo pipefail
+minutes="$1"
+info="${FRUITLAKE_INSTANCE_INFO:-/mnt/var/lib/info/instance.json}"  # overridden only by the test that runs this
+if grep -Eq '"isMaster" *: *true' "$info"; then
+  sudo shutdown -h "+$minutes" "fruitlake: the cluster's lifetime (its budget) is used up"
+  echo "fruitlake: this primary node shuts down in $minutes min, ending the cluster"
+else
+  echo "fruitlake: not the primary node; the primary's shutdown ends the cluster"
+fi
 """
 
 # spark-submit runs this file with the venv's Python; the work is done by the installed package.
@@ -200,6 +220,7 @@ def uploads(wheel: Path, wheelhouse: Wheelhouse) -> dict[str, Path | bytes]:
     files: dict[str, Path | bytes] = {wheel_key(wheel): wheel}
     files.update({wheelhouse.prefix + path.name: path for path in wheelhouse.files()})
     files[BOOTSTRAP_KEY] = BOOTSTRAP_SCRIPT.encode()
+    files[LIFETIME_KEY] = LIFETIME_SCRIPT.encode()
     files[JOB_KEY] = JOB_SCRIPT.encode()
     return files
 
@@ -214,4 +235,5 @@ class Uploaded:
 
     bootstrap: str  # s3:// URI of bootstrap.sh
     bootstrap_args: list[str]  # the wheel's and the wheelhouse's URIs
+    lifetime: str  # s3:// URI of lifetime.sh
     job: str  # s3:// URI of fruitlake_job.py

@@ -1,4 +1,5 @@
-"""The project's S3 bucket: created in the region, encrypted, never public, reachable only over TLS.
+"""The project's S3 bucket: created in the region, encrypted, never public, reachable only over TLS, abandoned
+multipart uploads aborted.
 
 A bucket `up` did not create (an existing --bucket) is not ours to reconfigure: its settings are read and
 checked, a public one is refused, and only our TLS-only statement is merged into its policy.
@@ -13,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fruitlake import FruitlakeError
-from fruitlake.cloud.artifacts import BOOTSTRAP_KEY, JOB_KEY, Uploaded, Wheelhouse, bootstrap_args, uploads
+from fruitlake.cloud.artifacts import (
+    BOOTSTRAP_KEY,
+    JOB_KEY,
+    LIFETIME_KEY,
+    Uploaded,
+    Wheelhouse,
+    bootstrap_args,
+    uploads,
+)
 from fruitlake.cloud.aws import Client, JsonDict, error_code, project_tags, tag_list
 from fruitlake.cloud.config import PROJECT_TAG, CloudConfig
 
@@ -27,6 +36,17 @@ PUBLIC_ACCESS_BLOCK = {
 }
 ENCRYPTION = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
 TLS_SID = "DenyInsecureTransport"
+# A job that dies leaves the S3A magic committer's multipart uploads behind: billed as storage, listed nowhere
+# but ListMultipartUploads. S3 aborts them after this many days (S3 User Guide, "Configuring a bucket lifecycle
+# configuration to delete incomplete multipart uploads"). Longer than any run can take (limits.py).
+ABORT_UPLOADS_AFTER_DAYS = 3
+LIFECYCLE_RULE_ID = "fruitlake-abort-incomplete-multipart-uploads"
+LIFECYCLE = {"Rules": [{
+    "ID": LIFECYCLE_RULE_ID,
+    "Status": "Enabled",
+    "Filter": {},  # every key
+    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_UPLOADS_AFTER_DAYS},
+}]}
 PUBLIC_GRANTEES = ("http://acs.amazonaws.com/groups/global/AllUsers",
                    "http://acs.amazonaws.com/groups/global/AuthenticatedUsers")
 
@@ -106,6 +126,20 @@ def is_ours(s3: Client, bucket: str) -> bool:
     return tags.get(PROJECT_TAG[0]) == PROJECT_TAG[1]
 
 
+def _every_key(rule: JsonDict) -> bool:
+    """A lifecycle rule without a prefix, tag or size filter (or the legacy top-level Prefix) covers every key."""
+    narrowing = set(rule.get("Filter") or {}) - {"Prefix"}
+    return not narrowing and not (rule.get("Filter") or {}).get("Prefix") and not rule.get("Prefix")
+
+
+def abort_uploads_days(s3: Client, bucket: str) -> int | None:
+    """After how many days the bucket's lifecycle aborts incomplete multipart uploads of every key, or None."""
+    found = _read(s3.get_bucket_lifecycle_configuration, "NoSuchLifecycleConfiguration", Bucket=bucket)
+    days = [rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] for rule in (found or {}).get("Rules", [])
+            if rule.get("Status") == "Enabled" and "AbortIncompleteMultipartUpload" in rule and _every_key(rule)]
+    return min(days) if days else None
+
+
 def public_reasons(s3: Client, bucket: str) -> list[str]:
     """Why the bucket is or may become public: S3's policy status, the public access block, the ACL."""
     reasons = []
@@ -151,7 +185,8 @@ def adopt_bucket(s3: Client, bucket: str) -> None:
 
 
 def ensure_bucket(s3: Client, config: CloudConfig) -> BucketState:
-    """Create the bucket if missing, with encryption, public access block, TLS-only policy and tags.
+    """Create the bucket if missing, with encryption, public access block, TLS-only policy, the lifecycle rule
+    aborting incomplete multipart uploads, and tags.
 
     A bucket of an earlier `up` (tagged project=fruitlake) gets them again (each is a PUT of the whole
     document: re-running is safe); any other existing bucket is only checked and given our policy statement.
@@ -170,6 +205,7 @@ def ensure_bucket(s3: Client, config: CloudConfig) -> BucketState:
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=ENCRYPTION)
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(tls_only_policy(bucket)))
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=LIFECYCLE)
     s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tag_list(project_tags())})
     return BucketState(created=not exists, kms=False)
 
@@ -187,7 +223,8 @@ def upload_artifacts(s3: Client, config: CloudConfig, wheel: Path, wheelhouse: W
             s3.put_object(Bucket=bucket, Key=key, Body=source)
         elif present.get(key) != source.stat().st_size:
             s3.upload_file(str(source), bucket, key)
-    return Uploaded(config.s3_uri(BOOTSTRAP_KEY), bootstrap_args(bucket, wheel, wheelhouse), config.s3_uri(JOB_KEY))
+    return Uploaded(config.s3_uri(BOOTSTRAP_KEY), bootstrap_args(bucket, wheel, wheelhouse),
+                    config.s3_uri(LIFETIME_KEY), config.s3_uri(JOB_KEY))
 
 
 def empty_and_delete_bucket(s3: Client, bucket: str) -> int:

@@ -52,11 +52,14 @@ def _cluster() -> argparse.ArgumentParser:
     cluster.add_argument("--idle-minutes", type=int, default=30,
                          help="auto-terminate after this many idle minutes (default 30)")
     cluster.add_argument("--hours", type=float, default=1.0,
-                         help="expected busy hours of the cluster, for the estimate (default 1)")
+                         help="expected busy hours of the cluster, for the estimate, and each step's time limit "
+                              "(default 1)")
     cluster.add_argument("--budget-eur", type=float, default=10.0,
-                         help="refuse when the estimate exceeds this many EUR (default 10)")
-    cluster.add_argument("--subnet", default=None,
-                         help="subnet id (default: a default subnet of the default VPC)")
+                         help="refuse when the worst-case estimate exceeds this many EUR (default 10); also the "
+                              "cluster's lifetime: it shuts down when the budget is spent at the worst-case price")
+    cluster.add_argument("--subnet", dest="subnets", action="append", default=[], metavar="SUBNET",
+                         help="a subnet id, repeatable (one VPC): the cluster starts in one of them with capacity "
+                              "(default: every default subnet of the default VPC)")
     cluster.add_argument("--wheel", default=None,
                          help="fruitlake wheel to install (default: build one from --source)")
     cluster.add_argument("--source", default=".",
@@ -101,7 +104,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     submit.add_argument("--poll-seconds", type=float, default=30.0,
                         help="seconds between step state checks while waiting (default 30)")
     submit.add_argument("--timeout-minutes", type=float, default=None,
-                        help="stop waiting after this long (the step keeps running)")
+                        help="stop waiting after this long (the step keeps running, up to its --step-hours)")
+    submit.add_argument("--step-hours", type=float, default=None,
+                        help="stop the step on the cluster after this many hours (default: the cluster's --hours "
+                             "given to `up`); refused when it cannot end before the cluster's lifetime does")
     actions.add_parser("status", parents=[common], help="the active cluster and its recent steps")
     down = actions.add_parser("down", parents=[common], help="terminate the cluster")
     down.add_argument("--delete-bucket", action="store_true",
@@ -179,7 +185,8 @@ def _submit(args: argparse.Namespace) -> int:
     run = _run_config(args)
     session, config = _session_and_config(config)
     timeout = args.timeout_minutes * 60 if args.timeout_minutes is not None else None
-    runner.submit(session, config, run, wait=not args.no_wait, poll_seconds=args.poll_seconds, timeout_seconds=timeout)
+    runner.submit(session, config, run, wait=not args.no_wait, poll_seconds=args.poll_seconds, timeout_seconds=timeout,
+                  step_hours=args.step_hours)
     return 0
 
 

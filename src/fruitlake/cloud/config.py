@@ -10,7 +10,10 @@ from typing import Any
 from fruitlake import FruitlakeError
 
 DEFAULT_REGION = "eu-west-1"
-DEFAULT_RELEASE = "emr-7.12.0"  # Spark 3.5 on Amazon Linux 2023; any emr-7.x.y is accepted
+DEFAULT_RELEASE = "emr-7.12.0"  # Spark 3.5 on Amazon Linux 2023
+# The EMR 7 minor releases fruitlake's requests, policies and docs were checked against (the default among them).
+# Older ones are refused with the reason (release_problem); a newer one is refused until it has been checked.
+TESTED_MINORS = range(10, 13)  # emr-7.10.x to emr-7.12.x
 DEFAULT_INSTANCE_TYPE = "m5.xlarge"
 DEFAULT_NAME = "fruitlake"
 
@@ -34,7 +37,7 @@ EMR_MANAGED_TAG = ("for-use-with-amazon-emr-managed-policies", "true")
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
-_RELEASE = re.compile(r"^emr-7\.\d+\.\d+$")
+_RELEASE = re.compile(r"^emr-7\.(\d+)\.\d+$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 
@@ -58,6 +61,29 @@ def bucket_name_problem(name: str) -> str | None:
     return None
 
 
+def release_problem(release: str) -> str | None:
+    """Why fruitlake refuses an EMR release label, or None for a tested one.
+
+    EMR Release Guide: from emr-7.10.0 `s3://` is Hadoop's S3A, which replaced EMRFS ("Migration guide: EMRFS
+    to S3A"); the nodes' role (multipart uploads of the magic committer) and docs/aws.md rely on it. Python 3.11,
+    which the bootstrap installs, is there from emr-7.1.0 (Release Guide, "Amazon EMR release 7.1.0", application
+    versions: Python 3.9, 3.11 against 3.9 for emr-7.0.0). emr-7.13.0 (April 2026) exists, but was not checked.
+    """
+    match = _RELEASE.match(release)
+    if not match:
+        return f"is not an EMR 7 label like {DEFAULT_RELEASE}"
+    minor = int(match.group(1))
+    tested = f"tested: emr-7.{TESTED_MINORS.start}.x to emr-7.{TESTED_MINORS.stop - 1}.x"
+    if minor < 1:
+        return f"has no Python 3.11 for the nodes' venv (from emr-7.1.0), and s3:// there is EMRFS, not S3A; {tested}"
+    if minor < 10:
+        return ("uses EMRFS for s3://, not the S3A connector (from emr-7.10.0) that the nodes' permissions and "
+                f"the job's output commit rely on; {tested}")
+    if minor not in TESTED_MINORS:
+        return f"is newer than the releases fruitlake was checked against; {tested}"
+    return None
+
+
 def default_bucket_name(account_id: str, region: str) -> str:
     return f"fruitlake-{account_id}-{region}"
 
@@ -76,10 +102,11 @@ class CloudConfig:
     idle_minutes: int = 30
     hours: float = 1.0  # expected busy time of the cluster, for the estimate
     budget_eur: float = 10.0
-    subnet: str | None = None  # None: the default subnet of the region's default VPC
+    subnets: tuple[str, ...] = ()  # (): every default subnet of the region's default VPC
     profile: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "subnets", tuple(self.subnets))  # argparse's append gives a list
         if self.region not in EU_REGIONS and not self.allow_non_eu:
             raise FruitlakeError(
                 f"region {self.region!r} is outside the EU. The photos may hold personal data, and under "
@@ -92,8 +119,8 @@ class CloudConfig:
             raise FruitlakeError(
                 f"name {self.name!r} must be 1 to 32 letters, digits or hyphens, starting with a letter/digit"
             )
-        if not _RELEASE.match(self.release):
-            raise FruitlakeError(f"release {self.release!r} must be an EMR 7 label like {DEFAULT_RELEASE}")
+        if problem := release_problem(self.release):
+            raise FruitlakeError(f"release {self.release!r} {problem}")
         for option, value in (("primary_type", self.primary_type), ("core_type", self.core_type)):
             if not _INSTANCE_TYPE.match(value):
                 raise FruitlakeError(f"{option}={value!r} is not an EC2 instance type such as m5.xlarge")

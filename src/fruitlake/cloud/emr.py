@@ -18,7 +18,8 @@ from fruitlake.cloud.config import (
     CloudConfig,
 )
 from fruitlake.cloud.iam import Roles
-from fruitlake.cloud.network import Subnet
+from fruitlake.cloud.limits import Limits, cluster_limits, step_command
+from fruitlake.cloud.network import Network
 from fruitlake.cloud.pricing import Estimate
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,15 @@ log = logging.getLogger(__name__)
 ACTIVE_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 STEP_DONE = {"COMPLETED"}
 STEP_FAILED = {"CANCELLED", "FAILED", "INTERRUPTED"}
+STEP_QUEUED = ["PENDING", "RUNNING"]
 IAM_RETRIES = 12  # RunJobFlow tries while fresh IAM roles propagate: 11 waits of 15 s, nearly 3 min
+# The refusals that mean IAM has not propagated to EMR yet: (error code, words in the message), the two the
+# Terraform AWS provider retries RunJobFlow on (hashicorp/terraform-provider-aws, internal/service/emr/cluster.go).
+# Any other refusal, a role's missing permission for one, is raised at once.
+PROPAGATION_ERRORS = (
+    ("ValidationException", "Invalid InstanceProfile:"),
+    ("AccessDeniedException", "Failed to authorize instance profile"),
+)
 SPOT_TIMEOUT_MINUTES = 10  # then the core fleet switches to on-demand (EMR's minimum is 5)
 
 # YARN kills an executor whose container outgrows executor memory + memoryOverhead, and the Python workers
@@ -68,12 +77,13 @@ def spark_python_configurations() -> list[JsonDict]:
     ]
 
 
-def cluster_tags(config: CloudConfig, cost: Estimate) -> dict[str, str]:
+def cluster_tags(config: CloudConfig, cost: Estimate, limits: Limits) -> dict[str, str]:
     return {
         PROJECT_TAG[0]: PROJECT_TAG[1],
         BUCKET_TAG: config.bucket_name,
         ESTIMATE_TAG: f"{cost.worst_eur:.2f}",  # the figure the budget guard compared with the budget
         BUDGET_TAG: f"{config.budget_eur:.2f}",
+        **limits.tags(),
         EMR_MANAGED_TAG[0]: EMR_MANAGED_TAG[1],
     }
 
@@ -113,7 +123,7 @@ def instance_fleets(config: CloudConfig) -> list[JsonDict]:
 
 
 def run_job_flow_request(
-    config: CloudConfig, uploaded: Uploaded, roles: Roles, subnet: Subnet, cost: Estimate
+    config: CloudConfig, uploaded: Uploaded, roles: Roles, network: Network, cost: Estimate, limits: Limits
 ) -> JsonDict:
     return {
         "Name": config.name,
@@ -122,11 +132,15 @@ def run_job_flow_request(
         "LogUri": config.s3_uri(LOGS_PREFIX),
         "Instances": {
             "InstanceFleets": instance_fleets(config),
-            "Ec2SubnetIds": [subnet.subnet_id],  # Ec2SubnetId is for instance groups only
+            "Ec2SubnetIds": network.subnet_ids,  # Ec2SubnetId is for instance groups only
             "KeepJobFlowAliveWhenNoSteps": True,  # steps come later, from `submit`; idleness ends the cluster
             "TerminationProtected": False,
         },
         "BootstrapActions": [
+            {  # first, so the shutdown is scheduled before anything else can hang
+                "Name": "fruitlake lifetime",
+                "ScriptBootstrapAction": {"Path": uploaded.lifetime, "Args": [str(limits.shutdown_in_minutes)]},
+            },
             {
                 "Name": "fruitlake venv",
                 "ScriptBootstrapAction": {"Path": uploaded.bootstrap, "Args": uploaded.bootstrap_args},
@@ -137,7 +151,7 @@ def run_job_flow_request(
         "JobFlowRole": roles.instance_profile,
         "ServiceRole": roles.service_role,
         "VisibleToAllUsers": True,
-        "Tags": tag_list(cluster_tags(config, cost)),
+        "Tags": tag_list(cluster_tags(config, cost, limits)),
     }
 
 
@@ -160,30 +174,37 @@ def find_cluster(emr: Client, config: CloudConfig, states: list[str] | None = AC
 
 
 def ensure_cluster(
-    emr: Client, config: CloudConfig, request: JsonDict, retry_seconds: float = 15.0, echo: Echo = print
+    emr: Client,
+    config: CloudConfig,
+    request: JsonDict,
+    retry_seconds: float = 15.0,
+    echo: Echo = print,
+    before_start: Callable[[], None] | None = None,
 ) -> tuple[str, bool]:
-    """(cluster id, created): reuse our active cluster, else start one.
+    """(cluster id, created): reuse our active cluster (refused without a lifetime), else call `before_start` and
+    start one.
 
-    IAM is eventually consistent: a fresh role or instance profile can take a minute or two to be visible to
-    EMR, which meanwhile refuses it ("Invalid InstanceProfile", or a ValidationException naming the role).
-    Those refusals are retried for IAM_RETRIES x retry_seconds; anything else is raised at once.
+    IAM is eventually consistent: `up` waits for roles it just made (`before_start`), yet EMR may still refuse
+    them for a while. Only the refusals in PROPAGATION_ERRORS are retried, IAM_RETRIES x retry_seconds; anything
+    else is raised at once.
     """
     from botocore.exceptions import ClientError
 
     existing = find_cluster(emr, config)
     if existing is not None:
+        cluster_limits(existing)  # refuses to reuse a cluster without a lifetime
         return existing["Id"], False
+    if before_start is not None:
+        before_start()
     for attempt in range(1, IAM_RETRIES + 1):
         try:
             return emr.run_job_flow(**request)["JobFlowId"], True
         except ClientError as exc:
-            message = str(exc)
-            propagating = error_code(exc) == "ValidationException" and (
-                "instanceprofile" in message.lower() or "role" in message.lower()
-            )
+            message = exc.response["Error"].get("Message", "")
+            propagating = any(error_code(exc) == code and words in message for code, words in PROPAGATION_ERRORS)
             if not propagating or attempt == IAM_RETRIES:
                 raise
-            echo(f"EMR does not see the new IAM roles yet ({exc.response['Error'].get('Message')}); "
+            echo(f"EMR does not see the new IAM roles yet ({message}); "
                  f"retry {attempt} of {IAM_RETRIES - 1} in {retry_seconds:.0f} s")
             time.sleep(retry_seconds)
     raise AssertionError("unreachable")
@@ -255,10 +276,10 @@ def active_cluster(emr: Client, config: CloudConfig) -> JsonDict:
 MAX_STEP_ARGUMENT = 10_280  # characters of one step argument (botocore's EMR model: XmlString)
 
 
-def step_request(config: CloudConfig, job_uri: str, job_args: list[str], name: str) -> JsonDict:
+def step_request(job_uri: str, job_args: list[str], name: str, limit_minutes: int) -> JsonDict:
     """A command-runner step: spark-submit (client mode, YARN) of the job entry point (fruitlake.job) with its
-    arguments. Each argument is one XmlString of at most 10,280 characters (botocore's EMR model,
-    HadoopJarStepConfig.Args); a serialized RunConfig is well under 1,000."""
+    arguments, killed after `limit_minutes` (limits.step_command). Each argument is one XmlString of at most
+    10,280 characters (botocore's EMR model, HadoopJarStepConfig.Args); a serialized RunConfig is well under 1,000."""
     command = [
         "spark-submit",
         "--deploy-mode", "client",
@@ -271,7 +292,7 @@ def step_request(config: CloudConfig, job_uri: str, job_args: list[str], name: s
     return {
         "Name": name[:256],
         "ActionOnFailure": "CONTINUE",  # a failed run keeps the cluster for the next try; idleness ends it
-        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": command},
+        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": step_command(limit_minutes, command)},
     }
 
 
@@ -317,6 +338,12 @@ def wait_for_step(
                 "follow it with `fruitlake cloud status`"
             )
         time.sleep(poll_seconds)
+
+
+def queued_steps(emr: Client, cluster_id: str) -> list[JsonDict]:
+    """The steps pending or running: a new step starts after them."""
+    steps: list[JsonDict] = emr.list_steps(ClusterId=cluster_id, StepStates=STEP_QUEUED)["Steps"]
+    return steps
 
 
 def recent_steps(emr: Client, cluster_id: str, limit: int = 5) -> list[JsonDict]:

@@ -84,8 +84,12 @@ class Estimate:
         return self.usd * USD_TO_EUR
 
     @property
+    def worst_usd_per_hour(self) -> float:
+        return sum(node.worst_usd_per_hour for node in self.nodes)
+
+    @property
     def worst_usd(self) -> float:
-        return sum(node.worst_usd_per_hour for node in self.nodes) * self.hours
+        return self.worst_usd_per_hour * self.hours
 
     @property
     def worst_eur(self) -> float:
