@@ -92,7 +92,7 @@ def test_the_readme_path_on_a_terminal_prints_only_fruitlakes_lines_and_redraws_
     assert process.wait(600) == 0, shown[-3000:]
     text = shown.decode("utf-8", "replace").replace("\r\n", "\n")
     assert "\r" in text, text[-3000:]  # live redraws, not one line per stage
-    on_screen = "\n".join(line.rsplit("\r", 1)[-1].rstrip() for line in text.splitlines())
+    on_screen = "\n".join(line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n"))  # what stays
     assert not_fruitlake(on_screen) == [], text[-3000:]
     assert [line.split()[0] for line in on_screen.splitlines() if line.strip()] == list(STAGES), text[-3000:]
     [line] = stdout.splitlines()
