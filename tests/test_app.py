@@ -51,7 +51,9 @@ def test_rows(spark, trained):
     """The run's Test rows: path, label, pca, sorted by path."""
     output, _ = trained
     rows = spark.read.parquet(str(output / "features")).where("split = 'Test'").orderBy("path")
-    return rows.select("path", "label", "pca").toPandas()
+    table = rows.select("path", "label", "pca").toPandas()
+    table["file"] = table["path"].str.removeprefix("file:")  # the run's paths are URIs
+    return table
 
 
 def _decoded(paths):
@@ -114,7 +116,7 @@ def _run_with(spark, trained, tmp_path, where: str):
     """A copy of the trained run whose features keep only the rows `where` selects (manifest unchanged)."""
     output, _ = trained
     copy = tmp_path / "run"
-    copy.mkdir()
+    copy.mkdir(parents=True)
     shutil.copy(output / "manifest.json", copy / "manifest.json")
     spark.read.parquet(str(output / "features")).where(where).write.parquet(str(copy / "features"))
     return copy
@@ -188,7 +190,7 @@ def test_exported_features_equal_the_runs_pca_rows_and_predictions_the_spark_mod
     target, _ = exported
     output, _ = trained
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-    probabilities, features = session.run(None, {"image": _decoded(test_rows["path"])})
+    probabilities, features = session.run(None, {"image": _decoded(test_rows["file"])})
     np.testing.assert_allclose(features, np.stack(test_rows["pca"]), atol=1e-4)
     model = LogisticRegressionModel.load(str(output / "classifier" / "model"))
     frame = spark.createDataFrame(test_rows[["path", "pca"]]).withColumn("_pca_vec", array_to_vector("pca"))
@@ -234,7 +236,7 @@ def test_classify_equals_a_direct_onnx_runtime_call_without_spark_or_tensorflow(
     target, _ = exported
     folder = tmp_path / "photos"
     folder.mkdir()
-    paths = list(test_rows["path"][:3])
+    paths = list(test_rows["file"][:3])
     for index, path in enumerate(paths):
         shutil.copy(path, folder / f"{index}.jpg")
     done, _ = _classify(target, folder, "--top", "2")
@@ -254,7 +256,7 @@ def test_classify_equals_a_direct_onnx_runtime_call_without_spark_or_tensorflow(
 def test_classify_reports_each_unreadable_image_and_fails(exported, test_rows, tmp_path):
     target, _ = exported
     good = tmp_path / "good.jpg"
-    shutil.copy(test_rows["path"][0], good)
+    shutil.copy(test_rows["file"][0], good)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
     text = tmp_path / "notes.png"

@@ -87,7 +87,9 @@ def _project(args: argparse.Namespace) -> int:
 
 
 def _add_pack(commands: Subcommands) -> None:
-    from fruitlake.pack import DEFAULT_FILE_MB, MISSING, MODES
+    from fruitlake.config import PACK_DEFAULT_FILE_MB as DEFAULT_FILE_MB
+    from fruitlake.config import PACK_MISSING as MISSING
+    from fruitlake.config import PACK_MODES as MODES
 
     pack = commands.add_parser("pack", help="write the images of INPUT as a Parquet table of their bytes "
                                             "(fewer, larger objects on S3); `run TABLE OUTPUT` reads it")
@@ -151,7 +153,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _add_train(commands: Subcommands) -> None:
-    from fruitlake.train import FOLDS, REG_GRID
+    from fruitlake.config import FOLDS, REG_GRID
 
     train = commands.add_parser("train", help="fit a logistic regression on a finished run's PCA features "
                                               "(Spark ML), score it on the Test split; writes OUTPUT/classifier/")

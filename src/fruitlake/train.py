@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, fs
+from fruitlake.config import FOLDS, REG_GRID
 from fruitlake.manifest import JsonDict, Manifest, read_json, write_json
 from fruitlake.output import CLASSIFIER, FEATURES, MANIFEST
 from fruitlake.redaction import redact
@@ -30,9 +31,6 @@ from fruitlake.redaction import redact
 log = logging.getLogger(__name__)
 
 CLASSIFIER_MODEL, METRICS = "model", "metrics.json"  # under OUTPUT/classifier/
-# L2 strengths tried (Spark's regParam, on standardised features); 0 is plain maximum likelihood.
-REG_GRID = (0.0, 0.001, 0.01, 0.1)
-FOLDS = 3
 SEED = 0
 MAX_ITER = 200
 HOLDOUT_SHARE = 0.2
@@ -109,7 +107,7 @@ def _indexed(split: DataFrame, labels: list[str]) -> DataFrame:
 
 def _logistic(reg: float = 0.0) -> LogisticRegression:
     return LogisticRegression(featuresCol=VECTOR, labelCol=INDEX, family="multinomial", maxIter=MAX_ITER,
-                              regParam=reg, elasticNetParam=0.0, standardization=True)
+                              regParam=reg, elasticNetParam=0.0, standardization=False)
 
 
 def train(spark: SparkSession, output: str, grid: tuple[float, ...] = REG_GRID, folds: int = FOLDS) -> Trained:
@@ -153,7 +151,7 @@ def train(spark: SparkSession, output: str, grid: tuple[float, ...] = REG_GRID, 
         "fruitlake_version": __version__,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": f"Spark ML LogisticRegression(family=multinomial, elasticNetParam=0, maxIter={MAX_ITER}, "
-                 "standardization=true) on the PCA features",
+                 "standardization=false) on the PCA features",
         "split_rule": rule,
         "train_rows": int(train_rows),
         "test_rows": int(test_rows),
