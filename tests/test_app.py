@@ -276,3 +276,25 @@ def test_classify_refuses_a_file_that_is_not_an_exported_model(tmp_path):
     fake.write_bytes(b"nothing")
     done, _ = _classify(fake, tmp_path)
     assert done.returncode != 0 and "is not a usable ONNX model" in done.stderr
+
+
+def test_int8_is_written_only_within_0_02_of_fp32(spark, trained, exported, weights_path, tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    from fruitlake import export as exporting
+
+    output, _ = trained
+    target = tmp_path / "fruit-int8.onnx"
+    result = exporting.export(spark, str(output), str(target), "int8", weights=weights_path)
+    assert result["int8_test_accuracy"] >= result["fp32_test_accuracy"] - 0.02
+    assert result["test_images"] == 6
+    meta = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert meta["fruitlake.precision"] == "int8"
+    assert float(meta["fruitlake.test_accuracy"]) == pytest.approx(result["int8_test_accuracy"], abs=1e-6)
+    assert float(meta["fruitlake.fp32_test_accuracy"]) == pytest.approx(result["fp32_test_accuracy"], abs=1e-6)
+    assert target.stat().st_size < exported[0].stat().st_size / 2
+    monkeypatch.setattr(exporting, "INT8_MAX_DROP", -1.0)  # int8 would have to beat fp32 by 1: never
+    refused = tmp_path / "refused.onnx"
+    with pytest.raises(FruitlakeError, match=r"int8 loses too much: test accuracy .* against fp32's"):
+        exporting.export(spark, str(output), str(refused), "int8", weights=weights_path)
+    assert not refused.exists()
