@@ -298,3 +298,66 @@ def test_int8_is_written_only_within_0_02_of_fp32(spark, trained, exported, weig
     with pytest.raises(FruitlakeError, match=r"int8 loses too much: test accuracy .* against fp32's"):
         exporting.export(spark, str(output), str(refused), "int8", weights=weights_path)
     assert not refused.exists()
+
+
+# ------------------------------------------------------------------------------------------------ the page
+
+
+def test_the_page_in_headless_chromium_agrees_with_classify(exported, grocery_root, tmp_path):
+    """`export --web`: real photos classified by the page (onnxruntime-web, the page's own resize) and by
+    `classify`: the same top label, and probabilities close (the page resizes with Pillow's arithmetic)."""
+    import http.server
+    import queue
+    import threading
+
+    from helpers import kill_group
+
+    from fruitlake.web import write_page
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
+    target, _ = exported
+    site = tmp_path / "site"
+    index = write_page(str(target), str(site))
+    assert index == str(site / "index.html")
+    assert {p.name for p in site.iterdir()} >= {"index.html", "model.onnx", "ort.wasm.min.js",
+                                                "ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs"}
+    photos = [sorted((grocery_root / "Test" / label).glob("*.jpg"))[0] for label in ("Banana", "Lime", "Kiwi")]
+    for number, photo in enumerate(photos):
+        shutil.copy(photo, site / f"photo{number}.jpg")
+    outcomes: queue.Queue = queue.Queue()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(site), **kwargs)
+
+        def do_POST(self):
+            outcomes.put(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    query = "&".join(f"image=photo{number}.jpg" for number in range(len(photos)))
+    url = f"http://127.0.0.1:{server.server_port}/index.html?{query}&report=result"
+    browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                                f"--user-data-dir={tmp_path / 'profile'}", url],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        page = [outcomes.get(timeout=90) for _ in photos]
+    finally:
+        kill_group(browser)
+        server.shutdown()
+    done, _ = _classify(target, *(site / f"photo{number}.jpg" for number in range(len(photos))))
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    for shown, line in zip(page, lines, strict=True):
+        assert "error" not in shown, shown
+        assert shown["top"][0][0] == line["label"]
+        assert [label for label, _ in shown["top"]] == [label for label, _ in line["top"]]
+        assert [p for _, p in shown["top"]] == pytest.approx([p for _, p in line["top"]], abs=0.02)

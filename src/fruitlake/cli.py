@@ -186,6 +186,9 @@ def _add_export(commands: Subcommands) -> None:
                         help="fp32 (default) or int8 (written only if its test accuracy is within 0.02 of fp32's)")
     export.add_argument("--weights", default=None,
                         help="the run's weights file, if it is no longer where the manifest says")
+    export.add_argument("--web", metavar="DIR", default=None,
+                        help="also write DIR/index.html, a static page that classifies a photo chosen or taken with "
+                             "a phone's camera in the browser (onnxruntime-web from npm); serve DIR over HTTP(S)")
     export.add_argument("--master", default=None, help="Spark master (default local[*] or spark-submit's)")
 
 
@@ -195,6 +198,10 @@ def _export(args: argparse.Namespace) -> int:
 
     with spark_session(args.master, uris=(args.output,)) as spark:
         result = export(spark, args.output, args.model, args.precision, args.weights)
+    if args.web:
+        from fruitlake.web import write_page
+
+        result["web"] = write_page(args.model, args.web)
     print(json.dumps(result))
     return 0
 
