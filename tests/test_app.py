@@ -209,6 +209,13 @@ def test_export_refuses_an_untrained_run_and_other_weights(spark, reported_run, 
     output, _ = trained
     with pytest.raises(FruitlakeError, match="are not the run's"):
         export(spark, str(output), str(tmp_path / "x.onnx"), weights=str(other))
+    refitted = tmp_path / "refitted"
+    shutil.copytree(output, refitted)
+    metrics = json.loads((refitted / "classifier" / "metrics.json").read_text())
+    (refitted / "classifier" / "metrics.json").write_text(json.dumps({**metrics, "pca_fitted_utc": "earlier"}))
+    (refitted / "classifier" / ".metrics.json.crc").unlink(missing_ok=True)  # Hadoop's checksum of the old text
+    with pytest.raises(FruitlakeError, match="trained on another PCA than the run's current one"):
+        export(spark, str(refitted), str(tmp_path / "x.onnx"))
     assert not (tmp_path / "x.onnx").exists()
 
 
