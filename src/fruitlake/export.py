@@ -134,40 +134,47 @@ def build_model(network_bytes: bytes, head: Head, image_size: int, metadata: dic
     return joined
 
 
-def test_images(spark: SparkSession, output: str, image_size: int, limit: int | None = None
-                ) -> tuple[NDArray[np.uint8], list[str]]:
-    """The run's test rows (train.py's rule), decoded as the run decoded them, with their labels."""
+def test_accuracies(spark: SparkSession, output: str, image_size: int, models: dict[str, bytes],
+                    batch: int = 32) -> tuple[dict[str, float], int]:
+    """Each exported model's accuracy on the run's test rows (train.py's rule), decoded as the run decoded them,
+    with ONNX Runtime. The images stream through in batches: the driver never holds the test set."""
+    import onnxruntime as ort
+
     from fruitlake.classify import MAX_PIXELS
     from fruitlake.images import ImageRejected, decode
 
+    sessions = {name: ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+                for name, model in models.items()}
+    names = {name: json.loads(dict(session.get_modelmeta().custom_metadata_map)[META_LABELS])
+             for name, session in sessions.items()}
+    right = dict.fromkeys(models, 0)
+    scored = 0
+
+    def score(images: list[NDArray[np.uint8]], labels: list[str]) -> None:
+        for name, session in sessions.items():
+            probabilities = session.run([PROBABILITIES], {INPUT: np.stack(images)})[0]
+            right[name] += sum(names[name][int(i)] == label
+                               for i, label in zip(probabilities.argmax(axis=1), labels, strict=True))
+
     _, rows = read_run(spark, output)
     split, _ = split_rows(rows)
-    chosen = split.where(F.col(IS_TEST)).select("path", "label").orderBy("path")
-    picked = chosen.limit(limit).collect() if limit else chosen.collect()
-    images, labels = [], []
-    for row in picked:
+    images: list[NDArray[np.uint8]] = []
+    labels: list[str] = []
+    for row in split.where(F.col(IS_TEST)).select("path", "label").orderBy("path").toLocalIterator():
         try:
             images.append(decode(fs.read_bytes(spark, row["path"]), image_size, MAX_PIXELS))
             labels.append(str(row["label"]))
-        except (ImageRejected, OSError) as exc:  # changed since the run: counted out, said
+        except (ImageRejected, OSError) as exc:  # changed since the run: left out, said
             log.warning("test image %s left out: %s", redact(row["path"]), exc)
-    if not images:
+        if len(images) >= batch:
+            score(images, labels)
+            scored, images, labels = scored + len(images), [], []
+    if images:
+        score(images, labels)
+        scored += len(images)
+    if not scored:
         raise FruitlakeError("none of the run's test images could be read again")
-    return np.stack(images), labels
-
-
-def accuracy(model_bytes: bytes, images: NDArray[np.uint8], labels: list[str], batch: int = 32) -> float:
-    """The exported model's accuracy on decoded images, with ONNX Runtime."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    names = json.loads(dict(session.get_modelmeta().custom_metadata_map)[META_LABELS])
-    right = 0
-    for start in range(0, len(images), batch):
-        probabilities = session.run([PROBABILITIES], {INPUT: images[start:start + batch]})[0]
-        right += sum(names[int(i)] == label
-                     for i, label in zip(probabilities.argmax(axis=1), labels[start:start + batch], strict=True))
-    return right / len(labels)
+    return {name: count / scored for name, count in right.items()}, scored
 
 
 def export(spark: SparkSession, output: str, target: str, precision: str = "fp32", weights: str | None = None
@@ -197,16 +204,16 @@ def export(spark: SparkSession, output: str, target: str, precision: str = "fp32
     fp32 = build_model(onnx_model(net.model, found, net.image_size).model_bytes, head, net.image_size, metadata)
     result: JsonDict = {"precision": precision, "labels": len(head.labels), "k": head.axes.shape[1]}
     if precision == "int8":
-        images, labels = test_images(spark, output, net.image_size)
-        fp32_accuracy = accuracy(fp32.SerializeToString(), images, labels)
         int8 = build_model(onnx_model(net.model, found, net.image_size, precision="int8").model_bytes, head,
                            net.image_size, metadata)
-        int8_accuracy = accuracy(int8.SerializeToString(), images, labels)
+        accuracies, scored = test_accuracies(spark, output, net.image_size, {
+            "fp32": fp32.SerializeToString(), "int8": int8.SerializeToString()})
+        fp32_accuracy, int8_accuracy = accuracies["fp32"], accuracies["int8"]
         result.update(fp32_test_accuracy=round(fp32_accuracy, 6), int8_test_accuracy=round(int8_accuracy, 6),
-                      test_images=len(labels))
+                      test_images=scored)
         if int8_accuracy < fp32_accuracy - INT8_MAX_DROP:
             raise FruitlakeError(f"int8 loses too much: test accuracy {int8_accuracy:.4f} against fp32's "
-                                 f"{fp32_accuracy:.4f} on {len(labels)} test images (at most {INT8_MAX_DROP} "
+                                 f"{fp32_accuracy:.4f} on {scored} test images (at most {INT8_MAX_DROP} "
                                  "lower is allowed); export fp32 instead")
         for key, value in {META_TEST_ACCURACY: int8_accuracy, META_FP32_TEST_ACCURACY: fp32_accuracy}.items():
             int8.metadata_props.add(key=key, value=f"{value:.6f}")

@@ -77,10 +77,10 @@ def split_rows(rows: DataFrame) -> tuple[DataFrame, str]:
     by_label = Window.partitionBy("label").orderBy(F.xxhash64("path"), "path")
     size = F.count(F.lit(1)).over(Window.partitionBy("label"))
     held = F.when(size >= 2, F.greatest(F.lit(1), F.round(size * HOLDOUT_SHARE))).otherwise(F.lit(0))
-    split_rows_ = rows.withColumn(IS_TEST, F.row_number().over(by_label) <= held)
+    held_out = rows.withColumn(IS_TEST, F.row_number().over(by_label) <= held)
     rule = (f"no Test folder: stratified hold-out, per label the {HOLDOUT_SHARE:.0%} of rows first by "
             "xxhash64(path) (at least 1 of a label with 2 or more rows)")
-    return split_rows_, rule
+    return held_out, rule
 
 
 def _check_labels(split: DataFrame) -> list[str]:
