@@ -38,12 +38,19 @@ def trained(spark, reported_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(spark, trained, weights_path):
-    from fruitlake.export import export
+    """`fruitlake export OUTPUT fruit.onnx --web site` from the command line; (model, printed JSON)."""
+    import contextlib
+    import io
+
+    from fruitlake.cli import main
 
     output, _ = trained
-    target = output.parent / "fruit.onnx"
-    result = export(spark, str(output), str(target), weights=weights_path)
-    return target, result
+    target, site = output.parent / "fruit.onnx", output.parent / "site"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["export", str(output), str(target), "--weights", weights_path, "--web", str(site)])
+    assert code == 0
+    return target, json.loads(stdout.getvalue().strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -319,15 +326,13 @@ def test_the_page_in_headless_chromium_agrees_with_classify(exported, grocery_ro
 
     from helpers import kill_group
 
-    from fruitlake.web import write_page
-
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
-    target, _ = exported
-    site = tmp_path / "site"
-    index = write_page(str(target), str(site))
-    assert index == str(site / "index.html")
+    target, printed = exported
+    site = target.parent / "site"
+    assert printed["web"] == str(site / "index.html")
+    assert (site / "model.onnx").read_bytes() == target.read_bytes()
     assert {p.name for p in site.iterdir()} >= {"index.html", "model.onnx", "ort.wasm.min.js",
                                                 "ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs"}
     photos = [sorted((grocery_root / "Test" / label).glob("*.jpg"))[0] for label in ("Banana", "Lime", "Kiwi")]
