@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fruitlake import FruitlakeError
+from fruitlake.config import DEFAULT_MAX_PIXELS
 from fruitlake.images import ImageRejected, decode
 
 # The exported model's contract (export.py writes it, apps read it).
@@ -30,7 +31,7 @@ META_SHA256, META_PRECISION, META_IMAGE_SIZE = "fruitlake.weights_sha256", "frui
 META_RESIZE = "fruitlake.resize"
 RESIZE_RULE = ("EXIF orientation applied; RGB (transparency onto white); stretched to the input size with "
                "bilinear filtering (Pillow's Image.resize BILINEAR: antialiased when shrinking), no crop")
-MAX_PIXELS = 40_000_000  # as a run's default (config.DEFAULT_MAX_PIXELS): larger photos are refused, not decoded
+MAX_PIXELS = DEFAULT_MAX_PIXELS  # as a run's default: larger photos are refused, not decoded
 BATCH = 16
 SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"}
 

@@ -134,7 +134,7 @@ def build_model(network_bytes: bytes, head: Head, image_size: int, metadata: dic
     return joined
 
 
-def test_accuracies(spark: SparkSession, output: str, image_size: int, models: dict[str, bytes],
+def accuracies_on_test_rows(spark: SparkSession, output: str, image_size: int, models: dict[str, bytes],
                     batch: int = 32) -> tuple[dict[str, float], int]:
     """Each exported model's accuracy on the run's test rows (train.py's rule), decoded as the run decoded them,
     with ONNX Runtime. The images stream through in batches: the driver never holds the test set."""
@@ -206,7 +206,7 @@ def export(spark: SparkSession, output: str, target: str, precision: str = "fp32
     if precision == "int8":
         int8 = build_model(onnx_model(net.model, found, net.image_size, precision="int8").model_bytes, head,
                            net.image_size, metadata)
-        accuracies, scored = test_accuracies(spark, output, net.image_size, {
+        accuracies, scored = accuracies_on_test_rows(spark, output, net.image_size, {
             "fp32": fp32.SerializeToString(), "int8": int8.SerializeToString()})
         fp32_accuracy, int8_accuracy = accuracies["fp32"], accuracies["int8"]
         result.update(fp32_test_accuracy=round(fp32_accuracy, 6), int8_test_accuracy=round(int8_accuracy, 6),
