@@ -87,7 +87,9 @@ def _project(args: argparse.Namespace) -> int:
 
 
 def _add_pack(commands: Subcommands) -> None:
-    from fruitlake.pack import DEFAULT_FILE_MB, MISSING, MODES
+    from fruitlake.config import PACK_DEFAULT_FILE_MB as DEFAULT_FILE_MB
+    from fruitlake.config import PACK_MISSING as MISSING
+    from fruitlake.config import PACK_MODES as MODES
 
     pack = commands.add_parser("pack", help="write the images of INPUT as a Parquet table of their bytes "
                                             "(fewer, larger objects on S3); `run TABLE OUTPUT` reads it")
@@ -150,10 +152,81 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(commands: Subcommands) -> None:
+    from fruitlake.config import FOLDS, REG_GRID
+
+    train = commands.add_parser("train", help="fit a logistic regression on a finished run's PCA features "
+                                              "(Spark ML), score it on the Test split; writes OUTPUT/classifier/")
+    train.add_argument("output", metavar="OUTPUT", help="the OUTPUT of a finished `fruitlake run`")
+    train.add_argument("--reg", type=float, nargs="+", default=list(REG_GRID), metavar="L2",
+                       help="regularisation (regParam) grid, chosen by cross-validation on the training rows; "
+                            f"one value fixes it (default {' '.join(map(str, REG_GRID))})")
+    train.add_argument("--folds", type=int, default=FOLDS, help=f"cross-validation folds (default {FOLDS})")
+    train.add_argument("--master", default=None, help="Spark master (default local[*] or spark-submit's)")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from fruitlake.session import spark_session
+    from fruitlake.train import train_and_write
+
+    with spark_session(args.master, uris=(args.output,)) as spark:
+        metrics = train_and_write(spark, args.output, tuple(args.reg), args.folds)
+    print(json.dumps({key: metrics[key] for key in ("test_accuracy", "macro_f1", "train_rows", "test_rows",
+                                                    "split_rule")} | {"regularisation": metrics["regularisation"]
+                                                                      ["chosen"]}))
+    return 0
+
+
+def _add_export(commands: Subcommands) -> None:
+    export = commands.add_parser("export", help="write one ONNX file (network + PCA + classifier) of a trained run "
+                                                "for an app: input uint8 image [N, 224, 224, 3] RGB")
+    export.add_argument("output", metavar="OUTPUT", help="the OUTPUT of a run after `fruitlake train`")
+    export.add_argument("model", metavar="FILE.onnx", help="the model file to write (local)")
+    export.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                        help="fp32 (default) or int8 (written only if its test accuracy is within 0.02 of fp32's)")
+    export.add_argument("--weights", default=None,
+                        help="the run's weights file, if it is no longer where the manifest says")
+    export.add_argument("--web", metavar="DIR", default=None,
+                        help="also write DIR/index.html, a static page that classifies a photo chosen or taken with "
+                             "a phone's camera in the browser (onnxruntime-web from npm); serve DIR over HTTP(S)")
+    export.add_argument("--master", default=None, help="Spark master (default local[*] or spark-submit's)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fruitlake.export import export
+    from fruitlake.session import spark_session
+
+    with spark_session(args.master, uris=(args.output,)) as spark:
+        result = export(spark, args.output, args.model, args.precision, args.weights)
+    if args.web:
+        from fruitlake.web import write_page
+
+        result["web"] = write_page(args.model, args.web)
+    print(json.dumps(result))
+    return 0
+
+
+def _add_classify(commands: Subcommands) -> None:
+    classify = commands.add_parser("classify", help="classify photos with an exported model (ONNX Runtime and "
+                                                    "Pillow only): one JSON line per image")
+    classify.add_argument("model", metavar="FILE.onnx", help="a model written by `fruitlake export`")
+    classify.add_argument("images", metavar="IMAGE|FOLDER", nargs="+", help="photos, or folders searched for them")
+    classify.add_argument("--top", type=int, default=3, help="labels listed per image (default 3)")
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from fruitlake.classify import run
+
+    return run(args.model, args.images, args.top)
+
+
 COMMANDS = {
     "run": (_add_run, _run),
     "project-images": (_add_project, _project),
     "report": (_add_report, _report),
+    "train": (_add_train, _train),
+    "export": (_add_export, _export),
+    "classify": (_add_classify, _classify),
     "pack": (_add_pack, _pack),
     "sample-data": (_add_sample_data, _sample_data),
     "cloud": (cloud_cli.add_parser, cloud_cli.handle),

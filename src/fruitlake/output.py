@@ -35,9 +35,10 @@ LOCK = "_lock.json"  # the running run's lock (lock.py)
 PUBLISH, RETIRED = "_publish", "_retired"  # new datasets before the swap; old ones during it
 REPLACED = "_replaced"  # --mode overwrite: the previous run, kept until the new one has finished
 REPORT_HTML, REPORT_JSON, REPORT_DIR = "report.html", "report.json", "report"  # the report (report/)
+CLASSIFIER = "classifier"  # `fruitlake train`: the Spark ML classifier and its metrics.json (train.py)
 # Everything a run or the report leaves in OUTPUT: a folder holding only these is ours to replace.
 KNOWN_NAMES = {PCA_CSV, FEATURES, PCA_MODEL, REJECTS, MANIFEST, STORE, PUBLISH, RETIRED, REPLACED, LOCK,
-               REPORT_HTML, REPORT_JSON, REPORT_DIR}
+               REPORT_HTML, REPORT_JSON, REPORT_DIR, CLASSIFIER}
 # The hidden names Hadoop's local file system and `fs.write_bytes` add beside a file of ours: its checksum
 # `.manifest.json.crc`, the temporary `.manifest.json.tmp` and that one's checksum `..manifest.json.tmp.crc`.
 OWN_HIDDEN = {hidden for name in KNOWN_NAMES

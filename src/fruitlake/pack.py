@@ -21,6 +21,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, fs
+from fruitlake.config import PACK_DEFAULT_FILE_MB as DEFAULT_FILE_MB
+from fruitlake.config import PACK_MISSING as MISSING
+from fruitlake.config import PACK_MODES as MODES
 from fruitlake.config import SPARK_MAX_FILE_BYTES
 from fruitlake.discover import TABLE_COLUMNS, TABLE_MARKER, discover
 from fruitlake.lock import OutputLock
@@ -31,12 +34,9 @@ from fruitlake.store import KEY
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FILE_MB = 128
 # Spark splits a Parquet file into tasks only between row groups: Parquet's default (128 MB, a whole file here)
 # would give a run one task per file, on one core. 8 MB groups let a file feed 16 tasks.
 ROW_GROUP_BYTES = 8 * 2**20
-MODES = ("error", "incremental", "overwrite")
-MISSING = ("drop", "keep")  # --missing: the rows of files gone from INPUT leave the table, or stay
 # The new Parquet files are written here and moved into TABLE once complete; TABLE's own go here meanwhile.
 # Readers of the table skip both (Spark hides names starting with `_`).
 STAGING, REPLACED = "_staging", "_replaced"

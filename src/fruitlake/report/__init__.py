@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from pyspark.sql import SparkSession
 
 from fruitlake import __version__, fs
-from fruitlake.manifest import JsonDict, Manifest, write_json
-from fruitlake.output import REPORT_DIR, REPORT_HTML, REPORT_JSON
+from fruitlake.manifest import JsonDict, Manifest, read_json, write_json
+from fruitlake.output import CLASSIFIER, REPORT_DIR, REPORT_HTML, REPORT_JSON
 from fruitlake.redaction import redact, redact_tree
 from fruitlake.report.page import render_html
 from fruitlake.report.plots import (
@@ -57,7 +57,13 @@ def build_report(spark: SparkSession, output: str, manifest: Manifest | None = N
     counts = results.label_table.sum(axis=1)
     label_counts = {str(name): int(counts[name]) for name in sorted(counts.index)}
     thumbnails = read_thumbnails(spark, results.first_paths)
-    plots = {name: png_bytes(figure) for name, figure in _figures(results, probe, label_counts, thumbnails).items()}
+    classifier = _classifier_metrics(spark, output)
+    figures = _figures(results, probe, label_counts, thumbnails)
+    if classifier is not None and len(classifier["labels"]) <= MAX_CONFUSION_LABELS:
+        figures["classifier_confusion"] = plot_confusion(
+            classifier,  # type: ignore[arg-type]  # the fields plot_confusion reads: labels, confusion
+            f"Classifier confusion on the test rows (accuracy {classifier['test_accuracy']:.3f})")
+    plots = {name: png_bytes(figure) for name, figure in figures.items()}
 
     folder = fs.join(output, REPORT_DIR)
     fs.delete(spark, folder)  # no plot of an earlier report may linger beside this one
@@ -83,6 +89,8 @@ def build_report(spark: SparkSession, output: str, manifest: Manifest | None = N
         "scatter_points": int(min(len(results.labels), SCATTER_POINTS)),
         "thumbnails": len(thumbnails),
         "probe": {key: value for key, value in probe.items() if key != "confusion"},
+        "classifier": None if classifier is None else {key: value for key, value in classifier.items()
+                                                       if key not in ("confusion", "per_label")},
         "plots": [f"{REPORT_DIR}/{name}.png" for name in plots],
         "summary": _summary(probe),
     })
@@ -94,6 +102,14 @@ def build_report(spark: SparkSession, output: str, manifest: Manifest | None = N
     fs.write_bytes(spark, fs.join(output, REPORT_HTML), page.encode("utf-8"))
     log.info("report: %s -> %s", report["summary"], fs.join(output, REPORT_HTML))
     return report
+
+
+def _classifier_metrics(spark: SparkSession, output: str) -> JsonDict | None:
+    """OUTPUT/classifier/metrics.json, when `fruitlake train` wrote one for this run's PCA."""
+    uri = fs.join(output, CLASSIFIER, "metrics.json")
+    if not fs.exists(spark, uri):
+        return None
+    return read_json(spark, uri)
 
 
 def _figures(results: Results, probe: Probe | SkippedProbe, label_counts: dict[str, int],

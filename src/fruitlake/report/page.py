@@ -60,6 +60,9 @@ def render_html(report: JsonDict, manifest: Manifest, plots: dict[str, bytes], r
 <p class="note">A linear classifier on the PCA features: how much of the labels the reduced features keep.</p>
 {_probe(report["probe"])}
 {plot("confusion", "confusion matrix of the probe")}
+<h2>Classifier</h2>
+{_classifier(report.get("classifier"))}
+{plot("classifier_confusion", "confusion matrix of the trained classifier")}
 <h2>Labels</h2>
 {plot("thumbnails", "one image per label")}
 {plot("labels", "images per label")}
@@ -118,6 +121,23 @@ def _probe(probe: JsonDict) -> str:
         ("macro-F1", f"{probe['macro_f1']:.4f}"),
     ]
     return _table(facts) + "<h3>Most confused label pairs</h3>" + _confused_pairs(probe["worst_confused"])
+
+
+def _classifier(metrics: JsonDict | None) -> str:
+    """`fruitlake train`'s classifier (OUTPUT/classifier/metrics.json), or how to get one."""
+    if metrics is None:
+        return "<p>No classifier trained: <code>fruitlake train OUTPUT</code> fits one on these features.</p>"
+    reg = metrics["regularisation"]
+    facts = [
+        ("model", metrics["model"]),
+        ("split", metrics["split_rule"]),
+        ("training rows", metrics["train_rows"]),
+        ("test rows", metrics["test_rows"]),
+        ("regularisation", f"regParam {reg['chosen']} from {reg['grid']}: {reg['rule']}"),
+        ("test accuracy", f"{metrics['test_accuracy']:.4f}"),
+        ("macro-F1", f"{metrics['macro_f1']:.4f}"),
+    ]
+    return _table(facts) + "<h3>Most confused label pairs</h3>" + _confused_pairs(metrics["worst_confused"])
 
 
 def _confused_pairs(pairs: list[JsonDict]) -> str:

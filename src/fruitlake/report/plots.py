@@ -150,8 +150,8 @@ def plot_thumbnails(thumbnails: dict[str, RgbImage], counts: dict[str, int] | No
     return figure
 
 
-def plot_confusion(probe: Probe) -> Figure:
-    """Row-normalised confusion matrix of the probe on its test rows."""
+def plot_confusion(probe: Probe, title: str | None = None) -> Figure:
+    """Row-normalised confusion matrix of the probe (or the trained classifier) on its test rows."""
     names, matrix = probe["labels"], np.asarray(probe["confusion"], dtype=float)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = max(5.0, 0.2 * len(names) + 3)
@@ -162,7 +162,7 @@ def plot_confusion(probe: Probe) -> Figure:
     axes.set_yticks(range(len(names)), names, fontsize=7)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    axes.set_title(f"Probe confusion on the test rows (accuracy {probe['accuracy']:.3f})")
+    axes.set_title(title or f"Probe confusion on the test rows (accuracy {probe['accuracy']:.3f})")
     figure.colorbar(shown, ax=axes, shrink=0.7, label="share of the true label")
     return figure
 
