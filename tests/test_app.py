@@ -19,14 +19,14 @@ GRID = (0.01, 0.1)  # two values: the cross-validation runs; strong enough to co
 
 
 @pytest.fixture(scope="module")
-def trained(spark, reported_run, tmp_path_factory):
-    """A copy of the reported run (so the session's stays as it was), trained from the command line."""
+def trained(spark, sample_run, tmp_path_factory):
+    """A copy of the sample run (so the session's stays as it was), trained from the command line."""
     import contextlib
     import io
 
     from fruitlake.cli import main
 
-    source, _, _ = reported_run
+    source = sample_run.output
     output = tmp_path_factory.mktemp("app") / "run"
     shutil.copytree(source, output)
     stdout = io.StringIO()
@@ -205,10 +205,10 @@ def test_exported_features_equal_the_runs_pca_rows_and_predictions_the_spark_mod
     np.testing.assert_array_equal(probabilities.argmax(axis=1), spark_predictions)
 
 
-def test_export_refuses_an_untrained_run_and_other_weights(spark, reported_run, trained, tmp_path):
+def test_export_refuses_an_untrained_run_and_other_weights(spark, sample_run, trained, tmp_path):
     from fruitlake.export import export
 
-    untrained, _, _ = reported_run
+    untrained = sample_run.output
     with pytest.raises(FruitlakeError, match="has no trained classifier"):
         export(spark, str(untrained), str(tmp_path / "x.onnx"))
     other = tmp_path / "other.h5"
