@@ -22,7 +22,7 @@ from fruitlake.images import EMPTY_FILE
 from fruitlake.output import set_aside
 from fruitlake.plan import RunPlan
 from fruitlake.progress import Progress
-from fruitlake.store import pending
+from fruitlake.store import FILE_TOO_LARGE, pending
 
 log = logging.getLogger(__name__)
 
@@ -139,22 +139,31 @@ def _featurize_pending(spark: SparkSession, plan: RunPlan, batches: Iterator[Bat
 
 def _featurized(found: Discovered, select: Selection, spec: EngineSpec, max_bytes: int,
                 images_done: Accumulator[int]) -> DataFrame:
-    """The rows of the selected files: through the CNN, or rejected unread when empty or larger than
-    `max_bytes`."""
+    """The rows of the selected files: through the CNN, or rejected unread (`rejected_unread`)."""
+    no_features = F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features")
+    unread = rejected_unread(found, select, max_bytes).select(*PASSTHROUGH, no_features, "error")
+    return featurize(read_within(found, select, max_bytes), spec, images_done).unionByName(unread)
+
+
+def read_within(found: Discovered, select: Selection, max_bytes: int) -> DataFrame:
+    """The selected images, with content, that a run opens: not empty and at most `max_bytes`. Spark applies
+    the filter on `length` before it reads a file, so larger files (above 2 GiB too) are never loaded."""
     length = F.col("length")
-    limit = f"exceeds the limit of {max_bytes} bytes"
-    too_large = F.format_string(f"file too large to read: %d bytes {limit}", length)
+    return select(found.images).where((length > 0) & (length <= max_bytes))
+
+
+def rejected_unread(found: Discovered, select: Selection, max_bytes: int) -> DataFrame:
+    """The selected files rejected without being opened, as listing rows with their reason (`error`): those
+    this process may not read, then the empty ones and those larger than `max_bytes`. One row per file."""
+    length = F.col("length")
+    too_large = F.format_string(f"{FILE_TOO_LARGE} %d bytes exceeds the limit of {max_bytes} bytes", length)
     listing = select(found.listing)
     if found.all_readable(max_bytes):  # no pass over the listing (on S3, a HEAD per file) to find none
         listing = listing.limit(0)
-    unread = listing.where((length == 0) | (length > max_bytes)).select(
-        *PASSTHROUGH,
-        F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features"),
-        F.when(length == 0, F.lit(EMPTY_FILE)).otherwise(too_large).alias("error"),
-    )
-    readable = select(found.images).where((length > 0) & (length <= max_bytes))
-    rows = featurize(readable, spec, images_done).unionByName(unread)
-    if found.unreadable is not None:  # the walk found this process may not read them: rejected, never opened
-        no_features = F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features")
-        rows = rows.unionByName(select(found.unreadable).select(*PASSTHROUGH, no_features, "error"))
-    return rows
+    rejected = listing.where((length == 0) | (length > max_bytes)).withColumn(
+        "error", F.when(length == 0, F.lit(EMPTY_FILE)).otherwise(too_large))
+    if found.unreadable is None:
+        return rejected
+    # The walk found this process may not read them: rejected, never opened, for that reason alone.
+    unreadable = select(found.unreadable)
+    return rejected.join(unreadable.select("path"), on="path", how="left_anti").unionByName(unreadable)

@@ -16,7 +16,15 @@ from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.inventory import IMAGE_EXTENSIONS, SPLITS, UNREADABLE, Inventory, image_glob, take_inventory
+from fruitlake.inventory import (
+    IMAGE_EXTENSIONS,
+    SPLITS,
+    UNREADABLE,
+    Inventory,
+    image_glob,
+    local_path,
+    take_inventory,
+)
 from fruitlake.redaction import redact
 from fruitlake.safety import escape_glob
 
@@ -47,6 +55,7 @@ class Discovered:
     empty: int  # images of zero bytes
     largest: int  # bytes of the largest image: with `empty`, whether any image is rejected unread
     unreadable: DataFrame | None = None  # images this process may not read: listing columns and `error`
+    root: str = ""  # INPUT resolved (`resolve_input`): the root every path, and each split, is relative to
 
     def all_readable(self, max_bytes: int) -> bool:
         """No image is empty or above `max_bytes`: no pass over the listing is needed to find such files."""
@@ -83,6 +92,26 @@ def _columns(frame: DataFrame) -> DataFrame:
         F.col("_metadata.file_path").alias("file_uri"),
         "content",
     )
+
+
+def resolve_input(spark: SparkSession, uri: str) -> str:
+    """INPUT as one location whatever its spelling: qualified (a relative path made absolute), without a trailing
+    slash, and for local files with every symbolic link resolved. Paths below it are a file's identity in the
+    store, so `in`, `./in/`, `/abs/in` and a link to it all find the same stored rows."""
+    qualified = fs.qualify(spark, uri).rstrip("/")
+    if not qualified.startswith("file:"):
+        return qualified
+    return "file:" + os.path.realpath(local_path(qualified))  # as Hadoop prints a qualified local path
+
+
+def split_changes(before: str, now: str) -> str | None:
+    """The split folder (Training/Test/Validation) lying between two INPUT roots, one inside the other, whose
+    files' splits then differ between the two; None when no stored split can change."""
+    outer, inner = sorted((before.rstrip("/"), now.rstrip("/")), key=len)
+    if outer == inner or not inner.startswith(outer + "/"):
+        return None  # the same root, or apart: no file lies below both
+    splits = {split.lower() for split in SPLITS}
+    return next((folder for folder in reversed(inner[len(outer) + 1:].split("/")) if folder.lower() in splits), None)
 
 
 def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = None) -> DataFrame:
@@ -172,11 +201,13 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
         raise FruitlakeError(f"INPUT {uri!r} is not a folder of images")
     if fs.exists(spark, fs.join(uri.rstrip("/"), TABLE_MARKER)):
         return discover_table(spark, uri)
-    inventory = take_inventory(spark, uri, avoid)
+    root = resolve_input(spark, uri)
+    if root != fs.qualify(spark, uri).rstrip("/"):
+        log.info("INPUT %s is %s: its files are matched by that location", redact(uri), redact(root))
+    inventory = take_inventory(spark, root, avoid)
     if not spark.sparkContext.getConf().contains(NO_LOCALITY):  # unless the session was given a choice
         spark.conf.set(NO_LOCALITY, "true")
-    images = read_images(spark, uri, inventory)
-    root = fs.qualify(spark, uri).rstrip("/")
+    images = read_images(spark, root, inventory)
     count, total_bytes = inventory.images, inventory.bytes  # counted by the walk: no pass over the files
     empty = (_empty_files(spark, images, root) if inventory.empty
              else _describe(spark.createDataFrame([], EMPTY_SCHEMA), root))
@@ -197,7 +228,7 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
         unreadable = _unreadable_files(spark, inventory.unreadable, root)
         listing = listing.unionByName(unreadable.drop("error"))
     return Discovered(images, count, total_bytes, listing, dict(sorted(inventory.skipped.items())),
-                      list(inventory.sample), inventory.empty, inventory.largest, unreadable)
+                      list(inventory.sample), inventory.empty, inventory.largest, unreadable, root)
 
 
 def _unreadable_files(spark: SparkSession, paths: list[str], root: str) -> DataFrame:
@@ -233,4 +264,4 @@ def discover_table(spark: SparkSession, uri: str) -> Discovered:
     log.info("discovered %d images (%.1f MB) in the packed table %s, ~%d partitions", count, total_bytes / 1e6,
              redact(uri), partitions)
     return Discovered(table, count, total_bytes, table.drop("content"), {}, [], int(stats["empty"] or 0),
-                      int(stats["largest"] or 0))
+                      int(stats["largest"] or 0), root=resolve_input(spark, uri))

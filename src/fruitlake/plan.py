@@ -6,6 +6,7 @@ the PCA to apply, and for an incremental run the rows already in the store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from fruitlake import FruitlakeError, fs
 from fruitlake.config import Config, ProjectConfig, RunConfig
-from fruitlake.discover import Discovered, discover
+from fruitlake.discover import Discovered, discover, split_changes
 from fruitlake.featurize import EngineOptions
 from fruitlake.manifest import Manifest
 from fruitlake.network import RunNetwork
@@ -24,6 +25,8 @@ from fruitlake.redaction import redact
 from fruitlake.reduce import PcaPlan, plan_pca
 from fruitlake.safety import check_separate
 from fruitlake.store import Store, missing, settled
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ def plan(spark: SparkSession, config: Config, timer: StageTimer, progress: Progr
     with timer("discover"), progress.stage("discover", spark) as shown:
         found = discover(spark, config.input, avoid=avoid)
         shown.count(found.count)
+    if previous is not None:
+        check_input_root(previous.input_root, found.root)
     store = Store(spark, output)
     pca = plan_pca(spark, config, output, previous, from_run)
     in_store = store.rows() if config.mode == "incremental" else None
@@ -107,6 +112,22 @@ def plan(spark: SparkSession, config: Config, timer: StageTimer, progress: Progr
             network.release()  # its local copies of remote weights
             raise
     return RunPlan(config, output, state, previous, found, store, pca, in_store, images_missing, network)
+
+
+def check_input_root(before: str | None, root: str) -> None:
+    """An incremental run from another INPUT root than the previous run's (`before`, as its manifest holds it):
+    refused where a stored file's split, taken from its path below the old root, would differ below `root`."""
+    now = redact(root)  # a manifest holds URIs redacted
+    if before is None:  # a manifest of a version that did not record it
+        return
+    if now != before:
+        log.info("INPUT %s is not the previous run's %s: stored rows are matched by path", now, before)
+    split = split_changes(before, now)
+    if split is not None:
+        raise FruitlakeError(
+            f"INPUT {now!r} and the previous run's INPUT {before!r} lie one inside the other with the folder "
+            f"{split!r} between them: the split of the files below both would change. Run from {before!r}, "
+            "or use --mode overwrite")
 
 
 def _check_k(config: Config, pca: PcaPlan, available: int) -> None:
