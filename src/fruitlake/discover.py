@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,10 +21,12 @@ from fruitlake import FruitlakeError, fs
 from fruitlake.inventory import (
     IMAGE_EXTENSIONS,
     SPLITS,
+    UNNAMED_KEY,
     UNREADABLE,
     Inventory,
     image_glob,
     local_path,
+    remote_skip_reason,
     take_inventory,
 )
 from fruitlake.redaction import redact
@@ -80,6 +84,7 @@ def _describe(frame: DataFrame, root: str) -> DataFrame:
         "modification_time",
         "file_uri",
         *(["content"] if "content" in frame.columns else []),
+        *(["error"] if "error" in frame.columns else []),
     )
 
 
@@ -151,10 +156,25 @@ def _empty_files(spark: SparkSession, images: DataFrame, root: str) -> DataFrame
     for (uri,) in unread.select("uri").collect():
         path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))
         status = path.getFileSystem(conf).getFileStatus(path)
-        millis = int(status.getModificationTime())
-        when = datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
-        rows.append((str(path.toString()), int(status.getLen()), when, uri))
+        rows.append((str(path.toString()), int(status.getLen()), _when(int(status.getModificationTime())), uri))
     return _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root)
+
+
+READ_TOLERANTLY = ("spark.sql.files.ignoreMissingFiles", "spark.sql.files.ignoreCorruptFiles")
+
+
+@contextmanager
+def tolerant_reads(spark: SparkSession) -> Iterator[None]:
+    """While the block runs, a file Spark cannot read (deleted since the listing, access denied, an I/O error) is
+    skipped instead of failing the job; the caller counts what it did not get back."""
+    before = {key: spark.conf.get(key, "false") for key in READ_TOLERANTLY}
+    for key in READ_TOLERANTLY:
+        spark.conf.set(key, "true")
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value or "false")
 
 
 def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
@@ -221,17 +241,28 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
     log.info("discovered %d images (%.1f MB) in %s, ~%d partitions", count, total_bytes / 1e6, redact(uri),
              partitions)
     listing = images.drop("content").unionByName(empty)
-    unreadable = None
+    rows = _unreadable_files(spark, inventory.unreadable)
     if inventory.unreadable:
         log.warning("%d images under INPUT %s may not be read by this process: rejected (%s)",
                     len(inventory.unreadable), redact(uri), UNREADABLE)
-        unreadable = _unreadable_files(spark, inventory.unreadable, root)
+    if not root.startswith("file:"):
+        rows += _unnamed_keys(spark, images, inventory, root)
+    unreadable = None
+    if rows:
+        unreadable = _describe(spark.createDataFrame(rows, EMPTY_SCHEMA + ", error string"), root)
         listing = listing.unionByName(unreadable.drop("error"))
     return Discovered(images, count, total_bytes, listing, dict(sorted(inventory.skipped.items())),
                       list(inventory.sample), inventory.empty, inventory.largest, unreadable, root)
 
 
-def _unreadable_files(spark: SparkSession, paths: list[str], root: str) -> DataFrame:
+Rejected = tuple[str, int, datetime, str, str]  # path, length, modification_time, file_uri, error
+
+
+def _when(millis: int) -> datetime:
+    return datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
+
+
+def _unreadable_files(spark: SparkSession, paths: list[str]) -> list[Rejected]:
     """Listing rows, with their reject reason, of the local files the walk found this process may not read;
     `path` as Spark's listing spells it (a Hadoop Path made from the file's URI: colons and spaces kept)."""
     jvm = fs.jvm(spark)
@@ -242,11 +273,31 @@ def _unreadable_files(spark: SparkSession, paths: list[str], root: str) -> DataF
         except OSError:  # gone since the walk
             continue
         path = jvm.org.apache.hadoop.fs.Path(jvm.java.io.File(local).toURI())
-        millis = status.st_mtime_ns // 1_000_000
-        when = datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
-        rows.append((str(path.toString()), int(status.st_size), when, str(path.toUri().toString())))
-    frame = _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root)
-    return frame.withColumn("error", F.lit(UNREADABLE))
+        rows.append((str(path.toString()), int(status.st_size), _when(status.st_mtime_ns // 1_000_000),
+                     str(path.toUri().toString()), UNREADABLE))
+    return rows
+
+
+def _unnamed_keys(spark: SparkSession, images: DataFrame, inventory: Inventory, root: str) -> list[Rejected]:
+    """The objects of an object store that the walk counted and Spark's listing never reaches: a key with an empty
+    path segment (`a//b.jpg`) is named `a/b.jpg` by Hadoop, a name nothing answers to. One count through py4j
+    says whether there are any; only then is the store listed again to name them."""
+    listed = images._jdf.inputFiles()  # a Java array: the URIs of Spark's file index, held in the JVM
+    if len(listed) >= inventory.images:
+        return []
+    known = set(listed)  # one py4j call per file, as the walk made: only when some object is missing
+    path = fs.jvm(spark).org.apache.hadoop.fs.Path(root)
+    statuses = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(path, True)
+    prefix, rows = len(root) + 1, []
+    while statuses.hasNext():
+        status = statuses.next()
+        name = status.getPath()
+        if remote_skip_reason(str(name.toString())[prefix:]) is None and str(name.toUri().toString()) not in known:
+            rows.append((str(name.toString()), int(status.getLen()), _when(int(status.getModificationTime())),
+                         str(name.toUri().toString()), UNNAMED_KEY))
+    log.warning("%d objects under INPUT %s cannot be read through Hadoop: rejected (%s)", len(rows), redact(root),
+                UNNAMED_KEY)
+    return rows
 
 
 def discover_table(spark: SparkSession, uri: str) -> Discovered:

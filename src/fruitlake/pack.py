@@ -22,7 +22,8 @@ from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, fs
 from fruitlake.config import SPARK_MAX_FILE_BYTES
-from fruitlake.discover import TABLE_COLUMNS, TABLE_MARKER, discover
+from fruitlake.discover import TABLE_COLUMNS, TABLE_MARKER, Discovered, discover, tolerant_reads
+from fruitlake.inventory import SAMPLE_SIZE
 from fruitlake.lock import OutputLock
 from fruitlake.output import LOCK
 from fruitlake.redaction import redact
@@ -52,12 +53,14 @@ class Packed:
     images_removed: int = 0  # rows of changed files (replaced by their new row) and of files gone from INPUT
     files_too_large: int = 0  # files of INPUT above what Spark reads (2 GiB): packed without content
     files_unreadable: int = 0  # images of INPUT this process may not read: not packed
+    files_unread: int = 0  # images Spark could not read (access denied, an archived S3 object, an I/O error)
 
     def to_json(self) -> dict[str, object]:
         return {"table": redact(self.table), "images_added": self.images_added,
                 "images_removed": self.images_removed, "images_total": self.images_total,
                 "bytes_added": self.bytes_added, "files_skipped": self.files_skipped,
-                "files_too_large": self.files_too_large, "files_unreadable": self.files_unreadable}
+                "files_too_large": self.files_too_large, "files_unreadable": self.files_unreadable,
+                "files_unread": self.files_unread}
 
 
 def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
@@ -104,13 +107,15 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
     fs.delete(spark, staging)  # left by a pack that was stopped: never part of the table
     rows = rows.persist()  # counted, then written: the files are read once
     try:
-        stats = rows.agg(F.count(F.lit(1)).alias("n"), _packed_bytes()).first()
-        assert stats is not None
-        added, size = int(stats["n"]), int(stats["bytes"] or 0)
-        if kept is not None and removed:  # rewritten: one row per path, none of files gone from INPUT
-            _write_rows(kept.unionByName(rows), staging, kept_bytes + size, kept_count + added, file_mb)
-        elif added:
-            _write_rows(rows, staging, size, added, file_mb)
+        with tolerant_reads(spark):  # a file Spark cannot read is left out and counted, not a dead pack
+            stats = rows.agg(F.count(F.lit(1)).alias("n"), _packed_bytes()).first()
+            assert stats is not None
+            added, size = int(stats["n"]), int(stats["bytes"] or 0)
+            unread = _unread(found, existing, rows)
+            if kept is not None and removed:  # rewritten: one row per path, none of files gone from INPUT
+                _write_rows(kept.unionByName(rows), staging, kept_bytes + size, kept_count + added, file_mb)
+            elif added:
+                _write_rows(rows, staging, size, added, file_mb)
     except BaseException:
         fs.delete(spark, staging)  # the table is as it was
         raise
@@ -118,13 +123,33 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
         rows.unpersist()
     total = added + kept_count
     unreadable = found.unreadable.count() if found.unreadable is not None else 0  # discover warned of them
-    result = Packed(table, added, total, size, found.skipped, removed, files_too_large, unreadable)
+    result = Packed(table, added, total, size, found.skipped, removed, files_too_large, unreadable, unread)
     marker = {"fruitlake_version": __version__, "source": redact(source), "missing": missing, **result.to_json()}
     _swap_in(spark, table, staging, replace=existing is None or removed > 0,
              marker=(json.dumps(marker, indent=2) + "\n").encode("utf-8"))
     log.info("packed %d images (%.1f MB) into %s, removed %d rows; %d in all", added, size / 1e6, redact(table),
              removed, total)
     return result
+
+
+def _unread(found: Discovered, existing: DataFrame | None, rows: DataFrame) -> int:
+    """How many files of INPUT, still listed, to be packed now, Spark could not read (it skipped them); their
+    names go to the log."""
+    listed = found.listing
+    if found.unreadable is not None:  # never given to Spark: counted apart
+        listed = listed.join(found.unreadable.select("path"), on="path", how="left_anti")
+    if existing is not None:
+        listed = listed.join(existing.select(*KEY), on=KEY, how="left_anti")
+    unread = listed.join(rows.select("path"), on="path", how="left_anti").select("path").persist()
+    try:
+        count = unread.count()
+        if count:
+            names = ", ".join(redact(row["path"]) for row in unread.limit(SAMPLE_SIZE).collect())
+            log.warning("%d files under INPUT could not be read (access denied or an I/O error; Spark's log says "
+                        "which): not packed, counted in the marker's files_unread: %s", count, names)
+    finally:
+        unread.unpersist()
+    return count
 
 
 def _kept(existing: DataFrame, listing: DataFrame, missing: str) -> DataFrame:
