@@ -196,3 +196,12 @@ def test_the_secret_key_is_not_in_the_logs_the_manifest_or_any_output(s3a_run, s
     assert S3_SECRET not in s3a_run.stdout and S3_SECRET not in s3a_run.stderr
     for key in s3_bucket.keys("results/"):
         assert S3_SECRET.encode() not in s3_bucket.read(key), key
+
+
+def test_a_bucket_that_does_not_exist_is_a_refusal_naming_it(s3_env, s3_mixed, tmp_path):
+    for args in (["pack", "s3a://no-such-bucket/in", str(tmp_path / "table")],
+                 ["pack", f"s3a://{S3_BUCKET}/{s3_mixed}", "s3a://no-such-bucket/table"]):
+        done = run_process([sys.executable, "-m", "fruitlake", *args], {**s3_env, "FRUITLAKE_MASTER": "local[1]"})
+        assert done.returncode == 2, explain(done)
+        assert "the bucket 'no-such-bucket' of 's3a://no-such-bucket/" in done.stderr, explain(done)
+        assert "Exception" not in done.stderr and "Py4J" not in done.stderr
