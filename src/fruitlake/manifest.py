@@ -42,7 +42,7 @@ class NetworkFacts:
     precision: str
     weights: str  # as given: a URI, or the local file
     weights_sha256: str
-    onnx_file: str | None  # the ONNX file the engine was made from (None for keras)
+    onnx_file: str | None  # the ONNX file the engine was made from (None for keras, or when none could be cached)
     image_size: int
     feature_dim: int
     batch_size: int
