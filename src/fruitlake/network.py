@@ -29,7 +29,7 @@ class RunNetwork:
         self.weights: Weights = weights_file(options.model, self._local.of(weights))
         self.source = weights if fs.is_remote(weights) else self.weights.path  # what the manifest shows
         self._onnx_uri = onnx
-        self.onnx_file: str | None = None  # the ONNX file the engine was made from (not for keras; not one never written)
+        self.onnx_file: str | None = None  # the ONNX file the engine was made from, if kept (not for keras)
         self._converted: OnnxModel | None = None
         self._spec: EngineSpec | None = None
 
