@@ -161,3 +161,18 @@ def test_an_incremental_run_from_a_root_that_changes_splits_is_refused_with_the_
     with pytest.raises(FruitlakeError, match=r"folder 'Training' between them: the split .* Run from "
                                              r"'file:/data/in', or use --mode overwrite"):
         check_input_root("file:/data/in", "file:/data/in/Training")
+
+
+def test_a_folder_with_packs_marker_that_pack_did_not_write_is_refused_not_an_exception(spark, tmp_path):
+    from fruitlake.discover import TABLE_MARKER
+
+    bare, foreign = tmp_path / "bare", tmp_path / "foreign"
+    bare.mkdir()
+    (bare / TABLE_MARKER).write_text("{}")
+    spark.createDataFrame([("a", 1)], "name string, value long").write.parquet(str(foreign))
+    (foreign / TABLE_MARKER).write_text("{}")
+    with pytest.raises(FruitlakeError, match="holds _fruitlake_table.json but no Parquet table"):
+        discover(spark, str(bare))
+    with pytest.raises(FruitlakeError, match="its Parquet lacks the columns path, label, split, length, "
+                                             "modification_time, file_uri, content"):
+        discover(spark, str(foreign))

@@ -300,10 +300,28 @@ def _unnamed_keys(spark: SparkSession, images: DataFrame, inventory: Inventory, 
     return rows
 
 
+def _packed_table(spark: SparkSession, uri: str) -> DataFrame:
+    """The table's rows as `fruitlake pack` wrote them, or a refusal: a folder holding pack's marker and no
+    Parquet, or Parquet with other columns, is not a table pack wrote."""
+    from pyspark.errors import AnalysisException
+
+    shown = redact(uri)
+    try:
+        table = spark.read.parquet(uri)
+    except AnalysisException:  # no Parquet file to take a schema from
+        raise FruitlakeError(f"INPUT {shown!r} holds {TABLE_MARKER} but no Parquet table: it is not a table "
+                             "`fruitlake pack` wrote (pack it again with --mode overwrite)") from None
+    lacking = [name for name in TABLE_COLUMNS if name not in table.columns]
+    if lacking:
+        raise FruitlakeError(f"INPUT {shown!r} holds {TABLE_MARKER} but its Parquet lacks the columns "
+                             f"{', '.join(lacking)}: it is not a table `fruitlake pack` wrote")
+    return table.select(*TABLE_COLUMNS)
+
+
 def discover_table(spark: SparkSession, uri: str) -> Discovered:
     """The images of a packed table: the same rows a folder gives (path is the source file's URI), read from
     Parquet; `file_uri` is the source path too, so batches select rows by it as they select files."""
-    table = spark.read.parquet(uri).select(*TABLE_COLUMNS)
+    table = _packed_table(spark, uri)
     stats = table.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes"),
                       F.sum((F.col("length") == 0).cast("long")).alias("empty"),
                       F.max("length").alias("largest")).first()
