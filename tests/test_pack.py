@@ -220,3 +220,22 @@ def test_an_image_this_process_may_not_read_is_a_reject_with_its_reason(spark, w
     rejects = read_csv_dir(tmp_path / "out" / "rejects")
     assert list(zip(rejects["path"], rejects["reason"], strict=True)) == [
         (f"file:{locked}", "file not readable (permission denied)")]
+
+
+def test_a_pack_stopped_before_its_marker_is_packed_again_by_overwrite_and_the_message_says_so(spark, tmp_path):
+    """Stopped while its files moved into TABLE: Parquet files and their checksums, no marker."""
+    from fruitlake.sample_data import write_sample_data
+
+    root, table = tmp_path / "in", tmp_path / "table"
+    write_sample_data(root, classes=1, per_class=2, seed=5)
+    pack(spark, str(root), str(table))
+    (table / "_fruitlake_table.json").unlink()
+    for mode in ("error", "incremental"):
+        with pytest.raises(FruitlakeError, match="stopped before it finished: pack again with --mode overwrite"):
+            pack(spark, str(root), str(table), mode=mode)
+    again = pack(spark, str(root), str(table), mode="overwrite")
+    assert (again.images_total, len(packed(spark, table))) == (2, 2)
+    (table / "notes.txt").write_text("not pack's")
+    (table / "_fruitlake_table.json").unlink()
+    with pytest.raises(FruitlakeError, match="is no table `fruitlake pack` finished; refusing to write into it"):
+        pack(spark, str(root), str(table), mode="overwrite")

@@ -179,6 +179,12 @@ def _parts(spark: SparkSession, uri: str) -> list[str]:
     return [name for name in fs.list_names(spark, uri) if name.startswith("part-")]
 
 
+def _packs_own(name: str) -> bool:
+    """A name `fruitlake pack` writes in TABLE (Hadoop's `.crc` checksums of them included)."""
+    name = name.removeprefix(".").removesuffix(".crc")
+    return name.startswith("part-") or name in (TABLE_MARKER, STAGING, REPLACED, LOCK, "_SUCCESS")
+
+
 def _swap_in(spark: SparkSession, table: str, staging: str, replace: bool, marker: bytes) -> None:
     """Move the staged Parquet files into TABLE (after moving TABLE's own aside when `replace`), then write the
     marker. Until then TABLE holds no marker (a table being changed, which `run` does not read); a failure puts
@@ -216,10 +222,16 @@ def _existing(spark: SparkSession, table: str, mode: str) -> DataFrame | None:
         return None
     packed = fs.exists(spark, fs.join(table, TABLE_MARKER))
     if not packed:
+        stopped = all(_packs_own(name) for name in fs.list_names(spark, table))
+        if stopped and mode == "overwrite":  # a pack stopped before its marker: packed again from scratch
+            return None
         if fs.exists(spark, fs.join(table, REPLACED)):
             raise FruitlakeError(f"TABLE {shown!r} was being replaced by a pack that was stopped; the previous "
                                  f"table's files are in {redact(fs.join(table, REPLACED))}: move them back into "
-                                 "TABLE, or delete TABLE and pack again")
+                                 "TABLE, or pack again with --mode overwrite")
+        if stopped:
+            raise FruitlakeError(f"TABLE {shown!r} holds the files of a pack that was stopped before it finished: "
+                                 "pack again with --mode overwrite")
         raise FruitlakeError(f"TABLE {shown!r} is not empty and is no table `fruitlake pack` finished; "
                              "refusing to write into it")
     if mode == "error":
