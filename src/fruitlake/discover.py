@@ -25,12 +25,11 @@ from fruitlake.inventory import (
     UNREADABLE,
     Inventory,
     image_glob,
-    local_path,
     remote_skip_reason,
     take_inventory,
 )
 from fruitlake.redaction import redact
-from fruitlake.safety import escape_glob
+from fruitlake.safety import escape_glob, resolved
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +102,7 @@ def resolve_input(spark: SparkSession, uri: str) -> str:
     """INPUT as one location whatever its spelling: qualified (a relative path made absolute), without a trailing
     slash, and for local files with every symbolic link resolved. Paths below it are a file's identity in the
     store, so `in`, `./in/`, `/abs/in` and a link to it all find the same stored rows."""
-    qualified = fs.qualify(spark, uri).rstrip("/")
-    if not qualified.startswith("file:"):
-        return qualified
-    return "file:" + os.path.realpath(local_path(qualified))  # as Hadoop prints a qualified local path
+    return resolved(fs.qualify(spark, uri))
 
 
 def split_changes(before: str, now: str) -> str | None:
