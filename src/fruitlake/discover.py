@@ -57,7 +57,9 @@ class Discovered:
     skipped_sample: list[str]  # the first of them (at most 20), redacted
     empty: int  # images of zero bytes
     largest: int  # bytes of the largest image: with `empty`, whether any image is rejected unread
-    unreadable: DataFrame | None = None  # images this process may not read: listing columns and `error`
+    # Images rejected before Spark could read them (a local file this process may not read, an S3 key Hadoop
+    # cannot name): listing columns and `error`.
+    unreadable: DataFrame | None = None
     root: str = ""  # INPUT resolved (`resolve_input`): the root every path, and each split, is relative to
 
     def all_readable(self, max_bytes: int) -> bool:
@@ -291,8 +293,12 @@ def _unnamed_keys(spark: SparkSession, images: DataFrame, inventory: Inventory, 
         if remote_skip_reason(str(name.toString())[prefix:]) is None and str(name.toUri().toString()) not in known:
             rows.append((str(name.toString()), int(status.getLen()), _when(int(status.getModificationTime())),
                          str(name.toUri().toString()), UNNAMED_KEY))
-    log.warning("%d objects under INPUT %s cannot be read through Hadoop: rejected (%s)", len(rows), redact(root),
-                UNNAMED_KEY)
+    if rows:
+        log.warning("%d objects under INPUT %s cannot be read through Hadoop: rejected (%s)", len(rows),
+                    redact(root), UNNAMED_KEY)
+    if len(rows) < inventory.images - len(listed):  # e.g. `a//b.jpg` beside an `a/b.jpg` that Spark reads
+        log.warning("%d objects counted under INPUT %s are neither in Spark's listing nor named apart: they are "
+                    "counted in images_total and not read", inventory.images - len(listed) - len(rows), redact(root))
     return rows
 
 

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from fruitlake.commit import read_within, rejected_unread
 from fruitlake.config import Config
+from fruitlake.discover import tolerant_reads
 from fruitlake.featurize import engine_for
 from fruitlake.images import ImageRejected, decode
 from fruitlake.models import NETWORKS
@@ -118,7 +119,8 @@ def dry_run(config: Config, spark: SparkSession | None = None, progress: Progres
 def _dry_run(spark: SparkSession, config: Config, progress: Progress) -> DryRun:
     from_run = check_locations(spark, config)
     timer = StageTimer()
-    with plan(spark, config, timer, progress, from_run).releasing() as planned, timer("calibrate"):
+    with plan(spark, config, timer, progress, from_run).releasing() as planned, timer("calibrate"), \
+            tolerant_reads(spark):  # a file the run would reject as unreadable does not stop its dry run
         todo = pending(planned.found.listing, planned.settled)
         count = planned.found.count if planned.in_store is None else todo.count()
         rejected = _rejected_unread(planned)
