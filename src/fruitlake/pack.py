@@ -111,7 +111,7 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
             stats = rows.agg(F.count(F.lit(1)).alias("n"), _packed_bytes()).first()
             assert stats is not None
             added, size = int(stats["n"]), int(stats["bytes"] or 0)
-            unread = _unread(found, existing, rows)
+            unread = _unread(found, existing, rows, added)
             if kept is not None and removed:  # rewritten: one row per path, none of files gone from INPUT
                 _write_rows(kept.unionByName(rows), staging, kept_bytes + size, kept_count + added, file_mb)
             elif added:
@@ -132,9 +132,12 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
     return result
 
 
-def _unread(found: Discovered, existing: DataFrame | None, rows: DataFrame) -> int:
+def _unread(found: Discovered, existing: DataFrame | None, rows: DataFrame, added: int) -> int:
     """How many files of INPUT, still listed, to be packed now, Spark could not read (it skipped them); their
-    names go to the log."""
+    names go to the log. A pack from scratch that got a row for every file makes no pass over the listing."""
+    unreadable = found.unreadable.count() if found.unreadable is not None else 0
+    if existing is None and added == found.count - unreadable:
+        return 0
     listed = found.listing
     if found.unreadable is not None:  # never given to Spark: counted apart
         listed = listed.join(found.unreadable.select("path"), on="path", how="left_anti")
@@ -226,9 +229,10 @@ def _existing(spark: SparkSession, table: str, mode: str) -> DataFrame | None:
         if stopped and mode == "overwrite":  # a pack stopped before its marker: packed again from scratch
             return None
         if fs.exists(spark, fs.join(table, REPLACED)):
+            again = "pack again with --mode overwrite" if stopped else "delete TABLE and pack again"
             raise FruitlakeError(f"TABLE {shown!r} was being replaced by a pack that was stopped; the previous "
                                  f"table's files are in {redact(fs.join(table, REPLACED))}: move them back into "
-                                 "TABLE, or pack again with --mode overwrite")
+                                 f"TABLE, or {again}")
         if stopped:
             raise FruitlakeError(f"TABLE {shown!r} holds the files of a pack that was stopped before it finished: "
                                  "pack again with --mode overwrite")
