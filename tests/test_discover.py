@@ -5,7 +5,15 @@ import pytest
 from PIL import Image
 
 from fruitlake import FruitlakeError
-from fruitlake.discover import batch_starts, discover, in_range, read_images, resolve_input, split_changes
+from fruitlake.discover import (
+    batch_starts,
+    check_input_root,
+    discover,
+    in_range,
+    read_images,
+    resolve_input,
+    split_changes,
+)
 
 
 def make_tree(root: Path) -> None:
@@ -153,8 +161,6 @@ def test_a_split_changes_only_with_a_split_folder_between_two_roots(before, now,
 
 
 def test_an_incremental_run_from_a_root_that_changes_splits_is_refused_with_the_reason():
-    from fruitlake.plan import check_input_root
-
     check_input_root("file:/data/in", "file:/data/in")
     check_input_root("file:/data/in", "file:/data/other")
     check_input_root(None, "file:/data/in/Training")  # a manifest of an earlier version: nothing to compare

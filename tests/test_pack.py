@@ -239,3 +239,16 @@ def test_a_pack_stopped_before_its_marker_is_packed_again_by_overwrite_and_the_m
     (table / "_fruitlake_table.json").unlink()
     with pytest.raises(FruitlakeError, match="is no table `fruitlake pack` finished; refusing to write into it"):
         pack(spark, str(root), str(table), mode="overwrite")
+
+
+def test_an_incremental_pack_matches_any_spelling_of_input_and_refuses_a_root_that_changes_splits(spark, tmp_path):
+    from fruitlake.sample_data import write_sample_data
+
+    root, table = tmp_path / "in", tmp_path / "table"
+    write_sample_data(root, classes=1, per_class=4, seed=4)
+    (tmp_path / "link").symlink_to(root)
+    first = pack(spark, str(root), str(table))
+    again = pack(spark, f"{tmp_path / 'link'}/", str(table), mode="incremental")  # the same files: nothing new
+    assert (again.images_added, again.images_removed, again.images_total) == (0, 0, first.images_total)
+    with pytest.raises(FruitlakeError, match="with the folder 'Training' between them"):
+        pack(spark, str(root / "Training"), str(table), mode="incremental")

@@ -117,6 +117,22 @@ def split_changes(before: str, now: str) -> str | None:
     return next((folder for folder in reversed(inner[len(outer) + 1:].split("/")) if folder.lower() in splits), None)
 
 
+def check_input_root(before: str | None, root: str) -> None:
+    """An incremental run (or pack) from another INPUT root than the previous one's (`before`, redacted):
+    refused where a stored file's split, taken from its path below the old root, would differ below `root`."""
+    now = redact(root)  # a manifest holds URIs redacted
+    if before is None:  # a manifest of a version that did not record it
+        return
+    if now != before:
+        log.info("INPUT %s is not the previous run's %s: stored rows are matched by path", now, before)
+    split = split_changes(before, now)
+    if split is not None:
+        raise FruitlakeError(
+            f"INPUT {now!r} and the previous run's INPUT {before!r} lie one inside the other with the folder "
+            f"{split!r} between them: the split of the files below both would change. Run from {before!r}, "
+            "or use --mode overwrite")
+
+
 def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = None) -> DataFrame:
     """The inventory's folders (recursively, image names only) and single files, each root a literal path."""
     inventory = inventory or take_inventory(spark, uri)

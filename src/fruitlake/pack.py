@@ -22,7 +22,14 @@ from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, fs
 from fruitlake.config import SPARK_MAX_FILE_BYTES
-from fruitlake.discover import TABLE_COLUMNS, TABLE_MARKER, Discovered, discover, tolerant_reads
+from fruitlake.discover import (
+    TABLE_COLUMNS,
+    TABLE_MARKER,
+    Discovered,
+    check_input_root,
+    discover,
+    tolerant_reads,
+)
 from fruitlake.inventory import SAMPLE_SIZE
 from fruitlake.lock import OutputLock
 from fruitlake.output import LOCK
@@ -82,6 +89,8 @@ def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
 def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int, missing: str) -> Packed:
     existing = _existing(spark, table, mode)
     found = discover(spark, source, avoid=(table,))
+    if existing is not None:  # the kept rows' splits were taken below the previous pack's root
+        check_input_root(_previous_root(spark, table), found.root)
     empty = found.listing.where(F.col("length") == 0).withColumn("content", F.lit(b"").cast("binary"))
     # Spark's binaryFile reader fails the whole job on a file above 2 GiB; such a file is packed without its
     # bytes (a filter on `length` is applied before a file is read), and a run rejects it as too large to
@@ -124,7 +133,8 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
     total = added + kept_count
     unreadable = found.unreadable.count() if found.unreadable is not None else 0  # discover warned of them
     result = Packed(table, added, total, size, found.skipped, removed, files_too_large, unreadable, unread)
-    marker = {"fruitlake_version": __version__, "source": redact(source), "missing": missing, **result.to_json()}
+    marker = {"fruitlake_version": __version__, "source": redact(source), "source_root": redact(found.root),
+              "missing": missing, **result.to_json()}
     _swap_in(spark, table, staging, replace=existing is None or removed > 0,
              marker=(json.dumps(marker, indent=2) + "\n").encode("utf-8"))
     log.info("packed %d images (%.1f MB) into %s, removed %d rows; %d in all", added, size / 1e6, redact(table),
@@ -180,6 +190,12 @@ def _write_rows(rows: DataFrame, uri: str, size: int, count: int, file_mb: int) 
 def _parts(spark: SparkSession, uri: str) -> list[str]:
     """The Parquet files of a table (or of its staging folder); their checksums move with them."""
     return [name for name in fs.list_names(spark, uri) if name.startswith("part-")]
+
+
+def _previous_root(spark: SparkSession, table: str) -> str | None:
+    """INPUT resolved, as the pack that wrote TABLE recorded it (None for a marker of an earlier version)."""
+    root = json.loads(fs.read_bytes(spark, fs.join(table, TABLE_MARKER))).get("source_root")
+    return root if isinstance(root, str) else None
 
 
 def _packs_own(name: str) -> bool:

@@ -6,7 +6,6 @@ the PCA to apply, and for an incremental run the rows already in the store.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from fruitlake import FruitlakeError, fs
 from fruitlake.config import Config, ProjectConfig, RunConfig
-from fruitlake.discover import Discovered, discover, split_changes
+from fruitlake.discover import Discovered, check_input_root, discover
 from fruitlake.featurize import EngineOptions
 from fruitlake.manifest import Manifest
 from fruitlake.network import RunNetwork
@@ -25,8 +24,6 @@ from fruitlake.redaction import redact
 from fruitlake.reduce import PcaPlan, plan_pca
 from fruitlake.safety import check_separate
 from fruitlake.store import Store, missing, settled
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,22 +109,6 @@ def plan(spark: SparkSession, config: Config, timer: StageTimer, progress: Progr
             network.release()  # its local copies of remote weights
             raise
     return RunPlan(config, output, state, previous, found, store, pca, in_store, images_missing, network)
-
-
-def check_input_root(before: str | None, root: str) -> None:
-    """An incremental run from another INPUT root than the previous run's (`before`, as its manifest holds it):
-    refused where a stored file's split, taken from its path below the old root, would differ below `root`."""
-    now = redact(root)  # a manifest holds URIs redacted
-    if before is None:  # a manifest of a version that did not record it
-        return
-    if now != before:
-        log.info("INPUT %s is not the previous run's %s: stored rows are matched by path", now, before)
-    split = split_changes(before, now)
-    if split is not None:
-        raise FruitlakeError(
-            f"INPUT {now!r} and the previous run's INPUT {before!r} lie one inside the other with the folder "
-            f"{split!r} between them: the split of the files below both would change. Run from {before!r}, "
-            "or use --mode overwrite")
 
 
 def _check_k(config: Config, pca: PcaPlan, available: int) -> None:
