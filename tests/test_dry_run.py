@@ -46,11 +46,14 @@ def test_an_incremental_dry_run_prices_only_the_new_images_and_leaves_output_as_
     output = tmp_path / "out"
     run(RunConfig(str(root), str(output), k=2, weights=weights_path), spark=spark)
     before = snapshot(output)
+    sorted(root.rglob("*.jpg"))[0].unlink()  # a stored image whose file left INPUT: the run would say so
     extra = sorted(sample_root.rglob("Training/*/*.jpg"))[:3]
     for number, path in enumerate(extra):
         shutil.copy(path, root / path.parent.name / f"new-{number}.jpg")
     planned = dry_run(RunConfig(str(root), str(output), mode="incremental", weights=weights_path), spark=spark)
     assert planned.pending == 3 and planned.images == len(list(root.rglob("*.jpg")))
+    assert planned.images_missing == 1
+    assert "1 stored images whose file left INPUT: kept in the results (--missing keep)" in planned.lines()
     assert planned.calibration is None  # too few images in INPUT for a batch to time after the warm-up
     assert snapshot(output) == before
 
