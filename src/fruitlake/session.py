@@ -132,7 +132,7 @@ def spark_session(
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     master = check_master(master or os.environ.get("FRUITLAKE_MASTER", DEFAULT_MASTER))
-    driver_memory(os.environ)
+    driver_memory(os.environ)  # refused before anything is made, as a bad master is
     conf = s3.session_conf(uris)
     local_dir = private_temp_dir("fruitlake-spark-")
     builder = _builder(master, app_name, local_dir)
