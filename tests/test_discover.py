@@ -1,10 +1,19 @@
+import os
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from fruitlake import FruitlakeError
-from fruitlake.discover import batch_starts, discover, in_range, read_images
+from fruitlake.discover import (
+    batch_starts,
+    check_input_root,
+    discover,
+    in_range,
+    read_images,
+    resolve_input,
+    split_changes,
+)
 
 
 def make_tree(root: Path) -> None:
@@ -121,3 +130,55 @@ def test_batches_cover_every_file_once_and_prune_the_scan(spark, tmp_path):
     assert sorted(sum(paths, [])) == sorted(r.path for r in found.listing.collect())
     second = in_range(found.images, starts[1], starts[2]).select("path", "content")
     assert scanned_files(second) == 2 < found.count
+
+
+def test_every_spelling_of_input_is_one_location_with_the_same_paths(spark, tmp_path):
+    """A link to INPUT, a trailing slash, `./` and a relative path find the files under the same paths: the
+    store's identity, so an incremental run through another spelling matches every stored row."""
+    root = tmp_path / "in"
+    make_tree(root)
+    (tmp_path / "link").symlink_to(root)
+    relative = os.path.relpath(root)  # to the working folder the JVM started in too
+    link = str(tmp_path / "link")
+    spellings = [str(root), f"{root}/", relative, f"./{relative}/", f"{tmp_path}/./in", link, f"{link}/"]
+    assert {resolve_input(spark, spelling) for spelling in spellings} == {f"file:{root}"}
+    paths = {spelling: sorted(row.path for row in discover(spark, spelling).listing.collect())
+             for spelling in (str(root), link, f"./{relative}/")}
+    assert paths[link] == paths[f"./{relative}/"] == paths[str(root)]
+    assert all(path.startswith(f"file:{root}/") for path in paths[str(root)])
+
+
+@pytest.mark.parametrize(("before", "now", "split"), [
+    ("file:/data/in", "file:/data/in", None),
+    ("file:/data/day1", "file:/data/day2", None),  # apart: no file lies below both
+    ("file:/data/in", "file:/data/in/Training", "Training"),
+    ("file:/data/in/test/Kiwi", "file:/data/in", "test"),
+    ("file:/data/in", "file:/data/in/Kiwi", None),  # no split folder between: every split stays
+    ("file:/data/Test", "file:/data", "Test"),  # the root's own name is no split below it; below /data it is
+])
+def test_a_split_changes_only_with_a_split_folder_between_two_roots(before, now, split):
+    assert split_changes(before, now) == split
+
+
+def test_an_incremental_run_from_a_root_that_changes_splits_is_refused_with_the_reason():
+    check_input_root("file:/data/in", "file:/data/in")
+    check_input_root("file:/data/in", "file:/data/other")
+    check_input_root(None, "file:/data/in/Training")  # a manifest of an earlier version: nothing to compare
+    with pytest.raises(FruitlakeError, match=r"folder 'Training' between them: the split .* Run from "
+                                             r"'file:/data/in', or use --mode overwrite"):
+        check_input_root("file:/data/in", "file:/data/in/Training")
+
+
+def test_a_folder_with_packs_marker_that_pack_did_not_write_is_refused_not_an_exception(spark, tmp_path):
+    from fruitlake.discover import TABLE_MARKER
+
+    bare, foreign = tmp_path / "bare", tmp_path / "foreign"
+    bare.mkdir()
+    (bare / TABLE_MARKER).write_text("{}")
+    spark.createDataFrame([("a", 1)], "name string, value long").write.parquet(str(foreign))
+    (foreign / TABLE_MARKER).write_text("{}")
+    with pytest.raises(FruitlakeError, match="holds _fruitlake_table.json but no Parquet table"):
+        discover(spark, str(bare))
+    with pytest.raises(FruitlakeError, match="its Parquet lacks the columns path, label, split, length, "
+                                             "modification_time, file_uri, content"):
+        discover(spark, str(foreign))

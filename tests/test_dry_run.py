@@ -46,11 +46,14 @@ def test_an_incremental_dry_run_prices_only_the_new_images_and_leaves_output_as_
     output = tmp_path / "out"
     run(RunConfig(str(root), str(output), k=2, weights=weights_path), spark=spark)
     before = snapshot(output)
+    sorted(root.rglob("*.jpg"))[0].unlink()  # a stored image whose file left INPUT: the run would say so
     extra = sorted(sample_root.rglob("Training/*/*.jpg"))[:3]
     for number, path in enumerate(extra):
         shutil.copy(path, root / path.parent.name / f"new-{number}.jpg")
     planned = dry_run(RunConfig(str(root), str(output), mode="incremental", weights=weights_path), spark=spark)
     assert planned.pending == 3 and planned.images == len(list(root.rglob("*.jpg")))
+    assert planned.images_missing == 1
+    assert "1 stored images whose file left INPUT: kept in the results (--missing keep)" in planned.lines()
     assert planned.calibration is None  # too few images in INPUT for a batch to time after the warm-up
     assert snapshot(output) == before
 
@@ -86,3 +89,40 @@ def test_the_command_line_prints_the_plan(sample_root, weights_path, tmp_path, c
     printed = capsys.readouterr().out
     assert "dry run of" in printed and "Apple Braeburn" in printed and "store batch" in printed
     assert not output.exists()
+
+
+def test_a_dry_run_reads_only_what_the_run_would_and_counts_the_rest_as_the_run_rejects_it(
+        spark, weights_path, tmp_path, monkeypatch):
+    """A file above 2 GiB (sparse: no disk used), one above --max-bytes, an empty one and one this process may not
+    read (the OS's answer replaced, as tests run as root): none is opened, each is counted with the run's reason."""
+    import fruitlake.dryrun
+    import fruitlake.inventory
+    from fruitlake.sample_data import write_sample_data
+
+    root = tmp_path / "in"
+    write_sample_data(root, classes=2, per_class=3, seed=9)
+    folder = sorted(path for path in root.rglob("*") if path.is_dir() and any(path.glob("*.jpg")))[0]
+    max_bytes = max(path.stat().st_size for path in root.rglob("*.jpg"))
+    with (folder / "huge.jpg").open("wb") as handle:
+        handle.truncate(2**31)
+    (folder / "large.jpg").write_bytes(b"\xff\xd8\xff" + bytes(max_bytes))
+    (folder / "empty.jpg").write_bytes(b"")
+    locked = folder / "locked.jpg"
+    locked.write_bytes(b"")  # empty too: rejected once, for the reason it is never opened
+    monkeypatch.setattr(fruitlake.inventory, "readable", lambda path: path != str(locked))
+    decoded: list[int] = []
+    decode = fruitlake.dryrun.decode
+    monkeypatch.setattr(fruitlake.dryrun, "decode", lambda data, *limits: decoded.append(len(data)) or
+                        decode(data, *limits))
+    config = RunConfig(str(root), str(tmp_path / "out"), k=2, weights=weights_path, batch_size=2,
+                       max_bytes=max_bytes)
+    planned = dry_run(config, spark=spark)
+    assert planned.images == planned.pending == 10  # as the run's images_total: every image file
+    assert planned.rejected_unread == {
+        "empty file (0 bytes)": 1, "file not readable (permission denied)": 1,
+        f"file too large to read: above --max-bytes {max_bytes}": 2}
+    assert planned.to_featurize == 6
+    assert planned.calibration is not None and decoded and max(decoded) <= max_bytes  # within the run's limit
+    text = "\n".join(planned.lines())
+    assert "the CNN featurizes 6" in text and "1 empty file (0 bytes)" in text
+    assert not (tmp_path / "out").exists()

@@ -124,3 +124,22 @@ def test_int8_runs_on_the_onnx_engine_only(engine):
     with pytest.raises(FruitlakeError, match="precision=int8 runs on the onnx engine"):
         RunConfig("in", "out", precision="int8", engine=engine)
     assert RunConfig("in", "out", precision="int8").engine == "onnx"
+
+
+def test_the_manifest_names_no_onnx_file_the_cache_could_not_keep(spark, weights_path, tmp_path, monkeypatch):
+    """A cache folder that cannot be made (here inside a file) costs a conversion next time, and the manifest's
+    onnx_file must not name the file that was never written. The conversion is stubbed: no TensorFlow."""
+    import fruitlake.models as models
+    from fruitlake.featurize import EngineOptions
+    from fruitlake.network import RunNetwork
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("FRUITLAKE_CACHE", str(tmp_path / "a-file" / "cache"))
+    monkeypatch.setattr(models, "load_network", lambda *args: None)
+    monkeypatch.setattr(models, "keras_to_onnx", lambda network: b"onnx bytes")
+    network = RunNetwork(spark, EngineOptions("mobilenet_v2", 224), weights_path)
+    try:
+        network.check()
+        assert network.facts().onnx_file is None
+    finally:
+        network.release()

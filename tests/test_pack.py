@@ -220,3 +220,35 @@ def test_an_image_this_process_may_not_read_is_a_reject_with_its_reason(spark, w
     rejects = read_csv_dir(tmp_path / "out" / "rejects")
     assert list(zip(rejects["path"], rejects["reason"], strict=True)) == [
         (f"file:{locked}", "file not readable (permission denied)")]
+
+
+def test_a_pack_stopped_before_its_marker_is_packed_again_by_overwrite_and_the_message_says_so(spark, tmp_path):
+    """Stopped while its files moved into TABLE: Parquet files and their checksums, no marker."""
+    from fruitlake.sample_data import write_sample_data
+
+    root, table = tmp_path / "in", tmp_path / "table"
+    write_sample_data(root, classes=1, per_class=2, seed=5)
+    pack(spark, str(root), str(table))
+    (table / "_fruitlake_table.json").unlink()
+    for mode in ("error", "incremental"):
+        with pytest.raises(FruitlakeError, match="stopped before it finished: pack again with --mode overwrite"):
+            pack(spark, str(root), str(table), mode=mode)
+    again = pack(spark, str(root), str(table), mode="overwrite")
+    assert (again.images_total, len(packed(spark, table))) == (2, 2)
+    (table / "notes.txt").write_text("not pack's")
+    (table / "_fruitlake_table.json").unlink()
+    with pytest.raises(FruitlakeError, match="is no table `fruitlake pack` finished; refusing to write into it"):
+        pack(spark, str(root), str(table), mode="overwrite")
+
+
+def test_an_incremental_pack_matches_any_spelling_of_input_and_refuses_a_root_that_changes_splits(spark, tmp_path):
+    from fruitlake.sample_data import write_sample_data
+
+    root, table = tmp_path / "in", tmp_path / "table"
+    write_sample_data(root, classes=1, per_class=4, seed=4)
+    (tmp_path / "link").symlink_to(root)
+    first = pack(spark, str(root), str(table))
+    again = pack(spark, f"{tmp_path / 'link'}/", str(table), mode="incremental")  # the same files: nothing new
+    assert (again.images_added, again.images_removed, again.images_total) == (0, 0, first.images_total)
+    with pytest.raises(FruitlakeError, match="with the folder 'Training' between them"):
+        pack(spark, str(root / "Training"), str(table), mode="incremental")

@@ -66,3 +66,29 @@ def test_same_model_as_spark_ml_pca_fit(spark):
     theirs, mine = spark_pca.pc.toArray(), ours.pc.toArray()
     np.testing.assert_allclose(np.abs(np.sum(theirs * mine, axis=0)), np.ones(4), atol=1e-5)
     assert ours.getK() == 4
+
+
+@pytest.mark.parametrize(("saved_target", "options", "refused"), [
+    (0.9, {}, False),  # the default --variance: not given, the saved PCA stays
+    (0.9, {"variance": 0.9}, False),  # the saved PCA's own target
+    (0.9, {"variance": 0.8}, True),
+    (None, {"variance": 0.8}, True),  # the saved PCA was fitted with a fixed k
+    (None, {"k": 1}, False),
+    (None, {"k": 2}, True),
+])
+def test_pca_reuse_refuses_a_variance_it_would_ignore_as_it_refuses_another_k(spark, tmp_path, saved_target,
+                                                                              options, refused):
+    from helpers import manifest_document
+
+    from fruitlake.config import RunConfig
+    from fruitlake.manifest import Manifest
+    from fruitlake.reduce import plan_pca
+
+    (tmp_path / "out" / "pca_model").mkdir(parents=True)
+    previous = Manifest.from_json(manifest_document(variance_target=saved_target))  # k=1
+    config = RunConfig(str(tmp_path / "in"), str(tmp_path / "out"), mode="incremental", **options)
+    if refused:
+        with pytest.raises(FruitlakeError, match=r"differs from the saved PCA's .* pass --pca refit"):
+            plan_pca(spark, config, str(tmp_path / "out"), previous, None)
+    else:
+        assert plan_pca(spark, config, str(tmp_path / "out"), previous, None).action == "reuse"

@@ -175,6 +175,18 @@ def test_scatter_is_sampled_when_large():
     assert "500 of 10,000 images" in figure.axes[0].get_title()
 
 
+def test_labels_the_font_cannot_draw_print_no_warnings():
+    import warnings
+
+    from fruitlake.report.plots import png_bytes
+
+    labels = np.array(["Kiwi\tgreen", "Fig \U0001f95d", "Lime"] * 4)
+    figure = plot_projection(np.random.default_rng(1).normal(size=(12, 2)), labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        assert png_bytes(figure).startswith(b"\x89PNG")
+
+
 def test_labels_and_paths_are_escaped_in_the_page():
     manifest = small_manifest(input="/data/<script>alert(1)</script>")
     report = {

@@ -105,10 +105,26 @@ def fruitlake_run(env, *args: str):
     return done
 
 
+DOUBLE_SLASH, ARCHIVED = "Training/Kiwi//double-slash.jpg", "Training/Kiwi/archived.jpg"
+
+
 @pytest.fixture(scope="module")
-def s3a_run(s3_env, s3_images):
+def s3_mixed(s3_bucket, s3_images) -> str:
+    """The sample images plus two objects Hadoop cannot read: a key with an empty path segment (Hadoop names it
+    `Kiwi/double-slash.jpg`, which does not exist) and one in the GLACIER class (GET answers 403)."""
+    client, image = s3_bucket.client, s3_bucket.keys(f"{s3_images}/Training/Kiwi/")[0]
+    for key in s3_bucket.keys(f"{s3_images}/"):
+        client.copy_object(Bucket=S3_BUCKET, Key=f"mixed/{key.split('/', 1)[1]}",
+                           CopySource={"Bucket": S3_BUCKET, "Key": key})
+    client.copy_object(Bucket=S3_BUCKET, Key=f"mixed/{DOUBLE_SLASH}", CopySource={"Bucket": S3_BUCKET, "Key": image})
+    client.put_object(Bucket=S3_BUCKET, Key=f"mixed/{ARCHIVED}", Body=s3_bucket.read(image), StorageClass="GLACIER")
+    return "mixed"
+
+
+@pytest.fixture(scope="module")
+def s3a_run(s3_env, s3_mixed):
     """s3a:// in, s3a:// out, with Spark and fruitlake logging at INFO (to look for leaked secrets)."""
-    return fruitlake_run(s3_env, f"s3a://{S3_BUCKET}/{s3_images}", f"s3a://{S3_BUCKET}/results", "--k", "3")
+    return fruitlake_run(s3_env, f"s3a://{S3_BUCKET}/{s3_mixed}", f"s3a://{S3_BUCKET}/results", "--k", "3")
 
 
 def test_every_output_lands_in_the_bucket(s3a_run, s3_bucket):
@@ -137,7 +153,7 @@ def test_csv_and_parquet_read_back_from_s3(s3a_run, s3_bucket):
     table = s3_bucket.csv("results/pca_csv")
     assert list(table.columns) == ["path", "label", "split", "pc_1", "pc_2", "pc_3"]
     assert len(table) == 24 == table["path"].nunique()
-    assert table["path"].str.startswith(f"s3a://{S3_BUCKET}/images/").all()
+    assert table["path"].str.startswith(f"s3a://{S3_BUCKET}/mixed/").all()
     assert set(table["label"]) == {"Apple Braeburn", "Banana", "Kiwi"}
     assert set(table["split"]) == {"Training", "Test"}
     features = s3_bucket.parquet("results/features")
@@ -149,13 +165,30 @@ def test_csv_and_parquet_read_back_from_s3(s3a_run, s3_bucket):
 
 
 def test_manifest_and_rejects_in_s3(s3a_run, s3_bucket):
+    """Every object is read or rejected with its reason: an unreadable one is not a dead run, nor lost."""
     manifest = s3_bucket.json("results/manifest.json")
-    assert manifest["input"] == f"s3a://{S3_BUCKET}/images" and manifest["output"] == f"s3a://{S3_BUCKET}/results"
-    assert (manifest["images_total"], manifest["images_ok"], manifest["images_rejected"]) == (25, 24, 1)
-    assert manifest["k"] == 3 and manifest["cnn_images"] == 25
+    assert manifest["input"] == f"s3a://{S3_BUCKET}/mixed" and manifest["output"] == f"s3a://{S3_BUCKET}/results"
+    assert (manifest["images_total"], manifest["images_ok"], manifest["images_rejected"]) == (27, 24, 3)
+    assert manifest["k"] == 3 and manifest["cnn_images"] == 25 and manifest["images_vanished"] == 0
     rejects = s3_bucket.csv("results/rejects")
     assert list(rejects.columns) == ["path", "reason"]
-    assert rejects["path"].tolist() == [f"s3a://{S3_BUCKET}/images/Test/Banana/corrupt.jpg"]
+    reasons = dict(zip(rejects["path"], rejects["reason"], strict=True))
+    assert sorted(reasons) == [f"s3a://{S3_BUCKET}/mixed/{name}" for name in (
+        "Test/Banana/corrupt.jpg", ARCHIVED, DOUBLE_SLASH.replace("//", "/"))]
+    assert reasons[f"s3a://{S3_BUCKET}/mixed/{ARCHIVED}"].startswith("read failed (access denied")
+    assert reasons[f"s3a://{S3_BUCKET}/mixed/{DOUBLE_SLASH.replace('//', '/')}"].startswith(
+        "S3 key with an empty path segment")
+
+
+def test_pack_records_the_objects_it_cannot_read_and_goes_on(s3_env, s3_mixed, tmp_path):
+    import json
+
+    table = tmp_path / "table"
+    done = run_process([sys.executable, "-m", "fruitlake", "pack", f"s3a://{S3_BUCKET}/{s3_mixed}", str(table)],
+                       {**s3_env, "FRUITLAKE_MASTER": "local[1]"})
+    assert done.returncode == 0, explain(done)
+    marker = json.loads((table / "_fruitlake_table.json").read_text())
+    assert (marker["images_total"], marker["files_unreadable"], marker["files_unread"]) == (25, 1, 1)
 
 
 def test_the_secret_key_is_not_in_the_logs_the_manifest_or_any_output(s3a_run, s3_bucket):
@@ -163,3 +196,12 @@ def test_the_secret_key_is_not_in_the_logs_the_manifest_or_any_output(s3a_run, s
     assert S3_SECRET not in s3a_run.stdout and S3_SECRET not in s3a_run.stderr
     for key in s3_bucket.keys("results/"):
         assert S3_SECRET.encode() not in s3_bucket.read(key), key
+
+
+def test_a_bucket_that_does_not_exist_is_a_refusal_naming_it(s3_env, s3_mixed, tmp_path):
+    for args in (["pack", "s3a://no-such-bucket/in", str(tmp_path / "table")],
+                 ["pack", f"s3a://{S3_BUCKET}/{s3_mixed}", "s3a://no-such-bucket/table"]):
+        done = run_process([sys.executable, "-m", "fruitlake", *args], {**s3_env, "FRUITLAKE_MASTER": "local[1]"})
+        assert done.returncode == 2, explain(done)
+        assert "the bucket 'no-such-bucket' of 's3a://no-such-bucket/" in done.stderr, explain(done)
+        assert "Exception" not in done.stderr and "Py4J" not in done.stderr

@@ -1,8 +1,12 @@
 """session.py: a running session is used as it is and never stopped by fruitlake."""
 
+import tempfile
 import threading
 
-from fruitlake.session import executor_count, spark_session
+import pytest
+
+from fruitlake import FruitlakeError
+from fruitlake.session import check_master, driver_memory, executor_count, spark_session
 
 
 def test_a_running_session_is_used_and_left_running_from_any_thread(spark):
@@ -34,3 +38,44 @@ def test_a_running_session_that_is_not_active_here_is_reused_not_stopped(spark):
         assert spark.range(3).count() == 3
     finally:
         jvm.SparkSession.setActiveSession(spark._jsparkSession)
+
+
+@pytest.mark.parametrize("master", ["local", "local[*]", "local[2]", "local[4, 2]", "local-cluster[2,1,1024]",
+                                    "spark://host:7077", "spark://a:7077,b:7077", "yarn", "k8s://https://h:443"])
+def test_the_master_urls_spark_knows_are_taken(master):
+    assert check_master(master) == master
+
+
+@pytest.mark.parametrize("master", ["bogus://x", "local[two]", "spark:/host", "Local[2]x", ""])
+def test_any_other_master_is_refused_before_a_jvm_starts(master):
+    with pytest.raises(FruitlakeError, match=r"is not a Spark master URL: give local\[\*\]"):
+        check_master(master)
+
+
+def test_the_driver_memory_is_a_size_or_refused_with_the_variable_named():
+    assert driver_memory({}) == "4g" and driver_memory({"FRUITLAKE_DRIVER_MEMORY": "2048m"}) == "2048m"
+    with pytest.raises(FruitlakeError, match="FRUITLAKE_DRIVER_MEMORY='lots' is not a memory size"):
+        driver_memory({"FRUITLAKE_DRIVER_MEMORY": "lots"})
+
+
+def test_a_jvm_that_does_not_start_leaves_no_folder_in_the_temp_directory(monkeypatch, tmp_path):
+    """No session runs here for the length of the test; the builder fails as when Java is missing."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    import fruitlake.session
+
+    class NoJava:
+        def config(self, *_):
+            return self
+
+        def getOrCreate(self):  # noqa: N802 - Spark's name
+            raise RuntimeError("[JAVA_GATEWAY_EXITED] Java gateway process exited before sending its port number.")
+
+    monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
+    monkeypatch.setattr(SparkContext, "_active_spark_context", None)
+    monkeypatch.setattr(fruitlake.session, "_builder", lambda *_: NoJava())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(FruitlakeError, match="Java gateway process exited"), spark_session("local[1]"):
+        pass
+    assert list(tmp_path.iterdir()) == []

@@ -4,7 +4,7 @@ import pytest
 
 from fruitlake import FruitlakeError
 from fruitlake.featurize import FEATURES_SCHEMA
-from fruitlake.store import Store, StoreMeta, missing, pending, require_meta
+from fruitlake.store import READ_FAILED, Store, StoreMeta, missing, pending, require_meta, settled
 
 T0, T1 = datetime(2025, 1, 1, 12, 0, 0), datetime(2025, 1, 8, 12, 0, 0)
 
@@ -75,3 +75,14 @@ def test_features_of_another_network_are_never_mixed_in(spark, tmp_path):
         require_meta(store, StoreMeta("mobilenet_v2", 160, "ab" * 32))
     with pytest.raises(FruitlakeError, match="weights_sha256 .* differs"):
         require_meta(store, StoreMeta("mobilenet_v2", 224, "cd" * 32))
+
+
+def test_a_file_that_could_not_be_read_is_tried_again_and_a_limit_reject_only_under_another_limit(spark):
+    reasons = {"ok": None, "corrupt": "corrupt image data: x", "unread": READ_FAILED,
+               "large": "file too large to read: 50 bytes exceeds the limit of 40 bytes",
+               "huge": "image too large to decode safely: 9 pixels exceeds the limit of 8 pixels"}
+    stored = spark.createDataFrame(
+        [(path, "Kiwi", None, 50, T0, None if error else [1.0], error) for path, error in reasons.items()],
+        FEATURES_SCHEMA)
+    assert sorted(row.path for row in settled(stored, 40, 8).collect()) == ["corrupt", "huge", "large", "ok"]
+    assert sorted(row.path for row in settled(stored, 60, 9).collect()) == ["corrupt", "ok"]

@@ -16,13 +16,13 @@ from pyspark import Accumulator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake.discover import Discovered, batch_starts, in_range, select_files, size_partitions
+from fruitlake.discover import Discovered, batch_starts, in_range, select_files, size_partitions, tolerant_reads
 from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, EngineSpec, featurize
 from fruitlake.images import EMPTY_FILE
 from fruitlake.output import set_aside
 from fruitlake.plan import RunPlan
 from fruitlake.progress import Progress
-from fruitlake.store import pending
+from fruitlake.store import FILE_TOO_LARGE, READ_FAILED, pending
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +114,13 @@ def _batches(todo: DataFrame, first_run: bool, images: int, total_bytes: int, ev
 
 def _featurize_pending(spark: SparkSession, plan: RunPlan, batches: Iterator[Batch], images: int,
                        images_done: Accumulator[int]) -> int:
-    """Commit each batch to the store; returns how many pending files vanished before they could be read."""
-    ignore_missing = spark.conf.get("spark.sql.files.ignoreMissingFiles", "false")
-    # A file deleted since the listing is skipped and counted, not a dead job.
-    spark.conf.set("spark.sql.files.ignoreMissingFiles", "true")
+    """Commit each batch to the store; returns how many pending files vanished before they could be read.
+
+    A file Spark cannot read is skipped, not a dead job (`tolerant_reads`): one still listed (access denied, an
+    S3 object in an archive class, an I/O error) is committed as a reject, one gone is counted as vanished.
+    """
     vanished = committed = 0
-    try:
+    with tolerant_reads(spark):
         for batch in batches:
             size_partitions(spark, batch.files, batch.bytes)
             rows = _featurized(plan.found, batch.select, plan.network.spec(spark), plan.config.max_bytes,
@@ -127,34 +128,61 @@ def _featurize_pending(spark: SparkSession, plan: RunPlan, batches: Iterator[Bat
             number = plan.store.append(rows)
             lost = batch.files - plan.store.read_batch(number).count()  # Parquet footers: no data is read
             if lost:
+                lost -= _read_failures(plan, batch.select, number)
+            if lost:
                 log.warning("%d files of store batch %d disappeared from INPUT before they could be read",
                             lost, number)
             vanished += lost
             committed += batch.files
             log.info("store batch %d committed: %d/%d pending images", number, committed, images)
-    finally:
-        spark.conf.set("spark.sql.files.ignoreMissingFiles", ignore_missing or "false")
     return vanished
+
+
+def _read_failures(plan: RunPlan, select: Selection, number: int) -> int:
+    """The selected files still listed that store batch `number` lacks (Spark skipped them: they could not be
+    read), committed as rejects in a batch of their own; returns how many."""
+    stored = plan.store.read_batch(number).select("path")
+    no_features = F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features")
+    failed = (select(plan.found.listing).join(stored, on="path", how="left_anti")
+              .select(*PASSTHROUGH, no_features, F.lit(READ_FAILED).alias("error")).persist())
+    try:
+        count = failed.count()
+        if count:
+            log.warning("%d files of store batch %d could not be read (Spark's log says why): rejected (%s)",
+                        count, number, READ_FAILED)
+            plan.store.append(failed)
+    finally:
+        failed.unpersist()
+    return count
 
 
 def _featurized(found: Discovered, select: Selection, spec: EngineSpec, max_bytes: int,
                 images_done: Accumulator[int]) -> DataFrame:
-    """The rows of the selected files: through the CNN, or rejected unread when empty or larger than
-    `max_bytes`."""
+    """The rows of the selected files: through the CNN, or rejected unread (`rejected_unread`)."""
+    no_features = F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features")
+    unread = rejected_unread(found, select, max_bytes).select(*PASSTHROUGH, no_features, "error")
+    return featurize(read_within(found, select, max_bytes), spec, images_done).unionByName(unread)
+
+
+def read_within(found: Discovered, select: Selection, max_bytes: int) -> DataFrame:
+    """The selected images, with content, that a run opens: not empty and at most `max_bytes`. Spark applies
+    the filter on `length` before it reads a file, so larger files (above 2 GiB too) are never loaded."""
     length = F.col("length")
-    limit = f"exceeds the limit of {max_bytes} bytes"
-    too_large = F.format_string(f"file too large to read: %d bytes {limit}", length)
+    return select(found.images).where((length > 0) & (length <= max_bytes))
+
+
+def rejected_unread(found: Discovered, select: Selection, max_bytes: int) -> DataFrame:
+    """The selected files rejected without being opened, as listing rows with their reason (`error`): those
+    this process may not read, then the empty ones and those larger than `max_bytes`. One row per file."""
+    length = F.col("length")
+    too_large = F.format_string(f"{FILE_TOO_LARGE} %d bytes exceeds the limit of {max_bytes} bytes", length)
     listing = select(found.listing)
     if found.all_readable(max_bytes):  # no pass over the listing (on S3, a HEAD per file) to find none
         listing = listing.limit(0)
-    unread = listing.where((length == 0) | (length > max_bytes)).select(
-        *PASSTHROUGH,
-        F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features"),
-        F.when(length == 0, F.lit(EMPTY_FILE)).otherwise(too_large).alias("error"),
-    )
-    readable = select(found.images).where((length > 0) & (length <= max_bytes))
-    rows = featurize(readable, spec, images_done).unionByName(unread)
-    if found.unreadable is not None:  # the walk found this process may not read them: rejected, never opened
-        no_features = F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features")
-        rows = rows.unionByName(select(found.unreadable).select(*PASSTHROUGH, no_features, "error"))
-    return rows
+    rejected = listing.where((length == 0) | (length > max_bytes)).withColumn(
+        "error", F.when(length == 0, F.lit(EMPTY_FILE)).otherwise(too_large))
+    if found.unreadable is None:
+        return rejected
+    # The walk found this process may not read them: rejected, never opened, for that reason alone.
+    unreadable = select(found.unreadable)
+    return rejected.join(unreadable.select("path"), on="path", how="left_anti").unionByName(unreadable)

@@ -18,6 +18,7 @@ ENGINES = ("onnx", "openvino", "keras")
 PRECISIONS = ("fp32", "bf16", "int8")
 WEIGHTS_ENV = "FRUITLAKE_WEIGHTS"
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB; beyond that we refuse, not risk OOM
+DEFAULT_VARIANCE = 0.95  # --variance
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # larger files are rejected unread (Spark's binaryFile stops at 2 GiB)
 SPARK_MAX_FILE_BYTES = 2**31 - 1
 # `fruitlake pack` (pack.py): here, so that building the command line never imports Spark.
@@ -43,7 +44,7 @@ class RunConfig:
     input: str
     output: str
     k: int | None = None
-    variance: float = 0.95
+    variance: float = DEFAULT_VARIANCE
     weights: str = dataclasses.field(default_factory=default_weights)
     model: str = "mobilenet_v2"
     image_size: int = 224

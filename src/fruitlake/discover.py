@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,9 +18,18 @@ from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.inventory import IMAGE_EXTENSIONS, SPLITS, UNREADABLE, Inventory, image_glob, take_inventory
+from fruitlake.inventory import (
+    IMAGE_EXTENSIONS,
+    SPLITS,
+    UNNAMED_KEY,
+    UNREADABLE,
+    Inventory,
+    image_glob,
+    remote_skip_reason,
+    take_inventory,
+)
 from fruitlake.redaction import redact
-from fruitlake.safety import escape_glob
+from fruitlake.safety import escape_glob, resolved
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +57,10 @@ class Discovered:
     skipped_sample: list[str]  # the first of them (at most 20), redacted
     empty: int  # images of zero bytes
     largest: int  # bytes of the largest image: with `empty`, whether any image is rejected unread
-    unreadable: DataFrame | None = None  # images this process may not read: listing columns and `error`
+    # Images rejected before Spark could read them (a local file this process may not read, an S3 key Hadoop
+    # cannot name): listing columns and `error`.
+    unreadable: DataFrame | None = None
+    root: str = ""  # INPUT resolved (`resolve_input`): the root every path, and each split, is relative to
 
     def all_readable(self, max_bytes: int) -> bool:
         """No image is empty or above `max_bytes`: no pass over the listing is needed to find such files."""
@@ -71,6 +85,7 @@ def _describe(frame: DataFrame, root: str) -> DataFrame:
         "modification_time",
         "file_uri",
         *(["content"] if "content" in frame.columns else []),
+        *(["error"] if "error" in frame.columns else []),
     )
 
 
@@ -83,6 +98,39 @@ def _columns(frame: DataFrame) -> DataFrame:
         F.col("_metadata.file_path").alias("file_uri"),
         "content",
     )
+
+
+def resolve_input(spark: SparkSession, uri: str) -> str:
+    """INPUT as one location whatever its spelling: qualified (a relative path made absolute), without a trailing
+    slash, and for local files with every symbolic link resolved. Paths below it are a file's identity in the
+    store, so `in`, `./in/`, `/abs/in` and a link to it all find the same stored rows."""
+    return resolved(fs.qualify(spark, uri))
+
+
+def split_changes(before: str, now: str) -> str | None:
+    """The split folder (Training/Test/Validation) lying between two INPUT roots, one inside the other, whose
+    files' splits then differ between the two; None when no stored split can change."""
+    outer, inner = sorted((before.rstrip("/"), now.rstrip("/")), key=len)
+    if outer == inner or not inner.startswith(outer + "/"):
+        return None  # the same root, or apart: no file lies below both
+    splits = {split.lower() for split in SPLITS}
+    return next((folder for folder in reversed(inner[len(outer) + 1:].split("/")) if folder.lower() in splits), None)
+
+
+def check_input_root(before: str | None, root: str) -> None:
+    """An incremental run (or pack) from another INPUT root than the previous one's (`before`, redacted):
+    refused where a stored file's split, taken from its path below the old root, would differ below `root`."""
+    now = redact(root)  # a manifest holds URIs redacted
+    if before is None:  # a manifest of a version that did not record it
+        return
+    if now != before:
+        log.info("INPUT %s is not the previous run's %s: stored rows are matched by path", now, before)
+    split = split_changes(before, now)
+    if split is not None:
+        raise FruitlakeError(
+            f"INPUT {now!r} and the previous run's INPUT {before!r} lie one inside the other with the folder "
+            f"{split!r} between them: the split of the files below both would change. Run from {before!r}, "
+            "or use --mode overwrite")
 
 
 def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = None) -> DataFrame:
@@ -122,10 +170,25 @@ def _empty_files(spark: SparkSession, images: DataFrame, root: str) -> DataFrame
     for (uri,) in unread.select("uri").collect():
         path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))
         status = path.getFileSystem(conf).getFileStatus(path)
-        millis = int(status.getModificationTime())
-        when = datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
-        rows.append((str(path.toString()), int(status.getLen()), when, uri))
+        rows.append((str(path.toString()), int(status.getLen()), _when(int(status.getModificationTime())), uri))
     return _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root)
+
+
+READ_TOLERANTLY = ("spark.sql.files.ignoreMissingFiles", "spark.sql.files.ignoreCorruptFiles")
+
+
+@contextmanager
+def tolerant_reads(spark: SparkSession) -> Iterator[None]:
+    """While the block runs, a file Spark cannot read (deleted since the listing, access denied, an I/O error) is
+    skipped instead of failing the job; the caller counts what it did not get back."""
+    before = {key: spark.conf.get(key, "false") for key in READ_TOLERANTLY}
+    for key in READ_TOLERANTLY:
+        spark.conf.set(key, "true")
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value or "false")
 
 
 def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
@@ -172,11 +235,13 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
         raise FruitlakeError(f"INPUT {uri!r} is not a folder of images")
     if fs.exists(spark, fs.join(uri.rstrip("/"), TABLE_MARKER)):
         return discover_table(spark, uri)
-    inventory = take_inventory(spark, uri, avoid)
+    root = resolve_input(spark, uri)
+    if root != fs.qualify(spark, uri).rstrip("/"):
+        log.info("INPUT %s is %s: its files are matched by that location", redact(uri), redact(root))
+    inventory = take_inventory(spark, root, avoid)
     if not spark.sparkContext.getConf().contains(NO_LOCALITY):  # unless the session was given a choice
         spark.conf.set(NO_LOCALITY, "true")
-    images = read_images(spark, uri, inventory)
-    root = fs.qualify(spark, uri).rstrip("/")
+    images = read_images(spark, root, inventory)
     count, total_bytes = inventory.images, inventory.bytes  # counted by the walk: no pass over the files
     empty = (_empty_files(spark, images, root) if inventory.empty
              else _describe(spark.createDataFrame([], EMPTY_SCHEMA), root))
@@ -190,17 +255,28 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
     log.info("discovered %d images (%.1f MB) in %s, ~%d partitions", count, total_bytes / 1e6, redact(uri),
              partitions)
     listing = images.drop("content").unionByName(empty)
-    unreadable = None
+    rows = _unreadable_files(spark, inventory.unreadable)
     if inventory.unreadable:
         log.warning("%d images under INPUT %s may not be read by this process: rejected (%s)",
                     len(inventory.unreadable), redact(uri), UNREADABLE)
-        unreadable = _unreadable_files(spark, inventory.unreadable, root)
+    if not root.startswith("file:"):
+        rows += _unnamed_keys(spark, images, inventory, root)
+    unreadable = None
+    if rows:
+        unreadable = _describe(spark.createDataFrame(rows, EMPTY_SCHEMA + ", error string"), root)
         listing = listing.unionByName(unreadable.drop("error"))
     return Discovered(images, count, total_bytes, listing, dict(sorted(inventory.skipped.items())),
-                      list(inventory.sample), inventory.empty, inventory.largest, unreadable)
+                      list(inventory.sample), inventory.empty, inventory.largest, unreadable, root)
 
 
-def _unreadable_files(spark: SparkSession, paths: list[str], root: str) -> DataFrame:
+Rejected = tuple[str, int, datetime, str, str]  # path, length, modification_time, file_uri, error
+
+
+def _when(millis: int) -> datetime:
+    return datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
+
+
+def _unreadable_files(spark: SparkSession, paths: list[str]) -> list[Rejected]:
     """Listing rows, with their reject reason, of the local files the walk found this process may not read;
     `path` as Spark's listing spells it (a Hadoop Path made from the file's URI: colons and spaces kept)."""
     jvm = fs.jvm(spark)
@@ -211,17 +287,59 @@ def _unreadable_files(spark: SparkSession, paths: list[str], root: str) -> DataF
         except OSError:  # gone since the walk
             continue
         path = jvm.org.apache.hadoop.fs.Path(jvm.java.io.File(local).toURI())
-        millis = status.st_mtime_ns // 1_000_000
-        when = datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
-        rows.append((str(path.toString()), int(status.st_size), when, str(path.toUri().toString())))
-    frame = _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root)
-    return frame.withColumn("error", F.lit(UNREADABLE))
+        rows.append((str(path.toString()), int(status.st_size), _when(status.st_mtime_ns // 1_000_000),
+                     str(path.toUri().toString()), UNREADABLE))
+    return rows
+
+
+def _unnamed_keys(spark: SparkSession, images: DataFrame, inventory: Inventory, root: str) -> list[Rejected]:
+    """The objects of an object store that the walk counted and Spark's listing never reaches: a key with an empty
+    path segment (`a//b.jpg`) is named `a/b.jpg` by Hadoop, a name nothing answers to. One count through py4j
+    says whether there are any; only then is the store listed again to name them."""
+    listed = images._jdf.inputFiles()  # a Java array: the URIs of Spark's file index, held in the JVM
+    if len(listed) >= inventory.images:
+        return []
+    known = set(listed)  # one py4j call per file, as the walk made: only when some object is missing
+    path = fs.jvm(spark).org.apache.hadoop.fs.Path(root)
+    statuses = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(path, True)
+    prefix, rows = len(root) + 1, []
+    while statuses.hasNext():
+        status = statuses.next()
+        name = status.getPath()
+        if remote_skip_reason(str(name.toString())[prefix:]) is None and str(name.toUri().toString()) not in known:
+            rows.append((str(name.toString()), int(status.getLen()), _when(int(status.getModificationTime())),
+                         str(name.toUri().toString()), UNNAMED_KEY))
+    if rows:
+        log.warning("%d objects under INPUT %s cannot be read through Hadoop: rejected (%s)", len(rows),
+                    redact(root), UNNAMED_KEY)
+    if len(rows) < inventory.images - len(listed):  # e.g. `a//b.jpg` beside an `a/b.jpg` that Spark reads
+        log.warning("%d objects counted under INPUT %s are neither in Spark's listing nor named apart: they are "
+                    "counted in images_total and not read", inventory.images - len(listed) - len(rows), redact(root))
+    return rows
+
+
+def _packed_table(spark: SparkSession, uri: str) -> DataFrame:
+    """The table's rows as `fruitlake pack` wrote them, or a refusal: a folder holding pack's marker and no
+    Parquet, or Parquet with other columns, is not a table pack wrote."""
+    from pyspark.errors import AnalysisException
+
+    shown = redact(uri)
+    try:
+        table = spark.read.parquet(uri)
+    except AnalysisException:  # no Parquet file to take a schema from
+        raise FruitlakeError(f"INPUT {shown!r} holds {TABLE_MARKER} but no Parquet table: it is not a table "
+                             "`fruitlake pack` wrote (pack it again with --mode overwrite)") from None
+    lacking = [name for name in TABLE_COLUMNS if name not in table.columns]
+    if lacking:
+        raise FruitlakeError(f"INPUT {shown!r} holds {TABLE_MARKER} but its Parquet lacks the columns "
+                             f"{', '.join(lacking)}: it is not a table `fruitlake pack` wrote")
+    return table.select(*TABLE_COLUMNS)
 
 
 def discover_table(spark: SparkSession, uri: str) -> Discovered:
     """The images of a packed table: the same rows a folder gives (path is the source file's URI), read from
     Parquet; `file_uri` is the source path too, so batches select rows by it as they select files."""
-    table = spark.read.parquet(uri).select(*TABLE_COLUMNS)
+    table = _packed_table(spark, uri)
     stats = table.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes"),
                       F.sum((F.col("length") == 0).cast("long")).alias("empty"),
                       F.max("length").alias("largest")).first()
@@ -233,4 +351,4 @@ def discover_table(spark: SparkSession, uri: str) -> Discovered:
     log.info("discovered %d images (%.1f MB) in the packed table %s, ~%d partitions", count, total_bytes / 1e6,
              redact(uri), partitions)
     return Discovered(table, count, total_bytes, table.drop("content"), {}, [], int(stats["empty"] or 0),
-                      int(stats["largest"] or 0))
+                      int(stats["largest"] or 0), root=resolve_input(spark, uri))

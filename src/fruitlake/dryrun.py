@@ -2,7 +2,8 @@
 
 The run is planned as for real (every refusal it would meet, it meets here), then nothing is written to OUTPUT
 and the CNN never runs over INPUT: a calibration decodes and featurizes a few of the images on the driver, one
-thread, to price the pending ones.
+thread, to price the pending ones. It reads only files the run would read (within --max-bytes; never an empty,
+too large or unreadable one); those the run would reject unread are counted by reason, as the run records them.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from fruitlake.commit import read_within, rejected_unread
 from fruitlake.config import Config
+from fruitlake.discover import tolerant_reads
 from fruitlake.featurize import engine_for
 from fruitlake.images import ImageRejected, decode
 from fruitlake.models import NETWORKS
 from fruitlake.plan import RunPlan, check_locations, plan
 from fruitlake.progress import Progress, StageTimer
-from fruitlake.store import pending
+from fruitlake.store import FILE_TOO_LARGE, pending
 
 CALIBRATION_IMAGES = 48  # the first batch warms the engine up and is not timed
 SHOWN_GROUPS = 40
@@ -53,15 +56,23 @@ class DryRun:
     bytes: int
     groups: list[Group]
     skipped: dict[str, int]
-    pending: int  # images the CNN would featurize: all of them, or for --mode incremental the new ones
+    pending: int  # images the run would process: all of them, or for --mode incremental the new ones
     commit_every: int
     output_state: str  # what OUTPUT holds
+    rejected_unread: dict[str, int] = field(default_factory=dict)  # of the pending ones, rejected unopened: why
+    images_missing: int = 0  # stored rows whose file left INPUT (--mode incremental)
+    missing_policy: str = "keep"
     calibration: Calibration | None = None  # None when too few images are pending to time a batch
     timings: dict[str, float] = field(default_factory=dict)  # seconds of each step of the dry run
 
     @property
     def store_batches(self) -> int:
         return math.ceil(self.pending / self.commit_every)
+
+    @property
+    def to_featurize(self) -> int:
+        """The pending images the CNN would see: those not rejected unread."""
+        return self.pending - sum(self.rejected_unread.values())
 
     def lines(self) -> list[str]:
         skipped = sum(self.skipped.values())
@@ -75,11 +86,19 @@ class DryRun:
                        f"{group.bytes / 1e6:>9,.1f}")
         if len(self.groups) > SHOWN_GROUPS:
             out.append(f"  ... and {len(self.groups) - SHOWN_GROUPS:,} more split/label groups")
-        out.append(f"OUTPUT {self.output_state}; to featurize: {self.pending:,} images in {self.store_batches:,} "
-                   f"store batch{'es' if self.store_batches != 1 else ''} (--commit-every {self.commit_every:,})")
+        out.append(f"OUTPUT {self.output_state}; to process: {self.pending:,} images in {self.store_batches:,} "
+                   f"store batch{'es' if self.store_batches != 1 else ''} (--commit-every {self.commit_every:,})"
+                   f", of which the CNN featurizes {self.to_featurize:,}")
+        if self.rejected_unread:
+            out.append("rejected unread: " + ", ".join(f"{count:,} {reason}"
+                                                       for reason, count in sorted(self.rejected_unread.items())))
+        if self.images_missing:
+            fate = "kept in the results" if self.missing_policy == "keep" else "dropped from the results"
+            out.append(f"{self.images_missing:,} stored images whose file left INPUT: {fate} (--missing "
+                       f"{self.missing_policy})")
         if self.calibration is not None:
             calibration = self.calibration
-            out.append(f"featurize estimate on this machine: {calibration.seconds_for(self.pending):,.0f} s "
+            out.append(f"featurize estimate on this machine: {calibration.seconds_for(self.to_featurize):,.0f} s "
                        f"({1000 * calibration.seconds_per_image:.1f} ms per image on one core, measured on "
                        f"{calibration.images} of the images, {calibration.task_slots} task slots; session start, "
                        "listing, PCA and writing come on top)")
@@ -100,9 +119,11 @@ def dry_run(config: Config, spark: SparkSession | None = None, progress: Progres
 def _dry_run(spark: SparkSession, config: Config, progress: Progress) -> DryRun:
     from_run = check_locations(spark, config)
     timer = StageTimer()
-    with plan(spark, config, timer, progress, from_run).releasing() as planned, timer("calibrate"):
+    with plan(spark, config, timer, progress, from_run).releasing() as planned, timer("calibrate"), \
+            tolerant_reads(spark):  # a file the run would reject as unreadable does not stop its dry run
         todo = pending(planned.found.listing, planned.settled)
         count = planned.found.count if planned.in_store is None else todo.count()
+        rejected = _rejected_unread(planned)
         calibration = _calibrate(spark, planned)
     split = F.coalesce(F.col("split"), F.lit("")).alias("split")
     label = F.coalesce(F.col("label"), F.lit("")).alias("label")
@@ -115,17 +136,29 @@ def _dry_run(spark: SparkSession, config: Config, progress: Progress) -> DryRun:
         input=config.input, output=config.output, images=planned.found.count, bytes=planned.found.total_bytes,
         groups=[Group(row["split"], row["label"], int(row["images"]), int(row["bytes"] or 0)) for row in rows],
         skipped=planned.found.skipped, pending=count, commit_every=config.commit_every, output_state=state,
-        calibration=calibration, timings=dict(timer.seconds),
+        calibration=calibration, timings=dict(timer.seconds), rejected_unread=rejected,
+        images_missing=planned.images_missing, missing_policy=config.missing,
     )
 
 
+def _rejected_unread(planned: RunPlan) -> dict[str, int]:
+    """How many of the pending files the run would reject without opening them, by reason (the run's own
+    reasons; one line for every file above --max-bytes)."""
+    max_bytes, settled = planned.config.max_bytes, planned.settled
+    rejected = rejected_unread(planned.found, lambda frame: pending(frame, settled), max_bytes)
+    error = F.col("error")
+    reason = F.when(error.startswith(FILE_TOO_LARGE), F.lit(f"{FILE_TOO_LARGE} above --max-bytes {max_bytes}"))
+    return {row["reason"]: int(row["count"])
+            for row in rejected.groupBy(reason.otherwise(error).alias("reason")).count().collect()}
+
+
 def _calibrate(spark: SparkSession, planned: RunPlan) -> Calibration | None:
-    """Seconds per image of decode + network on one core, from the first images of INPUT read on the driver
-    (Spark reads only the first files, or row groups: a packed table's rows carry their bytes, and the files
-    they came from may be gone)."""
+    """Seconds per image of decode + network on one core, from the first images of INPUT the run would read,
+    read on the driver (Spark reads only the first files, or row groups: a packed table's rows carry their
+    bytes, and the files they came from may be gone)."""
     options = planned.network.options
-    contents = [row["content"] for row in
-                planned.found.images.select("content").limit(CALIBRATION_IMAGES).collect()]
+    readable = read_within(planned.found, lambda frame: frame, planned.config.max_bytes)
+    contents = [row["content"] for row in readable.select("content").limit(CALIBRATION_IMAGES).collect()]
     batch = options.batch_size
     if len(contents) < 2 * batch:  # the first batch is the warm-up
         return None

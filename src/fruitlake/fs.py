@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -43,14 +45,31 @@ def join(uri: str, *names: str) -> str:
     return "/".join([uri.rstrip("/"), *names])
 
 
+@contextmanager
+def _bucket_named(uri: str) -> Iterator[None]:
+    """A bucket that does not exist is a refusal naming it, not a Java exception (S3A's UnknownStoreException)."""
+    from py4j.protocol import Py4JJavaError
+
+    try:
+        yield
+    except Py4JJavaError as exc:
+        if not str(exc.java_exception.getClass().getName()).endswith("UnknownStoreException"):
+            raise
+        bucket = urlparse(redact(uri)).netloc
+        raise FruitlakeError(f"the bucket {bucket!r} of {redact(uri)!r} does not exist, or these credentials may not "
+                             "see it") from None
+
+
 def exists(spark: SparkSession, uri: str) -> bool:
     fs, path = _fs_and_path(spark, uri)
-    return bool(fs.exists(path))
+    with _bucket_named(uri):
+        return bool(fs.exists(path))
 
 
 def is_dir(spark: SparkSession, uri: str) -> bool:
     fs, path = _fs_and_path(spark, uri)
-    return bool(fs.exists(path) and fs.getFileStatus(path).isDirectory())
+    with _bucket_named(uri):
+        return bool(fs.exists(path) and fs.getFileStatus(path).isDirectory())
 
 
 def list_names(spark: SparkSession, uri: str) -> list[str]:

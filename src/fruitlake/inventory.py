@@ -47,6 +47,7 @@ LINK_BROKEN = "broken link"
 LINK_OUTPUT = "link into OUTPUT"
 UNLISTABLE = "unlistable folder"
 UNREADABLE = "file not readable (permission denied)"  # an image's reject reason, not a reason to skip it
+UNNAMED_KEY = "S3 key with an empty path segment (as in a//b.jpg): Hadoop cannot name it, so it is not read"
 
 
 def image_glob() -> str:

@@ -42,7 +42,7 @@ class NetworkFacts:
     precision: str
     weights: str  # as given: a URI, or the local file
     weights_sha256: str
-    onnx_file: str | None  # the ONNX file the engine was made from (None for keras)
+    onnx_file: str | None  # the ONNX file the engine was made from (None for keras, or when none could be cached)
     image_size: int
     feature_dim: int
     batch_size: int
@@ -78,6 +78,7 @@ class Manifest:
     created_utc: str
     input: str
     output: str
+    input_root: str | None  # INPUT resolved (links, `./`, a trailing slash): what the files' paths are below
     counts: Counts
     missing_policy: str
     store_batch: int  # the store batch the datasets were published from
@@ -129,8 +130,8 @@ class Manifest:
 _NESTED: dict[str, type] = {"counts": Counts, "pca_facts": PcaFacts, "network": NetworkFacts, "spark": SparkFacts}
 # Keys that manifests of earlier versions lack, with what those versions did.
 _OLD_DEFAULTS: JsonDict = {
-    "command": "run", "precision": "fp32", "onnx_file": None, "missing_policy": "keep", "images_missing": 0,
-    "images_vanished": 0, "files_skipped": {}, "files_skipped_sample": [], "pca_model_from": None,
+    "command": "run", "input_root": None, "precision": "fp32", "onnx_file": None, "missing_policy": "keep",
+    "images_missing": 0, "images_vanished": 0, "files_skipped": {}, "files_skipped_sample": [], "pca_model_from": None,
     "datasets_rewritten": True, "timings": {}, "versions": {}, "config": {}, "spark_executors": 0,
     "spark_default_parallelism": 0, "spark_master": "", "featurize_img_per_s": 0.0, "batch_size": 16,
     "feature_dim": 1280, "variance_target": None, "explained_variance_curve": [], "pca_fitted_images": None,

@@ -10,6 +10,8 @@ Hadoop's FileSystem first: Keras and ONNX Runtime read local files only.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, fs
@@ -27,7 +29,7 @@ class RunNetwork:
         self.weights: Weights = weights_file(options.model, self._local.of(weights))
         self.source = weights if fs.is_remote(weights) else self.weights.path  # what the manifest shows
         self._onnx_uri = onnx
-        self.onnx_file: str | None = None  # the ONNX file the engine was made from (not for keras)
+        self.onnx_file: str | None = None  # the ONNX file the engine was made from, if kept (not for keras)
         self._converted: OnnxModel | None = None
         self._spec: EngineSpec | None = None
 
@@ -73,7 +75,8 @@ class RunNetwork:
             prebuilt = self._local.of(self._onnx_uri) if self._onnx_uri else None
             quantized = "int8" if options.precision == "int8" else "fp32"  # bf16 is OpenVINO's, from fp32
             self._converted = onnx_model(options.model, self.weights, options.image_size, prebuilt, quantized)
-            self.onnx_file = self._onnx_uri or self._converted.onnx_path
+            cached = self._converted.onnx_path  # not written when the cache folder may not be written
+            self.onnx_file = self._onnx_uri or (cached if Path(cached).is_file() else None)
         return self._converted
 
     def spec(self, spark: SparkSession) -> EngineSpec:

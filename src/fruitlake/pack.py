@@ -25,7 +25,15 @@ from fruitlake.config import PACK_DEFAULT_FILE_MB as DEFAULT_FILE_MB
 from fruitlake.config import PACK_MISSING as MISSING
 from fruitlake.config import PACK_MODES as MODES
 from fruitlake.config import SPARK_MAX_FILE_BYTES
-from fruitlake.discover import TABLE_COLUMNS, TABLE_MARKER, discover
+from fruitlake.discover import (
+    TABLE_COLUMNS,
+    TABLE_MARKER,
+    Discovered,
+    check_input_root,
+    discover,
+    tolerant_reads,
+)
+from fruitlake.inventory import SAMPLE_SIZE
 from fruitlake.lock import OutputLock
 from fruitlake.output import LOCK
 from fruitlake.redaction import redact
@@ -52,12 +60,14 @@ class Packed:
     images_removed: int = 0  # rows of changed files (replaced by their new row) and of files gone from INPUT
     files_too_large: int = 0  # files of INPUT above what Spark reads (2 GiB): packed without content
     files_unreadable: int = 0  # images of INPUT this process may not read: not packed
+    files_unread: int = 0  # images Spark could not read (access denied, an archived S3 object, an I/O error)
 
     def to_json(self) -> dict[str, object]:
         return {"table": redact(self.table), "images_added": self.images_added,
                 "images_removed": self.images_removed, "images_total": self.images_total,
                 "bytes_added": self.bytes_added, "files_skipped": self.files_skipped,
-                "files_too_large": self.files_too_large, "files_unreadable": self.files_unreadable}
+                "files_too_large": self.files_too_large, "files_unreadable": self.files_unreadable,
+                "files_unread": self.files_unread}
 
 
 def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
@@ -79,6 +89,8 @@ def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
 def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int, missing: str) -> Packed:
     existing = _existing(spark, table, mode)
     found = discover(spark, source, avoid=(table,))
+    if existing is not None:  # the kept rows' splits were taken below the previous pack's root
+        check_input_root(_previous_root(spark, table), found.root)
     empty = found.listing.where(F.col("length") == 0).withColumn("content", F.lit(b"").cast("binary"))
     # Spark's binaryFile reader fails the whole job on a file above 2 GiB; such a file is packed without its
     # bytes (a filter on `length` is applied before a file is read), and a run rejects it as too large to
@@ -104,13 +116,15 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
     fs.delete(spark, staging)  # left by a pack that was stopped: never part of the table
     rows = rows.persist()  # counted, then written: the files are read once
     try:
-        stats = rows.agg(F.count(F.lit(1)).alias("n"), _packed_bytes()).first()
-        assert stats is not None
-        added, size = int(stats["n"]), int(stats["bytes"] or 0)
-        if kept is not None and removed:  # rewritten: one row per path, none of files gone from INPUT
-            _write_rows(kept.unionByName(rows), staging, kept_bytes + size, kept_count + added, file_mb)
-        elif added:
-            _write_rows(rows, staging, size, added, file_mb)
+        with tolerant_reads(spark):  # a file Spark cannot read is left out and counted, not a dead pack
+            stats = rows.agg(F.count(F.lit(1)).alias("n"), _packed_bytes()).first()
+            assert stats is not None
+            added, size = int(stats["n"]), int(stats["bytes"] or 0)
+            unread = _unread(found, existing, rows, added)
+            if kept is not None and removed:  # rewritten: one row per path, none of files gone from INPUT
+                _write_rows(kept.unionByName(rows), staging, kept_bytes + size, kept_count + added, file_mb)
+            elif added:
+                _write_rows(rows, staging, size, added, file_mb)
     except BaseException:
         fs.delete(spark, staging)  # the table is as it was
         raise
@@ -118,13 +132,37 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
         rows.unpersist()
     total = added + kept_count
     unreadable = found.unreadable.count() if found.unreadable is not None else 0  # discover warned of them
-    result = Packed(table, added, total, size, found.skipped, removed, files_too_large, unreadable)
-    marker = {"fruitlake_version": __version__, "source": redact(source), "missing": missing, **result.to_json()}
+    result = Packed(table, added, total, size, found.skipped, removed, files_too_large, unreadable, unread)
+    marker = {"fruitlake_version": __version__, "source": redact(source), "source_root": redact(found.root),
+              "missing": missing, **result.to_json()}
     _swap_in(spark, table, staging, replace=existing is None or removed > 0,
              marker=(json.dumps(marker, indent=2) + "\n").encode("utf-8"))
     log.info("packed %d images (%.1f MB) into %s, removed %d rows; %d in all", added, size / 1e6, redact(table),
              removed, total)
     return result
+
+
+def _unread(found: Discovered, existing: DataFrame | None, rows: DataFrame, added: int) -> int:
+    """How many files of INPUT, still listed, to be packed now, Spark could not read (it skipped them); their
+    names go to the log. A pack from scratch that got a row for every file makes no pass over the listing."""
+    unreadable = found.unreadable.count() if found.unreadable is not None else 0
+    if existing is None and added == found.count - unreadable:
+        return 0
+    listed = found.listing
+    if found.unreadable is not None:  # never given to Spark: counted apart
+        listed = listed.join(found.unreadable.select("path"), on="path", how="left_anti")
+    if existing is not None:
+        listed = listed.join(existing.select(*KEY), on=KEY, how="left_anti")
+    unread = listed.join(rows.select("path"), on="path", how="left_anti").select("path").persist()
+    try:
+        count = unread.count()
+        if count:
+            names = ", ".join(redact(row["path"]) for row in unread.limit(SAMPLE_SIZE).collect())
+            log.warning("%d files under INPUT could not be read (access denied or an I/O error; Spark's log says "
+                        "which): not packed, counted in the marker's files_unread: %s", count, names)
+    finally:
+        unread.unpersist()
+    return count
 
 
 def _kept(existing: DataFrame, listing: DataFrame, missing: str) -> DataFrame:
@@ -152,6 +190,18 @@ def _write_rows(rows: DataFrame, uri: str, size: int, count: int, file_mb: int) 
 def _parts(spark: SparkSession, uri: str) -> list[str]:
     """The Parquet files of a table (or of its staging folder); their checksums move with them."""
     return [name for name in fs.list_names(spark, uri) if name.startswith("part-")]
+
+
+def _previous_root(spark: SparkSession, table: str) -> str | None:
+    """INPUT resolved, as the pack that wrote TABLE recorded it (None for a marker of an earlier version)."""
+    root = json.loads(fs.read_bytes(spark, fs.join(table, TABLE_MARKER))).get("source_root")
+    return root if isinstance(root, str) else None
+
+
+def _packs_own(name: str) -> bool:
+    """A name `fruitlake pack` writes in TABLE (Hadoop's `.crc` checksums of them included)."""
+    name = name.removeprefix(".").removesuffix(".crc")
+    return name.startswith("part-") or name in (TABLE_MARKER, STAGING, REPLACED, LOCK, "_SUCCESS")
 
 
 def _swap_in(spark: SparkSession, table: str, staging: str, replace: bool, marker: bytes) -> None:
@@ -191,10 +241,17 @@ def _existing(spark: SparkSession, table: str, mode: str) -> DataFrame | None:
         return None
     packed = fs.exists(spark, fs.join(table, TABLE_MARKER))
     if not packed:
+        stopped = all(_packs_own(name) for name in fs.list_names(spark, table))
+        if stopped and mode == "overwrite":  # a pack stopped before its marker: packed again from scratch
+            return None
         if fs.exists(spark, fs.join(table, REPLACED)):
+            again = "pack again with --mode overwrite" if stopped else "delete TABLE and pack again"
             raise FruitlakeError(f"TABLE {shown!r} was being replaced by a pack that was stopped; the previous "
                                  f"table's files are in {redact(fs.join(table, REPLACED))}: move them back into "
-                                 "TABLE, or delete TABLE and pack again")
+                                 f"TABLE, or {again}")
+        if stopped:
+            raise FruitlakeError(f"TABLE {shown!r} holds the files of a pack that was stopped before it finished: "
+                                 "pack again with --mode overwrite")
         raise FruitlakeError(f"TABLE {shown!r} is not empty and is no table `fruitlake pack` finished; "
                              "refusing to write into it")
     if mode == "error":

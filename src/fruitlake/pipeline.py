@@ -130,8 +130,8 @@ def _manifest(spark: SparkSession, planned: RunPlan, committed: CommitResult, pc
     return Manifest(
         fruitlake_version=__version__, command=config.command, mode=config.mode,
         created_utc=datetime.now(UTC).isoformat(timespec="seconds"), input=config.input, output=config.output,
-        counts=counts, missing_policy=config.missing, store_batch=committed.batch, datasets_rewritten=rewritten,
-        pca=planned.pca.action, pca_model_from=planned.pca.source_run, pca_facts=pca,
+        input_root=found.root, counts=counts, missing_policy=config.missing, store_batch=committed.batch,
+        datasets_rewritten=rewritten, pca=planned.pca.action, pca_model_from=planned.pca.source_run, pca_facts=pca,
         network=planned.network.facts(),
         spark=SparkFacts(context.master or "", context.defaultParallelism, executor_count(spark)),
         timings=timer.seconds, total_seconds=round(seconds, 3),

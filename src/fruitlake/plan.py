@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from fruitlake import FruitlakeError, fs
 from fruitlake.config import Config, ProjectConfig, RunConfig
-from fruitlake.discover import Discovered, discover
+from fruitlake.discover import Discovered, check_input_root, discover
 from fruitlake.featurize import EngineOptions
 from fruitlake.manifest import Manifest
 from fruitlake.network import RunNetwork
@@ -92,6 +92,8 @@ def plan(spark: SparkSession, config: Config, timer: StageTimer, progress: Progr
     with timer("discover"), progress.stage("discover", spark) as shown:
         found = discover(spark, config.input, avoid=avoid)
         shown.count(found.count)
+    if previous is not None:
+        check_input_root(previous.input_root, found.root)
     store = Store(spark, output)
     pca = plan_pca(spark, config, output, previous, from_run)
     in_store = store.rows() if config.mode == "incremental" else None

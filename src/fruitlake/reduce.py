@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.config import Config, ProjectConfig, RunConfig
+from fruitlake.config import DEFAULT_VARIANCE, Config, ProjectConfig, RunConfig
 from fruitlake.manifest import Manifest, PcaFacts
 from fruitlake.models import NETWORKS
 from fruitlake.output import PCA_MODEL
@@ -201,11 +201,18 @@ def plan_pca(spark: SparkSession, config: Config, output: str, previous: Manifes
         return PcaPlan("fit")
     if config.pca == "refit":
         return PcaPlan("refit")
-    stored_k = previous.pca_facts.k
+    stored_k, stored_target = previous.pca_facts.k, previous.pca_facts.variance_target
     if config.k is not None and config.k != stored_k:
         raise FruitlakeError(
             f"k={config.k} differs from the saved PCA's k={stored_k}: --pca reuse keeps k; "
             "pass --pca refit to fit a new PCA on all stored features"
+        )
+    # A --variance other than the default is one the user gave: refused, as a --k, unless the saved PCA's own.
+    if config.k is None and config.variance != DEFAULT_VARIANCE and config.variance != stored_target:
+        fitted = f"variance {stored_target}" if stored_target is not None else "a fixed k"
+        raise FruitlakeError(
+            f"variance={config.variance} differs from the saved PCA's ({fitted}, k={stored_k}): --pca reuse "
+            "keeps k; pass --pca refit to fit a new PCA on all stored features"
         )
     return PcaPlan("reuse", saved, previous.pca_facts)
 

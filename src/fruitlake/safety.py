@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 
 from fruitlake import FruitlakeError
+from fruitlake.inventory import local_path
 from fruitlake.redaction import redact
 
 # What Hadoop's globber (and so every Spark reader and Spark ML's loader) treats as a pattern in a path.
@@ -18,14 +18,18 @@ def escape_glob(path: str) -> str:
     return "".join("\\" + char if char in GLOB_CHARACTERS else char for char in path)
 
 
+def resolved(qualified_uri: str) -> str:
+    """One spelling per location: a qualified URI without a trailing slash, local paths with every symlink
+    resolved, as Hadoop prints a qualified local path (`file:/x`). (Hadoop prints qualified paths decoded: `%41`
+    in a name is three characters, not `A`.)"""
+    if qualified_uri.startswith("file:"):
+        return "file:" + os.path.realpath(local_path(qualified_uri))
+    return qualified_uri.rstrip("/")
+
+
 def _comparable(qualified_uri: str) -> str:
-    """A qualified URI as a comparable string with a trailing slash; local paths with symlinks resolved.
-    (Hadoop prints qualified paths decoded: `%41` in a name is three characters, not `A`.)"""
-    text = qualified_uri
-    if text.startswith("file:"):
-        local = re.sub(r"^file:(//(?=/))?", "", text)
-        text = "file:" + os.path.realpath(local)
-    return text.rstrip("/") + "/"
+    """A qualified URI as a comparable string with a trailing slash."""
+    return resolved(qualified_uri) + "/"
 
 
 def _refuse_patterns(locations: dict[str, str]) -> None:

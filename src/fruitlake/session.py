@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +21,12 @@ from fruitlake.safety import private_temp_dir
 log = logging.getLogger(__name__)
 
 DEFAULT_MASTER = "local[*]"
+DEFAULT_DRIVER_MEMORY = "4g"
+# The master URLs Spark knows (SparkContext.createTaskScheduler, SparkSubmit): anything else would start a JVM
+# only to fail in it with a stack trace.
+MASTER_URL = re.compile(r"local(\[(\*|\d+)(\s*,\s*\d+)?\])?|local-cluster\[\d+,\s*\d+,\s*\d+\]|yarn"
+                        r"|spark://[^/\s]+(:\d+)?(,[^/\s]+(:\d+)?)*|(k8s|mesos)://\S+")
+JVM_MEMORY = re.compile(r"\d+([kmgtp]b?)?", re.IGNORECASE)  # what spark.driver.memory takes (`4g`, `4096m`)
 LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
@@ -52,11 +59,28 @@ def _java_options(master: str) -> str:
     return " ".join(f'"{option}"' if " " in option else option for option in options)
 
 
+def check_master(master: str) -> str:
+    """A master URL Spark knows, or a refusal saying which ones it takes."""
+    if not MASTER_URL.fullmatch(master.strip()):
+        raise FruitlakeError(f"--master {master!r} is not a Spark master URL: give local[*], local[N], "
+                             "spark://HOST:PORT, yarn or k8s://HOST:PORT")
+    return master.strip()
+
+
+def driver_memory(environ: Mapping[str, str]) -> str:
+    """$FRUITLAKE_DRIVER_MEMORY, a size the JVM takes, or a refusal before the JVM starts."""
+    memory = environ.get("FRUITLAKE_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY).strip()
+    if not JVM_MEMORY.fullmatch(memory):
+        raise FruitlakeError(f"FRUITLAKE_DRIVER_MEMORY={memory!r} is not a memory size: give a number of MB or "
+                             f"one with k, m, g or t (default {DEFAULT_DRIVER_MEMORY})")
+    return memory
+
+
 def _builder(master: str, app_name: str, local_dir: str | None = None) -> SparkSession.Builder:
     builder = (
         SparkSession.builder.master(master)
         .appName(app_name)
-        .config("spark.driver.memory", os.environ.get("FRUITLAKE_DRIVER_MEMORY", "4g"))
+        .config("spark.driver.memory", driver_memory(os.environ))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.adaptive.coalescePartitions.parallelismFirst", "false")
@@ -87,6 +111,8 @@ def spark_session(
     master: str | None = None, app_name: str = "fruitlake", uris: Sequence[str] = ()
 ) -> Iterator[SparkSession]:
     """The session for a run that reads and writes `uris` (s3:// and s3a:// ones get the S3 connector)."""
+    if master:
+        master = check_master(master)
     active = SparkSession.getActiveSession()
     if active is None and SparkContext._active_spark_context is not None:
         # A context runs in this process, but in pinned-thread mode (PySpark's default) a Python thread whose
@@ -105,17 +131,20 @@ def spark_session(
     # Spark's Python workers must run this interpreter, or they will not find our packages.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    master = check_master(master or os.environ.get("FRUITLAKE_MASTER", DEFAULT_MASTER))
+    driver_memory(os.environ)  # refused before anything is made, as a bad master is
+    conf = s3.session_conf(uris)
     local_dir = private_temp_dir("fruitlake-spark-")
-    master = master or os.environ.get("FRUITLAKE_MASTER", DEFAULT_MASTER)
     builder = _builder(master, app_name, local_dir)
-    for key, value in s3.session_conf(uris).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
     except Exception as exc:
+        shutil.rmtree(local_dir, ignore_errors=True)  # no JVM, no session: nothing of it stays in the temp folder
         if "JAVA_GATEWAY_EXITED" not in str(exc) and "Java gateway process exited" not in str(exc):
             raise
-        raise FruitlakeError(s3.jvm_did_not_start(s3.session_conf(uris))) from None
+        raise FruitlakeError(s3.jvm_did_not_start(conf)) from None
     notice_interrupts()  # PySpark has just put its own SIGINT handler (cancel every job) in place of ours
     spark.sparkContext.setLogLevel(spark_log_level())
     try:

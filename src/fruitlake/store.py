@@ -136,15 +136,17 @@ def pending(listing: DataFrame, done: DataFrame | None) -> DataFrame:
 
 # The rejects whose reason names a limit (commit.py, images.py): they stand only while the limit is the same.
 FILE_TOO_LARGE, IMAGE_TOO_LARGE = "file too large to read:", "image too large to decode safely:"
+# A file Spark could not read (access denied, an archived S3 object, an I/O error): tried again by every run.
+READ_FAILED = "read failed (access denied or an I/O error; Spark's log names it): tried again by the next run"
 
 
 def settled(done: DataFrame, max_bytes: int, max_pixels: int) -> DataFrame:
     """The stored rows that stand under these limits: a file rejected for a --max-bytes or --max-pixels other
-    than the run's (raised or lowered) is tried again; every other row stands."""
+    than the run's (raised or lowered), or because it could not be read, is tried again; every other row stands."""
     error = F.col("error")
     other_limit = ((error.startswith(FILE_TOO_LARGE) & ~error.endswith(f"the limit of {max_bytes} bytes"))
                    | (error.startswith(IMAGE_TOO_LARGE) & ~error.endswith(f"the limit of {max_pixels} pixels")))
-    return done.where(error.isNull() | ~other_limit)
+    return done.where(error.isNull() | ~(other_limit | (error == READ_FAILED)))
 
 
 def missing(done: DataFrame | None, listing: DataFrame) -> DataFrame | None:

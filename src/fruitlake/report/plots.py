@@ -4,6 +4,7 @@ shows the same ones inline and the report saves them as PNG."""
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -168,6 +169,10 @@ def plot_confusion(probe: Probe, title: str | None = None) -> Figure:
 
 
 def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG. A label's character the font lacks (a tab, an emoji) is drawn as a box: matplotlib's
+    warning about it, one per character, is not for the user's terminal."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+        figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
