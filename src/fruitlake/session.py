@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -65,6 +66,26 @@ def check_master(master: str) -> str:
         raise FruitlakeError(f"--master {master!r} is not a Spark master URL: give local[*], local[N], "
                              "spark://HOST:PORT, yarn or k8s://HOST:PORT")
     return master.strip()
+
+
+MASTER_CONNECT_SECONDS = 5.0
+
+
+def require_reachable(master: str) -> None:
+    """A standalone master (`spark://HOST:PORT[,HOST:PORT...]`, port 7077 by default) that no host answers on is
+    refused before a JVM starts: Spark itself retries for about a minute, then says only "stopped SparkContext"."""
+    if not master.startswith("spark://"):
+        return
+    tried = []
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":") if ":" in address else (address, "", "7077")
+        try:
+            with socket.create_connection((host, int(port)), timeout=MASTER_CONNECT_SECONDS):
+                return
+        except OSError as exc:
+            tried.append(f"{host}:{port} ({exc.strerror or type(exc).__name__})")
+    raise FruitlakeError(f"no Spark master answers at {', '.join(tried)}: start the cluster's master, or check "
+                         "--master (or $FRUITLAKE_MASTER)")
 
 
 def driver_memory(environ: Mapping[str, str]) -> str:
@@ -133,6 +154,7 @@ def spark_session(
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     master = check_master(master or os.environ.get("FRUITLAKE_MASTER", DEFAULT_MASTER))
     driver_memory(os.environ)  # refused before anything is made, as a bad master is
+    require_reachable(master)
     conf = s3.session_conf(uris)
     local_dir = private_temp_dir("fruitlake-spark-")
     builder = _builder(master, app_name, local_dir)
