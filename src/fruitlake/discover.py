@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,7 +17,7 @@ from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.inventory import IMAGE_EXTENSIONS, SPLITS, UNREADABLE, Inventory, image_glob, take_inventory
+from fruitlake.inventory import IMAGE_EXTENSIONS, UNREADABLE, Inventory, image_glob, split_folders, take_inventory
 from fruitlake.redaction import redact
 from fruitlake.safety import escape_glob
 
@@ -53,20 +54,23 @@ class Discovered:
         return self.empty == 0 and self.largest <= max_bytes
 
 
-def _split_of(relative_path: Column) -> Column:
-    """The closest ancestor folder below the root named Training/Test/Validation (any case), else null."""
-    pattern = r"(?i)^(?:.*/)?(" + "|".join(SPLITS) + ")/"
-    found = F.regexp_extract(relative_path, pattern, 1)
-    return F.when(found == "", F.lit(None).cast("string")).otherwise(F.initcap(found))
+def _split_of(relative_path: Column, names: Mapping[str, str]) -> Column:
+    """The split named by the closest ancestor folder below the root whose name (any case) is in `names`
+    (folder name in lower case -> split), else null."""
+    folders = F.split(relative_path, "/")
+    named = F.filter(folders, lambda folder, index: (index < F.size(folders) - 1) & F.lower(folder).isin(*names))
+    by_name = F.create_map(*(F.lit(part) for pair in names.items() for part in pair))
+    return by_name[F.lower(F.get(F.reverse(named), 0))]
 
 
-def _describe(frame: DataFrame, root: str) -> DataFrame:
-    """Label and split from each file's path below `root`."""
+def _describe(frame: DataFrame, root: str, split_names: Mapping[str, str] | None = None) -> DataFrame:
+    """Label and split from each file's path below `root`; `split_names`: folder names naming a split
+    besides the built-in spellings (name -> split)."""
     relative = F.substring(F.col("path"), len(root) + 2, 1 << 30)
     return frame.select(
         "path",
         F.element_at(F.split("path", "/"), -2).alias("label"),
-        _split_of(relative).alias("split"),
+        _split_of(relative, split_folders(split_names)).alias("split"),
         "length",
         "modification_time",
         "file_uri",
@@ -85,8 +89,10 @@ def _columns(frame: DataFrame) -> DataFrame:
     )
 
 
-def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = None) -> DataFrame:
-    """The inventory's folders (recursively, image names only) and single files, each root a literal path."""
+def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = None,
+                split_names: Mapping[str, str] | None = None) -> DataFrame:
+    """The inventory's folders (recursively, image names only) and single files, each root a literal path;
+    `split_names`: other folder names naming a split (name -> split)."""
     inventory = inventory or take_inventory(spark, uri)
     def reader() -> DataFrameReader:  # a fresh one each time: a DataFrameReader keeps every option set on it
         return spark.read.format("binaryFile").options(**RAW_LOCAL)
@@ -100,7 +106,7 @@ def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = Non
     if not frames:
         frames.append(spark.createDataFrame([], SCHEMA))
     frame = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
-    return _describe(frame, fs.qualify(spark, uri).rstrip("/"))
+    return _describe(frame, fs.qualify(spark, uri).rstrip("/"), split_names)
 
 
 def _same_uri(uri: Column) -> Column:
@@ -108,7 +114,7 @@ def _same_uri(uri: Column) -> Column:
     return F.regexp_replace(uri, "^file:///", "file:/")
 
 
-def _empty_files(spark: SparkSession, images: DataFrame, root: str) -> DataFrame:
+def _empty_files(spark: SparkSession, images: DataFrame, root: str, split_names: Mapping[str, str]) -> DataFrame:
     """Spark's file scan skips zero-byte files without a word; find them in its listing, so that they are
     rejected with a reason instead of silently lost. Run only when the walk saw some: the listing stays in the
     JVM, only the empty files' names come to Python."""
@@ -125,7 +131,7 @@ def _empty_files(spark: SparkSession, images: DataFrame, root: str) -> DataFrame
         millis = int(status.getModificationTime())
         when = datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
         rows.append((str(path.toString()), int(status.getLen()), when, uri))
-    return _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root)
+    return _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root, split_names)
 
 
 def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
@@ -163,23 +169,29 @@ TABLE_MARKER = "_fruitlake_table.json"  # in a folder `fruitlake pack` wrote: a 
 TABLE_COLUMNS = ["path", "label", "split", "length", "modification_time", "file_uri", "content"]
 
 
-def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Discovered:
+def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = (),
+             split_names: Mapping[str, str] | None = None) -> Discovered:
     """The images under INPUT (`uri`): a folder of image files, or a table of them that `fruitlake pack` wrote;
-    `avoid`: locations no symbolic link may lead into (OUTPUT)."""
+    `avoid`: locations no symbolic link may lead into (OUTPUT); `split_names`: folder names naming a split
+    besides the built-in spellings (name -> split)."""
     if not fs.exists(spark, uri):
         raise FruitlakeError(f"INPUT {uri!r} does not exist")
     if not fs.is_dir(spark, uri):
         raise FruitlakeError(f"INPUT {uri!r} is not a folder of images")
     if fs.exists(spark, fs.join(uri.rstrip("/"), TABLE_MARKER)):
+        if split_names:  # the table holds each image's split, not the folder it came from
+            raise FruitlakeError(f"INPUT {uri!r} is a packed table: its splits were set when it was packed; give "
+                                 "--split-names to `fruitlake pack` instead")
         return discover_table(spark, uri)
     inventory = take_inventory(spark, uri, avoid)
     if not spark.sparkContext.getConf().contains(NO_LOCALITY):  # unless the session was given a choice
         spark.conf.set(NO_LOCALITY, "true")
-    images = read_images(spark, uri, inventory)
+    split_names = split_names or {}
+    images = read_images(spark, uri, inventory, split_names)
     root = fs.qualify(spark, uri).rstrip("/")
     count, total_bytes = inventory.images, inventory.bytes  # counted by the walk: no pass over the files
-    empty = (_empty_files(spark, images, root) if inventory.empty
-             else _describe(spark.createDataFrame([], EMPTY_SCHEMA), root))
+    empty = (_empty_files(spark, images, root, split_names) if inventory.empty
+             else _describe(spark.createDataFrame([], EMPTY_SCHEMA), root, split_names))
     if inventory.skipped:
         log.warning("%s under INPUT %s (listed in the manifest's files_skipped)", inventory.summary(), redact(uri))
     if count == 0:
@@ -194,13 +206,14 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
     if inventory.unreadable:
         log.warning("%d images under INPUT %s may not be read by this process: rejected (%s)",
                     len(inventory.unreadable), redact(uri), UNREADABLE)
-        unreadable = _unreadable_files(spark, inventory.unreadable, root)
+        unreadable = _unreadable_files(spark, inventory.unreadable, root, split_names)
         listing = listing.unionByName(unreadable.drop("error"))
     return Discovered(images, count, total_bytes, listing, dict(sorted(inventory.skipped.items())),
                       list(inventory.sample), inventory.empty, inventory.largest, unreadable)
 
 
-def _unreadable_files(spark: SparkSession, paths: list[str], root: str) -> DataFrame:
+def _unreadable_files(spark: SparkSession, paths: list[str], root: str,
+                      split_names: Mapping[str, str]) -> DataFrame:
     """Listing rows, with their reject reason, of the local files the walk found this process may not read;
     `path` as Spark's listing spells it (a Hadoop Path made from the file's URI: colons and spaces kept)."""
     jvm = fs.jvm(spark)
@@ -214,7 +227,7 @@ def _unreadable_files(spark: SparkSession, paths: list[str], root: str) -> DataF
         millis = status.st_mtime_ns // 1_000_000
         when = datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
         rows.append((str(path.toString()), int(status.st_size), when, str(path.toUri().toString())))
-    frame = _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root)
+    frame = _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root, split_names)
     return frame.withColumn("error", F.lit(UNREADABLE))
 
 
