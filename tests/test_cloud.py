@@ -587,6 +587,7 @@ def test_cli_plan_with_an_input_counts_its_images_and_prices_one_run_over_them(s
     assert [bucket["Name"] for bucket in s3.list_buckets()["Buckets"]] == ["fruit-photos"]  # nothing created
     assert split_and_label("Training/x/Test/Apple/a.jpg", "root") == ("Test", "Apple")
     assert split_and_label("a.jpg", "images") == ("", "images")
+    assert split_and_label("Train/x/VAL/Apple/a.jpg", "root") == ("Validation", "Apple")  # the run's spellings
 
 
 def test_cli_plan_after_up_shows_what_is_reused(session, wheel, capsys):

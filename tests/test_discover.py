@@ -51,6 +51,40 @@ def test_split_is_only_looked_for_below_the_root(spark, tmp_path):
     assert (row.label, row.split) == ("Banana", None)
 
 
+def test_common_split_spellings_in_any_case_name_the_three_splits(spark, tmp_path):
+    spellings = {"Train": "Training", "train": "Training", "TRAINING": "Training", "test": "Test",
+                 "Testing": "Test", "val": "Validation", "Valid": "Validation", "validation": "Validation",
+                 "dev": "Validation", "Holdout": None}
+    for folder in spellings:
+        (tmp_path / folder / "Kiwi").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / folder / "Kiwi" / "x.jpg")
+    (tmp_path / "train" / "Kiwi" / "empty.jpg").write_bytes(b"")  # listed apart from Spark's scan, same rule
+    (tmp_path / "Train" / "extra" / "val" / "Fig").mkdir(parents=True)  # the closest split folder wins
+    Image.new("RGB", (8, 8)).save(tmp_path / "Train" / "extra" / "val" / "Fig" / "y.jpg")
+    found = discover(spark, str(tmp_path))
+    rows = {row.path.partition(f"{tmp_path}/")[2]: row.split for row in found.listing.collect()}
+    assert rows == {**{f"{folder}/Kiwi/x.jpg": split for folder, split in spellings.items()},
+                    "train/Kiwi/empty.jpg": "Training", "Train/extra/val/Fig/y.jpg": "Validation"}
+
+
+def test_split_names_map_other_folders_and_win_over_the_built_in_spellings(spark, tmp_path):
+    for folder in ("HoldOut", "eval", "Test", "Other"):
+        (tmp_path / folder / "Kiwi").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / folder / "Kiwi" / "x.jpg")
+    names = {"holdout": "Test", "EVAL": "Validation", "test": "Training"}
+    rows = {Path(row.path).parent.parent.name: row.split for row in read_images(spark, str(tmp_path), None, names)
+            .collect()}
+    assert rows == {"HoldOut": "Test", "eval": "Validation", "Test": "Training", "Other": None}
+    found = discover(spark, str(tmp_path), split_names={"holdout": "Test"})
+    assert sorted((row.split or "") for row in found.listing.collect()) == ["", "", "Test", "Test"]
+
+
+def test_split_names_are_refused_for_a_packed_table(spark, tmp_path):
+    (tmp_path / "_fruitlake_table.json").write_text("{}")
+    with pytest.raises(FruitlakeError, match="packed table: its splits were set when it was packed"):
+        discover(spark, str(tmp_path), split_names={"holdout": "Test"})
+
+
 def test_counts_and_packs_small_files(spark, tmp_path):
     make_tree(tmp_path)
     found = discover(spark, str(tmp_path))

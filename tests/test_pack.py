@@ -162,6 +162,28 @@ def test_an_incremental_pack_keeps_one_row_per_path_the_newest_as_a_fresh_pack_w
     assert f"file:{kept_gone}" not in {row[0] for row in table_rows(spark, table)}
 
 
+def test_an_incremental_pack_with_other_split_names_rewrites_the_splits_it_changes(spark, tmp_path):
+    from fruitlake.sample_data import write_sample_data
+
+    root, table = tmp_path / "in", tmp_path / "table"
+    write_sample_data(root, classes=2, per_class=3, seed=5)
+    (root / "Training").rename(root / "train")
+    (root / "Test").rename(root / "holdout")
+    first = pack(spark, str(root), str(table))
+    splits = sorted(row[2] or "" for row in table_rows(spark, table))
+    assert first.images_total == 6 and splits == ["", "", "Training", "Training", "Training", "Training"]
+    again = pack(spark, str(root), str(table), mode="incremental", split_names={"HOLDOUT": "test"})
+    assert (again.images_added, again.images_removed, again.images_total) == (2, 2, 6)
+    rows = table_rows(spark, table)
+    assert sorted(row[2] for row in rows) == ["Test", "Test", "Training", "Training", "Training", "Training"]
+    fresh = pack(spark, str(root), str(tmp_path / "fresh"), split_names={"holdout": "Test"})
+    assert rows == table_rows(spark, fresh.table)
+    same = pack(spark, str(root), str(table), mode="incremental", split_names={"holdout": "Test"})
+    assert (same.images_added, same.images_removed) == (0, 0)  # the same data again: nothing changes
+    with pytest.raises(FruitlakeError, match="names no split"):
+        pack(spark, str(root), str(tmp_path / "bad"), split_names={"holdout": "Tests"})
+
+
 def test_a_pack_on_a_table_another_pack_is_writing_is_refused(spark, tmp_path):
     from fruitlake.lock import OutputLock
     from fruitlake.sample_data import write_sample_data

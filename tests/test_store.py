@@ -55,13 +55,31 @@ def test_pending_files_are_new_or_changed_and_missing_ones_are_reported(spark, t
     store.append(rows(spark, ("same", 10, T0, 1), ("resized", 20, T0, 2), ("touched", 30, T0, 3),
                       ("gone", 5, T0, 4)))
     listing = spark.createDataFrame(
-        [("same", 10, T0), ("resized", 21, T0), ("touched", 30, T1), ("new", 7, T1)],
-        "path string, length long, modification_time timestamp",
+        [("same", 10, T0, None), ("resized", 21, T0, None), ("touched", 30, T1, None), ("new", 7, T1, None)],
+        "path string, length long, modification_time timestamp, split string",
     )
     todo = pending(listing, store.rows()).collect()
     assert sorted(row.path for row in todo) == ["new", "resized", "touched"]
+    assert pending(listing, store.rows()).columns == listing.columns
     assert [row.path for row in missing(store.rows(), listing).collect()] == ["gone"]
     assert pending(listing, None) is listing and missing(None, listing) is None
+
+
+def test_a_file_whose_folder_now_names_another_split_is_pending_and_a_rerun_is_stable(spark, tmp_path):
+    """The store keys rows by file; a stored row whose split the listing now says otherwise (a folder named by
+    --split-names, or by a spelling added since) is done again, and rows without a split (null) stay settled."""
+    store = Store(spark, str(tmp_path / "out"))
+    stored = [("Train/a", "Kiwi", None, 10, T0, [1.0], None), ("Test/b", "Kiwi", "Test", 20, T0, [2.0], None),
+              ("c", "Kiwi", None, 30, T0, [3.0], None), ("holdout/d", "Kiwi", "Test", 40, T0, [4.0], None)]
+    store.append(spark.createDataFrame(stored, FEATURES_SCHEMA))
+    listing = spark.createDataFrame(
+        [("Train/a", 10, T0, "Training"), ("Test/b", 20, T0, "Test"), ("c", 30, T0, None), ("holdout/d", 40, T0, None)],
+        "path string, length long, modification_time timestamp, split string",
+    )
+    assert sorted(row.path for row in pending(listing, store.rows()).collect()) == ["Train/a", "holdout/d"]
+    store.append(spark.createDataFrame([(path, "Kiwi", split, length, when, [9.0], None) for path, length, when, split
+                                        in listing.collect() if path in ("Train/a", "holdout/d")], FEATURES_SCHEMA))
+    assert pending(listing, store.rows()).count() == 0  # the next run with the same data finds nothing to do
 
 
 def test_features_of_another_network_are_never_mixed_in(spark, tmp_path):

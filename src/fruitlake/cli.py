@@ -104,6 +104,7 @@ def _add_pack(commands: Subcommands) -> None:
     pack.add_argument("--file-mb", type=int, default=DEFAULT_FILE_MB,
                       help=f"target size of each Parquet file in MB (default {DEFAULT_FILE_MB})")
     pack.add_argument("--master", default=None, help="Spark master (default local[*] or spark-submit's)")
+    options.add_split_names(pack)
 
 
 def _pack(args: argparse.Namespace) -> int:
@@ -111,7 +112,7 @@ def _pack(args: argparse.Namespace) -> int:
     from fruitlake.session import spark_session
 
     with spark_session(args.master, uris=(args.input, args.table)) as spark:
-        packed = pack(spark, args.input, args.table, args.mode, args.file_mb, args.missing)
+        packed = pack(spark, args.input, args.table, args.mode, args.file_mb, args.missing, args.split_names)
     print(json.dumps(packed.to_json()))
     return 0
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fruitlake import FruitlakeError
+from fruitlake.inventory import SPLITS
 from fruitlake.models import NETWORKS
 
 MODES = ("error", "overwrite", "incremental")
@@ -60,6 +62,7 @@ class RunConfig:
     commit_every: int = DEFAULT_COMMIT_EVERY
     onnx: str | None = None  # a prebuilt ONNX conversion of `weights` (what `cloud submit` uploads)
     report: bool = True  # write OUTPUT/report.html at the end (`fruitlake report OUTPUT` writes it later)
+    split_names: dict[str, str] = dataclasses.field(default_factory=dict)  # folder name -> split (--split-names)
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -112,6 +115,7 @@ class ProjectConfig:
     max_bytes: int = DEFAULT_MAX_BYTES
     missing: str = "keep"
     commit_every: int = DEFAULT_COMMIT_EVERY
+    split_names: dict[str, str] = dataclasses.field(default_factory=dict)  # folder name -> split (--split-names)
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -169,3 +173,38 @@ def _check_common(config: RunConfig | ProjectConfig) -> None:
         raise FruitlakeError(f"missing={config.missing!r} is unknown; choose one of {choices}")
     if config.commit_every < 1:
         raise FruitlakeError(f"commit_every={config.commit_every} must be at least 1")
+    object.__setattr__(config, "split_names", check_split_names(config.split_names))
+
+
+def parse_split_names(text: str) -> dict[str, str]:
+    """`NAME=SPLIT[,NAME=SPLIT...]` (the --split-names option) -> {NAME: SPLIT}, checked by `check_split_names`."""
+    pairs: dict[str, str] = {}
+    for item in text.split(","):
+        name, equals, split = (part.strip() for part in item.partition("="))
+        if not equals:
+            raise FruitlakeError(f"--split-names {item.strip()!r} is not NAME=SPLIT (e.g. holdout=Test)")
+        if name in pairs:
+            raise FruitlakeError(f"--split-names names the folder {name!r} twice")
+        pairs[name] = split
+    return check_split_names(pairs)
+
+
+def check_split_names(names: Mapping[str, str]) -> dict[str, str]:
+    """Folder names that name a split besides the built-in ones (inventory.SPLIT_SPELLINGS), each split spelled as
+    SPLITS spells it; refused when a name is empty or holds a `/`, or a split is unknown."""
+    if not isinstance(names, Mapping):
+        raise FruitlakeError(f"split_names={names!r} is not a mapping of folder name to split")
+    canonical = {split.lower(): split for split in SPLITS}
+    checked: dict[str, str] = {}
+    for name, split in names.items():
+        if not isinstance(name, str) or not name.strip():
+            raise FruitlakeError(f"--split-names: a folder name is empty (in {name!r}={split!r}); give NAME=SPLIT")
+        if "/" in name:
+            raise FruitlakeError(f"--split-names: {name!r} is not one folder name (it holds a '/')")
+        if not isinstance(split, str) or split.strip().lower() not in canonical:
+            raise FruitlakeError(f"--split-names: {name}={split!r} names no split; choose {', '.join(SPLITS)}")
+        checked[name] = canonical[split.strip().lower()]
+    folded = [name.lower() for name in checked]
+    if clash := sorted({name for name in folded if folded.count(name) > 1}):
+        raise FruitlakeError(f"--split-names names the folder {clash[0]!r} twice (folder names match in any case)")
+    return checked

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,12 +20,12 @@ from pyspark.sql import functions as F
 from fruitlake import FruitlakeError, fs
 from fruitlake.inventory import (
     IMAGE_EXTENSIONS,
-    SPLITS,
     UNNAMED_KEY,
     UNREADABLE,
     Inventory,
     image_glob,
     remote_skip_reason,
+    split_folders,
     take_inventory,
 )
 from fruitlake.redaction import redact
@@ -67,20 +67,23 @@ class Discovered:
         return self.empty == 0 and self.largest <= max_bytes
 
 
-def _split_of(relative_path: Column) -> Column:
-    """The closest ancestor folder below the root named Training/Test/Validation (any case), else null."""
-    pattern = r"(?i)^(?:.*/)?(" + "|".join(SPLITS) + ")/"
-    found = F.regexp_extract(relative_path, pattern, 1)
-    return F.when(found == "", F.lit(None).cast("string")).otherwise(F.initcap(found))
+def _split_of(relative_path: Column, names: Mapping[str, str]) -> Column:
+    """The split named by the closest ancestor folder below the root whose name (any case) is in `names`
+    (folder name in lower case -> split), else null."""
+    folders = F.split(relative_path, "/")
+    named = F.filter(folders, lambda folder, index: (index < F.size(folders) - 1) & F.lower(folder).isin(*names))
+    by_name = F.create_map(*(F.lit(part) for pair in names.items() for part in pair))
+    return by_name[F.lower(F.get(F.reverse(named), 0))]
 
 
-def _describe(frame: DataFrame, root: str) -> DataFrame:
-    """Label and split from each file's path below `root`."""
+def _describe(frame: DataFrame, root: str, split_names: Mapping[str, str] | None = None) -> DataFrame:
+    """Label and split from each file's path below `root`; `split_names`: folder names naming a split
+    besides the built-in spellings (name -> split)."""
     relative = F.substring(F.col("path"), len(root) + 2, 1 << 30)
     return frame.select(
         "path",
         F.element_at(F.split("path", "/"), -2).alias("label"),
-        _split_of(relative).alias("split"),
+        _split_of(relative, split_folders(split_names)).alias("split"),
         "length",
         "modification_time",
         "file_uri",
@@ -108,12 +111,12 @@ def resolve_input(spark: SparkSession, uri: str) -> str:
 
 
 def split_changes(before: str, now: str) -> str | None:
-    """The split folder (Training/Test/Validation) lying between two INPUT roots, one inside the other, whose
-    files' splits then differ between the two; None when no stored split can change."""
+    """The split folder (Training/Test/Validation, in any of their spellings) lying between two INPUT roots, one
+    inside the other, whose files' splits then differ between the two; None when no stored split can change."""
     outer, inner = sorted((before.rstrip("/"), now.rstrip("/")), key=len)
     if outer == inner or not inner.startswith(outer + "/"):
         return None  # the same root, or apart: no file lies below both
-    splits = {split.lower() for split in SPLITS}
+    splits = split_folders()  # lower-case spellings
     return next((folder for folder in reversed(inner[len(outer) + 1:].split("/")) if folder.lower() in splits), None)
 
 
@@ -133,8 +136,10 @@ def check_input_root(before: str | None, root: str) -> None:
             "or use --mode overwrite")
 
 
-def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = None) -> DataFrame:
-    """The inventory's folders (recursively, image names only) and single files, each root a literal path."""
+def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = None,
+                split_names: Mapping[str, str] | None = None) -> DataFrame:
+    """The inventory's folders (recursively, image names only) and single files, each root a literal path;
+    `split_names`: other folder names naming a split (name -> split)."""
     inventory = inventory or take_inventory(spark, uri)
     def reader() -> DataFrameReader:  # a fresh one each time: a DataFrameReader keeps every option set on it
         return spark.read.format("binaryFile").options(**RAW_LOCAL)
@@ -148,7 +153,7 @@ def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = Non
     if not frames:
         frames.append(spark.createDataFrame([], SCHEMA))
     frame = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
-    return _describe(frame, fs.qualify(spark, uri).rstrip("/"))
+    return _describe(frame, fs.qualify(spark, uri).rstrip("/"), split_names)
 
 
 def _same_uri(uri: Column) -> Column:
@@ -156,7 +161,7 @@ def _same_uri(uri: Column) -> Column:
     return F.regexp_replace(uri, "^file:///", "file:/")
 
 
-def _empty_files(spark: SparkSession, images: DataFrame, root: str) -> DataFrame:
+def _empty_files(spark: SparkSession, images: DataFrame, root: str, split_names: Mapping[str, str]) -> DataFrame:
     """Spark's file scan skips zero-byte files without a word; find them in its listing, so that they are
     rejected with a reason instead of silently lost. Run only when the walk saw some: the listing stays in the
     JVM, only the empty files' names come to Python."""
@@ -171,7 +176,7 @@ def _empty_files(spark: SparkSession, images: DataFrame, root: str) -> DataFrame
         path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))
         status = path.getFileSystem(conf).getFileStatus(path)
         rows.append((str(path.toString()), int(status.getLen()), _when(int(status.getModificationTime())), uri))
-    return _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root)
+    return _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root, split_names)
 
 
 READ_TOLERANTLY = ("spark.sql.files.ignoreMissingFiles", "spark.sql.files.ignoreCorruptFiles")
@@ -226,14 +231,19 @@ TABLE_MARKER = "_fruitlake_table.json"  # in a folder `fruitlake pack` wrote: a 
 TABLE_COLUMNS = ["path", "label", "split", "length", "modification_time", "file_uri", "content"]
 
 
-def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Discovered:
+def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = (),
+             split_names: Mapping[str, str] | None = None) -> Discovered:
     """The images under INPUT (`uri`): a folder of image files, or a table of them that `fruitlake pack` wrote;
-    `avoid`: locations no symbolic link may lead into (OUTPUT)."""
+    `avoid`: locations no symbolic link may lead into (OUTPUT); `split_names`: folder names naming a split
+    besides the built-in spellings (name -> split)."""
     if not fs.exists(spark, uri):
         raise FruitlakeError(f"INPUT {uri!r} does not exist")
     if not fs.is_dir(spark, uri):
         raise FruitlakeError(f"INPUT {uri!r} is not a folder of images")
     if fs.exists(spark, fs.join(uri.rstrip("/"), TABLE_MARKER)):
+        if split_names:  # the table holds each image's split, not the folder it came from
+            raise FruitlakeError(f"INPUT {uri!r} is a packed table: its splits were set when it was packed; give "
+                                 "--split-names to `fruitlake pack` instead")
         return discover_table(spark, uri)
     root = resolve_input(spark, uri)
     if root != fs.qualify(spark, uri).rstrip("/"):
@@ -241,10 +251,11 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
     inventory = take_inventory(spark, root, avoid)
     if not spark.sparkContext.getConf().contains(NO_LOCALITY):  # unless the session was given a choice
         spark.conf.set(NO_LOCALITY, "true")
-    images = read_images(spark, root, inventory)
+    split_names = split_names or {}
+    images = read_images(spark, root, inventory, split_names)
     count, total_bytes = inventory.images, inventory.bytes  # counted by the walk: no pass over the files
-    empty = (_empty_files(spark, images, root) if inventory.empty
-             else _describe(spark.createDataFrame([], EMPTY_SCHEMA), root))
+    empty = (_empty_files(spark, images, root, split_names) if inventory.empty
+             else _describe(spark.createDataFrame([], EMPTY_SCHEMA), root, split_names))
     if inventory.skipped:
         log.warning("%s under INPUT %s (listed in the manifest's files_skipped)", inventory.summary(), redact(uri))
     if count == 0:
@@ -263,7 +274,7 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Disc
         rows += _unnamed_keys(spark, images, inventory, root)
     unreadable = None
     if rows:
-        unreadable = _describe(spark.createDataFrame(rows, EMPTY_SCHEMA + ", error string"), root)
+        unreadable = _describe(spark.createDataFrame(rows, EMPTY_SCHEMA + ", error string"), root, split_names)
         listing = listing.unionByName(unreadable.drop("error"))
     return Discovered(images, count, total_bytes, listing, dict(sorted(inventory.skipped.items())),
                       list(inventory.sample), inventory.empty, inventory.largest, unreadable, root)

@@ -32,7 +32,7 @@ SHOWN_GROUPS = 40
 
 @dataclass(frozen=True)
 class Group:
-    split: str  # "" for images outside a Training/Test/Validation folder
+    split: str  # "" for images outside a split folder (inventory.SPLIT_SPELLINGS, --split-names)
     label: str
     images: int
     bytes: int

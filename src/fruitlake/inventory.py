@@ -18,6 +18,7 @@ import os
 import re
 import stat
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -33,7 +34,19 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp")
 SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 SAMPLE_SIZE = 20
 
-SPLITS = ("Training", "Test", "Validation")  # folder names (any case) that name a split of the images
+# The splits of the images, and the folder names (any case) that name each one; `--split-names` adds others.
+SPLIT_SPELLINGS: dict[str, tuple[str, ...]] = {
+    "Training": ("training", "train"),
+    "Test": ("test", "testing"),
+    "Validation": ("validation", "valid", "val", "dev"),
+}
+SPLITS = tuple(SPLIT_SPELLINGS)
+
+
+def split_folders(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Folder name (lower case) -> the split it names: the spellings above, then `extra` (name -> split)."""
+    names = {spelling: split for split, spellings in SPLIT_SPELLINGS.items() for spelling in spellings}
+    return names | {name.lower(): split for name, split in (extra or {}).items()}
 
 # Reasons a file is not read (the keys of the manifest's `files_skipped`).
 EXTENSION = "extension"

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 from typing import Any
 
+from fruitlake import FruitlakeError
 from fruitlake.config import (
     ENGINES,
     MISSING_CHOICES,
@@ -16,7 +17,9 @@ from fruitlake.config import (
     ProjectConfig,
     RunConfig,
     default_weights,
+    parse_split_names,
 )
+from fruitlake.inventory import SPLIT_SPELLINGS
 
 
 def default(kind: type[RunConfig] | type[ProjectConfig], name: str) -> Any:
@@ -95,6 +98,22 @@ def add_growth_options(command: argparse.ArgumentParser, kind: type[RunConfig] |
     command.add_argument("--max-bytes", type=int, default=default_of("max_bytes"),
                          help=f"reject files larger than this, unread (default {default_of('max_bytes')})")
     command.add_argument("--quiet", action="store_true", help="no progress on stderr (the JSON summary stays)")
+    add_split_names(command)
+
+
+def add_split_names(command: argparse.ArgumentParser) -> None:
+    """--split-names NAME=SPLIT[,...]: folder names that name a split besides the built-in spellings."""
+    known = "; ".join(f"{split}: {', '.join(spellings)}" for split, spellings in SPLIT_SPELLINGS.items())
+    command.add_argument("--split-names", metavar="NAME=SPLIT[,...]", type=_split_names, default={},
+                         help="other folder names (any case) that name a split, e.g. holdout=Test; "
+                              f"known already ({known})")
+
+
+def _split_names(text: str) -> dict[str, str]:
+    try:
+        return parse_split_names(text)
+    except FruitlakeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_config(args: argparse.Namespace, **overrides: Any) -> RunConfig:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -24,7 +25,7 @@ from fruitlake import FruitlakeError, __version__, fs
 from fruitlake.config import PACK_DEFAULT_FILE_MB as DEFAULT_FILE_MB
 from fruitlake.config import PACK_MISSING as MISSING
 from fruitlake.config import PACK_MODES as MODES
-from fruitlake.config import SPARK_MAX_FILE_BYTES
+from fruitlake.config import SPARK_MAX_FILE_BYTES, check_split_names
 from fruitlake.discover import (
     TABLE_COLUMNS,
     TABLE_MARKER,
@@ -38,7 +39,7 @@ from fruitlake.lock import OutputLock
 from fruitlake.output import LOCK
 from fruitlake.redaction import redact
 from fruitlake.safety import check_separate
-from fruitlake.store import KEY
+from fruitlake.store import CURRENT, SPLIT_KEY, pending, with_split_key
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,11 @@ class Packed:
                 "files_unread": self.files_unread}
 
 
-def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
-         file_mb: int = DEFAULT_FILE_MB, missing: str = "drop") -> Packed:
+def pack(spark: SparkSession, source: str, table: str, mode: str = "error", file_mb: int = DEFAULT_FILE_MB,
+         missing: str = "drop", split_names: Mapping[str, str] | None = None) -> Packed:
+    """Pack the images of `source` into `table`; `split_names`: folder names naming a split besides the built-in
+    spellings (name -> split), as `run --split-names`."""
+    split_names = check_split_names(split_names or {})
     if mode not in MODES:
         raise FruitlakeError(f"mode={mode!r} is unknown; choose one of {', '.join(MODES)}")
     if missing not in MISSING:
@@ -83,12 +87,13 @@ def pack(spark: SparkSession, source: str, table: str, mode: str = "error",
     if fs.exists(spark, table) and not fs.is_dir(spark, table):
         raise FruitlakeError(f"TABLE {redact(table)!r} exists and is a file, not a folder")
     with OutputLock(spark, table, role="TABLE"):  # one pack or run at a time writes TABLE
-        return _pack(spark, source, table, mode, file_mb, missing)
+        return _pack(spark, source, table, mode, file_mb, missing, split_names)
 
 
-def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int, missing: str) -> Packed:
+def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int, missing: str,
+          split_names: dict[str, str]) -> Packed:
     existing = _existing(spark, table, mode)
-    found = discover(spark, source, avoid=(table,))
+    found = discover(spark, source, avoid=(table,), split_names=split_names)
     if existing is not None:  # the kept rows' splits were taken below the previous pack's root
         check_input_root(_previous_root(spark, table), found.root)
     empty = found.listing.where(F.col("length") == 0).withColumn("content", F.lit(b"").cast("binary"))
@@ -106,7 +111,7 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
                     files_too_large, SPARK_MAX_FILE_BYTES)
     kept, kept_count, kept_bytes, removed = None, 0, 0, 0
     if existing is not None:  # new or changed files, and the rows of the others that stay
-        rows = rows.join(existing.select(*KEY), on=KEY, how="left_anti")
+        rows = pending(rows, existing)  # new or changed files, and files whose split is named otherwise
         kept = _kept(existing, found.listing, missing)
         kept_stats = kept.agg(F.count(F.lit(1)).alias("n"), _packed_bytes()).first()
         assert kept_stats is not None
@@ -134,7 +139,7 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
     unreadable = found.unreadable.count() if found.unreadable is not None else 0  # discover warned of them
     result = Packed(table, added, total, size, found.skipped, removed, files_too_large, unreadable, unread)
     marker = {"fruitlake_version": __version__, "source": redact(source), "source_root": redact(found.root),
-              "missing": missing, **result.to_json()}
+              "missing": missing, "split_names": split_names, **result.to_json()}
     _swap_in(spark, table, staging, replace=existing is None or removed > 0,
              marker=(json.dumps(marker, indent=2) + "\n").encode("utf-8"))
     log.info("packed %d images (%.1f MB) into %s, removed %d rows; %d in all", added, size / 1e6, redact(table),
@@ -152,7 +157,7 @@ def _unread(found: Discovered, existing: DataFrame | None, rows: DataFrame, adde
     if found.unreadable is not None:  # never given to Spark: counted apart
         listed = listed.join(found.unreadable.select("path"), on="path", how="left_anti")
     if existing is not None:
-        listed = listed.join(existing.select(*KEY), on=KEY, how="left_anti")
+        listed = pending(listed, existing)
     unread = listed.join(rows.select("path"), on="path", how="left_anti").select("path").persist()
     try:
         count = unread.count()
@@ -166,9 +171,10 @@ def _unread(found: Discovered, existing: DataFrame | None, rows: DataFrame, adde
 
 
 def _kept(existing: DataFrame, listing: DataFrame, missing: str) -> DataFrame:
-    """The rows of TABLE that stay: those of files INPUT still holds unchanged, and with --missing keep those of
-    files gone from INPUT. A changed file's old row goes: its new row is added."""
-    unchanged = existing.join(listing.select(*KEY), on=KEY, how="left_semi")
+    """The rows of TABLE that stay: those of files INPUT still holds unchanged (and in the same split), and with
+    --missing keep those of files gone from INPUT. A changed file's old row goes: its new row is added."""
+    unchanged = (with_split_key(existing).join(with_split_key(listing).select(*CURRENT), on=CURRENT, how="left_semi")
+                 .drop(SPLIT_KEY))
     if missing == "drop":
         return unchanged
     return unchanged.unionByName(existing.join(listing.select("path"), on="path", how="left_anti"))

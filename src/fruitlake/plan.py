@@ -90,7 +90,7 @@ def plan(spark: SparkSession, config: Config, timer: StageTimer, progress: Progr
         from_run = _finished_run(spark, config.from_run)
     avoid = (output,) + ((config.from_run.rstrip("/"),) if isinstance(config, ProjectConfig) else ())
     with timer("discover"), progress.stage("discover", spark) as shown:
-        found = discover(spark, config.input, avoid=avoid)
+        found = discover(spark, config.input, avoid=avoid, split_names=config.split_names)
         shown.count(found.count)
     if previous is not None:
         check_input_root(previous.input_root, found.root)

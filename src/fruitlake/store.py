@@ -127,11 +127,22 @@ class Store:
         return number
 
 
+SPLIT_KEY = "_split"  # the split, null as "": nulls would never match in a join, and every such file be redone
+CURRENT = [*KEY, SPLIT_KEY]  # a row stands while its file and its split are the same
+
+
+def with_split_key(frame: DataFrame) -> DataFrame:
+    """`frame` (with a `split` column) and the columns of CURRENT."""
+    return frame.withColumn(SPLIT_KEY, F.coalesce(F.col("split"), F.lit("")))
+
+
 def pending(listing: DataFrame, done: DataFrame | None) -> DataFrame:
-    """The files of `listing` the store does not hold with the same path, length and modification time."""
+    """The files of `listing` the store does not hold with the same path, length, modification time and split:
+    a file whose folder now names another split (--split-names, new spellings) is done again."""
     if done is None:
         return listing
-    return listing.join(done.select(*KEY), on=KEY, how="left_anti")
+    return (with_split_key(listing).join(with_split_key(done).select(*CURRENT), on=CURRENT, how="left_anti")
+            .drop(SPLIT_KEY))
 
 
 # The rejects whose reason names a limit (commit.py, images.py): they stand only while the limit is the same.

@@ -1,9 +1,9 @@
 """`fruitlake cloud plan --input s3://...`: what the cluster would read, and how long and how much that costs.
 
 The objects under INPUT are listed with S3's ListObjectsV2 (1,000 keys a page) and counted by the rules a run
-reads by (`inventory.remote_skip_reason`; label = parent folder, split = the closest Training/Test/Validation
-folder), without Spark. The cluster's time comes from a featurize rate per vCPU that was measured (below), spread
-over the core nodes' vCPUs.
+reads by (`inventory.remote_skip_reason`; label = parent folder, split = the closest split folder, by the
+built-in spellings), without Spark. The cluster's time comes from a featurize rate per vCPU that was measured
+(below), spread over the core nodes' vCPUs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fruitlake import FruitlakeError
 from fruitlake.cloud.aws import Client
 from fruitlake.cloud.config import CloudConfig
 from fruitlake.cloud.pricing import VCPUS
-from fruitlake.inventory import SPLITS, remote_skip_reason
+from fruitlake.inventory import remote_skip_reason, split_folders
 
 # The featurize stage of `fruitlake run`, fp32, 224 px, per vCPU (2026-12-02, `bench/bench.py --n 10000`): 200 img/s
 # on a 2-vCPU AMD EPYC with AVX-512 (100x100 JPEGs); 176 img/s on a 2-vCPU Zen 4 (2026-11-28). EC2's older m5
@@ -82,9 +82,9 @@ def survey(s3: Client, uri: str) -> InputSurvey:
 
 def split_and_label(relative: str, root_name: str) -> tuple[str, str]:
     """As discover.py reads them: the label is the parent folder, the split the closest split folder below the
-    root (any case, written as SPLITS spells it), "" when there is none."""
+    root (any of `inventory.SPLIT_SPELLINGS`, any case, written as the split it names), "" when there is none."""
     *folders, _ = relative.split("/")
     label = folders[-1] if folders else root_name
-    by_name = {split.lower(): split for split in SPLITS}
+    by_name = split_folders()
     split = next((by_name[folder.lower()] for folder in reversed(folders) if folder.lower() in by_name), "")
     return split, label
