@@ -252,21 +252,33 @@ class SampleRun:
 
 
 @pytest.fixture(scope="session")
-def sample_run(spark, sample_root, weights_path, tmp_path_factory) -> SampleRun:
+def sample_run(request, sample_root, weights_path, tmp_path_factory) -> SampleRun:
+    """Made once per `make test`: under pytest-xdist the first worker to ask runs it, the other reads its result."""
     import contextlib
+    import fcntl
     import shutil
 
     from fruitlake.cli import main
 
-    root = tmp_path_factory.mktemp("sample_run_input")
-    shutil.copytree(sample_root, root, dirs_exist_ok=True)
-    (root / "Test" / "Banana" / "corrupt.jpg").write_bytes(CORRUPT_JPEG)
-    output = tmp_path_factory.mktemp("sample_run") / "result"
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["run", str(root), str(output), "--k", "5", "--weights", weights_path, "--batch-size=8"])
-    assert code == 0, stderr.getvalue()[-3000:]
-    return SampleRun(root, output, stdout.getvalue(), stderr.getvalue())
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    shared = tmp_path_factory.getbasetemp().parent if worker else tmp_path_factory.getbasetemp()
+    base, streams = shared / "sample_run", shared / "sample_run" / "streams.json"
+    with (shared / "sample_run.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held while the run is made; the other worker waits for it
+        root, output = base / "input", base / "result"
+        if not streams.exists():
+            request.getfixturevalue("spark")  # the session's own Spark, not a second one for the CLI
+            shutil.rmtree(base, ignore_errors=True)
+            shutil.copytree(sample_root, root)
+            (root / "Test" / "Banana" / "corrupt.jpg").write_bytes(CORRUPT_JPEG)
+            stdout, stderr = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                code = main(["run", str(root), str(output), "--k", "5", "--weights", weights_path,
+                             "--batch-size=8"])
+            assert code == 0, stderr.getvalue()[-3000:]
+            streams.write_text(json.dumps({"stdout": stdout.getvalue(), "stderr": stderr.getvalue()}))
+    printed = json.loads(streams.read_text())
+    return SampleRun(root, output, printed["stdout"], printed["stderr"])
 
 
 @pytest.fixture
