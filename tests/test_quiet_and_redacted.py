@@ -252,3 +252,11 @@ def test_an_output_below_a_file_says_so_in_one_line(images, weights_path, tmp_pa
     (tmp_path / "a-file").write_text("not a folder")
     done = fruitlake("run", str(images), str(tmp_path / "a-file" / "out"), env=fruitlake_env(weights_path))
     assert_one_line_failure(done, 1, "a part of its path is a file, not a folder")
+
+
+def test_a_wrong_java_home_is_one_line_before_any_jvm(images, weights_path, tmp_path):
+    """Spark's launcher printed its own shell errors (`spark-class: line 71: .../bin/java: No such file`) first."""
+    done = fruitlake("run", str(images), str(tmp_path / "out"),
+                     env=fruitlake_env(weights_path, JAVA_HOME=str(tmp_path / "no-java")))
+    assert_one_line_failure(done, 2, f"JAVA_HOME='{tmp_path / 'no-java'}' holds no bin/java", "Java 17")
+    assert "spark-class" not in done.stderr and not (tmp_path / "out").exists()

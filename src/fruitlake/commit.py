@@ -85,7 +85,7 @@ def commit(spark: SparkSession, plan: RunPlan, progress: Progress) -> CommitResu
             rows = rows.join(found.listing.select("path"), on="path", how="left_semi")
         batch = store.compact(rows)
     stored = store.read_batch(batch)
-    ok, rejected, engines = 0, 0, {}
+    ok, rejected, engines = 0, 0, dict[str, int]()
     for row in stored.groupBy(F.col("error").isNull().alias("ok"), ENGINE).count().collect():
         if row["ok"]:
             ok += row["count"]

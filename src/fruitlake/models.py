@@ -157,7 +157,8 @@ def import_onnxruntime() -> ModuleType:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # read once, when the library loads
     import onnxruntime
 
-    return onnxruntime
+    module: ModuleType = onnxruntime
+    return module
 
 
 def cache_dir() -> Path:
