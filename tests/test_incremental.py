@@ -43,8 +43,11 @@ def growth(spark, sample_root, weights_path, tmp_path_factory):
     steps["first_pcs"] = pcs(output)
     steps["first_features"] = {r.path: r for r in spark.read.parquet(str(output / "features")).collect()}
 
-    steps["again"] = run(RunConfig(str(root), str(output), mode="incremental", **options), spark=spark)
+    # Another engine is taken: with nothing new it makes no feature, and the manifest says so.
+    steps["again"] = run(RunConfig(str(root), str(output), mode="incremental", engine="keras", **options),
+                         spark=spark)
     steps["again_files"] = datasets(output)
+    _as_stored_by_earlier_versions(spark, output / "_store")
 
     write_sample_data(base / "more", classes=4, per_class=1, seed=7)  # Apple, Banana, Kiwi, Lemon: Test/...
     new = sorted((base / "more").rglob("*.jpg"))[:3]
@@ -71,6 +74,25 @@ def growth(spark, sample_root, weights_path, tmp_path_factory):
                            spark=spark)
     steps["dropped_pcs"] = pcs(output)
     return root, output, steps
+
+
+def _as_stored_by_earlier_versions(spark, store: Path) -> None:
+    """The store as fruitlake wrote it before each row named its engine: its batch without that column."""
+    (batch,) = store.glob("batch=*")
+    spark.read.parquet(str(batch)).drop("engine").write.parquet(str(store / "old"))
+    shutil.rmtree(batch)
+    (store / "old").rename(batch)
+
+
+def test_the_manifest_says_which_engine_made_the_published_features(growth):
+    _, _, steps = growth
+    assert steps["first"]["engine"] == "onnx" and steps["first"]["feature_engines"] == {"onnx": 24}
+    # Nothing new on keras: every published feature is still the first run's, from ONNX Runtime.
+    assert steps["again"]["engine"] == "keras" and steps["again"]["feature_engines"] == {"onnx": 24}
+    # Then the store was as earlier versions left it: its features' engine is unknown, the 5 new ones are onnx's.
+    assert steps["grown"]["feature_engines"] == {"onnx": 5, "unknown": 22}
+    assert steps["refit"]["feature_engines"] == {"onnx": 5, "unknown": 22}
+    assert steps["dropped"]["feature_engines"] == {"onnx": 5, "unknown": 21}  # the deleted file was unknown's
 
 
 def test_first_run_commits_batches_and_keeps_size_and_time(growth):

@@ -140,6 +140,6 @@ def test_the_manifest_names_no_onnx_file_the_cache_could_not_keep(spark, weights
     network = RunNetwork(spark, EngineOptions("mobilenet_v2", 224), weights_path)
     try:
         network.check()
-        assert network.facts().onnx_file is None
+        assert network.facts({}).onnx_file is None
     finally:
         network.release()

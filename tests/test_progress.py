@@ -87,6 +87,31 @@ def test_a_terminal_gets_one_line_redrawn_in_place():
     assert text.count("\n") == 1 and text.rstrip().endswith("done in 0:05")
 
 
+def test_a_log_record_under_a_live_line_gets_a_line_of_its_own():
+    import logging
+
+    clock, stream = FakeClock(), Terminal()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    progress = Progress(stream, clock=clock, interval=0.05)
+    try:
+        with progress.stage("model"):
+            deadline = time.monotonic() + 60
+            while "model" not in stream.getvalue() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            logging.getLogger("fruitlake.models").warning("could not cache")
+        logging.getLogger("fruitlake.models").warning("after the stage")
+    finally:
+        root.removeHandler(handler)
+    text = stream.getvalue()
+    assert re.search(r"model +0:00\r +\rcould not cache\n", text), repr(text)
+    on_screen = [line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n") if line]
+    assert on_screen[0] == "could not cache", repr(text)
+    assert on_screen[1].startswith("model") and on_screen[1].endswith("done in 0:00")
+    assert on_screen[2:] == ["after the stage"] and handler.filters == []
+
+
 def test_off_prints_nothing():
     stream = io.StringIO()
     progress = Progress(stream, mode="off")

@@ -69,13 +69,17 @@ def images(tmp_path_factory) -> Path:
 
 
 def test_the_readme_path_on_a_terminal_prints_only_fruitlakes_lines_and_redraws_them(weights_path, tmp_path):
-    """The README's path, `fruitlake sample-data` then `fruitlake run`, with stderr on a pseudo-terminal and a
-    fresh conversion cache (TensorFlow runs): the stages redraw in place (`\\r`) though stderr is relayed through
-    a redacting pipe; what stays on screen is fruitlake's own lines only, no Spark, JVM, TensorFlow or absl
-    lines; stdout is the JSON summary; the CSV holds what --variance asked for."""
+    """The README's path, `fruitlake sample-data` then `fruitlake run`, with stderr on a pseudo-terminal, in a HOME
+    that cannot be written (so no conversion cache: TensorFlow runs): the stages redraw in place (`\\r`) though
+    stderr is relayed through a redacting pipe; what stays on screen is fruitlake's own lines only, no Spark, JVM,
+    TensorFlow, absl or ONNX Runtime lines (its telemetry warned from every worker that it could not store a device
+    id under HOME), and one line saying the conversion could not be cached; stdout is the JSON summary; the CSV
+    holds what --variance asked for."""
     import pty
 
-    env = fruitlake_env(weights_path, FRUITLAKE_CACHE=str(tmp_path / "cache"))
+    (tmp_path / "a-file").write_text("")
+    env = fruitlake_env(weights_path, HOME=str(tmp_path / "a-file" / "home"))  # not even root can make it
+    env.pop("FRUITLAKE_CACHE", None)
     images, output = tmp_path / "in", tmp_path / "out"
     made = fruitlake("sample-data", str(images), "--classes", "2", "--per-class", "6", env=env)
     assert made.returncode == 0, made.stderr[-3000:]
@@ -94,7 +98,11 @@ def test_the_readme_path_on_a_terminal_prints_only_fruitlakes_lines_and_redraws_
     assert "\r" in text, text[-3000:]  # live redraws, not one line per stage
     on_screen = "\n".join(line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n"))  # what stays
     assert not_fruitlake(on_screen) == [], text[-3000:]
-    assert [line.split()[0] for line in on_screen.splitlines() if line.strip()] == list(STAGES), text[-3000:]
+    [cache] = [line for line in on_screen.splitlines() if MESSAGE_LINE.match(line)]
+    assert "WARNING fruitlake.models: could not cache the ONNX model in " in cache, cache
+    assert "(Not a directory): the run goes on" in cache and "set FRUITLAKE_CACHE" in cache, cache
+    stages = [line.split()[0] for line in on_screen.splitlines() if line.strip() and line != cache]
+    assert stages == list(STAGES), text[-3000:]
     [line] = stdout.splitlines()
     summary = json.loads(line)
     assert (summary["images_ok"], summary["images_rejected"]) == (12, 0)
@@ -244,3 +252,11 @@ def test_an_output_below_a_file_says_so_in_one_line(images, weights_path, tmp_pa
     (tmp_path / "a-file").write_text("not a folder")
     done = fruitlake("run", str(images), str(tmp_path / "a-file" / "out"), env=fruitlake_env(weights_path))
     assert_one_line_failure(done, 1, "a part of its path is a file, not a folder")
+
+
+def test_a_wrong_java_home_is_one_line_before_any_jvm(images, weights_path, tmp_path):
+    """Spark's launcher printed its own shell errors (`spark-class: line 71: .../bin/java: No such file`) first."""
+    done = fruitlake("run", str(images), str(tmp_path / "out"),
+                     env=fruitlake_env(weights_path, JAVA_HOME=str(tmp_path / "no-java")))
+    assert_one_line_failure(done, 2, f"JAVA_HOME='{tmp_path / 'no-java'}' holds no bin/java", "Java 17")
+    assert "spark-class" not in done.stderr and not (tmp_path / "out").exists()

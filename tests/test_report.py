@@ -187,6 +187,16 @@ def test_labels_the_font_cannot_draw_print_no_warnings():
         assert png_bytes(figure).startswith(b"\x89PNG")
 
 
+def test_the_page_says_which_engines_made_the_published_features():
+    empty = pd.DataFrame({"path": [], "reason": []})
+    report = {"probe": {"skipped": "x"}, "labels": 1, "label_counts": {"Fig": 2}, "rejects_by_reason": {},
+              "fruitlake_version": "0", "created_utc": "now"}
+    mixed = small_manifest(engine="keras", feature_engines={"onnx": 1, "unknown": 1})
+    assert "keras (fp32); published features by engine: onnx 1, unknown 1" in render_html(report, mixed, {}, empty)
+    same = render_html(report, small_manifest(feature_engines={"onnx": 2}), {}, empty)
+    assert "onnx (fp32)<" in same and "published features by engine" not in same
+
+
 def test_labels_and_paths_are_escaped_in_the_page():
     manifest = small_manifest(input="/data/<script>alert(1)</script>")
     report = {

@@ -37,6 +37,18 @@ def test_batches_commit_whole_and_the_newest_row_of_a_path_wins(spark, tmp_path)
     assert as_dict(store.rows()) == {"a": (10, 1.0), "b": (21, 5.0), "c": (30, None), "d": (40, 4.0)}
 
 
+def test_each_row_names_the_engine_of_its_features_and_a_store_of_earlier_versions_is_read(spark, tmp_path):
+    store = Store(spark, str(tmp_path / "out"))
+    # What earlier versions wrote: the features schema alone, no engine column.
+    rows(spark, ("a", 10, T0, 1), ("b", 20, T0, 2)).write.parquet(str(tmp_path / "out" / "_store" / "batch=000001"))
+    assert store.append(rows(spark, ("b", 21, T1, 5), ("c", 30, T0, None)), engine="keras") == 2
+    assert store.append(rows(spark, ("d", 40, T0, 4)), engine="onnx") == 3
+    expected = {"a": None, "b": "keras", "c": None, "d": "onnx"}  # a reject was made by no engine
+    assert {row.path: row.engine for row in store.rows().collect()} == expected
+    store.compact(store.rows())
+    assert {row.path: row.engine for row in store.rows().collect()} == expected
+
+
 def test_a_batch_without_success_marker_is_ignored_then_deleted(spark, tmp_path):
     store = Store(spark, str(tmp_path / "out"))
     store.append(rows(spark, ("a", 10, T0, 1)))

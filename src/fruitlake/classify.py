@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from fruitlake import FruitlakeError
 from fruitlake.config import DEFAULT_MAX_PIXELS
 from fruitlake.images import ImageRejected, decode
+from fruitlake.models import import_onnxruntime
 
 # The exported model's contract (export.py writes it, apps read it).
 INPUT, PROBABILITIES, FEATURES = "image", "probabilities", "features"
@@ -50,7 +51,7 @@ class Classifier:
 
 
 def load(model: str | Path, threads: int = 1) -> Classifier:
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -22,7 +22,7 @@ from fruitlake.images import EMPTY_FILE
 from fruitlake.output import set_aside
 from fruitlake.plan import RunPlan
 from fruitlake.progress import Progress
-from fruitlake.store import FILE_TOO_LARGE, READ_FAILED, pending
+from fruitlake.store import ENGINE, FILE_TOO_LARGE, READ_FAILED, UNKNOWN_ENGINE, pending
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,9 @@ class CommitResult:
 
     images_new: int  # pending files before this run
     batch: int  # the store batch to publish
-    stored: DataFrame  # its rows (FEATURES_SCHEMA)
+    stored: DataFrame  # its rows (store.STORE_SCHEMA: FEATURES_SCHEMA and the engine of each row's features)
     images_ok: int
+    feature_engines: dict[str, int]  # the images_ok by the engine that made their features (this run's or earlier)
     images_rejected: int
     images_vanished: int  # pending files deleted before they could be read
     cnn_images: int  # rows that went through the CNN
@@ -51,7 +52,7 @@ class CommitResult:
 
     @property
     def good(self) -> DataFrame:
-        return self.stored.where(F.col("error").isNull())
+        return self.stored.where(F.col("error").isNull()).drop(ENGINE)
 
 
 def commit(spark: SparkSession, plan: RunPlan, progress: Progress) -> CommitResult:
@@ -84,9 +85,15 @@ def commit(spark: SparkSession, plan: RunPlan, progress: Progress) -> CommitResu
             rows = rows.join(found.listing.select("path"), on="path", how="left_semi")
         batch = store.compact(rows)
     stored = store.read_batch(batch)
-    counts = {row["ok"]: row["count"] for row in
-              stored.groupBy(F.col("error").isNull().alias("ok")).count().collect()}
-    return CommitResult(images, batch, stored, counts.get(True, 0), counts.get(False, 0), vanished,
+    ok, rejected, engines = 0, 0, dict[str, int]()
+    for row in stored.groupBy(F.col("error").isNull().alias("ok"), ENGINE).count().collect():
+        if row["ok"]:
+            ok += row["count"]
+            engine = row[ENGINE] or UNKNOWN_ENGINE
+            engines[engine] = engines.get(engine, 0) + row["count"]
+        else:
+            rejected += row["count"]
+    return CommitResult(images, batch, stored, ok, dict(sorted(engines.items())), rejected, vanished,
                         images_done.value, dropping)
 
 
@@ -125,7 +132,7 @@ def _featurize_pending(spark: SparkSession, plan: RunPlan, batches: Iterator[Bat
             size_partitions(spark, batch.files, batch.bytes)
             rows = _featurized(plan.found, batch.select, plan.network.spec(spark), plan.config.max_bytes,
                                images_done)
-            number = plan.store.append(rows)
+            number = plan.store.append(rows, plan.network.options.engine)
             lost = batch.files - plan.store.read_batch(number).count()  # Parquet footers: no data is read
             if lost:
                 lost -= _read_failures(plan, batch.select, number)

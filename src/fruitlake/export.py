@@ -38,7 +38,7 @@ from fruitlake.classify import (
     RESIZE_RULE,
 )
 from fruitlake.manifest import JsonDict, Manifest
-from fruitlake.models import NETWORKS, onnx_model, weights_file
+from fruitlake.models import NETWORKS, import_onnxruntime, onnx_model, weights_file
 from fruitlake.output import PCA_MODEL
 from fruitlake.redaction import redact
 from fruitlake.train import IS_TEST, read_classifier, read_run, split_rows
@@ -138,7 +138,7 @@ def accuracies_on_test_rows(spark: SparkSession, output: str, image_size: int, m
                     batch: int = 32) -> tuple[dict[str, float], int]:
     """Each exported model's accuracy on the run's test rows (train.py's rule), decoded as the run decoded them,
     with ONNX Runtime. The images stream through in batches: the driver never holds the test set."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     from fruitlake.classify import MAX_PIXELS
     from fruitlake.images import ImageRejected, decode

@@ -28,7 +28,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from fruitlake import FruitlakeError
 from fruitlake.images import ImageRejected, decode
-from fruitlake.models import NETWORKS, LoadedNetwork, Weights, onnx_model
+from fruitlake.models import NETWORKS, LoadedNetwork, Weights, import_onnxruntime, onnx_model
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _task_cpus() -> int:
 
 
 def _build_onnx(model_bytes: bytes, threads: int) -> Engine:
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

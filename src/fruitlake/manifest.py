@@ -38,8 +38,11 @@ class NetworkFacts:
     """The network every feature was made with."""
 
     model: str
-    engine: str
-    precision: str
+    engine: str  # this run's: what featurized its cnn_images, and what project-images --from-run it uses
+    # The published features by the engine that made them: an incremental run publishes earlier runs' features
+    # too, which may come from other engines ("unknown": stored by a version that did not record it).
+    feature_engines: dict[str, int]
+    precision: str  # of every stored feature: an incremental run refuses another
     weights: str  # as given: a URI, or the local file
     weights_sha256: str
     onnx_file: str | None  # the ONNX file the engine was made from (None for keras, or when none could be cached)
@@ -135,7 +138,7 @@ _OLD_DEFAULTS: JsonDict = {
     "datasets_rewritten": True, "timings": {}, "versions": {}, "config": {}, "spark_executors": 0,
     "spark_default_parallelism": 0, "spark_master": "", "featurize_img_per_s": 0.0, "batch_size": 16,
     "feature_dim": 1280, "variance_target": None, "explained_variance_curve": [], "pca_fitted_images": None,
-    "pca_fitted_utc": None, "explained_variance": None,
+    "pca_fitted_utc": None, "explained_variance": None, "feature_engines": {},
 }
 
 

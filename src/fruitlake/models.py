@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -149,6 +150,17 @@ META_PRECISION = "fruitlake.precision"  # fp32 (absent in files of earlier versi
 INT8_CALIBRATION = {"images": 64, "classes": 16, "seed": 0}
 
 
+def import_onnxruntime() -> ModuleType:
+    """onnxruntime, imported with its telemetry off (unless $ORT_DISABLE_TELEMETRY says otherwise). From 1.32 ONNX
+    Runtime starts a telemetry client on import that stores a device id under ~/.cache/Microsoft; where HOME may not
+    be written, every worker printed a coloured warning about it, and nothing asked for the telemetry."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # read once, when the library loads
+    import onnxruntime
+
+    module: ModuleType = onnxruntime
+    return module
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("FRUITLAKE_CACHE") or Path.home() / ".cache" / "fruitlake").expanduser()
 
@@ -176,7 +188,9 @@ def _cache(path: Path, model_bytes: bytes) -> None:
         os.chmod(partial, 0o600)
         os.replace(partial, path)  # readers see the whole file or none
     except OSError as exc:  # a read-only home must not fail the run: it only costs the conversion next time
-        log.warning("could not cache the ONNX model in %s: %s", path.parent, exc)
+        log.warning("could not cache the ONNX model in %s (%s): the run goes on, and the next one converts it "
+                    "again; set FRUITLAKE_CACHE to a folder you may write to keep it", path.parent,
+                    exc.strerror or type(exc).__name__)
 
 
 def onnx_model(name: str, weights: str | Weights, image_size: int, prebuilt: str | None = None,
@@ -225,6 +239,8 @@ def quantize_int8(fp32_bytes: bytes, name: str, image_size: int) -> bytes:
     import tempfile
 
     import onnx
+
+    import_onnxruntime()
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     input_name = onnx.load_from_string(fp32_bytes).graph.input[0].name
@@ -252,7 +268,7 @@ def quantize_int8(fp32_bytes: bytes, name: str, image_size: int) -> bytes:
 
 def onnx_metadata(model_bytes: bytes) -> dict[str, str]:
     """The custom metadata of an ONNX model, read with ONNX Runtime (the one ONNX library every node has)."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     try:
         session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])

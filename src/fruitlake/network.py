@@ -39,10 +39,12 @@ class RunNetwork:
         options = self.options
         return StoreMeta(options.model, options.image_size, self.weights.sha256, options.precision)
 
-    def facts(self) -> NetworkFacts:
+    def facts(self, feature_engines: dict[str, int]) -> NetworkFacts:
+        """The manifest's network fields; `feature_engines`: the published features by the engine that made them."""
         options = self.options
         return NetworkFacts(
-            model=options.model, engine=options.engine, precision=options.precision, weights=self.source,
+            model=options.model, engine=options.engine, feature_engines=feature_engines,
+            precision=options.precision, weights=self.source,
             weights_sha256=self.weights.sha256, onnx_file=self.onnx_file, image_size=options.image_size,
             feature_dim=NETWORKS[options.model].feature_dim, batch_size=options.batch_size,
         )

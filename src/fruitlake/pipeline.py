@@ -132,7 +132,7 @@ def _manifest(spark: SparkSession, planned: RunPlan, committed: CommitResult, pc
         created_utc=datetime.now(UTC).isoformat(timespec="seconds"), input=config.input, output=config.output,
         input_root=found.root, counts=counts, missing_policy=config.missing, store_batch=committed.batch,
         datasets_rewritten=rewritten, pca=planned.pca.action, pca_model_from=planned.pca.source_run, pca_facts=pca,
-        network=planned.network.facts(),
+        network=planned.network.facts(committed.feature_engines),
         spark=SparkFacts(context.master or "", context.defaultParallelism, executor_count(spark)),
         timings=timer.seconds, total_seconds=round(seconds, 3),
         throughput_img_per_s=round(found.count / seconds, 2),

@@ -136,6 +136,7 @@ class Progress:
         self.stages: list[StageState] = []
         self._lock = threading.Lock()
         self._drawn = 0  # characters of the live line on screen
+        self._skip_redraw = False  # set when a log record wiped the live line (`clear_live_line`)
 
     @classmethod
     def off(cls) -> Progress:
@@ -177,14 +178,19 @@ class Progress:
             name=f"fruitlake-progress-{name}",
             daemon=True,
         )
+        clearer = _LiveLineClearer(self)
         if self.mode == "live":  # lines show a stage when it ends: polling before then (py4j calls) buys nothing
             watcher.start()
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(clearer)
         try:
             yield Stage(state)
         except BaseException:
             state.failed = True
             raise
         finally:
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(clearer)
             stop.set()
             if watcher.is_alive():
                 watcher.join()
@@ -216,8 +222,21 @@ class Progress:
             if self.mode == "live":
                 self._emit(render(state, self.clock()), final=False)
 
+    def clear_live_line(self) -> None:
+        """Wipe the live line, so that what is printed next (a log record) starts a line of its own. The next
+        redraw is skipped, so it cannot come between the wiping and that line; the one after shows the stage
+        again below it."""
+        with self._lock:
+            if self._drawn:
+                self.stream.write("\r" + " " * self._drawn + "\r")
+                self.stream.flush()
+                self._drawn, self._skip_redraw = 0, True
+
     def _emit(self, line: str, final: bool) -> None:
         with self._lock:
+            if self._skip_redraw and not final:
+                self._skip_redraw = False
+                return
             if self.mode == "live":
                 padding = " " * max(0, self._drawn - len(line))
                 self.stream.write("\r" + line + padding + ("\n" if final else ""))
@@ -225,6 +244,19 @@ class Progress:
             elif final:
                 self.stream.write(line + "\n")
             self.stream.flush()
+
+
+class _LiveLineClearer(logging.Filter):
+    """On the log handlers while a live line is drawn; the last of their filters, so it runs only for a record
+    that will be printed: it wipes the live line first, or the record would follow the stage on one line."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.progress.clear_live_line()
+        return True
 
 
 class StageTimer:

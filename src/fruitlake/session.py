@@ -88,6 +88,22 @@ def require_reachable(master: str) -> None:
                          "--master (or $FRUITLAKE_MASTER)")
 
 
+def require_java(environ: Mapping[str, str]) -> None:
+    """The java Spark's launcher will run, $JAVA_HOME/bin/java or else the first on PATH (bin/spark-class), exists:
+    otherwise the launcher's own shell errors would come first, then Spark's "Java gateway process exited"."""
+    home = environ.get("JAVA_HOME")
+    if home:
+        java = Path(home) / "bin" / "java"
+        if not (java.is_file() and os.access(java, os.X_OK)):
+            on_path = shutil.which("java")
+            instead = f", or unset it to use {on_path}" if on_path else ""
+            raise FruitlakeError(f"JAVA_HOME={home!r} holds no bin/java: point JAVA_HOME at a Java 17 "
+                                 f"installation{instead}")
+    elif shutil.which("java") is None:
+        raise FruitlakeError("no java found (JAVA_HOME is not set and there is no java on PATH): install Java 17 "
+                             "(e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
+
+
 def driver_memory(environ: Mapping[str, str]) -> str:
     """$FRUITLAKE_DRIVER_MEMORY, a size the JVM takes, or a refusal before the JVM starts."""
     memory = environ.get("FRUITLAKE_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY).strip()
@@ -154,6 +170,7 @@ def spark_session(
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     master = check_master(master or os.environ.get("FRUITLAKE_MASTER", DEFAULT_MASTER))
     driver_memory(os.environ)  # refused before anything is made, as a bad master is
+    require_java(os.environ)
     require_reachable(master)
     conf = s3.session_conf(uris)
     local_dir = private_temp_dir("fruitlake-spark-")

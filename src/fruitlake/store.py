@@ -3,7 +3,8 @@
 A batch is one Spark write (`_store/batch=000007/part-*.parquet`); Spark's commit protocol writes `_SUCCESS`
 after the last part, so a batch without it (a run killed mid-write) is ignored and deleted by the next run.
 Rows are keyed by path and identified by (length, modification_time): a later batch replaces an earlier row of
-the same path. After a run, the store is compacted to one batch that holds exactly what was published.
+the same path. Each row with features names the engine that made them (`engine`; null in stores of earlier
+versions, and in rejects). After a run, the store is compacted to one batch that holds exactly what was published.
 Readers of the datasets never look here: Spark skips folders whose names start with `_`.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from fruitlake import FruitlakeError, fs
 from fruitlake.featurize import FEATURES_SCHEMA
@@ -26,7 +28,10 @@ META = "_meta.json"
 SUCCESS = "_SUCCESS"
 BATCH_PREFIX = "batch="
 KEY = ["path", "length", "modification_time"]  # a file is the same file while these three are
-COLUMNS = [field.name for field in FEATURES_SCHEMA.fields]
+ENGINE = "engine"  # onnx, openvino or keras: mixed in one store (same features within 1e-4), so said per row
+STORE_SCHEMA = T.StructType([*FEATURES_SCHEMA.fields, T.StructField(ENGINE, T.StringType(), True)])
+COLUMNS = [field.name for field in STORE_SCHEMA.fields]
+UNKNOWN_ENGINE = "unknown"  # features stored by a version that did not record their engine
 
 
 @dataclass(frozen=True)
@@ -93,15 +98,19 @@ class Store:
         fs.delete(self.spark, fs.join(self._batch_uri(number), SUCCESS))
         fs.delete(self.spark, self._batch_uri(number))
 
-    def append(self, rows: DataFrame) -> int:
-        """Commit `rows` (FEATURES_SCHEMA) as the next batch; all of it or, if interrupted, none of it."""
+    def append(self, rows: DataFrame, engine: str | None = None) -> int:
+        """Commit `rows` (FEATURES_SCHEMA, made by `engine`; or STORE_SCHEMA, which names it per row) as the next
+        batch; all of it or, if interrupted, none of it."""
         numbers = self._numbers()
         number = max(numbers, default=0) + 1
+        if ENGINE not in rows.columns:
+            rows = rows.withColumn(ENGINE, F.when(F.col("features").isNotNull(), F.lit(engine).cast("string")))
         rows.select(*COLUMNS).write.mode("errorifexists").options(**PARQUET_OPTIONS).parquet(self._batch_uri(number))
         return number
 
     def read_batch(self, number: int) -> DataFrame:
-        return self.spark.read.schema(FEATURES_SCHEMA).parquet(self._batch_uri(number))
+        """STORE_SCHEMA; a batch of an earlier version, without `engine`, reads as null there."""
+        return self.spark.read.schema(STORE_SCHEMA).parquet(self._batch_uri(number))
 
     def rows(self) -> DataFrame | None:
         """One row per path, from the newest committed batch holding it; None while the store is empty."""

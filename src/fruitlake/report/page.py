@@ -195,7 +195,8 @@ def _facts(manifest: Manifest) -> str:
         ("explained variance at k", _percent(pca.explained_variance, 2)),
         ("k chosen by", chosen_by),
         ("model", f"{network.model} ({network.feature_dim} features, {network.image_size} px input)"),
-        ("engine", f"{network.engine} ({network.precision})"),
+        ("engine", f"{network.engine} ({network.precision})"
+                   f"{_other_engines(network.engine, network.feature_engines)}"),
         ("batch size", network.batch_size),
         ("weights", network.weights),
         ("weights sha256", network.weights_sha256),
@@ -214,6 +215,14 @@ def _timings(manifest: Manifest) -> str:
     total = max(float(manifest.total_seconds or 0), 1e-9)
     rows = [(stage, round(float(s), 2), f"{100 * float(s) / total:.0f}%") for stage, s in manifest.timings.items()]
     return _table(rows, ("stage", "seconds", "share"))
+
+
+def _other_engines(engine: str, feature_engines: dict[str, int]) -> str:
+    """Said when some published features were made by another engine (earlier runs of an incremental OUTPUT)."""
+    if set(feature_engines) <= {engine}:
+        return ""
+    made = ", ".join(f"{name} {count:,}" for name, count in feature_engines.items())
+    return f"; published features by engine: {made}"
 
 
 def _percent(share: float | None, decimals: int) -> str:
