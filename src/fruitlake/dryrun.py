@@ -20,6 +20,7 @@ from fruitlake.commit import read_within, rejected_unread
 from fruitlake.config import Config
 from fruitlake.discover import tolerant_reads
 from fruitlake.featurize import engine_for
+from fruitlake.fetch import Wanted, fetch
 from fruitlake.images import ImageRejected, decode
 from fruitlake.models import NETWORKS
 from fruitlake.plan import RunPlan, check_locations, plan
@@ -154,11 +155,17 @@ def _rejected_unread(planned: RunPlan) -> dict[str, int]:
 
 def _calibrate(spark: SparkSession, planned: RunPlan) -> Calibration | None:
     """Seconds per image of decode + network on one core, from the first images of INPUT the run would read,
-    read on the driver (Spark reads only the first files, or row groups: a packed table's rows carry their
-    bytes, and the files they came from may be gone)."""
+    read on the driver: the first files of the listing, fetched here, or the first row groups of a packed table
+    (its rows carry their bytes, and the files they came from may be gone)."""
     options = planned.network.options
-    readable = read_within(planned.found, lambda frame: frame, planned.config.max_bytes)
-    contents = [row["content"] for row in readable.select("content").limit(CALIBRATION_IMAGES).collect()]
+    readable = read_within(planned.found, lambda frame: frame, planned.config.max_bytes).limit(CALIBRATION_IMAGES)
+    if "content" in readable.columns:  # a packed table
+        contents = [row["content"] for row in readable.select("content").collect()]
+    else:  # the first files of the listing, fetched here
+        rows = readable.select("file_uri", "length", "modification_time").collect()
+        wanted = (Wanted(uri=row["file_uri"], length=row["length"], modification_time=row["modification_time"])
+                  for row in rows)
+        contents = [fetched.content for fetched in fetch(wanted) if fetched.content is not None]
     batch = options.batch_size
     if len(contents) < 2 * batch:  # the first batch is the warm-up
         return None

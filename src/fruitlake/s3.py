@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
@@ -54,6 +55,21 @@ def hadoop_settings(environ: Mapping[str, str]) -> dict[str, str]:
     if region:
         settings["fs.s3a.endpoint.region"] = region
     return settings
+
+
+def client(environ: Mapping[str, str] | None = None, connections: int = 64) -> Any:
+    """A boto3 S3 client with the settings S3A gets (`hadoop_settings`): the AWS default credential chain, the
+    endpoint and region of the environment, path-style buckets for a custom endpoint; retries with backoff."""
+    import boto3
+    from botocore.config import Config
+
+    environ = os.environ if environ is None else environ
+    endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    config = Config(max_pool_connections=connections, retries={"mode": "adaptive", "max_attempts": 10},
+                    s3={"addressing_style": "path"} if endpoint else None)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint or None, region_name=region or None,
+                                          config=config)
 
 
 def connector_jars(environ: Mapping[str, str], spark_home: str | None = None) -> dict[str, str]:

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.featurize import FEATURES_SCHEMA
+from fruitlake.featurize import FEATURES_SCHEMA, READ_FAILED
 from fruitlake.output import PARQUET_OPTIONS, STORE
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,8 @@ def pending(listing: DataFrame, done: DataFrame | None) -> DataFrame:
 
 # The rejects whose reason names a limit (commit.py, images.py): they stand only while the limit is the same.
 FILE_TOO_LARGE, IMAGE_TOO_LARGE = "file too large to read:", "image too large to decode safely:"
-# A file Spark could not read (access denied, an archived S3 object, an I/O error): tried again by every run.
-READ_FAILED = "read failed (access denied or an I/O error; Spark's log names it): tried again by the next run"
+# A file the workers could not read (access denied, an archived S3 object, an I/O error): its reject reason
+# starts with READ_FAILED (featurize.py), and it is tried again by every run.
 
 
 def settled(done: DataFrame, max_bytes: int, max_pixels: int) -> DataFrame:
@@ -157,7 +157,7 @@ def settled(done: DataFrame, max_bytes: int, max_pixels: int) -> DataFrame:
     error = F.col("error")
     other_limit = ((error.startswith(FILE_TOO_LARGE) & ~error.endswith(f"the limit of {max_bytes} bytes"))
                    | (error.startswith(IMAGE_TOO_LARGE) & ~error.endswith(f"the limit of {max_pixels} pixels")))
-    return done.where(error.isNull() | ~(other_limit | (error == READ_FAILED)))
+    return done.where(error.isNull() | ~(other_limit | error.startswith(READ_FAILED)))
 
 
 def missing(done: DataFrame | None, listing: DataFrame) -> DataFrame | None:
