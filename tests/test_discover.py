@@ -201,3 +201,45 @@ def test_a_folder_with_packs_marker_that_pack_did_not_write_is_refused_not_an_ex
     with pytest.raises(FruitlakeError, match="its Parquet lacks the columns path, label, split, length, "
                                              "modification_time, file_uri, content"):
         discover(spark, str(foreign))
+
+
+def test_the_listing_is_written_in_chunks_never_held_whole(spark, tmp_path, monkeypatch):
+    """The walk hands each file to the listing's writer, which holds at most one chunk of rows: with chunks of 2
+    rows, 5 images make 3 Parquet row groups, and Spark reads all 5 rows back."""
+    import pyarrow.parquet as pq
+
+    from fruitlake import listing
+
+    make_tree(tmp_path)
+    monkeypatch.setattr(listing, "ROWS_PER_CHUNK", 2)
+    held = []
+    real_close = listing.ListingWriter.close
+
+    def close(writer):
+        held.append(writer.most_held)
+        real_close(writer)
+
+    monkeypatch.setattr(listing.ListingWriter, "close", close)
+    found = discover(spark, str(tmp_path))
+    assert found.scratch is not None
+    assert pq.ParquetFile(found.scratch.folder / listing.FILE_NAME).num_row_groups == 3
+    assert held == [2] and found.listing.count() == found.count == 5
+    found.release()
+    assert not found.scratch.folder.exists()
+
+
+def test_the_listing_writer_keeps_rows_and_times_exactly(tmp_path):
+    import pyarrow.parquet as pq
+
+    from fruitlake.listing import FILE_NAME, ListingWriter, when
+
+    writer = ListingWriter(tmp_path, rows_per_chunk=3)
+    for index in range(7):
+        writer.add(f"file:/x/{index}.jpg", f"file:/x/{index}.jpg", index, 1_700_000_000_123 + index,
+                   "denied" if index == 4 else None)
+    writer.close()
+    assert (writer.chunks, writer.most_held) == (3, 3)
+    rows = pq.read_table(tmp_path / FILE_NAME).to_pylist()
+    assert [row["length"] for row in rows] == list(range(7))
+    assert rows[6]["modification_time"] == when(1_700_000_000_129)
+    assert [row["error"] for row in rows].count("denied") == 1

@@ -72,7 +72,8 @@ def _describe(frame: DataFrame, root: str, split_names: Mapping[str, str] | None
     relative = F.substring(F.col("path"), len(root) + 2, 1 << 30)
     return frame.select(
         "path",
-        F.element_at(F.split("path", "/"), -2).alias("label"),
+        # The closest named folder: an S3 key `Kiwi//x.jpg` is labelled Kiwi, as `Kiwi/x.jpg` is.
+        F.element_at(F.filter(F.split("path", "/"), lambda folder: folder != ""), -2).alias("label"),
         _split_of(relative, split_folders(split_names)).alias("split"),
         "length",
         "modification_time",

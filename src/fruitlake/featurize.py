@@ -206,6 +206,10 @@ def reject_reason(problem: str) -> str:
     return VANISHED if problem in (GONE, CHANGED) else f"{READ_FAILED}: {problem}; tried again by the next run"
 
 
+def _unread(reason: str | None) -> bool:
+    return reason is not None and (reason == VANISHED or reason.startswith(READ_FAILED))
+
+
 def fetching(batches: Iterable[pa.RecordBatch], in_flight: int = IN_FLIGHT,
              bytes_in_flight: int = BYTES_IN_FLIGHT) -> Iterator[tuple[pa.RecordBatch, Contents]]:
     """Each batch of listing rows with its files' bytes, fetched `in_flight` at a time across batches (`fetch`
@@ -331,8 +335,8 @@ def make_featurizer(
         engine = engine_for(spec)
         for batch, decoded in _prefetched(batches, spec):
             out = featurize_batch(batch, decoded, spec, engine)
-            if images_done is not None:
-                images_done.add(batch.num_rows)
+            if images_done is not None:  # the files read and decoded or rejected: not those that could not be read
+                images_done.add(sum(not _unread(reason) for reason in decoded[2]))
             yield out
 
     return featurize_partition

@@ -52,11 +52,13 @@ class ListingWriter:
         self._rows: dict[str, list[object]] = {name: [] for name in _COLUMNS}
         self.rows = 0  # written or pending
         self.chunks = 0  # row groups written
+        self.most_held = 0  # the most rows ever held in memory at once
 
     def add(self, path: str, file_uri: str, length: int, modification_millis: int, error: str | None = None) -> None:
         for name, value in zip(_COLUMNS, (path, file_uri, length, modification_millis, error), strict=True):
             self._rows[name].append(value)
         self.rows += 1
+        self.most_held = max(self.most_held, len(self._rows["path"]))
         if len(self._rows["path"]) >= self.rows_per_chunk:
             self._flush()
 
@@ -82,8 +84,8 @@ class Scratch:
         self._spark: SparkSession | None = None
         atexit.register(self.remove)
 
-    def writer(self, rows_per_chunk: int = ROWS_PER_CHUNK) -> ListingWriter:
-        return ListingWriter(self.folder, rows_per_chunk)
+    def writer(self, rows_per_chunk: int | None = None) -> ListingWriter:
+        return ListingWriter(self.folder, rows_per_chunk or ROWS_PER_CHUNK)
 
     def read(self, spark: SparkSession) -> DataFrame:
         """The listing as a DataFrame, read where every executor sees it."""
