@@ -109,7 +109,8 @@ def test_hostile_file_names_are_listed_and_their_bytes_read(spark, tmp_path):
     found = discover(spark, str(tmp_path))
     read = {row.path.removeprefix("file:"): bytes(row.content)
             for row in contents(found.images).select("path", "content").collect()}
-    assert read == {**expected, str(tmp_path / "Kiwi" / "empty 12:30.jpg"): b""}  # every name, byte for byte, none percent-decoded into another
+    # every name, byte for byte, none percent-decoded into another
+    assert read == {**expected, str(tmp_path / "Kiwi" / "empty 12:30.jpg"): b""}
     assert found.count == len(HOSTILE) + 1 and found.skipped == {}
     labels = Counter(row.label for row in found.listing.collect())
     assert labels == {"Kiwi": len(HOSTILE), "Kiwi 12:30": 1}

@@ -28,8 +28,10 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from fruitlake import FruitlakeError
-from fruitlake.fetch import CHANGED, GONE, Fetched, Wanted, fetch
+from fruitlake.fetch import CHANGED, Fetched, Wanted, fetch
+from fruitlake.fetch import VANISHED as GONE
 from fruitlake.images import ImageRejected, decode
+from fruitlake.inventory import UNREADABLE
 from fruitlake.models import NETWORKS, LoadedNetwork, Weights, onnx_model
 
 log = logging.getLogger(__name__)
@@ -198,16 +200,16 @@ Contents = tuple[list[bytes | None], list[str | None]]  # a batch's files' bytes
 IN_FLIGHT, BYTES_IN_FLIGHT = 32, 256 << 20
 # Problems of a file that is no longer the file listed: it has vanished (no row), as a file deleted mid-run.
 VANISHED = "vanished"
-READ_FAILED = "read failed (access denied or an I/O error)"  # store.py: such rejects are tried again
+READ_FAILED = "read failed ("  # how fetch.py's reasons for a file it could not read start: tried again (store.py)
 
 
 def reject_reason(problem: str) -> str:
     """The reject reason of a file `fetch` could not read; VANISHED for a file gone or changed since listed."""
-    return VANISHED if problem in (GONE, CHANGED) else f"{READ_FAILED}: {problem}; tried again by the next run"
+    return VANISHED if problem in (GONE, CHANGED) else problem
 
 
 def _unread(reason: str | None) -> bool:
-    return reason is not None and (reason == VANISHED or reason.startswith(READ_FAILED))
+    return reason is not None and (reason in (VANISHED, UNREADABLE) or reason.startswith(READ_FAILED))
 
 
 def fetching(batches: Iterable[pa.RecordBatch], in_flight: int = IN_FLIGHT,

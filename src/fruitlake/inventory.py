@@ -113,13 +113,13 @@ def take_inventory(root: str, writer: ListingWriter, avoid: tuple[str, ...] = ()
 def _remote_walk(root: str, writer: ListingWriter) -> Inventory:
     """An object store's keys below `root`, from ListObjectsV2 pages: no links, pipes or undecodable names there.
     Folder markers (keys ending in `/`) are no files."""
-    from fruitlake import s3
+    from fruitlake.fetch import s3_client
 
     inventory = Inventory()
     parsed = urlparse(root)
     bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
     prefix = prefix + "/" if prefix else ""
-    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    pages = s3_client(1).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     for page in pages:
         for entry in page.get("Contents", ()):
             key = entry["Key"]

@@ -17,7 +17,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.featurize import FEATURES_SCHEMA, READ_FAILED
+from fruitlake.featurize import FEATURES_SCHEMA
+from fruitlake.featurize import READ_FAILED as READ_FAILED_PREFIX
+from fruitlake.fetch import READ_FAILED as READ_FAILED  # re-exported: a reason tried again
 from fruitlake.output import PARQUET_OPTIONS, STORE
 
 log = logging.getLogger(__name__)
@@ -148,7 +150,7 @@ def pending(listing: DataFrame, done: DataFrame | None) -> DataFrame:
 # The rejects whose reason names a limit (commit.py, images.py): they stand only while the limit is the same.
 FILE_TOO_LARGE, IMAGE_TOO_LARGE = "file too large to read:", "image too large to decode safely:"
 # A file the workers could not read (access denied, an archived S3 object, an I/O error): its reject reason
-# starts with READ_FAILED (featurize.py), and it is tried again by every run.
+# (fetch.py's ACCESS_DENIED, READ_FAILED) starts with READ_FAILED_PREFIX, and it is tried again by every run.
 
 
 def settled(done: DataFrame, max_bytes: int, max_pixels: int) -> DataFrame:
@@ -157,7 +159,7 @@ def settled(done: DataFrame, max_bytes: int, max_pixels: int) -> DataFrame:
     error = F.col("error")
     other_limit = ((error.startswith(FILE_TOO_LARGE) & ~error.endswith(f"the limit of {max_bytes} bytes"))
                    | (error.startswith(IMAGE_TOO_LARGE) & ~error.endswith(f"the limit of {max_pixels} pixels")))
-    return done.where(error.isNull() | ~(other_limit | error.startswith(READ_FAILED)))
+    return done.where(error.isNull() | ~(other_limit | error.startswith(READ_FAILED_PREFIX)))
 
 
 def missing(done: DataFrame | None, listing: DataFrame) -> DataFrame | None:
