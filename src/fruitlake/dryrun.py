@@ -120,18 +120,18 @@ def dry_run(config: Config, spark: SparkSession | None = None, progress: Progres
 def _dry_run(spark: SparkSession, config: Config, progress: Progress) -> DryRun:
     from_run = check_locations(spark, config)
     timer = StageTimer()
-    with plan(spark, config, timer, progress, from_run).releasing() as planned, timer("calibrate"), \
-            tolerant_reads(spark):  # a file the run would reject as unreadable does not stop its dry run
-        todo = pending(planned.found.listing, planned.settled)
-        count = planned.found.count if planned.in_store is None else todo.count()
-        rejected = _rejected_unread(planned)
-        calibration = _calibrate(spark, planned)
     split = F.coalesce(F.col("split"), F.lit("")).alias("split")
     label = F.coalesce(F.col("label"), F.lit("")).alias("label")
-    with timer("groups"):
-        rows = (planned.found.listing.groupBy(split, label).agg(F.count("*").alias("images"),
-                                                                F.sum("length").alias("bytes"))
-                .orderBy("split", "label").collect())
+    with plan(spark, config, timer, progress, from_run).releasing() as planned:  # the listing, read until the end
+        with timer("calibrate"), tolerant_reads(spark):  # a file the run would reject does not stop a dry run
+            todo = pending(planned.found.listing, planned.settled)
+            count = planned.found.count if planned.in_store is None else todo.count()
+            rejected = _rejected_unread(planned)
+            calibration = _calibrate(spark, planned)
+        with timer("groups"):
+            rows = (planned.found.listing.groupBy(split, label).agg(F.count("*").alias("images"),
+                                                                    F.sum("length").alias("bytes"))
+                    .orderBy("split", "label").collect())
     state = "is empty" if planned.state.empty else f"holds a run ({len(planned.state.names)} entries)"
     return DryRun(
         input=config.input, output=config.output, images=planned.found.count, bytes=planned.found.total_bytes,
