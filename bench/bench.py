@@ -549,15 +549,6 @@ def planning(work: Path, n: int) -> None:
               f"peak RSS {growth} (goal within +25%)")
 
 
-# S3A settings tried for small objects (Hadoop 3.3 names; hadoop-aws's docs, "Performance"). The reader of each
-# image is Spark's binaryFile source: a getFileStatus (HEAD), then open (S3A's own HEAD), then one GET.
-S3A_VARIANTS = {
-    "fadvise sequential": {"fs.s3a.experimental.input.fadvise": "sequential"},
-    "fadvise random, readahead 0": {"fs.s3a.experimental.input.fadvise": "random", "fs.s3a.readahead.range": "0"},
-    "pool 200, threads 128": {"fs.s3a.connection.maximum": "200", "fs.s3a.threads.max": "128"},
-}
-
-
 def s3_latency(work: Path, n: int, delay: float) -> None:
     """Goal: images/s from S3 through a per-request delay, for a folder of objects and for its packed table."""
     import boto3
@@ -597,13 +588,9 @@ def s3_latency(work: Path, n: int, delay: float) -> None:
           f"proxy; the packed table is {sum(key.endswith('.parquet') for key in tables)} Parquet file(s); "
           "OUTPUT local; featurize img/s, end to end img/s, requests per image:")
     flags = ["--k", "2", "--batch-size", "16"]
-    slots = 4 * (os.cpu_count() or 1)
     variants: list[tuple[str, str, dict[str, str], list[str]]] = [
-        ("folder, fruitlake's S3A settings", "s3a://bench/images", {}, []),
-        ("packed table, fruitlake's S3A settings", "s3a://bench/table", {}, []),
-        *((f"folder, {name}", "s3a://bench/images", settings, []) for name, settings in S3A_VARIANTS.items()),
-        (f"folder, {slots} task slots (--master local[{slots}])", "s3a://bench/images", {},
-         ["--master", f"local[{slots}]"]),
+        ("folder (the workers' GETs)", "s3a://bench/images", {}, []),
+        ("packed table (Spark's S3A)", "s3a://bench/table", {}, []),
     ]
     with LatencyProxy(host, port, delay) as proxy:
         for name, uri, settings, extra in variants:
@@ -613,6 +600,7 @@ def s3_latency(work: Path, n: int, delay: float) -> None:
             rate = images / run["manifest"]["timings"]["featurize"]
             print(f"  {name:48s} featurize {rate:6.1f} img/s, end to end {run['img_s']:6.1f} img/s, "
                   f"{(proxy.requests - before) / images:.2f} requests per image", flush=True)
+        print(f"  requests by method over all runs: {dict(proxy.methods)}", flush=True)
     server.stop()
 
 

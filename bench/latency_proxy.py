@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 
 LOOPBACK = "127.0.0.1"
 
@@ -24,6 +25,8 @@ class LatencyProxy:
         self.upstream = (LOOPBACK, upstream_port)
         self.delay = delay
         self.requests = 0  # delayed requests so far
+        self.methods: Counter[str] = Counter()  # of them, by HTTP method (GET, HEAD, PUT...)
+        self.object_gets = 0  # of them, GETs of one object (no query: not a listing)
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -72,6 +75,9 @@ class LatencyProxy:
                 if answered.is_set():  # a new request: its first bytes pay the latency
                     answered.clear()
                     self.requests += 1
+                    method, _, rest = data.partition(b" ")
+                    self.methods[method.decode("ascii", "replace")] += 1
+                    self.object_gets += method == b"GET" and b"?" not in rest.partition(b" ")[0]
                     await asyncio.sleep(self.delay)
                 writer.write(data)
                 await writer.drain()

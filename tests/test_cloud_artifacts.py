@@ -38,10 +38,11 @@ def test_the_node_extra_has_no_tensorflow_pyspark_or_openvino(tmp_path):
     always = [line for line in requirements if "extra ==" not in line]
     assert {line.split(">")[0].split("<")[0] for line in always} == {"pandas", "pyarrow", "numpy", "pillow"}
     node = [line for line in requirements if 'extra == "node"' in line]
-    assert node == ['fruitlake[executor,report]; extra == "node"']
+    assert node == ['fruitlake[executor,report,s3]; extra == "node"']
     executor_and_report = " ".join(line for line in requirements if 'extra == "executor"' in line
-                                   or 'extra == "report"' in line)
+                                   or 'extra == "report"' in line or 'extra == "s3"' in line)
     assert "onnxruntime" in executor_and_report
+    assert "boto3" in executor_and_report  # fetch.py's S3 client
     for unwanted in artifacts.NOT_FOR_NODES:
         assert unwanted not in executor_and_report
     names = zipfile.ZipFile(wheel).namelist()

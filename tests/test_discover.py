@@ -8,6 +8,7 @@ from fruitlake import FruitlakeError
 from fruitlake.discover import (
     batch_starts,
     check_input_root,
+    contents,
     discover,
     in_range,
     read_images,
@@ -72,7 +73,7 @@ def test_split_names_map_other_folders_and_win_over_the_built_in_spellings(spark
         (tmp_path / folder / "Kiwi").mkdir(parents=True)
         Image.new("RGB", (8, 8)).save(tmp_path / folder / "Kiwi" / "x.jpg")
     names = {"holdout": "Test", "EVAL": "Validation", "test": "Training"}
-    rows = {Path(row.path).parent.parent.name: row.split for row in read_images(spark, str(tmp_path), None, names)
+    rows = {Path(row.path).parent.parent.name: row.split for row in read_images(spark, str(tmp_path), split_names=names)
             .collect()}
     assert rows == {"HoldOut": "Test", "eval": "Validation", "Test": "Training", "Other": None}
     found = discover(spark, str(tmp_path), split_names={"holdout": "Test"})
@@ -120,11 +121,11 @@ def test_missing_and_empty_inputs_are_clear_errors(spark, tmp_path):
 
 
 def test_zero_byte_files_are_listed_not_silently_skipped(spark, tmp_path):
-    """Spark's file scan drops empty files; discover must still count and list them (they become rejects)."""
+    """Spark's file scan dropped empty files; discover must still count and list them (they become rejects)."""
     make_tree(tmp_path)
     (tmp_path / "Training" / "Apple Braeburn" / "empty one.jpg").write_bytes(b"")
     found = discover(spark, str(tmp_path))
-    assert found.count == 6 and found.images.count() == 5
+    assert found.count == 6 and found.images.count() == 6 and found.empty == 1
     rows = {Path(r.path).name: r for r in found.listing.collect()}
     assert len(rows) == 6
     empty = rows["empty one.jpg"]
@@ -132,26 +133,9 @@ def test_zero_byte_files_are_listed_not_silently_skipped(spark, tmp_path):
     assert empty.path == f"file:{tmp_path}/Training/Apple Braeburn/empty one.jpg"
 
 
-def scanned_files(frame) -> int:
-    """How many files Spark's scan of `frame` opened, from the executed plan's metrics."""
-    frame.collect()
-    plan, found = frame._jdf.queryExecution().executedPlan(), []
-
-    def walk(node):
-        metrics = node.metrics()
-        if metrics.contains("numFiles"):
-            found.append(metrics.apply("numFiles").value())
-        children = node.children().iterator()
-        while children.hasNext():
-            walk(children.next())
-
-    walk(plan.executedPlan() if plan.nodeName() == "AdaptiveSparkPlan" else plan)
-    return sum(found)
-
-
-def test_batches_cover_every_file_once_and_prune_the_scan(spark, tmp_path):
-    """Store batches are URI ranges: exact sizes, every file in one batch, and a batch's scan opens only its
-    files (so INPUT is read once in all, with no list of files on the driver)."""
+def test_batches_cover_every_file_once_and_read_only_their_files(spark, tmp_path):
+    """Store batches are URI ranges: exact sizes, every file in one batch, and a batch's files are the only ones
+    whose bytes are read (so INPUT is read once in all, with no list of files on the driver)."""
     make_tree(tmp_path)
     (tmp_path / "Training" / "Apple Braeburn" / "empty.jpg").write_bytes(b"")
     found = discover(spark, str(tmp_path))
@@ -162,8 +146,9 @@ def test_batches_cover_every_file_once_and_prune_the_scan(spark, tmp_path):
     paths = [sorted(r.path for r in batch.collect()) for batch in batches]
     assert [len(p) for p in paths] == [2, 2, 2]
     assert sorted(sum(paths, [])) == sorted(r.path for r in found.listing.collect())
-    second = in_range(found.images, starts[1], starts[2]).select("path", "content")
-    assert scanned_files(second) == 2 < found.count
+    second = {row.path: bytes(row.content) for row in contents(in_range(found.images, starts[1], starts[2])).collect()}
+    assert sorted(second) == paths[1]
+    assert all(data == Path(path.removeprefix("file:")).read_bytes() for path, data in second.items())
 
 
 def test_every_spelling_of_input_is_one_location_with_the_same_paths(spark, tmp_path):
@@ -216,3 +201,45 @@ def test_a_folder_with_packs_marker_that_pack_did_not_write_is_refused_not_an_ex
     with pytest.raises(FruitlakeError, match="its Parquet lacks the columns path, label, split, length, "
                                              "modification_time, file_uri, content"):
         discover(spark, str(foreign))
+
+
+def test_the_listing_is_written_in_chunks_never_held_whole(spark, tmp_path, monkeypatch):
+    """The walk hands each file to the listing's writer, which holds at most one chunk of rows: with chunks of 2
+    rows, 5 images make 3 Parquet row groups, and Spark reads all 5 rows back."""
+    import pyarrow.parquet as pq
+
+    from fruitlake import listing
+
+    make_tree(tmp_path)
+    monkeypatch.setattr(listing, "ROWS_PER_CHUNK", 2)
+    held = []
+    real_close = listing.ListingWriter.close
+
+    def close(writer):
+        held.append(writer.most_held)
+        real_close(writer)
+
+    monkeypatch.setattr(listing.ListingWriter, "close", close)
+    found = discover(spark, str(tmp_path))
+    assert found.scratch is not None
+    assert pq.ParquetFile(found.scratch.folder / listing.FILE_NAME).num_row_groups == 3
+    assert held == [2] and found.listing.count() == found.count == 5
+    found.release()
+    assert not found.scratch.folder.exists()
+
+
+def test_the_listing_writer_keeps_rows_and_times_exactly(tmp_path):
+    import pyarrow.parquet as pq
+
+    from fruitlake.listing import FILE_NAME, ListingWriter, when
+
+    writer = ListingWriter(tmp_path, rows_per_chunk=3)
+    for index in range(7):
+        writer.add(f"file:/x/{index}.jpg", f"file:/x/{index}.jpg", index, 1_700_000_000_123 + index,
+                   "denied" if index == 4 else None)
+    writer.close()
+    assert (writer.chunks, writer.most_held) == (3, 3)
+    rows = pq.read_table(tmp_path / FILE_NAME).to_pylist()
+    assert [row["length"] for row in rows] == list(range(7))
+    assert rows[6]["modification_time"] == when(1_700_000_000_129)
+    assert [row["error"] for row in rows].count("denied") == 1

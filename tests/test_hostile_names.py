@@ -26,7 +26,7 @@ from PIL import Image
 
 from fruitlake import FruitlakeError
 from fruitlake.config import ProjectConfig, RunConfig
-from fruitlake.discover import discover
+from fruitlake.discover import contents, discover
 
 
 def read_names(found) -> list[str]:
@@ -107,9 +107,10 @@ def test_hostile_file_names_are_listed_and_their_bytes_read(spark, tmp_path):
     expected = {str(tmp_path / name): write_jpeg(tmp_path / name, seed) for seed, name in enumerate(HOSTILE)}
     (tmp_path / "Kiwi" / "empty 12:30.jpg").write_bytes(b"")  # read as a reject, not a crash
     found = discover(spark, str(tmp_path))
-    contents = {row.path.removeprefix("file:"): bytes(row.content)
-                for row in found.images.select("path", "content").collect()}
-    assert contents == expected  # every name, byte for byte, none percent-decoded into another
+    read = {row.path.removeprefix("file:"): bytes(row.content)
+            for row in contents(found.images).select("path", "content").collect()}
+    # every name, byte for byte, none percent-decoded into another
+    assert read == {**expected, str(tmp_path / "Kiwi" / "empty 12:30.jpg"): b""}
     assert found.count == len(HOSTILE) + 1 and found.skipped == {}
     labels = Counter(row.label for row in found.listing.collect())
     assert labels == {"Kiwi": len(HOSTILE), "Kiwi 12:30": 1}
@@ -128,7 +129,7 @@ def make_skips(root: Path) -> dict[str, int]:
     write_jpeg(root / "Kiwi" / "photo.jpg.download")
     write_jpeg(root / "_raw" / "Kiwi" / "g.jpg")  # an underscore folder is read
     write_jpeg(root / "_raw" / "_deeper" / "Kiwi" / "h.jpg")
-    write_jpeg(root / "Kiwi" / "_DSC0001.JPG")  # Spark's readers cannot read underscore files: counted
+    write_jpeg(root / "Kiwi" / "_DSC0001.JPG")  # a camera's name, which Spark's readers could not read: read
     write_jpeg(root / "Kiwi" / ".hidden.jpg")
     (root / "Kiwi" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     for name in ("HEAD", "config", "objects/ab/cdef"):
@@ -139,11 +140,11 @@ def make_skips(root: Path) -> dict[str, int]:
     with open(os.fsencode(root / "Kiwi") + b"/bad-\xff-name.jpg", "wb") as handle:
         handle.write((root / "Kiwi" / "a.jpg").read_bytes())
     os.mkfifo(root / "Kiwi" / "pipe.jpg")  # reading it would block forever
-    return {"extension": 2, "hidden name": 3, "hidden folder": 3, "name not UTF-8": 1, "not a regular file": 1}
+    return {"extension": 2, "hidden name": 2, "hidden folder": 3, "name not UTF-8": 1, "not a regular file": 1}
 
 
 READ = ["Kiwi/a.jpg", "Kiwi/b.jfif", "Kiwi/c.JPE", "Kiwi/d.png", "Kiwi/e.webp", "Kiwi/f.BMP", "Kiwi/no-extension",
-        "Kiwi/photo.jpg.download", "_raw/Kiwi/g.jpg", "_raw/_deeper/Kiwi/h.jpg"]
+        "Kiwi/photo.jpg.download", "_raw/Kiwi/g.jpg", "_raw/_deeper/Kiwi/h.jpg", "Kiwi/_DSC0001.JPG"]
 
 
 def every_file(root: Path) -> int:
@@ -161,7 +162,7 @@ def test_every_file_is_read_or_counted_by_reason(spark, tmp_path):
     assert found.count + sum(found.skipped.values()) == every_file(tmp_path)
     sample = found.skipped_sample
     assert len(sample) == sum(expected.values())
-    assert f"file:{tmp_path}/Kiwi/_DSC0001.JPG" in sample and f"file:{tmp_path}/.git/objects/ab/cdef" in sample
+    assert f"file:{tmp_path}/Kiwi/.hidden.jpg" in sample and f"file:{tmp_path}/.git/objects/ab/cdef" in sample
     assert f"file:{tmp_path}/Kiwi/bad-\\xff-name.jpg" in sample  # shown, not lost to an encoding error
 
 
@@ -177,7 +178,7 @@ def test_the_sample_of_skipped_files_is_capped_and_redacted(spark, tmp_path):
 
 
 def test_input_without_images_says_what_was_skipped(spark, tmp_path):
-    write_jpeg(tmp_path / "Kiwi" / "_DSC0001.JPG")
+    write_jpeg(tmp_path / "Kiwi" / ".DSC0001.JPG")
     (tmp_path / "Kiwi" / "notes.txt").write_text("x")
     with pytest.raises(FruitlakeError, match=r"holds no images .*2 files skipped: 1 extension, 1 hidden name"):
         discover(spark, str(tmp_path))
@@ -198,7 +199,7 @@ def test_a_link_loop_is_reported_and_never_followed(spark, tmp_path):
 DISCOVER_IN_CHILD = textwrap.dedent("""
     import json, sys
     from fruitlake.session import _builder
-    from fruitlake.discover import discover
+    from fruitlake.discover import contents, discover
     spark = _builder("local[1]", "loops").config("spark.ui.enabled", "false").getOrCreate()
     found = discover(spark, sys.argv[1])
     print(json.dumps({"count": found.count, "skipped": found.skipped}))
@@ -238,7 +239,7 @@ def test_links_to_files_are_read_links_to_folders_are_counted(spark, tmp_path):
     found = discover(spark, str(root))
     sock.close()
     assert read_names(found) == [str(root / "Kiwi" / "a.jpg"), str(root / "Kiwi" / "linked.jpg")]
-    assert {row.path: bytes(row.content) for row in found.images.select("path", "content").collect()}[
+    assert {row.path: bytes(row.content) for row in contents(found.images).select("path", "content").collect()}[
         f"file:{root}/Kiwi/linked.jpg"] == (elsewhere / "Lime" / "far.jpg").read_bytes()
     assert found.skipped == {"link to a folder": 1, "broken link": 1, "symlink loop": 1, "not a regular file": 1}
 

@@ -64,11 +64,12 @@ ACCEPTED = {
     "Training/Kiwi/photo.bmp": lambda: encode(photo(36), "BMP"),
     "Training/Kiwi/IMG_0001": lambda: encode(photo(37), "JPEG"),  # no extension: read by its content
     "_import/Kiwi/from camera.jpg": lambda: encode(photo(38), "JPEG"),
+    "Training/Kiwi/_DSC0001.JPG": lambda: encode(photo(39), "JPEG"),  # a camera's name Spark's readers hid
 }
 # relative path -> why it is not read (the manifest's files_skipped)
 SKIPPED = {
     "Training/Kiwi/readme.txt": "extension",
-    "Training/Kiwi/_DSC0001.JPG": "hidden name",
+    "Training/Kiwi/._DSC0001.JPG": "hidden name",  # macOS's resource fork beside it
     "Training/Kiwi/.DS_Store": "hidden name",
     ".git/HEAD": "hidden folder",
 }
@@ -162,4 +163,4 @@ def test_files_not_read_are_counted_in_the_manifest_and_the_report(messy_run):
     assert json.loads((output / "report.json").read_text())["files_skipped"] == manifest["files_skipped"]
     page = (output / "report.html").read_text()
     assert "Files not read" in page and "<td>hidden name</td><td class=\"num\">2</td>" in page
-    assert html.escape(redact(f"file:{root}/Training/Kiwi/_DSC0001.JPG")) in page and "hunter2secret" not in page
+    assert html.escape(redact(f"file:{root}/Training/Kiwi/._DSC0001.JPG")) in page and "hunter2secret" not in page

@@ -22,7 +22,7 @@ from fruitlake.images import EMPTY_FILE
 from fruitlake.output import set_aside
 from fruitlake.plan import RunPlan
 from fruitlake.progress import Progress
-from fruitlake.store import ENGINE, FILE_TOO_LARGE, READ_FAILED, UNKNOWN_ENGINE, pending
+from fruitlake.store import ENGINE, FILE_TOO_LARGE, UNKNOWN_ENGINE, pending
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ def _batches(todo: DataFrame, first_run: bool, images: int, total_bytes: int, ev
     """The pending files in batches of `every`, in URI order.
 
     The driver holds the first URI of each batch, never a list of every file. On a first run (every file is
-    pending) a batch is the range of URIs between two of them, which Spark prunes its scan with; otherwise
-    the URIs of one batch, `every` of them, are fetched to select exactly those files.
+    pending) a batch is the range of URIs between two of them; otherwise the URIs of one batch, `every` of
+    them, are fetched to select exactly those files.
     """
     if first_run and images <= every:
         yield Batch(lambda frame: frame, images, total_bytes)
@@ -123,57 +123,40 @@ def _featurize_pending(spark: SparkSession, plan: RunPlan, batches: Iterator[Bat
                        images_done: Accumulator[int]) -> int:
     """Commit each batch to the store; returns how many pending files vanished before they could be read.
 
-    A file Spark cannot read is skipped, not a dead job (`tolerant_reads`): one still listed (access denied, an
-    S3 object in an archive class, an I/O error) is committed as a reject, one gone is counted as vanished.
+    The workers fetch each file's bytes: one they cannot read (access denied, an S3 object in an archive class,
+    an I/O error) is committed as a reject, one gone or changed since it was listed leaves no row and is counted
+    as vanished.
     """
     vanished = committed = 0
-    with tolerant_reads(spark):
+    with tolerant_reads(spark):  # a packed table's Parquet file that cannot be read
         for batch in batches:
-            size_partitions(spark, batch.files, batch.bytes)
+            partitions = size_partitions(spark, batch.files, batch.bytes)
             rows = _featurized(plan.found, batch.select, plan.network.spec(spark), plan.config.max_bytes,
-                               images_done)
+                               images_done, partitions)
             number = plan.store.append(rows, plan.network.options.engine)
             lost = batch.files - plan.store.read_batch(number).count()  # Parquet footers: no data is read
             if lost:
-                lost -= _read_failures(plan, batch.select, number)
-            if lost:
-                log.warning("%d files of store batch %d disappeared from INPUT before they could be read",
-                            lost, number)
+                log.warning("%d files of store batch %d disappeared from INPUT, or changed, before they could be "
+                            "read", lost, number)
             vanished += lost
             committed += batch.files
             log.info("store batch %d committed: %d/%d pending images", number, committed, images)
     return vanished
 
 
-def _read_failures(plan: RunPlan, select: Selection, number: int) -> int:
-    """The selected files still listed that store batch `number` lacks (Spark skipped them: they could not be
-    read), committed as rejects in a batch of their own; returns how many."""
-    stored = plan.store.read_batch(number).select("path")
-    no_features = F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features")
-    failed = (select(plan.found.listing).join(stored, on="path", how="left_anti")
-              .select(*PASSTHROUGH, no_features, F.lit(READ_FAILED).alias("error")).persist())
-    try:
-        count = failed.count()
-        if count:
-            log.warning("%d files of store batch %d could not be read (Spark's log says why): rejected (%s)",
-                        count, number, READ_FAILED)
-            plan.store.append(failed)
-    finally:
-        failed.unpersist()
-    return count
-
-
 def _featurized(found: Discovered, select: Selection, spec: EngineSpec, max_bytes: int,
-                images_done: Accumulator[int]) -> DataFrame:
+                images_done: Accumulator[int], partitions: int) -> DataFrame:
     """The rows of the selected files: through the CNN, or rejected unread (`rejected_unread`)."""
     no_features = F.lit(None).cast(FEATURES_SCHEMA["features"].dataType).alias("features")
     unread = rejected_unread(found, select, max_bytes).select(*PASSTHROUGH, no_features, "error")
-    return featurize(read_within(found, select, max_bytes), spec, images_done).unionByName(unread)
+    read = read_within(found, select, max_bytes)
+    if "content" not in read.columns:  # rows of the listing: tasks of ranges of URIs, sized by images and bytes
+        read = read.repartitionByRange(partitions, "file_uri")
+    return featurize(read, spec, images_done).unionByName(unread)
 
 
 def read_within(found: Discovered, select: Selection, max_bytes: int) -> DataFrame:
-    """The selected images, with content, that a run opens: not empty and at most `max_bytes`. Spark applies
-    the filter on `length` before it reads a file, so larger files (above 2 GiB too) are never loaded."""
+    """The selected images that a run opens: not empty and at most `max_bytes` (larger files are never loaded)."""
     length = F.col("length")
     return select(found.images).where((length > 0) & (length <= max_bytes))
 

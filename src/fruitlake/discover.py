@@ -1,70 +1,60 @@
-"""Input URI -> DataFrame[path, label, split, length, modification_time, file_uri, content] via binaryFile.
+"""Input URI -> Discovered: the listing of INPUT's images (path, label, split, length, modification_time, file_uri)
+as a DataFrame of small rows; their bytes are fetched by the Python workers (`fetch.py`), not by Spark.
 
-INPUT is walked first (`inventory.py`): Spark reads only the roots that walk found safe, and every file it
-does not read is counted by reason.
+INPUT is walked once (`inventory.py`) into a Parquet listing (`listing.py`): every file the walk does not read is
+counted by reason, and neither the driver nor Spark holds a list or a file index of INPUT.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.inventory import (
-    IMAGE_EXTENSIONS,
-    UNNAMED_KEY,
-    UNREADABLE,
-    Inventory,
-    image_glob,
-    remote_skip_reason,
-    split_folders,
-    take_inventory,
-)
+from fruitlake.fetch import check_scheme
+from fruitlake.inventory import IMAGE_EXTENSIONS, UNREADABLE, split_folders, take_inventory
+from fruitlake.listing import Scratch
 from fruitlake.redaction import redact
-from fruitlake.safety import escape_glob, resolved
+from fruitlake.safety import resolved
 
 log = logging.getLogger(__name__)
 
-IMAGE_GLOB = image_glob()
-# Local files are read by Hadoop's raw file system: the checksum layer opens `.<name>.crc` beside each file,
-# a name Hadoop cannot parse when the file's name has a colon (`12:30.jpg`). Options reach only this reader.
-RAW_LOCAL = {"fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem", "fs.file.impl.disable.cache": "true"}
-EMPTY_SCHEMA = "path string, length long, modification_time timestamp, file_uri string"
-SCHEMA = EMPTY_SCHEMA + ", content binary"
 IMAGES_PER_PARTITION = 500
 FILE_OPEN_COST = 4096
 MAX_PARTITION_BYTES = 128 * 1024 * 1024
-# Spark's listing asks every local or S3 file for its block locations, a locality nothing here can use (local
-# mode; S3 says "localhost"): without them the driver holds ~150 bytes less per file and lists faster (SQLConf).
-NO_LOCALITY = "spark.sql.sources.ignoreDataLocality"
+FILE_COLUMNS = ["path", "label", "split", "length", "modification_time", "file_uri"]
 
 
 @dataclass(frozen=True)
 class Discovered:
-    images: DataFrame  # read lazily, with content; Spark's scan leaves out zero-byte files
-    count: int  # every image file, zero-byte ones included
+    images: DataFrame  # the images a run may read: FILE_COLUMNS (a packed table's rows carry `content` too)
+    count: int  # every image file, zero-byte ones and those this process may not read included
     total_bytes: int
-    listing: DataFrame  # every image file, no content: path, label, split, length, modification_time, file_uri
+    listing: DataFrame  # every image file, no content: FILE_COLUMNS
     skipped: dict[str, int]  # files under INPUT not read, by reason (inventory.py)
     skipped_sample: list[str]  # the first of them (at most 20), redacted
     empty: int  # images of zero bytes
     largest: int  # bytes of the largest image: with `empty`, whether any image is rejected unread
-    # Images rejected before Spark could read them (a local file this process may not read, an S3 key Hadoop
-    # cannot name): listing columns and `error`.
+    # Images rejected before they are read (a local file this process may not read): FILE_COLUMNS and `error`.
     unreadable: DataFrame | None = None
     root: str = ""  # INPUT resolved (`resolve_input`): the root every path, and each split, is relative to
+    scratch: Scratch | None = None  # where the listing lies, while it is read
 
     def all_readable(self, max_bytes: int) -> bool:
         """No image is empty or above `max_bytes`: no pass over the listing is needed to find such files."""
         return self.empty == 0 and self.largest <= max_bytes
+
+    def release(self) -> None:
+        """Remove the listing's scratch files: call once nothing reads `images` or `listing` any more."""
+        if self.scratch is not None:
+            self.scratch.remove()
 
 
 def _split_of(relative_path: Column, names: Mapping[str, str]) -> Column:
@@ -82,24 +72,14 @@ def _describe(frame: DataFrame, root: str, split_names: Mapping[str, str] | None
     relative = F.substring(F.col("path"), len(root) + 2, 1 << 30)
     return frame.select(
         "path",
-        F.element_at(F.split("path", "/"), -2).alias("label"),
+        # The closest named folder: an S3 key `Kiwi//x.jpg` is labelled Kiwi, as `Kiwi/x.jpg` is.
+        F.element_at(F.filter(F.split("path", "/"), lambda folder: folder != ""), -2).alias("label"),
         _split_of(relative, split_folders(split_names)).alias("split"),
         "length",
         "modification_time",
         "file_uri",
         *(["content"] if "content" in frame.columns else []),
         *(["error"] if "error" in frame.columns else []),
-    )
-
-
-def _columns(frame: DataFrame) -> DataFrame:
-    return frame.select(
-        "path",
-        "length",
-        F.col("modificationTime").alias("modification_time"),
-        # The file's URI as Spark's file index spells it (percent-encoded): filters on it prune whole files.
-        F.col("_metadata.file_path").alias("file_uri"),
-        "content",
     )
 
 
@@ -136,47 +116,25 @@ def check_input_root(before: str | None, root: str) -> None:
             "or use --mode overwrite")
 
 
-def read_images(spark: SparkSession, uri: str, inventory: Inventory | None = None,
-                split_names: Mapping[str, str] | None = None) -> DataFrame:
-    """The inventory's folders (recursively, image names only) and single files, each root a literal path;
-    `split_names`: other folder names naming a split (name -> split)."""
-    inventory = inventory or take_inventory(spark, uri)
-    def reader() -> DataFrameReader:  # a fresh one each time: a DataFrameReader keeps every option set on it
-        return spark.read.format("binaryFile").options(**RAW_LOCAL)
-
-    frames = []
-    if inventory.folders:
-        by_name = reader().option("recursiveFileLookup", "true").option("pathGlobFilter", IMAGE_GLOB)
-        frames.append(_columns(by_name.load([escape_glob(folder) for folder in inventory.folders])))
-    if inventory.files:
-        frames.append(_columns(reader().load([escape_glob(file) for file in inventory.files])))
-    if not frames:
-        frames.append(spark.createDataFrame([], SCHEMA))
-    frame = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
-    return _describe(frame, fs.qualify(spark, uri).rstrip("/"), split_names)
+def read_images(spark: SparkSession, uri: str, split_names: Mapping[str, str] | None = None) -> DataFrame:
+    """The images of INPUT (`uri`) with their bytes (`content`), read by the Python workers; `split_names`: other
+    folder names naming a split (name -> split)."""
+    found = discover(spark, uri, split_names=split_names)
+    return contents(spread(found.images, found.count, found.total_bytes))
 
 
-def _same_uri(uri: Column) -> Column:
-    """The Hadoop file index spells local files file:///x, the scan's metadata file:/x; the same file either way."""
-    return F.regexp_replace(uri, "^file:///", "file:/")
+CONTENT_FIELD = T.StructField("content", T.BinaryType(), True)
 
 
-def _empty_files(spark: SparkSession, images: DataFrame, root: str, split_names: Mapping[str, str]) -> DataFrame:
-    """Spark's file scan skips zero-byte files without a word; find them in its listing, so that they are
-    rejected with a reason instead of silently lost. Run only when the walk saw some: the listing stays in the
-    JVM, only the empty files' names come to Python."""
-    jvm = fs.jvm(spark)
-    as_column = Column(jvm.org.apache.spark.sql.functions.lit(images._jdf.inputFiles()))  # a Java array
-    every = spark.range(1).select(F.explode(as_column).alias("uri"))
-    read = images.select(_same_uri(F.col("file_uri")).alias("key"))
-    unread = every.withColumn("key", _same_uri(F.col("uri"))).join(read, on="key", how="left_anti")
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    rows = []
-    for (uri,) in unread.select("uri").collect():
-        path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))
-        status = path.getFileSystem(conf).getFileStatus(path)
-        rows.append((str(path.toString()), int(status.getLen()), _when(int(status.getModificationTime())), uri))
-    return _describe(spark.createDataFrame(rows, EMPTY_SCHEMA), root, split_names)
+def contents(frame: DataFrame) -> DataFrame:
+    """`frame` (FILE_COLUMNS) with each file's bytes as `content`, fetched by the Python workers (`fetch.py`);
+    a file gone, changed or unreadable since it was listed is left out, as Spark's tolerant reads left it out.
+    A packed table's rows carry their bytes already."""
+    from fruitlake.featurize import with_contents
+
+    if "content" in frame.columns:
+        return frame
+    return frame.mapInArrow(with_contents, T.StructType([*frame.schema.fields, CONTENT_FIELD]))
 
 
 READ_TOLERANTLY = ("spark.sql.files.ignoreMissingFiles", "spark.sql.files.ignoreCorruptFiles")
@@ -197,8 +155,7 @@ def tolerant_reads(spark: SparkSession) -> Iterator[None]:
 
 
 def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
-    """Only these files of `read_images`' frame. Spark drops the others when it plans the scan, so their bytes
-    are never read (a filter on `path` would read every file first)."""
+    """Only these files of a frame of INPUT's files."""
     return images.where(F.col("file_uri").isin(file_uris))
 
 
@@ -210,21 +167,30 @@ def batch_starts(files: DataFrame, every: int) -> list[str]:
 
 
 def in_range(frame: DataFrame, low: str, high: str | None) -> DataFrame:
-    """The files whose URI is in [low, high): on `read_images`' frame Spark prunes the scan with it, like
-    `select_files`, without a list of files."""
+    """The files whose URI is in [low, high): a batch of files without a list of them."""
     uri = F.col("file_uri")
     return frame.where(uri >= low) if high is None else frame.where((uri >= low) & (uri < high))
 
 
 def size_partitions(spark: SparkSession, count: int, total_bytes: int) -> int:
-    """Pack small files so that a task holds ~500 images and every core gets work, not one task per file."""
+    """How many tasks `count` images of `total_bytes` make: ~500 images and at most 128 MB each, and every core
+    gets work. A packed table's Parquet is split into that many by Spark's file source settings."""
     cores = spark.sparkContext.defaultParallelism
-    target = max(2 * cores, math.ceil(count / IMAGES_PER_PARTITION))
+    target = max(2 * cores, math.ceil(count / IMAGES_PER_PARTITION), math.ceil(total_bytes / MAX_PARTITION_BYTES))
     split_bytes = math.ceil((total_bytes + count * FILE_OPEN_COST) / target)
     spark.conf.set("spark.sql.files.openCostInBytes", str(FILE_OPEN_COST))
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(FILE_OPEN_COST, min(split_bytes, MAX_PARTITION_BYTES))))
     spark.conf.set("spark.sql.files.minPartitionNum", "1")
-    return target
+    return max(1, min(target, count))
+
+
+def spread(frame: DataFrame, count: int, total_bytes: int) -> DataFrame:
+    """Rows of the listing in tasks sized by images and bytes (`size_partitions`), each a range of URIs; a packed
+    table's rows are split by Spark's file source instead."""
+    partitions = size_partitions(frame.sparkSession, count, total_bytes)
+    if "content" in frame.columns:
+        return frame
+    return frame.repartitionByRange(partitions, "file_uri")
 
 
 TABLE_MARKER = "_fruitlake_table.json"  # in a folder `fruitlake pack` wrote: a table of images, not image files
@@ -236,6 +202,7 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = (),
     """The images under INPUT (`uri`): a folder of image files, or a table of them that `fruitlake pack` wrote;
     `avoid`: locations no symbolic link may lead into (OUTPUT); `split_names`: folder names naming a split
     besides the built-in spellings (name -> split)."""
+    check_scheme(fs.qualify(spark, uri))
     if not fs.exists(spark, uri):
         raise FruitlakeError(f"INPUT {uri!r} does not exist")
     if not fs.is_dir(spark, uri):
@@ -248,85 +215,31 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = (),
     root = resolve_input(spark, uri)
     if root != fs.qualify(spark, uri).rstrip("/"):
         log.info("INPUT %s is %s: its files are matched by that location", redact(uri), redact(root))
-    inventory = take_inventory(spark, root, avoid)
-    if not spark.sparkContext.getConf().contains(NO_LOCALITY):  # unless the session was given a choice
-        spark.conf.set(NO_LOCALITY, "true")
-    split_names = split_names or {}
-    images = read_images(spark, root, inventory, split_names)
+    scratch = Scratch()
+    try:
+        inventory = take_inventory(root, scratch.writer(), tuple(fs.qualify(spark, place) for place in avoid))
+        if inventory.skipped:
+            log.warning("%s under INPUT %s (listed in the manifest's files_skipped)", inventory.summary(),
+                        redact(uri))
+        if inventory.images == 0:
+            names = ", ".join(IMAGE_EXTENSIONS)
+            raise FruitlakeError(f"INPUT {uri!r} holds no images ({names} in any case, or JPEG, PNG, GIF, BMP, "
+                                 f"WebP content); {inventory.summary()}")
+        files = _describe(scratch.read(spark), root, split_names or {})
+    except BaseException:
+        scratch.remove()
+        raise
     count, total_bytes = inventory.images, inventory.bytes  # counted by the walk: no pass over the files
-    empty = (_empty_files(spark, images, root, split_names) if inventory.empty
-             else _describe(spark.createDataFrame([], EMPTY_SCHEMA), root, split_names))
-    if inventory.skipped:
-        log.warning("%s under INPUT %s (listed in the manifest's files_skipped)", inventory.summary(), redact(uri))
-    if count == 0:
-        names = ", ".join(IMAGE_EXTENSIONS)
-        raise FruitlakeError(f"INPUT {uri!r} holds no images ({names} in any case, or JPEG, PNG, GIF, BMP, "
-                             f"WebP content); {inventory.summary()}")
-    partitions = size_partitions(spark, count, total_bytes)
-    log.info("discovered %d images (%.1f MB) in %s, ~%d partitions", count, total_bytes / 1e6, redact(uri),
-             partitions)
-    listing = images.drop("content").unionByName(empty)
-    rows = _unreadable_files(spark, inventory.unreadable)
+    log.info("discovered %d images (%.1f MB) in %s, listed in %d chunk(s)", count, total_bytes / 1e6, redact(uri),
+             inventory.chunks)
+    listing, images, unreadable = files.drop("error"), files.drop("error"), None
     if inventory.unreadable:
         log.warning("%d images under INPUT %s may not be read by this process: rejected (%s)",
-                    len(inventory.unreadable), redact(uri), UNREADABLE)
-    if not root.startswith("file:"):
-        rows += _unnamed_keys(spark, images, inventory, root)
-    unreadable = None
-    if rows:
-        unreadable = _describe(spark.createDataFrame(rows, EMPTY_SCHEMA + ", error string"), root, split_names)
-        listing = listing.unionByName(unreadable.drop("error"))
+                    inventory.unreadable, redact(uri), UNREADABLE)
+        images = files.where(F.col("error").isNull()).drop("error")
+        unreadable = files.where(F.col("error").isNotNull())
     return Discovered(images, count, total_bytes, listing, dict(sorted(inventory.skipped.items())),
-                      list(inventory.sample), inventory.empty, inventory.largest, unreadable, root)
-
-
-Rejected = tuple[str, int, datetime, str, str]  # path, length, modification_time, file_uri, error
-
-
-def _when(millis: int) -> datetime:
-    return datetime.fromtimestamp(millis // 1000, tz=UTC).replace(microsecond=millis % 1000 * 1000)
-
-
-def _unreadable_files(spark: SparkSession, paths: list[str]) -> list[Rejected]:
-    """Listing rows, with their reject reason, of the local files the walk found this process may not read;
-    `path` as Spark's listing spells it (a Hadoop Path made from the file's URI: colons and spaces kept)."""
-    jvm = fs.jvm(spark)
-    rows = []
-    for local in paths:
-        try:
-            status = os.stat(local)
-        except OSError:  # gone since the walk
-            continue
-        path = jvm.org.apache.hadoop.fs.Path(jvm.java.io.File(local).toURI())
-        rows.append((str(path.toString()), int(status.st_size), _when(status.st_mtime_ns // 1_000_000),
-                     str(path.toUri().toString()), UNREADABLE))
-    return rows
-
-
-def _unnamed_keys(spark: SparkSession, images: DataFrame, inventory: Inventory, root: str) -> list[Rejected]:
-    """The objects of an object store that the walk counted and Spark's listing never reaches: a key with an empty
-    path segment (`a//b.jpg`) is named `a/b.jpg` by Hadoop, a name nothing answers to. One count through py4j
-    says whether there are any; only then is the store listed again to name them."""
-    listed = images._jdf.inputFiles()  # a Java array: the URIs of Spark's file index, held in the JVM
-    if len(listed) >= inventory.images:
-        return []
-    known = set(listed)  # one py4j call per file, as the walk made: only when some object is missing
-    path = fs.jvm(spark).org.apache.hadoop.fs.Path(root)
-    statuses = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(path, True)
-    prefix, rows = len(root) + 1, []
-    while statuses.hasNext():
-        status = statuses.next()
-        name = status.getPath()
-        if remote_skip_reason(str(name.toString())[prefix:]) is None and str(name.toUri().toString()) not in known:
-            rows.append((str(name.toString()), int(status.getLen()), _when(int(status.getModificationTime())),
-                         str(name.toUri().toString()), UNNAMED_KEY))
-    if rows:
-        log.warning("%d objects under INPUT %s cannot be read through Hadoop: rejected (%s)", len(rows),
-                    redact(root), UNNAMED_KEY)
-    if len(rows) < inventory.images - len(listed):  # e.g. `a//b.jpg` beside an `a/b.jpg` that Spark reads
-        log.warning("%d objects counted under INPUT %s are neither in Spark's listing nor named apart: they are "
-                    "counted in images_total and not read", inventory.images - len(listed) - len(rows), redact(root))
-    return rows
+                      list(inventory.sample), inventory.empty, inventory.largest, unreadable, root, scratch)
 
 
 def _packed_table(spark: SparkSession, uri: str) -> DataFrame:

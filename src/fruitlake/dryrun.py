@@ -20,6 +20,7 @@ from fruitlake.commit import read_within, rejected_unread
 from fruitlake.config import Config
 from fruitlake.discover import tolerant_reads
 from fruitlake.featurize import engine_for
+from fruitlake.fetch import Wanted, fetch
 from fruitlake.images import ImageRejected, decode
 from fruitlake.models import NETWORKS
 from fruitlake.plan import RunPlan, check_locations, plan
@@ -119,18 +120,18 @@ def dry_run(config: Config, spark: SparkSession | None = None, progress: Progres
 def _dry_run(spark: SparkSession, config: Config, progress: Progress) -> DryRun:
     from_run = check_locations(spark, config)
     timer = StageTimer()
-    with plan(spark, config, timer, progress, from_run).releasing() as planned, timer("calibrate"), \
-            tolerant_reads(spark):  # a file the run would reject as unreadable does not stop its dry run
-        todo = pending(planned.found.listing, planned.settled)
-        count = planned.found.count if planned.in_store is None else todo.count()
-        rejected = _rejected_unread(planned)
-        calibration = _calibrate(spark, planned)
     split = F.coalesce(F.col("split"), F.lit("")).alias("split")
     label = F.coalesce(F.col("label"), F.lit("")).alias("label")
-    with timer("groups"):
-        rows = (planned.found.listing.groupBy(split, label).agg(F.count("*").alias("images"),
-                                                                F.sum("length").alias("bytes"))
-                .orderBy("split", "label").collect())
+    with plan(spark, config, timer, progress, from_run).releasing() as planned:  # the listing, read until the end
+        with timer("calibrate"), tolerant_reads(spark):  # a file the run would reject does not stop a dry run
+            todo = pending(planned.found.listing, planned.settled)
+            count = planned.found.count if planned.in_store is None else todo.count()
+            rejected = _rejected_unread(planned)
+            calibration = _calibrate(spark, planned)
+        with timer("groups"):
+            rows = (planned.found.listing.groupBy(split, label).agg(F.count("*").alias("images"),
+                                                                    F.sum("length").alias("bytes"))
+                    .orderBy("split", "label").collect())
     state = "is empty" if planned.state.empty else f"holds a run ({len(planned.state.names)} entries)"
     return DryRun(
         input=config.input, output=config.output, images=planned.found.count, bytes=planned.found.total_bytes,
@@ -154,11 +155,17 @@ def _rejected_unread(planned: RunPlan) -> dict[str, int]:
 
 def _calibrate(spark: SparkSession, planned: RunPlan) -> Calibration | None:
     """Seconds per image of decode + network on one core, from the first images of INPUT the run would read,
-    read on the driver (Spark reads only the first files, or row groups: a packed table's rows carry their
-    bytes, and the files they came from may be gone)."""
+    read on the driver: the first files of the listing, fetched here, or the first row groups of a packed table
+    (its rows carry their bytes, and the files they came from may be gone)."""
     options = planned.network.options
-    readable = read_within(planned.found, lambda frame: frame, planned.config.max_bytes)
-    contents = [row["content"] for row in readable.select("content").limit(CALIBRATION_IMAGES).collect()]
+    readable = read_within(planned.found, lambda frame: frame, planned.config.max_bytes).limit(CALIBRATION_IMAGES)
+    if "content" in readable.columns:  # a packed table
+        contents = [row["content"] for row in readable.select("content").collect()]
+    else:  # the first files of the listing, fetched here
+        rows = readable.select("file_uri", "length", "modification_time").collect()
+        wanted = (Wanted(uri=row["file_uri"], length=row["length"], modification_time=row["modification_time"])
+                  for row in rows)
+        contents = [fetched.content for fetched in fetch(wanted) if fetched.content is not None]
     batch = options.batch_size
     if len(contents) < 2 * batch:  # the first batch is the warm-up
         return None

@@ -128,6 +128,15 @@ def read_bytes(spark: SparkSession, uri: str) -> bytes:
         stream.close()
 
 
+def copy_from_local(spark: SparkSession, local: Path, target: str) -> str:
+    """Copy a local file to `target` on the session's default file system (HDFS on EMR); returns its URI."""
+    jvm_view = jvm(spark)
+    path = jvm_view.org.apache.hadoop.fs.Path(target)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs.copyFromLocalFile(False, True, jvm_view.org.apache.hadoop.fs.Path(local.as_uri()), path)
+    return str(fs.makeQualified(path).toString())
+
+
 def rename(spark: SparkSession, source: str, target: str) -> None:
     """Move a file or folder to a name that must not exist yet. A folder rename is atomic on local disks and
     HDFS; on S3 it is a copy, so there the manifest, written last, is what says a run finished."""

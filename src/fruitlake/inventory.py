@@ -1,14 +1,12 @@
-"""What lies under INPUT, walked once on the driver: the roots Spark may list, and every file it must not read,
-counted by reason.
+"""What lies under INPUT, walked once on the driver: every image file written to the listing (`listing.py`), every
+other file counted by reason.
 
-Spark's file listing hides names starting with `_` or `.`, drops names that are not valid UTF-8, follows
-symbolic links (into loops, or into OUTPUT) and would block on a named pipe. So INPUT is walked first, without
-following links, and Spark is given only roots it can list safely: INPUT itself when nothing below it needs
-care (the usual case, so Spark's bulk listing does the work), else the largest clean folders plus, in each
-folder that needs care, its image files by name. The walk keeps counts (of the files read and their bytes too,
-so that no pass of Spark's over every file is needed to count them), a sample of names and those roots; never
-a list of every file. An image this process may not read is kept from Spark (which would fail, or count it as
-vanished) and listed by name, to be rejected with its reason.
+Locally the walk follows no link (a loop, or a way into OUTPUT, is counted and left), reads no named pipe, and
+sniffs the first bytes of files without an image name; on S3 it reads ListObjectsV2 pages (1,000 keys a request,
+no request per object). Names starting with `.` are hidden; every other name is read, `_DSC0001.JPG` and keys
+such as `a//b.jpg` included. The walk keeps counts (of the files read and their bytes, so that no pass over the
+listing is needed to count them) and a sample of the names skipped; never a list of every file. An image this
+process may not read is listed with that reason, to be rejected unread.
 """
 
 from __future__ import annotations
@@ -21,12 +19,12 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import quote, urlparse
 
-from fruitlake import fs
 from fruitlake.redaction import redact
 
-if TYPE_CHECKING:  # annotations only: the name rules below serve `cloud plan` without PySpark
-    from pyspark.sql import SparkSession
+if TYPE_CHECKING:  # annotations only: the name rules below serve `cloud plan` without PySpark or pyarrow
+    from fruitlake.listing import ListingWriter
 
 # Read by name (any case); the decoder (images.py) takes JPEG, PNG, GIF, BMP and WebP content.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp")
@@ -60,37 +58,27 @@ LINK_BROKEN = "broken link"
 LINK_OUTPUT = "link into OUTPUT"
 UNLISTABLE = "unlistable folder"
 UNREADABLE = "file not readable (permission denied)"  # an image's reject reason, not a reason to skip it
-UNNAMED_KEY = "S3 key with an empty path segment (as in a//b.jpg): Hadoop cannot name it, so it is not read"
-
-
-def image_glob() -> str:
-    """IMAGE_EXTENSIONS as a Hadoop glob, case-insensitive by character classes: *.{[jJ][pP][gG],...}."""
-    def any_case(extension: str) -> str:
-        return "".join(f"[{char.lower()}{char.upper()}]" for char in extension.lstrip("."))
-    return "*.{" + ",".join(any_case(extension) for extension in IMAGE_EXTENSIONS) + "}"
 
 
 def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def spark_hides(name: str) -> bool:
-    """Spark's file listing leaves these names out (HadoopFSUtils.shouldFilterOutPathName), even named alone."""
-    hidden = (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
-    return hidden and not name.startswith(("_metadata", "_common_metadata"))
+def hidden_name(name: str) -> bool:
+    """A hidden file (`.DS_Store`, `._photo.jpg`), or a copy Hadoop has not finished (`x.jpg._COPYING_`)."""
+    return name.startswith(".") or name.endswith("._COPYING_")
 
 
 @dataclass
 class Inventory:
-    folders: list[str] = field(default_factory=list)  # listed by Spark, recursively, through the image glob
-    files: list[str] = field(default_factory=list)  # read by Spark by name
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> files not read
     sample: list[str] = field(default_factory=list)  # the first SAMPLE_SIZE of them, redacted
-    images: int = 0  # files Spark reads, by listing or by name
+    images: int = 0  # image files listed (those this process may not read included)
     bytes: int = 0  # their sizes, as listed
-    empty: int = 0  # of which zero bytes long: Spark's scan leaves these out
+    empty: int = 0  # of which zero bytes long
     largest: int = 0  # bytes of the largest
-    unreadable: list[str] = field(default_factory=list)  # images this process may not read: rejected unread
+    unreadable: int = 0  # images this process may not read: listed with that reason, rejected unread
+    chunks: int = 0  # row groups of the listing written
 
     def read(self, length: int) -> None:
         self.images += 1
@@ -109,32 +97,44 @@ class Inventory:
         return f"{total} file{'s' if total > 1 else ''} skipped: {parts}" if total else "no file skipped"
 
 
-def take_inventory(spark: SparkSession, uri: str, avoid: tuple[str, ...] = ()) -> Inventory:
-    """Walk INPUT (`uri`); `avoid`: locations no link may lead into (OUTPUT)."""
-    qualified = fs.qualify(spark, uri)
-    if qualified.startswith("file:"):
-        avoided = [os.path.realpath(local_path(fs.qualify(spark, place))) for place in avoid]
-        return _LocalWalk(local_path(qualified), avoided).run()
-    return _remote_inventory(spark, qualified)
+def take_inventory(root: str, writer: ListingWriter, avoid: tuple[str, ...] = ()) -> Inventory:
+    """Walk INPUT (`root`, qualified: file:/x or s3a://bucket/x) into `writer`; `avoid`: qualified locations no
+    link may lead into (OUTPUT)."""
+    if root.startswith("file:"):
+        avoided = [os.path.realpath(local_path(place)) for place in avoid]
+        inventory = _LocalWalk(local_path(root), avoided, writer).run()
+    else:
+        inventory = _remote_walk(root.rstrip("/"), writer)
+    writer.close()
+    inventory.chunks = writer.chunks
+    return inventory
 
 
-def _remote_inventory(spark: SparkSession, root: str) -> Inventory:
-    """Object stores have no links, pipes or undecodable names: Spark lists INPUT itself; this only counts what
-    it leaves out, from Hadoop's flat recursive listing (one call per file through py4j)."""
-    inventory = Inventory(folders=[root])
-    path = fs.jvm(spark).org.apache.hadoop.fs.Path(root)
-    listing = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(path, True)
-    prefix = len(root.rstrip("/")) + 1
-    while listing.hasNext():
-        status = listing.next()
-        full = status.getPath().toString()
-        reason = remote_skip_reason(full[prefix:])
-        if reason is not None:
-            inventory.skip(full, reason)
-            continue
-        inventory.read(int(status.getLen()))
-        if any(spark_hides(folder) for folder in full[prefix:].split("/")[:-1]):  # Spark's listing hides `_x/`
-            inventory.files.append(full)
+def _remote_walk(root: str, writer: ListingWriter) -> Inventory:
+    """An object store's keys below `root`, from ListObjectsV2 pages: no links, pipes or undecodable names there.
+    Folder markers (keys ending in `/`) are no files."""
+    from fruitlake.fetch import s3_client
+
+    inventory = Inventory()
+    parsed = urlparse(root)
+    bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
+    prefix = prefix + "/" if prefix else ""
+    pages = s3_client(1).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    for page in pages:
+        for entry in page.get("Contents", ()):
+            key = entry["Key"]
+            if key.endswith("/"):
+                continue
+            relative = key[len(prefix):]
+            path = f"{root}/{relative}"
+            reason = remote_skip_reason(relative)
+            if reason is not None:
+                inventory.skip(path, reason)
+                continue
+            length = int(entry["Size"])
+            inventory.read(length)
+            writer.add(path, f"{parsed.scheme}://{bucket}/{quote(key)}", length,
+                       int(entry["LastModified"].timestamp() * 1000))
     return inventory
 
 
@@ -143,7 +143,7 @@ def remote_skip_reason(relative: str) -> str | None:
     *folders, name = relative.split("/")
     if any(folder.startswith(".") for folder in folders):
         return HIDDEN_FOLDER
-    if spark_hides(name):
+    if hidden_name(name):
         return HIDDEN_NAME
     if not is_image_name(name):
         return EXTENSION
@@ -168,10 +168,10 @@ def _utf8(name: str) -> bool:
     return True
 
 
-def _size(entry: os.DirEntry[str]) -> int | None:
-    """The size Spark will list for a file read (a link's target's); None if it is gone already."""
+def _status(entry: os.DirEntry[str]) -> os.stat_result | None:
+    """The size and time of a file read (a link's target's); None if it is gone already."""
     try:
-        return entry.stat(follow_symlinks=True).st_size
+        return entry.stat(follow_symlinks=True)
     except OSError:
         return None
 
@@ -191,15 +191,14 @@ def _sniffed(path: str) -> bool:
 
 
 class _LocalWalk:
-    """os.scandir, links never followed: each folder is clean (Spark may list it whole) or not."""
+    """os.scandir, links never followed, one folder's entries at a time (none is held as a list)."""
 
-    def __init__(self, root: str, avoid: list[str]) -> None:
-        self.root, self.avoid = root, avoid
+    def __init__(self, root: str, avoid: list[str], writer: ListingWriter) -> None:
+        self.root, self.avoid, self.writer = root, avoid, writer
         self.inventory = Inventory()
 
     def run(self) -> Inventory:
-        if self._visit(self.root):
-            self.inventory.folders.insert(0, self.root)
+        self._visit(self.root)
         return self.inventory
 
     def _inside_avoided(self, real: str) -> bool:
@@ -219,61 +218,44 @@ class _LocalWalk:
             return LINK_LOOP if holder.startswith(real.rstrip("/") + "/") else LINK_FOLDER
         return None if stat.S_ISREG(mode) else NOT_REGULAR
 
-    def _visit(self, folder: str, hidden: str | None = None) -> bool:
-        """Count and classify `folder`'s entries; True when Spark may list it whole. Inside a hidden folder
-        (`hidden` is the reason) every file is counted, none read."""
-        inventory, clean = self.inventory, True
-        images: list[str] = []
-        children: list[tuple[str, str | None, bool]] = []  # path, reason it is hidden or None, Spark skips it
+    def _reason(self, entry: os.DirEntry[str], hidden: str | None) -> str | None:
+        """Why the file (no folder) `entry` is not read, or None when it is read."""
+        path, name = entry.path, entry.name
+        if not _utf8(name):
+            return NOT_UTF8
+        if entry.is_symlink():
+            reason = hidden or (HIDDEN_NAME if hidden_name(name) else self._link(path))
+            return EXTENSION if reason is None and not is_image_name(name) else reason
+        if not entry.is_file(follow_symlinks=False):
+            return hidden or NOT_REGULAR
+        reason = hidden or (HIDDEN_NAME if hidden_name(name) else None)
+        if reason is None and not is_image_name(name) and not _sniffed(path):
+            return EXTENSION
+        return reason
+
+    def _visit(self, folder: str, hidden: str | None = None) -> None:
+        """List `folder`'s images and count the rest, depth first. Inside a hidden folder (`hidden` is the
+        reason) every file is counted, none read."""
+        inventory = self.inventory
         try:
-            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+            entries = os.scandir(folder)
         except OSError:
             inventory.skip(_printable(folder), UNLISTABLE)
-            return False
-        for entry in entries:
-            path, name = entry.path, entry.name
-            if not _utf8(name):
-                clean = False  # Java cannot even name it
-                reason: str | None = NOT_UTF8
-            elif entry.is_symlink():  # Spark's listing would follow it: only links to files stay clean
-                link = self._link(path)
-                clean = clean and (link is None or hidden is not None or spark_hides(name))
-                reason = hidden or (HIDDEN_NAME if spark_hides(name) else link)
-                if reason is None and not is_image_name(name):
-                    reason = EXTENSION
-            elif entry.is_dir(follow_symlinks=False):
-                children.append((path, hidden or (HIDDEN_FOLDER if name.startswith(".") else None),
-                                 spark_hides(name)))
-                continue
-            elif not entry.is_file(follow_symlinks=False):
-                reason, clean = hidden or NOT_REGULAR, False
-            else:
-                reason = hidden or (HIDDEN_NAME if spark_hides(name) else None)
-                if reason is None and not is_image_name(name):
-                    reason, clean = (None, False) if _sniffed(path) else (EXTENSION, clean)
-            if reason is None:
-                size = _size(entry)
-                if size is not None and not readable(path):  # Spark would fail the job, or count it vanished
-                    inventory.unreadable.append(path)
-                    inventory.read(size)
-                    clean = False
-                elif size is not None:
-                    images.append(path)
-                    inventory.read(size)
-            elif reason == NOT_UTF8 and entry.is_dir(follow_symlinks=False):
-                self._visit(path, NOT_UTF8)
-            else:
-                inventory.skip(_printable(path), reason)
-        listed = []  # clean children Spark reaches by listing this folder
-        for path, child_hidden, spark_skips in children:
-            child_clean = self._visit(path, child_hidden)
-            if child_hidden is None and child_clean and spark_skips:
-                inventory.folders.append(path)  # an `_` folder: clean, but Spark's listing of `folder` hides it
-            elif child_hidden is None and child_clean:
-                listed.append(path)
-            clean = clean and (child_clean or child_hidden is not None or spark_skips)
-        if hidden is not None or clean:
-            return clean
-        inventory.folders.extend(listed)
-        inventory.files.extend(images)
-        return False
+            return
+        with entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    utf8 = _utf8(entry.name)
+                    dotted = utf8 and entry.name.startswith(".")
+                    self._visit(entry.path, NOT_UTF8 if not utf8 else hidden or (HIDDEN_FOLDER if dotted else None))
+                    continue
+                reason = self._reason(entry, hidden)
+                status = _status(entry) if reason is None else None
+                if reason is not None:
+                    inventory.skip(_printable(entry.path), reason)
+                elif status is not None:  # else gone since it was listed
+                    inventory.read(status.st_size)
+                    error = None if readable(entry.path) else UNREADABLE
+                    inventory.unreadable += error is not None
+                    self.writer.add("file:" + entry.path, "file:" + quote(entry.path), status.st_size,
+                                    status.st_mtime_ns // 1_000_000, error)

@@ -31,7 +31,9 @@ from fruitlake.discover import (
     TABLE_MARKER,
     Discovered,
     check_input_root,
+    contents,
     discover,
+    spread,
     tolerant_reads,
 )
 from fruitlake.inventory import SAMPLE_SIZE
@@ -61,7 +63,7 @@ class Packed:
     images_removed: int = 0  # rows of changed files (replaced by their new row) and of files gone from INPUT
     files_too_large: int = 0  # files of INPUT above what Spark reads (2 GiB): packed without content
     files_unreadable: int = 0  # images of INPUT this process may not read: not packed
-    files_unread: int = 0  # images Spark could not read (access denied, an archived S3 object, an I/O error)
+    files_unread: int = 0  # images the workers could not read (access denied, an archived S3 object, an I/O error)
 
     def to_json(self) -> dict[str, object]:
         return {"table": redact(self.table), "images_added": self.images_added,
@@ -94,24 +96,33 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
           split_names: dict[str, str]) -> Packed:
     existing = _existing(spark, table, mode)
     found = discover(spark, source, avoid=(table,), split_names=split_names)
+    try:
+        return _pack_found(spark, source, table, file_mb, missing, split_names, existing, found)
+    finally:
+        found.release()
+
+
+def _pack_found(spark: SparkSession, source: str, table: str, file_mb: int, missing: str,
+                split_names: dict[str, str], existing: DataFrame | None, found: Discovered) -> Packed:
     if existing is not None:  # the kept rows' splits were taken below the previous pack's root
         check_input_root(_previous_root(spark, table), found.root)
-    empty = found.listing.where(F.col("length") == 0).withColumn("content", F.lit(b"").cast("binary"))
-    # Spark's binaryFile reader fails the whole job on a file above 2 GiB; such a file is packed without its
-    # bytes (a filter on `length` is applied before a file is read), and a run rejects it as too large to
-    # read, as it does from the folder.
+    # A file above 2 GiB, more than a Parquet value holds, is packed without its bytes, and a run rejects it as
+    # too large to read, as it does from the folder.
     length = F.col("length")
     too_large = (found.listing.where(length > SPARK_MAX_FILE_BYTES) if found.largest > SPARK_MAX_FILE_BYTES
                  else found.listing.limit(0)).withColumn("content", F.lit(None).cast("binary"))
     files_too_large = too_large.count() if found.largest > SPARK_MAX_FILE_BYTES else 0
-    rows: DataFrame = (found.images.where(length <= SPARK_MAX_FILE_BYTES).select(*TABLE_COLUMNS)
-                       .unionByName(empty.select(*TABLE_COLUMNS)).unionByName(too_large.select(*TABLE_COLUMNS)))
+    readable = found.images.where(length <= SPARK_MAX_FILE_BYTES)
+    if existing is not None:  # new or changed files, and files whose split is named otherwise: only they are read
+        readable, too_large = pending(readable, existing), pending(too_large, existing)
+    # The Python workers fetch the bytes (`discover.contents`), in tasks sized by images and bytes.
+    readable = spread(readable, found.count, found.total_bytes)
+    rows: DataFrame = contents(readable).select(*TABLE_COLUMNS).unionByName(too_large.select(*TABLE_COLUMNS))
     if files_too_large:
         log.warning("%d files under INPUT are larger than Spark reads (%d bytes): packed without their bytes",
                     files_too_large, SPARK_MAX_FILE_BYTES)
     kept, kept_count, kept_bytes, removed = None, 0, 0, 0
-    if existing is not None:  # new or changed files, and the rows of the others that stay
-        rows = pending(rows, existing)  # new or changed files, and files whose split is named otherwise
+    if existing is not None:  # the rows of the other files that stay
         kept = _kept(existing, found.listing, missing)
         kept_stats = kept.agg(F.count(F.lit(1)).alias("n"), _packed_bytes()).first()
         assert kept_stats is not None
@@ -148,7 +159,7 @@ def _pack(spark: SparkSession, source: str, table: str, mode: str, file_mb: int,
 
 
 def _unread(found: Discovered, existing: DataFrame | None, rows: DataFrame, added: int) -> int:
-    """How many files of INPUT, still listed, to be packed now, Spark could not read (it skipped them); their
+    """How many files of INPUT, listed, to be packed now, the workers could not read (left out); their
     names go to the log. A pack from scratch that got a row for every file makes no pass over the listing."""
     unreadable = found.unreadable.count() if found.unreadable is not None else 0
     if existing is None and added == found.count - unreadable:
@@ -163,8 +174,8 @@ def _unread(found: Discovered, existing: DataFrame | None, rows: DataFrame, adde
         count = unread.count()
         if count:
             names = ", ".join(redact(row["path"]) for row in unread.limit(SAMPLE_SIZE).collect())
-            log.warning("%d files under INPUT could not be read (access denied or an I/O error; Spark's log says "
-                        "which): not packed, counted in the marker's files_unread: %s", count, names)
+            log.warning("%d files under INPUT could not be read (access denied, an I/O error, or gone or changed "
+                        "since listed): not packed, counted in the marker's files_unread: %s", count, names)
     finally:
         unread.unpersist()
     return count

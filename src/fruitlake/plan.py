@@ -54,11 +54,12 @@ class RunPlan:
 
     @contextmanager
     def releasing(self) -> Iterator[RunPlan]:
-        """The plan, its network's broadcast and local copies dropped when the block ends."""
+        """The plan, its network's broadcast and local copies, and INPUT's listing dropped when the block ends."""
         try:
             yield self
         finally:
             self.network.release()
+            self.found.release()
 
 
 def check_locations(spark: SparkSession, config: Config) -> Manifest | None:
@@ -92,6 +93,16 @@ def plan(spark: SparkSession, config: Config, timer: StageTimer, progress: Progr
     with timer("discover"), progress.stage("discover", spark) as shown:
         found = discover(spark, config.input, avoid=avoid, split_names=config.split_names)
         shown.count(found.count)
+    try:
+        return _plan_found(spark, config, timer, progress, from_run, output, state, previous, found)
+    except BaseException:
+        found.release()
+        raise
+
+
+def _plan_found(spark: SparkSession, config: Config, timer: StageTimer, progress: Progress,
+                from_run: Manifest | None, output: str, state: OutputState, previous: Manifest | None,
+                found: Discovered) -> RunPlan:
     if previous is not None:
         check_input_root(previous.input_root, found.root)
     store = Store(spark, output)

@@ -12,12 +12,15 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from pyspark.sql import SparkSession
-
 from fruitlake import FruitlakeError, fs
-from fruitlake.fs import JavaObject
+
+if TYPE_CHECKING:  # annotations only: Python workers (fetch.py) read the settings below without PySpark
+    from pyspark.sql import SparkSession
+
+    from fruitlake.fs import JavaObject
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +43,28 @@ def on_emr() -> bool:
     return any(os.path.exists(marker) for marker in EMR_MARKERS)
 
 
+def endpoint(environ: Mapping[str, str]) -> str | None:
+    """The S3 endpoint the AWS environment names (MinIO, moto, LocalStack), or None for AWS's own."""
+    return environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
+
+
+def region(environ: Mapping[str, str]) -> str | None:
+    return environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None
+
+
 def hadoop_settings(environ: Mapping[str, str]) -> dict[str, str]:
     """S3A settings from the AWS environment variables; never a credential."""
     settings = {"fs.s3a.aws.credentials.provider": CREDENTIALS_CHAIN}
-    endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
+    endpoint_url = endpoint(environ)
+    if endpoint_url:
         # A custom endpoint (MinIO, moto, LocalStack) rarely has per-bucket DNS names: buckets go in the path.
-        settings["fs.s3a.endpoint"] = endpoint
+        settings["fs.s3a.endpoint"] = endpoint_url
         settings["fs.s3a.path.style.access"] = "true"
-        if urlparse(endpoint).scheme.lower() == "http":
+        if urlparse(endpoint_url).scheme.lower() == "http":
             settings["fs.s3a.connection.ssl.enabled"] = "false"
-    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-    if region:
-        settings["fs.s3a.endpoint.region"] = region
+    region_name = region(environ)
+    if region_name:
+        settings["fs.s3a.endpoint.region"] = region_name
     return settings
 
 

@@ -20,6 +20,8 @@ from pyspark.sql import types as T
 
 from fruitlake import FruitlakeError, fs
 from fruitlake.featurize import FEATURES_SCHEMA
+from fruitlake.featurize import READ_FAILED as READ_FAILED_PREFIX
+from fruitlake.fetch import READ_FAILED as READ_FAILED  # re-exported: a reason tried again
 from fruitlake.output import PARQUET_OPTIONS, STORE
 
 log = logging.getLogger(__name__)
@@ -156,8 +158,8 @@ def pending(listing: DataFrame, done: DataFrame | None) -> DataFrame:
 
 # The rejects whose reason names a limit (commit.py, images.py): they stand only while the limit is the same.
 FILE_TOO_LARGE, IMAGE_TOO_LARGE = "file too large to read:", "image too large to decode safely:"
-# A file Spark could not read (access denied, an archived S3 object, an I/O error): tried again by every run.
-READ_FAILED = "read failed (access denied or an I/O error; Spark's log names it): tried again by the next run"
+# A file the workers could not read (access denied, an archived S3 object, an I/O error): its reject reason
+# (fetch.py's ACCESS_DENIED, READ_FAILED) starts with READ_FAILED_PREFIX, and it is tried again by every run.
 
 
 def settled(done: DataFrame, max_bytes: int, max_pixels: int) -> DataFrame:
@@ -166,7 +168,7 @@ def settled(done: DataFrame, max_bytes: int, max_pixels: int) -> DataFrame:
     error = F.col("error")
     other_limit = ((error.startswith(FILE_TOO_LARGE) & ~error.endswith(f"the limit of {max_bytes} bytes"))
                    | (error.startswith(IMAGE_TOO_LARGE) & ~error.endswith(f"the limit of {max_pixels} pixels")))
-    return done.where(error.isNull() | ~(other_limit | (error == READ_FAILED)))
+    return done.where(error.isNull() | ~(other_limit | error.startswith(READ_FAILED_PREFIX)))
 
 
 def missing(done: DataFrame | None, listing: DataFrame) -> DataFrame | None:
