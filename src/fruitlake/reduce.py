@@ -185,8 +185,8 @@ class Projection:
     def of(cls, model: PipelineModel) -> Projection:
         centre, pca = model.stages
         assert isinstance(centre, StandardScalerModel) and isinstance(pca, PCAModel)  # as `fit` makes it
-        mean = centre.mean.toArray() if centre.getWithMean() else np.zeros(centre.mean.size)
         std = centre.std.toArray()
+        mean = centre.mean.toArray() if centre.getWithMean() else np.zeros_like(std)
         # Spark's StandardScaler leaves a feature of zero variance at 0: a scale of infinity does the same.
         scale = np.where(std != 0.0, std, np.inf) if centre.getWithStd() else np.ones_like(mean)
         return cls(mean.astype(np.float64), scale.astype(np.float64), pca.pc.toArray().astype(np.float64))

@@ -71,7 +71,7 @@ def load_results(spark: SparkSession, output: str, manifest: Manifest | None = N
     else:
         counted = frame.groupby(["label", "split"], as_index=False).agg(count=("path", "size"), path=("path", "min"))
     first = counted.groupby("label")["path"].min()
-    rejects, reasons = _read_rejects(spark, output) if manifest.counts.images_rejected != 0 else _no_rejects()
+    rejects, reasons = _read_rejects(spark, output)
     k = manifest.pca_facts.k
     pca = np.stack(list(frame["pca"])).astype(np.float64) if len(frame) else np.empty((0, k))
     return Results(
