@@ -16,6 +16,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -109,25 +110,63 @@ def peak_rss_of_tree(pid: int, stop: threading.Event, peaks: dict) -> None:
 def watched(command: list[str], env_extra: dict | None = None) -> dict:
     """Run a fruitlake command: wall clock, stdout, and the peak RSS of its Python driver and JVM."""
     env = {**os.environ, "FRUITLAKE_WEIGHTS": WEIGHTS, "PYSPARK_PYTHON": sys.executable, **(env_extra or {})}
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     proc = subprocess.Popen([sys.executable, "-m", "fruitlake", *command], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     stop, peaks = threading.Event(), {}
     watcher = threading.Thread(target=peak_rss_of_tree, args=(proc.pid, stop, peaks), daemon=True)
     watcher.start()
     out, err = proc.communicate()
-    wall = time.perf_counter() - started
+    wall, ended_at = time.perf_counter() - started, time.time()
     stop.set()
     if proc.returncode != 0:
         raise SystemExit(f"fruitlake {' '.join(command[:1])} failed:\n{err[-3000:]}")
-    return {"wall_s": wall, "out": out, "peak_rss_mb": {k: v / 2**20 for k, v in peaks.items()}}
+    return {"wall_s": wall, "out": out, "err": err, "started_at": started_at, "ended_at": ended_at,
+            "peak_rss_mb": {k: v / 2**20 for k, v in peaks.items()}}
 
 
-def fruitlake_run(source: Path, extra: list[str], env_extra: dict | None = None) -> dict:
+def fruitlake_run(source: Path, extra: list[str], env_extra: dict | None = None, verbose: bool = False) -> dict:
     output = Path(tempfile.mkdtemp(prefix="fruitlake-bench-")) / "out"
-    run = watched(["run", str(source), str(output), "--quiet", *extra], env_extra)
+    run = watched([*(["--verbose"] if verbose else []), "run", str(source), str(output), "--quiet", *extra], env_extra)
     manifest = json.loads((output / "manifest.json").read_text())
     return {**run, "img_s": manifest["images_total"] / run["wall_s"], "manifest": manifest, "output": output}
+
+
+def parts(run: dict) -> dict[str, float]:
+    """Where the seconds of one `fruitlake --verbose run` went, from the command's start to its exit: the manifest's
+    stages, each dataset's write (its log line), the report (report.json), and what the files' times leave
+    between them: Python's start before the run, and everything after the report until the process exited."""
+    manifest, output = run["manifest"], run["output"]
+    timings = dict(manifest["timings"])
+    manifest_at = (output / "manifest.json").stat().st_mtime
+    seconds = {"python start, imports": manifest_at - manifest["total_seconds"] - run["started_at"]}
+    seconds.update({name: timings.pop(name) for name in ("session", "discover", "load_model") if name in timings})
+    featurize = timings.pop("featurize")
+    seconds["plan (other steps)"] = sum(timings.pop(name) for name in list(timings) if name not in ("reduce", "write"))
+    seconds["PCA fit"] = timings.pop("reduce", 0.0)
+    wrote = dict(re.findall(r"wrote (\w+) in ([\d.]+) s", run["err"]))
+    for name, label in (("features", "write features (with the PCA projection)"), ("pca_csv", "write CSV"),
+                        ("rejects", "write rejects"), ("pca_model", "write PCA model")):
+        seconds[label] = float(wrote.get(name, 0.0))
+    seconds["write: publish's renames etc."] = timings.pop("write", 0.0) - sum(float(v) for v in wrote.values())
+    seconds["run: the rest (store counts, manifest)"] = manifest["total_seconds"] - sum(manifest["timings"].values())
+    report_json = output / "report.json"
+    report_at = (output / "report.html").stat().st_mtime if report_json.exists() else manifest_at
+    report = json.loads(report_json.read_text())["seconds"] if report_json.exists() else 0.0
+    seconds["report (its own seconds)"] = report
+    seconds["manifest -> report, lock release"] = report_at - manifest_at - report
+    seconds["process exit after the report"] = run["ended_at"] - report_at
+    return {"featurize": featurize, **seconds}
+
+
+def show_parts(run: dict) -> None:
+    seconds = parts(run)
+    outside = run["wall_s"] - seconds["featurize"]
+    print(f"  seconds per part (command start to exit {run['wall_s']:.1f} s; featurize {seconds['featurize']:.1f} s, "
+          f"everything else {outside:.1f} s):")
+    for name, value in seconds.items():
+        if name != "featurize":
+            print(f"    {name:48s} {value:6.2f}")
 
 
 def probe_accuracy(output: Path, k: int = 50) -> float:
@@ -221,6 +260,8 @@ def main() -> None:
                         help="N images (default 2,000) on a loopback S3 server behind a 20 ms latency proxy: "
                              "folder vs packed table, and S3A settings for small objects")
     parser.add_argument("--delay-ms", type=float, default=20.0, help="the proxy's delay per request")
+    parser.add_argument("--run-only", action="store_true",
+                        help="only `fruitlake run` end to end, with its seconds per part (no bare engines)")
     parser.add_argument("--only-extra", action="store_true",
                         help="skip the bare engines, the end-to-end runs and the naive baseline")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "fruitlake-bench"))
@@ -238,7 +279,9 @@ def main() -> None:
         rows.append((name, value))
         print(f"  {name:58s} {value:8.1f} img/s  {note}", flush=True)
 
-    if not args.only_extra:
+    if args.run_only:
+        run_figures(args, source, show)
+    elif not args.only_extra:
         main_figures(args, source, cores, bf16, show)
     if args.memory:
         memory(args, work, source)
@@ -252,6 +295,20 @@ def main() -> None:
         planning(work, args.planning)
     if args.s3_latency:
         s3_latency(work, args.s3_latency, args.delay_ms / 1000)
+
+
+def run_figures(args, source: Path, show) -> dict:
+    """`fruitlake run` end to end: its rate, its featurize stage's, and the seconds of each part outside it."""
+    print(f"end to end, {args.n} synthetic 100x100 JPEGs, 224 px, k=50, wall clock incl. start-up:")
+    e2e = fruitlake_run(source, ["--k", "50", "--batch-size", "16"], verbose=True)
+    timings = e2e["manifest"]["timings"]
+    featurize_rate = e2e["manifest"]["images_total"] / timings["featurize"]
+    show("fruitlake run (onnx, fp32)", e2e["img_s"], f"{e2e['wall_s']:.1f} s; stages {timings}")
+    show("  its featurize stage", featurize_rate, f"end to end = {e2e['img_s'] / featurize_rate:.2f} of it")
+    show_parts(e2e)
+    report = json.loads((e2e["output"] / "report.json").read_text())
+    print(f"  report: {report['summary']}")
+    return e2e
 
 
 def main_figures(args, source: Path, cores: int, bf16: bool, show) -> None:
@@ -268,12 +325,10 @@ def main_figures(args, source: Path, cores: int, bf16: bool, show) -> None:
     if bf16:
         show(f"openvino bf16, {cores} processes x 1 thread", bare("openvino-bf16", 224, 16, cores, 1, 1024))
 
-    print(f"end to end, {args.n} synthetic 100x100 JPEGs, 224 px, k=50, wall clock incl. start-up:")
-    e2e = fruitlake_run(source, ["--k", "50", "--batch-size", "16"])
+    e2e = run_figures(args, source, show)
     timings = e2e["manifest"]["timings"]
     featurize_rate = e2e["manifest"]["images_total"] / timings["featurize"]
-    show("fruitlake run (onnx, fp32)", e2e["img_s"], f"{e2e['wall_s']:.1f} s; stages {timings}")
-    show("  its featurize stage", featurize_rate, f"= {featurize_rate / onnx_2x1:.0%} of the bare engine")
+    print(f"  its featurize stage = {featurize_rate / onnx_2x1:.0%} of the bare engine")
     if bf16:
         e2e_bf16 = fruitlake_run(source, ["--k", "50", "--batch-size", "16", "--precision", "bf16"])
         show("fruitlake run --precision bf16 (openvino)", e2e_bf16["img_s"], f"{e2e_bf16['wall_s']:.1f} s")

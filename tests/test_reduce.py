@@ -92,3 +92,31 @@ def test_pca_reuse_refuses_a_variance_it_would_ignore_as_it_refuses_another_k(sp
             plan_pca(spark, config, str(tmp_path / "out"), previous, None)
     else:
         assert plan_pca(spark, config, str(tmp_path / "out"), previous, None).action == "reuse"
+
+
+@pytest.mark.parametrize("with_std", [False, True], ids=["centred", "standardised"])
+def test_numpy_projection_equals_spark_ml_transform(spark, with_std):
+    """`transform` projects in NumPy inside the Python workers: the values Spark ML's own PipelineModel.transform
+    gives, for the [centre, PCA] model a fit makes and for one that also scales (a feature of zero variance too)."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import PCA, StandardScaler
+    from pyspark.ml.functions import vector_to_array
+
+    from fruitlake.reduce import CENTRED, with_vectors
+
+    rng = np.random.default_rng(2)
+    matrix = rng.normal(size=(50, 5)) @ rng.normal(size=(5, 10)) + rng.normal(scale=0.1, size=(50, 10))
+    matrix[:, 3] = 2.5  # no variance: the standardised model leaves it at 0
+    rows = frame(spark, matrix.astype(np.float32).astype(np.float64))
+    if with_std:
+        model = Pipeline(stages=[StandardScaler(inputCol="_features_vec", outputCol=CENTRED, withMean=True,
+                                                withStd=True),
+                                 PCA(k=3, inputCol=CENTRED, outputCol="_pca_vec")]).fit(with_vectors(rows))
+    else:
+        model = fit(rows, 50, 10, k=3, variance=0.9).model
+    theirs = (model.transform(with_vectors(rows)).select("path", vector_to_array("_pca_vec").alias("pca"))
+              .orderBy("path").toPandas())
+    ours = transform(model, rows).orderBy("path").toPandas()
+    assert list(ours.columns) == ["path", "features", "pca"] and list(ours["path"]) == list(theirs["path"])
+    np.testing.assert_allclose(np.stack(ours["pca"]), np.stack(theirs["pca"]), rtol=1e-9, atol=1e-9)
+    assert transform(model, rows).schema["pca"].dataType.simpleString() == "array<double>"

@@ -48,6 +48,8 @@ def run(config: Config, spark: SparkSession | None = None, progress: Progress | 
                     _previous_put_back_on_failure(session, planned):
                 with timer("featurize"):
                     committed = commit(session, planned, progress)
+                if isinstance(config, RunConfig) and config.report:
+                    _preload_report()
                 pca, rewritten = _reduce_and_publish(session, planned, committed, timer, progress)
                 manifest = _manifest(session, planned, committed, pca, rewritten, timer, started).redacted()
                 manifest.write(session, fs.join(planned.output, MANIFEST))  # last: its presence means it finished
@@ -139,6 +141,12 @@ def _manifest(spark: SparkSession, planned: RunPlan, committed: CommitResult, pc
         featurize_img_per_s=round(committed.cnn_images / max(timer.seconds.get("featurize", 0.0), 1e-9), 2),
         versions=versions(spark), config=config.to_dict(),
     )
+
+
+def _preload_report() -> None:
+    from fruitlake.report import preload
+
+    preload()
 
 
 def _report(spark: SparkSession, output: str, manifest: Manifest, progress: Progress) -> None:

@@ -6,7 +6,9 @@ Figures (the notebook shows the same ones), `page` writes the HTML; `build_repor
 
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -43,6 +45,27 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_CONFUSION_LABELS = 60  # beyond it the confusion matrix is unreadable: report.json still holds the pairs
+
+
+# What the report imports (probe.py, plots.py): ~3 s on a busy machine, most of it scikit-learn.
+LIBRARIES = ("sklearn.linear_model", "sklearn.metrics", "sklearn.model_selection", "threadpoolctl",
+             "matplotlib.figure", "matplotlib.backends.backend_agg")
+
+
+def preload() -> threading.Thread:
+    """Import the report's libraries on a thread, while the driver only waits for Spark's jobs (the PCA, the
+    writes): the report then starts with them loaded. A failed import is the report's to say, not this thread's."""
+
+    def load() -> None:
+        for name in LIBRARIES:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                return
+
+    thread = threading.Thread(target=load, name="fruitlake-report-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def build_report(spark: SparkSession, output: str, manifest: Manifest | None = None) -> JsonDict:

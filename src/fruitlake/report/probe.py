@@ -70,14 +70,18 @@ def classification_probe(pca: Floats, labels: Strings, splits: Strings, seed: in
     """How well a linear classifier separates labels on the PCA features: accuracy, macro-F1, confusion."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    from threadpoolctl import threadpool_limits
 
     if len(set(labels)) < 2 or len(labels) < 5:
         return {"skipped": f"needs at least 2 labels and 5 images, got {len(set(labels))} and {len(labels)}"}
     train, test, rule = probe_split(labels, splits, seed)
     if len(set(labels[train])) < 2:
         return {"skipped": f"the training rows ({rule}) hold fewer than 2 labels"}
-    model = LogisticRegression(max_iter=3000).fit(pca[train], labels[train])
-    predicted = model.predict(pca[test])
+    # At most MAX_REPORT_ROWS x k values: BLAS's threads cost more than they save, and on a busy machine their
+    # spinning cost 4.3 s instead of 0.1 (10,000 x 50, 10 labels).
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = LogisticRegression(max_iter=3000).fit(pca[train], labels[train])
+        predicted = model.predict(pca[test])
     names = sorted(set(labels[train]) | set(labels[test]))
     matrix = confusion_matrix(labels[test], predicted, labels=names)
     support = matrix.sum(axis=1)

@@ -57,26 +57,33 @@ def load_results(spark: SparkSession, output: str, manifest: Manifest | None = N
                              "`fruitlake run INPUT OUTPUT --mode incremental` writes the datasets again")
     features = spark.read.parquet(fs.join(output, FEATURES))
     decoded = int(manifest.counts.images_ok or features.count())
-    rows = features
-    if decoded > MAX_REPORT_ROWS:
-        rows = features.where(F.pmod(F.xxhash64("path"), F.lit(decoded)) < MAX_REPORT_ROWS)
-    frame = rows.orderBy("path").select("label", "split", "pca").toPandas()
-    first = features.groupBy("label").agg(F.min("path").alias("path")).collect()
-    split = F.coalesce(F.col("split"), F.lit("")).alias("split")
-    counted = features.groupBy(F.coalesce(F.col("label"), F.lit("")).alias("label"), split).count().toPandas()
+    sampled = decoded > MAX_REPORT_ROWS
+    rows = features.where(F.pmod(F.xxhash64("path"), F.lit(decoded)) < MAX_REPORT_ROWS) if sampled else features
+    # One pass over the dataset reads the rows; they are sorted here, not by a Spark shuffle. Only a sample needs
+    # a second one, for what is counted over every image.
+    frame = rows.select("path", "label", "split", "pca").toPandas().sort_values("path", kind="stable")
+    frame["label"] = frame["label"].fillna("").astype(str)
+    frame["split"] = frame["split"].fillna("").astype(str)
+    if sampled:
+        counted = (features.groupBy(F.coalesce(F.col("label"), F.lit("")).alias("label"),
+                                    F.coalesce(F.col("split"), F.lit("")).alias("split"))
+                   .agg(F.count(F.lit(1)).alias("count"), F.min("path").alias("path")).toPandas())
+    else:
+        counted = frame.groupby(["label", "split"], as_index=False).agg(count=("path", "size"), path=("path", "min"))
+    first = counted.groupby("label")["path"].min()
     rejects, reasons = _read_rejects(spark, output)
     k = manifest.pca_facts.k
     pca = np.stack(list(frame["pca"])).astype(np.float64) if len(frame) else np.empty((0, k))
     return Results(
         manifest=manifest,
-        labels=frame["label"].fillna("").astype(str).to_numpy(),
-        splits=frame["split"].fillna("").astype(str).to_numpy(),
+        labels=frame["label"].to_numpy(),
+        splits=frame["split"].to_numpy(),
         pca=pca,
-        first_paths={row["label"]: row["path"] for row in first},
+        first_paths={str(label): str(path) for label, path in first.items()},
         rejects=rejects,
         label_table=label_table(counted["label"], counted["split"], counted["count"]),
         reject_reasons=reasons,
-        sampled_from=decoded if decoded > MAX_REPORT_ROWS else None,
+        sampled_from=decoded if sampled else None,
     )
 
 
@@ -87,11 +94,15 @@ def _read_manifest(spark: SparkSession, output: str) -> Manifest:
     return Manifest.read(spark, uri)
 
 
+def _no_rejects() -> tuple[pd.DataFrame, dict[str, int]]:
+    return pd.DataFrame({"path": [], "reason": []}), {}
+
+
 def _read_rejects(spark: SparkSession, output: str) -> tuple[pd.DataFrame, dict[str, int]]:
     """The first REJECTS_LISTED rejects by path, and every reject counted by the kind of its reason."""
     uri = fs.join(output, REJECTS)
     if not fs.exists(spark, uri):
-        return pd.DataFrame({"path": [], "reason": []}), {}
+        return _no_rejects()
     listed = spark.read.options(**CSV_OPTIONS).schema("path string, reason string").csv(uri)
     rejects = listed.orderBy("path").limit(REJECTS_LISTED).toPandas()
     # The kind of reason is the text before the first colon: details differ per file.
