@@ -51,9 +51,10 @@ run: install
 
 # Two pytest workers (pytest-xdist), one test file each at a time: a file's module fixtures (a moto server, a
 # cluster brought up once) stay in one process, and one worker's JVM or pip start overlaps the other's CNN.
+# Files go out in collection order, the slowest first (tests/conftest.py, SLOW_FILES).
 TEST_WORKERS ?= 2
 test: install jars browser  # pytest prints the 25 slowest tests (pyproject: --durations=25)
-	FRUITLAKE_S3A_JARS=$(FRUITLAKE_S3A_JARS) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	FRUITLAKE_S3A_JARS=$(FRUITLAKE_S3A_JARS) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The report tests render report.html in headless Chromium: Debian's package, installed once (CI runs as root).
 browser:

@@ -27,6 +27,20 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# The files whose tests start JVMs, clusters or many processes, slowest first (`--durations`, 2026-12-05). `make
+# test` hands files to its two pytest-xdist workers in collection order (--no-loadscope-reorder: xdist's own order
+# puts the files with the most tests first, which left these for the end, one worker idle while the other ran
+# them); so they start first and the many quick files fill the gaps.
+SLOW_FILES = ("test_cluster.py", "test_quiet_and_redacted.py", "test_s3.py", "test_node_runtime.py",
+              "test_jvmcache.py", "test_crash.py", "test_incremental.py", "test_quality.py", "test_pack.py",
+              "test_app.py", "test_late_refusals.py", "test_featurize.py", "test_models.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: number for number, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))  # stable: each file's order is kept
+
+
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         pytest.fail(f"{what} not found at {path}: the tests need ../shared beside the repository")
