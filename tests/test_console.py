@@ -105,3 +105,29 @@ def test_a_python_traceback_from_a_worker_is_cut_to_its_first_and_last_line():
 def test_system_exit_passes_through():
     with pytest.raises(SystemExit):
         outcome(failing(SystemExit(2)), args())
+
+
+@pytest.mark.parametrize("before", ["", "\rmodel       mobilenet_v2 (onnx, fp32)  0:05"])
+def test_native_noise_is_dropped_also_when_it_follows_a_partial_line_in_the_pipe(before):
+    """TensorFlow's first C++ line reaches the relay on its own, or glued to a progress line still being redrawn
+    (a leading `\\r`, no line end yet) when both arrive within one idle period: it never reaches the screen, the
+    progress line does, and so does what follows."""
+    import os
+
+    from fruitlake.console import _Relay
+
+    screen, into_screen = os.pipe()
+    relay = _Relay(into_screen, drop_native_noise=True)  # `into_screen` now feeds the relay's pipe
+    noise = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+             "I0000 00:00:1796506857.899073   31916 port.cc:153] oneDNN custom operations are on.\n")
+    os.write(into_screen, (before + noise + f"featurize   12 images  token={SECRET}\n").encode())
+    relay.restore()  # relays what is in the pipe, then points the descriptor back at the screen
+    os.close(into_screen)
+    os.close(relay.target)
+    shown = b""
+    while chunk := os.read(screen, 65536):
+        shown += chunk
+    os.close(screen)
+    text = shown.decode()
+    assert "absl" not in text and "oneDNN" not in text, text
+    assert text == before + "featurize   12 images  token=***\n", text

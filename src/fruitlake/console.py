@@ -34,7 +34,7 @@ INTERRUPTED = threading.Event()
 
 _LINE_END = re.compile(rb"(?<=[\n\r])")
 _NATIVE_NOISE = re.compile(
-    r"^(?:WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"(?:WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|[IW]\d{4} [\d:.]+\s+\d+ [\w./-]+:\d+\] )"
 )
 _IDLE = 0.1  # seconds without input after which a partial line is written out
@@ -58,8 +58,12 @@ class _Relay:
 
     def _emit(self, raw: bytes) -> None:
         text = raw.decode("utf-8", "surrogateescape")
-        if self.drop_native_noise and _NATIVE_NOISE.match(text):
-            return
+        # Native noise may also follow a partial line in the pipe (a progress line is redrawn with a leading `\r`
+        # and no line end, and TensorFlow's first line can come within the same _IDLE): drop it from where it starts.
+        if self.drop_native_noise and (noise := _NATIVE_NOISE.search(text)):
+            text = text[:noise.start()]
+            if not text:
+                return
         data = redact(text).encode("utf-8", "surrogateescape")
         while data:
             try:
