@@ -274,3 +274,25 @@ def test_an_incremental_pack_matches_any_spelling_of_input_and_refuses_a_root_th
     assert (again.images_added, again.images_removed, again.images_total) == (0, 0, first.images_total)
     with pytest.raises(FruitlakeError, match="with the folder 'Training' between them"):
         pack(spark, str(root / "Training"), str(table), mode="incremental")
+
+
+def test_pack_caches_its_rows_on_disk_never_in_the_jvms_memory(spark, tmp_path, monkeypatch):
+    """The rows with their bytes are cached between counting and writing; in memory that cache grew with the
+    images (in local mode in the driver's JVM), so it lies on the local disks only. Checked while the real
+    write runs: every cached block is on disk, none in memory."""
+    import fruitlake.pack
+    from fruitlake.sample_data import write_sample_data
+
+    write_rows, seen = fruitlake.pack._write_rows, []
+
+    def watching(rows, *args, **kwargs):
+        seen.extend((info.memSize(), info.diskSize()) for info in spark.sparkContext._jsc.sc().getRDDStorageInfo())
+        return write_rows(rows, *args, **kwargs)
+
+    monkeypatch.setattr(fruitlake.pack, "_write_rows", watching)
+    root = tmp_path / "in"
+    write_sample_data(root, classes=2, per_class=20, seed=3)
+    assert pack(spark, str(root), str(tmp_path / "table")).images_added == 40
+    assert seen, "pack cached nothing before writing"
+    assert all(memory == 0 for memory, _ in seen)
+    assert sum(disk for _, disk in seen) > 0
