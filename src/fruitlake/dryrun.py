@@ -25,6 +25,7 @@ from fruitlake.images import ImageRejected, decode
 from fruitlake.models import NETWORKS
 from fruitlake.plan import RunPlan, check_locations, plan
 from fruitlake.progress import Progress, StageTimer
+from fruitlake.session import session_for
 from fruitlake.store import FILE_TOO_LARGE, pending
 
 CALIBRATION_IMAGES = 48  # the first batch warms the engine up and is not timed
@@ -111,9 +112,7 @@ class DryRun:
 
 def dry_run(config: Config, spark: SparkSession | None = None, progress: Progress | None = None) -> DryRun:
     """Plan `config` as `pipeline.run` would, and report instead of running. OUTPUT is only read."""
-    from fruitlake.pipeline import session_for
-
-    with session_for(config, spark, time.perf_counter()) as (session, _):
+    with session_for(config, spark) as session:
         return _dry_run(session, config, progress or Progress.off())
 
 

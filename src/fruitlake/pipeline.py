@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from pyspark.sql import SparkSession
 
-from fruitlake import FruitlakeError, __version__, fs, s3
+from fruitlake import FruitlakeError, __version__, fs
 from fruitlake.commit import CommitResult, commit
 from fruitlake.config import Config, ProjectConfig, RunConfig
 from fruitlake.lock import OutputLock
@@ -29,7 +29,7 @@ from fruitlake.progress import Progress, StageTimer
 from fruitlake.publish import publish, refused_late, up_to_date
 from fruitlake.redaction import redact
 from fruitlake.reduce import reduce
-from fruitlake.session import executor_count, spark_session
+from fruitlake.session import executor_count, session_for
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,10 @@ def run(config: Config, spark: SparkSession | None = None, progress: Progress | 
     each stage as it runs (the command line passes one; by default nothing is shown).
     """
     started, progress = time.perf_counter(), progress or Progress.off()
-    with session_for(config, spark, started) as (session, timer):
+    with session_for(config, spark) as session:
+        timer = StageTimer()
+        if spark is None:  # the session this run started: its start is part of the run
+            timer.seconds["session"] = round(time.perf_counter() - started, 3)
         from_run = check_locations(session, config)
         with OutputLock(session, config.output):
             with plan(session, config, timer, progress, from_run).releasing() as planned, \
@@ -84,21 +87,6 @@ def _previous_put_back_on_failure(spark: SparkSession, planned: RunPlan) -> Iter
                                  f"back ({type(again).__name__}: {again}): they are in {redact(aside)}") from failure
         failure.add_note("OUTPUT holds the previous results again")
         raise
-
-
-@contextmanager
-def session_for(config: Config, spark: SparkSession | None,
-                started: float) -> Iterator[tuple[SparkSession, StageTimer]]:
-    """`spark`, set up for the config's locations (S3), or a session started for it and stopped afterwards."""
-    uris = (config.input, config.output) + ((config.from_run,) if isinstance(config, ProjectConfig) else ())
-    timer = StageTimer()
-    if spark is not None:
-        s3.configure_session(spark, uris)
-        yield spark, timer
-        return
-    with spark_session(config.master, uris=uris) as own:
-        timer.seconds["session"] = round(time.perf_counter() - started, 3)
-        yield own, timer
 
 
 def _reduce_and_publish(spark: SparkSession, planned: RunPlan, committed: CommitResult, timer: StageTimer,
