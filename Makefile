@@ -30,10 +30,10 @@ $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	@touch $@
 
 # -qq: pip's warnings too (a configured index location that is not there, "Location ... is ignored").
-# Then the JVM's class archive for local sessions (fruitlake/jvmcache.py): made once per Java and Spark install.
+# Then the JVM's class archive for local sessions (fruitlake/jvmcache_build.py): made once per Java and Spark install.
 install: $(BIN)/.installed
 	@$(BIN)/pip install -qq --no-deps --force-reinstall .
-	@$(BIN)/python -m fruitlake.jvmcache
+	@$(BIN)/python -m fruitlake.jvmcache_build
 
 $(JARS_DIR)/.fetched: | $(BIN)/.installed
 	rm -rf $(JARS_DIR) && mkdir -p $(JARS_DIR)/sdist

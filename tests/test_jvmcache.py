@@ -1,18 +1,17 @@
-"""jvmcache.py: the JVM class archive is made once, used by local sessions, and never needed."""
+"""jvmcache.py and jvmcache_build.py: the JVM class archive is made once, used by local sessions, and never needed."""
 
 import os
 import subprocess
 import sys
 import textwrap
 
-from fruitlake import jvmcache
+from fruitlake import jvmcache, jvmcache_build
 from fruitlake.models import cache_dir
 from fruitlake.session import JVM_TUNING, LOCAL_JIT, _java_options
 
 
 def test_local_sessions_use_the_archive_when_it_exists_and_only_then(tmp_path, monkeypatch):
     monkeypatch.setenv("FRUITLAKE_CACHE", str(tmp_path))
-    monkeypatch.delenv(jvmcache.DUMP, raising=False)
     monkeypatch.delenv(JVM_TUNING, raising=False)
     archive = jvmcache.archive_path()
     assert archive is not None and archive.parent == tmp_path / "jvm"
@@ -27,8 +26,8 @@ def test_local_sessions_use_the_archive_when_it_exists_and_only_then(tmp_path, m
     monkeypatch.setenv(JVM_TUNING, "off")
     assert "SharedArchive" not in _java_options("local[2]") and LOCAL_JIT not in _java_options("local[2]")
     monkeypatch.delenv(JVM_TUNING)
-    monkeypatch.setenv(jvmcache.DUMP, str(tmp_path / "new.part"))
-    assert jvmcache.java_options()[0] == f"-XX:ArchiveClassesAtExit={tmp_path / 'new.part'}"
+    assert jvmcache.java_options(tmp_path / "new.part")[0] == f"-XX:ArchiveClassesAtExit={tmp_path / 'new.part'}"
+    assert f"-XX:ArchiveClassesAtExit={tmp_path / 'new.part'}" in _java_options("local[2]", tmp_path / "new.part")
 
 
 def test_the_archive_is_keyed_by_the_java_and_the_spark_jars(tmp_path, monkeypatch):
@@ -51,9 +50,8 @@ def test_a_built_archive_is_what_a_new_session_loads_spark_from(tmp_path, weight
         (tmp_path / "cache" / "onnx").symlink_to(converted)
     env = {**os.environ, "FRUITLAKE_CACHE": str(tmp_path / "cache"), "FRUITLAKE_WEIGHTS": weights_path,
            "PYSPARK_PYTHON": sys.executable}
-    env.pop(jvmcache.DUMP, None)
     env.pop(JVM_TUNING, None)
-    built = subprocess.run([sys.executable, "-m", "fruitlake.jvmcache"], env=env, capture_output=True, text=True,
+    built = subprocess.run([sys.executable, "-m", "fruitlake.jvmcache_build"], env=env, capture_output=True, text=True,
                            timeout=900)
     assert built.returncode == 0, built.stderr[-2000:]
     assert built.stdout.startswith("JVM class archive: ") and "[warning]" not in built.stdout + built.stderr
@@ -61,10 +59,10 @@ def test_a_built_archive_is_what_a_new_session_loads_spark_from(tmp_path, weight
     assert len(archives) == 1 and not list((tmp_path / "cache" / "jvm").glob("*.part"))
     loaded = tmp_path / "classes.log"
     session = textwrap.dedent(f"""
-        from fruitlake import jvmcache
+        from fruitlake import jvmcache, jvmcache_build
         from fruitlake.session import spark_session
         chosen = jvmcache.java_options
-        jvmcache.java_options = lambda: chosen() + ["-Xlog:class+load=info:file={loaded}"]
+        jvmcache.java_options = lambda *dump: chosen(*dump) + ["-Xlog:class+load=info:file={loaded}"]
         with spark_session("local[1]") as spark:
             assert spark.range(3).count() == 3
     """)
@@ -82,6 +80,6 @@ def test_a_new_archive_keeps_only_the_newest_others(tmp_path):
         old = tmp_path / f"spark-old{age}.jsa"
         old.write_bytes(b"old")
         os.utime(old, (1_000_000 - age, 1_000_000 - age))  # old0 is the newest of them
-    jvmcache._prune(made, keep=3)
+    jvmcache_build._prune(made, keep=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spark-new.jsa", "spark-old0.jsa", "spark-old1.jsa",
                                                           "spark-old2.jsa"]

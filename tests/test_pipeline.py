@@ -9,6 +9,7 @@ from helpers import read_csv_dir, read_manifest, run
 from fruitlake import FruitlakeError
 from fruitlake.cli import main
 from fruitlake.config import RunConfig
+from fruitlake.progress import STAGES
 
 
 def test_one_csv_row_per_good_image_with_its_header(sample_run):
@@ -34,6 +35,7 @@ def test_manifest_says_what_happened(sample_run, weights_path):
     assert manifest["weights_sha256"] == sha256_of(weights_path)
     assert manifest["model"] == "mobilenet_v2" and manifest["image_size"] == 224
     assert set(manifest["timings"]) >= {"discover", "load_model", "featurize", "reduce", "write"}
+    assert list(manifest["timings"]) == [stage for stage in STAGES if stage in manifest["timings"]]  # in order
     assert manifest["throughput_img_per_s"] > 0
     assert {"python", "spark", "tensorflow"} <= set(manifest["versions"])
 

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from fruitlake.cli import main
-from fruitlake.progress import Progress, StageState, render
+from fruitlake.progress import SHOWN, Progress, StageState, render
 
-STAGES = ("discover", "model", "featurize", "pca", "write", "report")
+STAGES = SHOWN  # the run's stages as the progress lines name them, in order
 
 
 class FakeClock:
@@ -56,13 +56,13 @@ def test_a_non_terminal_gets_one_line_per_stage_and_no_carriage_returns():
     assert progress.mode == "lines"
     with progress.stage("featurize", total=40, counter=lambda: counted[0]):
         clock.now, counted[0] = 4.0, 40
-    with progress.stage("pca") as shown:
+    with progress.stage("reduce") as shown:
         clock.now = 6.0
         shown.note("k=5")
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue() and len(lines) == 2
     assert lines[0].startswith("featurize") and "40/40 images" in lines[0] and "10.0 images/s" in lines[0]
-    assert lines[1].startswith("pca") and "k=5" in lines[1] and lines[1].endswith("done in 0:02")
+    assert lines[1].startswith("reduce") and "k=5" in lines[1] and lines[1].endswith("done in 0:02")
 
 
 def test_a_failing_stage_says_so_and_the_error_goes_on():
@@ -96,19 +96,19 @@ def test_a_log_record_under_a_live_line_gets_a_line_of_its_own():
     root.addHandler(handler)
     progress = Progress(stream, clock=clock, interval=0.05)
     try:
-        with progress.stage("model"):
+        with progress.stage("load_model"):
             deadline = time.monotonic() + 60
-            while "model" not in stream.getvalue() and time.monotonic() < deadline:
+            while "load_model" not in stream.getvalue() and time.monotonic() < deadline:
                 time.sleep(0.01)
             logging.getLogger("fruitlake.models").warning("could not cache")
         logging.getLogger("fruitlake.models").warning("after the stage")
     finally:
         root.removeHandler(handler)
     text = stream.getvalue()
-    assert re.search(r"model +0:00\r +\rcould not cache\n", text), repr(text)
+    assert re.search(r"load_model +0:00\r +\rcould not cache\n", text), repr(text)
     on_screen = [line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n") if line]
     assert on_screen[0] == "could not cache", repr(text)
-    assert on_screen[1].startswith("model") and on_screen[1].endswith("done in 0:00")
+    assert on_screen[1].startswith("load_model") and on_screen[1].endswith("done in 0:00")
     assert on_screen[2:] == ["after the stage"] and handler.filters == []
 
 
@@ -145,7 +145,7 @@ def test_the_run_prints_one_line_per_stage_with_counts(sample_run):
     by_stage = {line.split(" ")[0]: line for line in lines}
     assert "25 images" in by_stage["discover"]
     assert re.search(r"25/25 images\s+\d+ tasks\s+[\d.]+ images/s\s+done in", by_stage["featurize"])
-    assert "k=5" in by_stage["pca"] and "24 images" in by_stage["write"]
+    assert "k=5" in by_stage["reduce"] and "24 images" in by_stage["write"]
     assert "probe accuracy" in by_stage["report"]
     assert stdout.strip().splitlines()[-1].startswith('{"images_total": 25')
 

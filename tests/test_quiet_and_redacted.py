@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 from helpers import fruitlake_env, kill_group, read_csv_dir, run_process
 
+from fruitlake.progress import SHOWN
+
 # fruitlake's own stderr lines: a stage's progress line (`featurize   6/6 images ... done in 0:07`, or
 # `... failed after 0:03`) and its one-line messages (`fruitlake: error: ...`, `fruitlake: failed: ...`,
 # `fruitlake: interrupted; ...`), and a warning of fruitlake's own loggers (`<time> WARNING fruitlake.session: ...`).
-STAGES = ("discover", "model", "featurize", "pca", "write", "report")
+STAGES = SHOWN
 PROGRESS_LINE = re.compile(rf"^(?:{'|'.join(STAGES)})\s+.*(?:done in|failed after) \d+:\d\d(?::\d\d)?$")
 MESSAGE_LINE = re.compile(r"^fruitlake: (?:error|failed|interrupted)\b"
                           r"|^\S+ \S+ (?:WARNING|ERROR) fruitlake(?:\.\w+)*: ")
@@ -181,7 +183,7 @@ def test_ctrl_c_while_featurizing_says_how_to_finish(weights_path, tmp_path):
     def read_stderr():
         for line in process.stderr:
             lines.append(line)
-            if line.startswith("model "):  # the stage before featurize has ended
+            if line.startswith("load_model "):  # the stage before featurize has ended
                 featurizing.set()
         featurizing.set()
 

@@ -21,7 +21,7 @@ from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, EngineSpec, featur
 from fruitlake.images import EMPTY_FILE
 from fruitlake.output import set_aside
 from fruitlake.plan import RunPlan
-from fruitlake.progress import Progress
+from fruitlake.progress import Stage, Stages
 from fruitlake.store import ENGINE, FILE_TOO_LARGE, UNKNOWN_ENGINE, pending
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,13 @@ class CommitResult:
         return self.stored.where(F.col("error").isNull()).drop(ENGINE)
 
 
-def commit(spark: SparkSession, plan: RunPlan, progress: Progress) -> CommitResult:
+def commit(spark: SparkSession, plan: RunPlan, stages: Stages) -> CommitResult:
     """Featurize the pending files into the store and compact it to one batch. From here on OUTPUT is written."""
+    with stages("featurize", spark) as shown:
+        return _commit(spark, plan, shown)
+
+
+def _commit(spark: SparkSession, plan: RunPlan, shown: Stage) -> CommitResult:
     config, store, found = plan.config, plan.store, plan.found
     if config.mode == "overwrite" and not plan.state.empty:
         set_aside(spark, plan.output)  # back in place if the run is refused late (`publish.refused_late`)
@@ -69,9 +74,9 @@ def commit(spark: SparkSession, plan: RunPlan, progress: Progress) -> CommitResu
     todo = pending(found.listing, plan.settled).select("path", "file_uri", "length").persist()
     try:
         images = found.count if first_run else todo.count()
-        with progress.stage("featurize", spark, images, lambda: images_done.value):
-            vanished = _featurize_pending(spark, plan, _batches(todo, first_run, images, found.total_bytes,
-                                                                config.commit_every), images, images_done)
+        shown.follow(lambda: images_done.value, images)
+        vanished = _featurize_pending(spark, plan, _batches(todo, first_run, images, found.total_bytes,
+                                                            config.commit_every), images, images_done)
     finally:
         todo.unpersist()
     dropping = config.missing == "drop" and plan.images_missing > 0

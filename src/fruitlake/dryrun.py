@@ -24,7 +24,8 @@ from fruitlake.fetch import Wanted, fetch
 from fruitlake.images import ImageRejected, decode
 from fruitlake.models import NETWORKS
 from fruitlake.plan import RunPlan, check_locations, plan
-from fruitlake.progress import Progress, StageTimer
+from fruitlake.progress import Progress, Stages
+from fruitlake.session import session_for
 from fruitlake.store import FILE_TOO_LARGE, pending
 
 CALIBRATION_IMAGES = 48  # the first batch warms the engine up and is not timed
@@ -111,24 +112,22 @@ class DryRun:
 
 def dry_run(config: Config, spark: SparkSession | None = None, progress: Progress | None = None) -> DryRun:
     """Plan `config` as `pipeline.run` would, and report instead of running. OUTPUT is only read."""
-    from fruitlake.pipeline import session_for
-
-    with session_for(config, spark, time.perf_counter()) as (session, _):
-        return _dry_run(session, config, progress or Progress.off())
+    with session_for(config, spark) as session:
+        return _dry_run(session, config, Stages(progress))
 
 
-def _dry_run(spark: SparkSession, config: Config, progress: Progress) -> DryRun:
+def _dry_run(spark: SparkSession, config: Config, stages: Stages) -> DryRun:
     from_run = check_locations(spark, config)
-    timer = StageTimer()
     split = F.coalesce(F.col("split"), F.lit("")).alias("split")
     label = F.coalesce(F.col("label"), F.lit("")).alias("label")
-    with plan(spark, config, timer, progress, from_run).releasing() as planned:  # the listing, read until the end
-        with timer("calibrate"), tolerant_reads(spark):  # a file the run would reject does not stop a dry run
+    with plan(spark, config, stages, from_run).releasing() as planned:  # the listing, read until the end
+        # A file the run would reject does not stop a dry run.
+        with stages("calibrate", show=False), tolerant_reads(spark):
             todo = pending(planned.found.listing, planned.settled)
             count = planned.found.count if planned.in_store is None else todo.count()
             rejected = _rejected_unread(planned)
             calibration = _calibrate(spark, planned)
-        with timer("groups"):
+        with stages("groups", show=False):
             rows = (planned.found.listing.groupBy(split, label).agg(F.count("*").alias("images"),
                                                                     F.sum("length").alias("bytes"))
                     .orderBy("split", "label").collect())
@@ -137,7 +136,7 @@ def _dry_run(spark: SparkSession, config: Config, progress: Progress) -> DryRun:
         input=config.input, output=config.output, images=planned.found.count, bytes=planned.found.total_bytes,
         groups=[Group(row["split"], row["label"], int(row["images"]), int(row["bytes"] or 0)) for row in rows],
         skipped=planned.found.skipped, pending=count, commit_every=config.commit_every, output_state=state,
-        calibration=calibration, timings=dict(timer.seconds), rejected_unread=rejected,
+        calibration=calibration, timings=dict(stages.seconds), rejected_unread=rejected,
         images_missing=planned.images_missing, missing_policy=config.missing,
     )
 

@@ -29,6 +29,13 @@ CSV_OPTIONS = {
 }
 # Every name under OUTPUT; this module owns them.
 PCA_CSV, FEATURES, PCA_MODEL, REJECTS = "pca_csv", "features", "pca_model", "rejects"  # the datasets
+# The one list of the datasets a run publishes, in the order they are written (the CSV reads the features back),
+# with the commands that publish each: only `run` fits a PCA and keeps its model. publish.py writes these and no
+# others; an up-to-date check asks for all of them.
+DATASETS: dict[str, tuple[str, ...]] = {
+    FEATURES: ("run", "project-images"), PCA_CSV: ("run", "project-images"), REJECTS: ("run", "project-images"),
+    PCA_MODEL: ("run",),
+}
 MANIFEST = "manifest.json"  # written last (manifest.py)
 STORE = "_store"  # the feature store (store.py): committed batches of the CNN's output
 LOCK = "_lock.json"  # the running run's lock (lock.py)
@@ -37,8 +44,8 @@ REPLACED = "_replaced"  # --mode overwrite: the previous run, kept until the new
 REPORT_HTML, REPORT_JSON, REPORT_DIR = "report.html", "report.json", "report"  # the report (report/)
 CLASSIFIER = "classifier"  # `fruitlake train`: the Spark ML classifier and its metrics.json (train.py)
 # Everything a run or the report leaves in OUTPUT: a folder holding only these is ours to replace.
-KNOWN_NAMES = {PCA_CSV, FEATURES, PCA_MODEL, REJECTS, MANIFEST, STORE, PUBLISH, RETIRED, REPLACED, LOCK,
-               REPORT_HTML, REPORT_JSON, REPORT_DIR, CLASSIFIER}
+KNOWN_NAMES = {*DATASETS, MANIFEST, STORE, PUBLISH, RETIRED, REPLACED, LOCK, REPORT_HTML, REPORT_JSON, REPORT_DIR,
+               CLASSIFIER}
 # The hidden names Hadoop's local file system and `fs.write_bytes` add beside a file of ours: its checksum
 # `.manifest.json.crc`, the temporary `.manifest.json.tmp` and that one's checksum `..manifest.json.tmp.crc`.
 OWN_HIDDEN = {hidden for name in KNOWN_NAMES
@@ -138,6 +145,11 @@ def put_back(spark: SparkSession, uri: str) -> None:
         if fs.exists(spark, fs.join(aside, name)):
             fs.rename(spark, fs.join(aside, name), fs.join(uri, name))
     fs.delete(spark, aside)
+
+
+def datasets_of(command: str) -> list[str]:
+    """The datasets a finished run of `command` (run, project-images) holds, in the order they are written."""
+    return [name for name, commands in DATASETS.items() if command in commands]
 
 
 def pc_columns(k: int) -> list[Column]:

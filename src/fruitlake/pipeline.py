@@ -18,18 +18,18 @@ from datetime import UTC, datetime
 
 from pyspark.sql import SparkSession
 
-from fruitlake import FruitlakeError, __version__, fs, s3
+from fruitlake import FruitlakeError, __version__, fs
 from fruitlake.commit import CommitResult, commit
 from fruitlake.config import Config, ProjectConfig, RunConfig
 from fruitlake.lock import OutputLock
 from fruitlake.manifest import Counts, Manifest, PcaFacts, SparkFacts
 from fruitlake.output import MANIFEST, REPLACED, put_back
 from fruitlake.plan import RunPlan, check_locations, plan
-from fruitlake.progress import Progress, StageTimer
+from fruitlake.progress import Progress, Stages
 from fruitlake.publish import publish, refused_late, up_to_date
 from fruitlake.redaction import redact
 from fruitlake.reduce import reduce
-from fruitlake.session import executor_count, spark_session
+from fruitlake.session import executor_count, session_for
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +40,24 @@ def run(config: Config, spark: SparkSession | None = None, progress: Progress | 
     With `spark` given (a notebook, spark-submit) that session is used and left running. `progress` shows
     each stage as it runs (the command line passes one; by default nothing is shown).
     """
-    started, progress = time.perf_counter(), progress or Progress.off()
-    with session_for(config, spark, started) as (session, timer):
+    started, stages = time.perf_counter(), Stages(progress)
+    with session_for(config, spark) as session:
+        if spark is None:  # the session this run started: its start is part of the run
+            stages.took("session", time.perf_counter() - started)
         from_run = check_locations(session, config)
         with OutputLock(session, config.output):
-            with plan(session, config, timer, progress, from_run).releasing() as planned, \
+            with plan(session, config, stages, from_run).releasing() as planned, \
                     _previous_put_back_on_failure(session, planned):
-                with timer("featurize"):
-                    committed = commit(session, planned, progress)
+                committed = commit(session, planned, stages)
                 if isinstance(config, RunConfig) and config.report:
                     _preload_report()
-                pca, rewritten = _reduce_and_publish(session, planned, committed, timer, progress)
-                manifest = _manifest(session, planned, committed, pca, rewritten, timer, started).redacted()
+                pca, rewritten = _reduce_and_publish(session, planned, committed, stages)
+                manifest = _manifest(session, planned, committed, pca, rewritten, stages, started).redacted()
                 manifest.write(session, fs.join(planned.output, MANIFEST))  # last: its presence means it finished
             if config.mode == "overwrite":  # the previous run, not needed now
                 fs.delete(session, fs.join(planned.output, REPLACED))
             if isinstance(config, RunConfig) and config.report:
-                _report(session, planned.output, manifest, progress)
+                _report(session, planned.output, manifest, stages)
     log.info("%d images (%d new, %d rejected) -> k=%s (pca %s) in %.1f s", manifest.counts.images_total,
              committed.images_new, committed.images_rejected, pca.k, planned.pca.action, manifest.total_seconds)
     return manifest
@@ -86,41 +87,26 @@ def _previous_put_back_on_failure(spark: SparkSession, planned: RunPlan) -> Iter
         raise
 
 
-@contextmanager
-def session_for(config: Config, spark: SparkSession | None,
-                started: float) -> Iterator[tuple[SparkSession, StageTimer]]:
-    """`spark`, set up for the config's locations (S3), or a session started for it and stopped afterwards."""
-    uris = (config.input, config.output) + ((config.from_run,) if isinstance(config, ProjectConfig) else ())
-    timer = StageTimer()
-    if spark is not None:
-        s3.configure_session(spark, uris)
-        yield spark, timer
-        return
-    with spark_session(config.master, uris=uris) as own:
-        timer.seconds["session"] = round(time.perf_counter() - started, 3)
-        yield own, timer
-
-
-def _reduce_and_publish(spark: SparkSession, planned: RunPlan, committed: CommitResult, timer: StageTimer,
-                        progress: Progress) -> tuple[PcaFacts, bool]:
+def _reduce_and_publish(spark: SparkSession, planned: RunPlan, committed: CommitResult,
+                        stages: Stages) -> tuple[PcaFacts, bool]:
     """The PCA applied and whether the datasets were written again (not when nothing changed)."""
     if up_to_date(spark, planned, committed):
         assert planned.previous is not None
         return planned.previous.pca_facts, False
     try:
-        with timer("reduce"), progress.stage("pca", spark) as shown:
+        with stages("reduce", spark) as shown:
             model, pca = reduce(planned.pca, planned.config, committed.good, committed.images_ok)
             shown.note(f"k={pca.k} ({planned.pca.action})")
     except FruitlakeError as refusal:
         raise refused_late(spark, planned, refusal) from None
-    with timer("write"), progress.stage("write", spark) as shown:
+    with stages("write", spark) as shown:
         publish(spark, planned, committed, model, pca.k)
         shown.count(committed.images_ok)
     return pca, True
 
 
 def _manifest(spark: SparkSession, planned: RunPlan, committed: CommitResult, pca: PcaFacts, rewritten: bool,
-              timer: StageTimer, started: float) -> Manifest:
+              stages: Stages, started: float) -> Manifest:
     config, found, context = planned.config, planned.found, spark.sparkContext
     seconds = time.perf_counter() - started
     counts = Counts(
@@ -136,9 +122,9 @@ def _manifest(spark: SparkSession, planned: RunPlan, committed: CommitResult, pc
         datasets_rewritten=rewritten, pca=planned.pca.action, pca_model_from=planned.pca.source_run, pca_facts=pca,
         network=planned.network.facts(committed.feature_engines),
         spark=SparkFacts(context.master or "", context.defaultParallelism, executor_count(spark)),
-        timings=timer.seconds, total_seconds=round(seconds, 3),
+        timings=dict(stages.seconds), total_seconds=round(seconds, 3),
         throughput_img_per_s=round(found.count / seconds, 2),
-        featurize_img_per_s=round(committed.cnn_images / max(timer.seconds.get("featurize", 0.0), 1e-9), 2),
+        featurize_img_per_s=round(committed.cnn_images / max(stages.seconds.get("featurize", 0.0), 1e-9), 2),
         versions=versions(spark), config=config.to_dict(),
     )
 
@@ -149,11 +135,11 @@ def _preload_report() -> None:
     preload()
 
 
-def _report(spark: SparkSession, output: str, manifest: Manifest, progress: Progress) -> None:
+def _report(spark: SparkSession, output: str, manifest: Manifest, stages: Stages) -> None:
     """The report of a finished run. Its failure is said, not fatal: the results are written already."""
     from fruitlake.report import build_report
 
-    with progress.stage("report", spark) as shown:
+    with stages("report", spark) as shown:
         try:
             shown.note(build_report(spark, output, manifest)["summary"])
         except Exception as exc:  # noqa: BLE001 - any failure of the report leaves a finished run finished

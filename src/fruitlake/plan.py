@@ -19,7 +19,7 @@ from fruitlake.featurize import EngineOptions
 from fruitlake.manifest import Manifest
 from fruitlake.network import RunNetwork
 from fruitlake.output import MANIFEST, PCA_MODEL, OutputState, inspect_output
-from fruitlake.progress import Progress, StageTimer
+from fruitlake.progress import Stages
 from fruitlake.redaction import redact
 from fruitlake.reduce import PcaPlan, plan_pca
 from fruitlake.safety import check_separate
@@ -75,8 +75,7 @@ def check_locations(spark: SparkSession, config: Config) -> Manifest | None:
     return from_run
 
 
-def plan(spark: SparkSession, config: Config, timer: StageTimer, progress: Progress,
-         from_run: Manifest | None = None) -> RunPlan:
+def plan(spark: SparkSession, config: Config, stages: Stages, from_run: Manifest | None = None) -> RunPlan:
     """Every check that can refuse the run, and what the later stages read; `from_run` is the manifest
     `check_locations` read for project-images (read here if not given)."""
     output = config.output.rstrip("/")
@@ -90,19 +89,18 @@ def plan(spark: SparkSession, config: Config, timer: StageTimer, progress: Progr
     if isinstance(config, ProjectConfig) and from_run is None:
         from_run = _finished_run(spark, config.from_run)
     avoid = (output,) + ((config.from_run.rstrip("/"),) if isinstance(config, ProjectConfig) else ())
-    with timer("discover"), progress.stage("discover", spark) as shown:
+    with stages("discover", spark) as shown:
         found = discover(spark, config.input, avoid=avoid, split_names=config.split_names)
         shown.count(found.count)
     try:
-        return _plan_found(spark, config, timer, progress, from_run, output, state, previous, found)
+        return _plan_found(spark, config, stages, from_run, output, state, previous, found)
     except BaseException:
         found.release()
         raise
 
 
-def _plan_found(spark: SparkSession, config: Config, timer: StageTimer, progress: Progress,
-                from_run: Manifest | None, output: str, state: OutputState, previous: Manifest | None,
-                found: Discovered) -> RunPlan:
+def _plan_found(spark: SparkSession, config: Config, stages: Stages, from_run: Manifest | None, output: str,
+                state: OutputState, previous: Manifest | None, found: Discovered) -> RunPlan:
     if previous is not None:
         check_input_root(previous.input_root, found.root)
     store = Store(spark, output)
@@ -111,7 +109,7 @@ def _plan_found(spark: SparkSession, config: Config, timer: StageTimer, progress
     gone = missing(in_store, found.listing)
     images_missing = gone.count() if gone is not None else 0
     _check_k(config, pca, found.count + (images_missing if config.missing == "keep" else 0))
-    with timer("load_model"), progress.stage("model") as shown:
+    with stages("load_model") as shown:
         network = _network(spark, config, from_run)
         shown.note(f"{network.options.model} ({network.options.engine}, {network.options.precision})")
         try:

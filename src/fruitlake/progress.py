@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from pyspark.status import StatusTracker
 
 MODES = ("auto", "live", "lines", "off")
+# The stages of a run, in order: the keys of the manifest's `timings` and the names on the progress lines.
+# `session` is timed when the run starts its own session, never shown; `report` comes after the manifest.
+STAGES = ("session", "discover", "load_model", "featurize", "reduce", "write", "report")
+SHOWN = STAGES[1:]
+DRY_RUN_STEPS = ("calibrate", "groups")  # the dry run's own, timed in its summary and not shown
 JOB_GROUP, JOB_DESCRIPTION = "spark.jobGroup.id", "spark.job.description"
 
 log = logging.getLogger(__name__)
@@ -82,8 +87,14 @@ def render(state: StageState, now: float) -> str:
 class Stage:
     """The handle a `with progress.stage(...)` block gets: report counts the driver learns itself."""
 
-    def __init__(self, state: StageState) -> None:
+    def __init__(self, state: StageState, counter: Callable[[], int] | None = None) -> None:
         self.state = state
+        self.counter = counter  # polled for the units done (e.g. an accumulator's value)
+
+    def follow(self, counter: Callable[[], int], total: int | None = None) -> None:
+        """From now on, poll `counter()` for the units done (of `total`, when known)."""
+        self.counter = counter
+        self.count(self.state.done or 0, total)
 
     def count(self, done: int, total: int | None = None) -> None:
         self.state.done = done
@@ -159,8 +170,9 @@ class Progress:
             name, self.clock(), unit, total, 0 if counter is not None or total is not None else None
         )
         self.stages.append(state)
+        handle = Stage(state, counter)
         if self.mode == "off":
-            yield Stage(state)
+            yield handle
             return
         context = spark.sparkContext if spark is not None else None
         tasks: _SparkTasks | None = None
@@ -174,7 +186,7 @@ class Progress:
         stop = threading.Event()
         watcher = threading.Thread(
             target=self._watch,
-            args=(state, counter, tasks, stop),
+            args=(handle, tasks, stop),
             name=f"fruitlake-progress-{name}",
             daemon=True,
         )
@@ -184,7 +196,7 @@ class Progress:
             for handler in logging.getLogger().handlers:
                 handler.addFilter(clearer)
         try:
-            yield Stage(state)
+            yield handle
         except BaseException:
             state.failed = True
             raise
@@ -201,26 +213,25 @@ class Progress:
                     context.setLocalProperty(JOB_DESCRIPTION, previous[1])  # type: ignore[arg-type]
                 except Exception:  # noqa: BLE001 - the JVM is gone (Ctrl-C ends it too): still say how it ended
                     log.debug("job group of stage %s not restored", state.name, exc_info=True)
-            self._refresh(state, counter, tasks)
+            self._refresh(handle, tasks)
             state.finished = self.clock()
             self._emit(render(state, state.finished), final=True)
 
-    def _refresh(self, state: StageState, counter: Callable[[], int] | None, tasks: _SparkTasks | None) -> None:
+    def _refresh(self, stage: Stage, tasks: _SparkTasks | None) -> None:
+        state = stage.state
         try:
-            if counter is not None:
-                state.done = int(counter())
+            if stage.counter is not None:
+                state.done = int(stage.counter())
             if tasks is not None:
                 state.tasks_done, state.tasks_total, state.tasks_running = tasks.poll()
         except Exception:  # noqa: BLE001 - a display must never fail the run (e.g. the context stopping)
             log.debug("progress of stage %s not updated", state.name, exc_info=True)
 
-    def _watch(
-        self, state: StageState, counter: Callable[[], int] | None, tasks: _SparkTasks | None, stop: threading.Event
-    ) -> None:
+    def _watch(self, stage: Stage, tasks: _SparkTasks | None, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
-            self._refresh(state, counter, tasks)
+            self._refresh(stage, tasks)
             if self.mode == "live":
-                self._emit(render(state, self.clock()), final=False)
+                self._emit(render(stage.state, self.clock()), final=False)
 
     def clear_live_line(self) -> None:
         """Wipe the live line, so that what is printed next (a log record) starts a line of its own. The next
@@ -259,18 +270,30 @@ class _LiveLineClearer(logging.Filter):
         return True
 
 
-class StageTimer:
-    """Seconds per stage of a run, for the manifest's `timings`; each stage logged as it starts and ends."""
+class Stages:
+    """The runner's one wrapper of a stage: timed for the manifest's `timings`, logged as it starts and ends, and
+    shown by `progress` (STAGES names them all)."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress or Progress.off()
         self.seconds: dict[str, float] = {}
 
     @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
+    def __call__(self, name: str, spark: SparkSession | None = None, show: bool = True) -> Iterator[Stage]:
+        if name not in STAGES + DRY_RUN_STEPS:
+            raise ValueError(f"stage {name!r} is not one of {', '.join(STAGES + DRY_RUN_STEPS)}")
         started = time.perf_counter()
-        log.info("stage %s ...", stage)
+        log.info("stage %s ...", name)
         try:
-            yield
+            if show:
+                with self.progress.stage(name, spark) as shown:
+                    yield shown
+            else:
+                yield Stage(StageState(name, started))
         finally:
-            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - started, 3)
-            log.info("stage %s done in %.1f s", stage, self.seconds[stage])
+            self.took(name, time.perf_counter() - started)
+            log.info("stage %s done in %.1f s", name, self.seconds[name])
+
+    def took(self, name: str, seconds: float) -> None:
+        """Add `seconds` to stage `name` (a stage timed outside a `with`: the session's start)."""
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + seconds, 3)

@@ -21,6 +21,7 @@ from fruitlake.output import (
     PUBLISH,
     REJECTS,
     clear_output,
+    datasets_of,
     publish_datasets,
     put_back,
     write_csv,
@@ -35,24 +36,24 @@ from fruitlake.reduce import same_pca, transform
 def up_to_date(spark: SparkSession, plan: RunPlan, committed: CommitResult) -> bool:
     """An incremental run that found nothing to do rewrites nothing but the manifest."""
     previous = plan.previous
-    published = [FEATURES, PCA_CSV, REJECTS] + ([PCA_MODEL] if plan.config.command == "run" else [])
     return (not committed.images_new and not committed.dropped_missing and previous is not None
             and previous.store_batch == committed.batch and same_pca(plan.pca, previous)
-            and all(fs.exists(spark, fs.join(plan.output, name)) for name in published))
+            and all(fs.exists(spark, fs.join(plan.output, name)) for name in datasets_of(plan.config.command)))
 
 
 def publish(spark: SparkSession, plan: RunPlan, committed: CommitResult, model: PipelineModel, k: int) -> None:
     stored, output = committed.stored, plan.output
     reduced = transform(model, committed.good.drop("error"))
     staged_features = fs.join(output, PUBLISH, FEATURES)
-    writers: dict[str, Callable[[str], None]] = {  # in this order: the PCA is computed once, and the CSV reads
-        FEATURES: lambda uri: write_features(reduced, uri),  # the few columns it needs back
+    writers: dict[str, Callable[[str], None]] = {  # the PCA is computed once: the CSV reads the features back
+        FEATURES: lambda uri: write_features(reduced, uri),
         PCA_CSV: lambda uri: write_csv(spark.read.parquet(staged_features), uri, k),
         REJECTS: lambda uri: write_rejects(stored.where(F.col("error").isNotNull()), uri),
+        PCA_MODEL: lambda uri: write_model(model, uri),
     }
-    if plan.pca.fits:
-        writers[PCA_MODEL] = lambda uri: write_model(model, uri)
-    publish_datasets(spark, output, writers)
+    # A PCA that was reused, not fitted, keeps the model OUTPUT holds.
+    written = [name for name in datasets_of(plan.config.command) if name != PCA_MODEL or plan.pca.fits]
+    publish_datasets(spark, output, {name: writers[name] for name in written})
 
 
 def refused_late(spark: SparkSession, plan: RunPlan, refusal: FruitlakeError) -> FruitlakeError:

@@ -16,6 +16,7 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, jvmcache, s3
+from fruitlake.config import Config, ProjectConfig
 from fruitlake.console import notice_interrupts
 from fruitlake.safety import private_temp_dir
 
@@ -48,15 +49,16 @@ LOCAL_JIT = "-XX:TieredStopAtLevel=1"
 JVM_TUNING = "FRUITLAKE_JVM_TUNING"  # "off": a local JVM with Java's defaults (both JITs, no class archive)
 
 
-def _java_options(master: str) -> str:
+def _java_options(master: str, archive_dump: Path | None = None) -> str:
     """Spark's logging configured before the JVM prints anything (setLogLevel comes too late for start-up);
-    in local mode, the quick JIT only and the class archive (`jvmcache.py`), unless $FRUITLAKE_JVM_TUNING=off."""
+    in local mode, the quick JIT only and the class archive (`jvmcache.py`: used, or written to `archive_dump`
+    as the JVM exits), unless $FRUITLAKE_JVM_TUNING=off."""
     location = LOG4J2_CONFIG.as_uri()
     level = spark_log_level()
     console_level = "ALL" if level == "INFO" and "FRUITLAKE_SPARK_LOG_LEVEL" not in os.environ else level
     options = [f"-Dlog4j2.configurationFile={location}", f"-Dfruitlake.log.level={console_level}"]
     if master.startswith("local") and os.environ.get(JVM_TUNING, "").lower() != "off":
-        options += [LOCAL_JIT, *jvmcache.java_options()]
+        options += [LOCAL_JIT, *jvmcache.java_options(archive_dump)]
     return " ".join(f'"{option}"' if " " in option else option for option in options)
 
 
@@ -113,7 +115,8 @@ def driver_memory(environ: Mapping[str, str]) -> str:
     return memory
 
 
-def _builder(master: str, app_name: str, local_dir: str | None = None) -> SparkSession.Builder:
+def _builder(master: str, app_name: str, local_dir: str | None = None,
+             archive_dump: Path | None = None) -> SparkSession.Builder:
     builder = (
         SparkSession.builder.master(master)
         .appName(app_name)
@@ -125,7 +128,7 @@ def _builder(master: str, app_name: str, local_dir: str | None = None) -> SparkS
         .config("spark.python.worker.reuse", "true")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", _java_options(master))
+        .config("spark.driver.extraJavaOptions", _java_options(master, archive_dump))
     )
     if master.startswith("local") and "SPARK_LOCAL_DIRS" not in os.environ:
         # Shuffle, cached features and broadcast weights land here: a 0o700 folder, not world-readable /tmp.
@@ -145,9 +148,11 @@ def executor_count(spark: SparkSession) -> int:
 
 @contextmanager
 def spark_session(
-    master: str | None = None, app_name: str = "fruitlake", uris: Sequence[str] = ()
+    master: str | None = None, app_name: str = "fruitlake", uris: Sequence[str] = (), archive_dump: Path | None = None
 ) -> Iterator[SparkSession]:
-    """The session for a run that reads and writes `uris` (s3:// and s3a:// ones get the S3 connector)."""
+    """The session for a run that reads and writes `uris` (s3:// and s3a:// ones get the S3 connector).
+
+    `archive_dump`: a local session's JVM writes its class archive there as it exits (`jvmcache_build`)."""
     if master:
         master = check_master(master)
     active = SparkSession.getActiveSession()
@@ -174,7 +179,7 @@ def spark_session(
     require_reachable(master)
     conf = s3.session_conf(uris)
     local_dir = private_temp_dir("fruitlake-spark-")
-    builder = _builder(master, app_name, local_dir)
+    builder = _builder(master, app_name, local_dir, archive_dump)
     for key, value in conf.items():
         builder = builder.config(key, value)
     try:
@@ -192,3 +197,15 @@ def spark_session(
     finally:
         spark.stop()
         shutil.rmtree(local_dir, ignore_errors=True)
+
+
+@contextmanager
+def session_for(config: Config, spark: SparkSession | None) -> Iterator[SparkSession]:
+    """`spark`, set up for the config's locations (S3), or a session started for it and stopped afterwards."""
+    uris = (config.input, config.output) + ((config.from_run,) if isinstance(config, ProjectConfig) else ())
+    if spark is not None:
+        s3.configure_session(spark, uris)
+        yield spark
+        return
+    with spark_session(config.master, uris=uris) as own:
+        yield own
