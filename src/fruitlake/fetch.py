@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 from fruitlake import FruitlakeError, s3
-from fruitlake.inventory import UNREADABLE
 from fruitlake.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,8 @@ VANISHED = "vanished: deleted since it was listed"
 CHANGED = "changed since it was listed (another length or modification time): read again by the next run"
 ACCESS_DENIED = "read failed (access denied, or an archived S3 object): tried again by the next run"
 READ_FAILED = "read failed (an I/O error, or S3 kept failing after retries): tried again by the next run"
-NOT_READABLE = UNREADABLE  # a local file this process may not open, as the walk says it (inventory.py)
+# A local file this process may not open: the walk says it so too (inventory.py), and it is a reject, tried again
+UNREADABLE = NOT_READABLE = "file not readable (permission denied)"
 NOT_RETRIED = (VANISHED,)  # the others: tried again by the next run
 
 # A listing's modification time and the one a read sees may differ in precision (S3's Last-Modified header has

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlparse
 
+from fruitlake.fetch import UNREADABLE as UNREADABLE  # re-exported: the walk names unreadable files so
 from fruitlake.redaction import redact
 
 if TYPE_CHECKING:  # annotations only: the name rules below serve `cloud plan` without PySpark or pyarrow
@@ -57,7 +58,7 @@ LINK_FOLDER = "link to a folder"
 LINK_BROKEN = "broken link"
 LINK_OUTPUT = "link into OUTPUT"
 UNLISTABLE = "unlistable folder"
-UNREADABLE = "file not readable (permission denied)"  # an image's reject reason, not a reason to skip it
+# UNREADABLE (fetch.py): an image's reject reason, not a reason to skip it
 
 
 def is_image_name(name: str) -> bool:
