@@ -94,8 +94,8 @@ def build_report(spark: SparkSession, output: str, manifest: Manifest | None = N
         fs.write_bytes(spark, fs.join(folder, f"{name}.png"), png)
 
     pca, curve = manifest.pca_facts, manifest.pca_facts.explained_variance_curve
-    # OUTPUT, labels and reasons may hold secrets (s3a://key:secret@...): never raw. (redact_tree is not typed yet.)
-    report: JsonDict = redact_tree({  # type: ignore[no-untyped-call, unused-ignore]
+    # OUTPUT, labels and reasons may hold secrets (s3a://key:secret@...): never raw.
+    report: JsonDict = redact_tree({
         "fruitlake_version": __version__,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "output": output,
