@@ -235,7 +235,8 @@ def calibration_batches(name: str, image_size: int, batch_size: int = 16) -> lis
 
 
 def quantize_int8(fp32_bytes: bytes, name: str, image_size: int) -> bytes:
-    """Static QDQ quantization of the fp32 model with ONNX Runtime's tools (they need the `onnx` package)."""
+    """Static quantization (QOperator: integer operators) of the fp32 model with ONNX Runtime's tools (they need
+    the `onnx` package)."""
     import tempfile
 
     import onnx

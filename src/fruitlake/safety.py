@@ -33,8 +33,9 @@ def _comparable(qualified_uri: str) -> str:
 
 
 def _refuse_patterns(locations: dict[str, str]) -> None:
-    """INPUT is escaped where it is read (discover.py); OUTPUT and --model are read back by Spark's readers and
-    Spark ML's loader, which take every location as a pattern, so a name with pattern characters is refused."""
+    """INPUT is listed and read by fruitlake itself (listing.py, fetch.py), never as a pattern; OUTPUT and
+    --from-run are read back by Spark's readers and Spark ML's loader, which take every location as a pattern, so
+    a name with pattern characters is refused."""
     for role, uri in locations.items():
         found = sorted(set(uri) & set(GLOB_CHARACTERS))
         if role != "INPUT" and found:
@@ -47,7 +48,7 @@ def _refuse_patterns(locations: dict[str, str]) -> None:
 
 def check_separate(locations: dict[str, str]) -> None:
     """Refuse locations that are equal or nested (OUTPUT inside INPUT would be read back as images;
-    INPUT inside OUTPUT would be deleted by --mode overwrite), and OUTPUT or --model names Spark would take
+    INPUT inside OUTPUT would be deleted by --mode overwrite), and OUTPUT or --from-run names Spark would take
     for glob patterns. Every location is a literal path. `locations`: role -> qualified URI."""
     _refuse_patterns(locations)
     items = [(role, _comparable(uri), uri) for role, uri in locations.items()]
