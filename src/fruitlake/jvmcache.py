@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from fruitlake.models import cache_dir
@@ -26,11 +27,14 @@ from fruitlake.models import cache_dir
 QUIET = "-Xlog:cds*=off"
 
 
-def _java() -> Path | None:
-    """The java that spark-submit runs: $JAVA_HOME/bin/java, else the first on PATH (bin/spark-class)."""
-    home = os.environ.get("JAVA_HOME")
-    found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
-    return Path(found).resolve() if found and Path(found).is_file() else None
+def launcher_java(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The java that Spark's launcher runs (bin/spark-class): $JAVA_HOME/bin/java, else the first on PATH; None
+    when that is not an executable file."""
+    home = environ.get("JAVA_HOME")
+    found = str(Path(home) / "bin" / "java") if home else shutil.which("java", path=environ.get("PATH"))
+    if not found or not (Path(found).is_file() and os.access(found, os.X_OK)):
+        return None
+    return Path(found).resolve()
 
 
 def _spark_jars() -> Path | None:
@@ -44,7 +48,7 @@ def _spark_jars() -> Path | None:
 
 def archive_path() -> Path | None:
     """The archive for this Java and these Spark jars (their paths are part of what an archive must match)."""
-    java, jars = _java(), _spark_jars()
+    java, jars = launcher_java(), _spark_jars()
     if java is None or jars is None:
         return None
     key = hashlib.sha256()

@@ -93,17 +93,16 @@ def require_reachable(master: str) -> None:
 def require_java(environ: Mapping[str, str]) -> None:
     """The java Spark's launcher will run, $JAVA_HOME/bin/java or else the first on PATH (bin/spark-class), exists:
     otherwise the launcher's own shell errors would come first, then Spark's "Java gateway process exited"."""
+    if jvmcache.launcher_java(environ) is not None:
+        return
     home = environ.get("JAVA_HOME")
     if home:
-        java = Path(home) / "bin" / "java"
-        if not (java.is_file() and os.access(java, os.X_OK)):
-            on_path = shutil.which("java")
-            instead = f", or unset it to use {on_path}" if on_path else ""
-            raise FruitlakeError(f"JAVA_HOME={home!r} holds no bin/java: point JAVA_HOME at a Java 17 "
-                                 f"installation{instead}")
-    elif shutil.which("java") is None:
-        raise FruitlakeError("no java found (JAVA_HOME is not set and there is no java on PATH): install Java 17 "
-                             "(e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
+        on_path = shutil.which("java", path=environ.get("PATH"))
+        instead = f", or unset it to use {on_path}" if on_path else ""
+        raise FruitlakeError(f"JAVA_HOME={home!r} holds no bin/java: point JAVA_HOME at a Java 17 "
+                             f"installation{instead}")
+    raise FruitlakeError("no java found (JAVA_HOME is not set and there is no java on PATH): install Java 17 "
+                         "(e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
 
 
 def driver_memory(environ: Mapping[str, str]) -> str:
