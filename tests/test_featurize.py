@@ -27,8 +27,10 @@ def keras_features(loaded_network, sample_root) -> dict[str, np.ndarray]:
 def test_features_equal_a_direct_keras_call(spark, loaded_network, sample_root, keras_features, engine):
     spec = prepare_engine(spark, loaded_network, engine, batch_size=5, max_pixels=10**8)
     done = spark.sparkContext.accumulator(0)
+    # One task: one Python worker builds the engine (Keras' is ~10 s of CPU), in batches of 5, 5, 5, 5 and 4.
     # collect() then sort: a Spark orderBy would sample the input first and run the network twice
-    rows = sorted(featurize(read_images(spark, str(sample_root)), spec, done).collect(), key=lambda r: r.path)
+    images = read_images(spark, str(sample_root)).coalesce(1)
+    rows = sorted(featurize(images, spec, done).collect(), key=lambda r: r.path)
     assert len(rows) == 24 and all(row.error is None for row in rows)
     assert done.value == 24  # every image through the network once, no more
     got = np.array([row.features for row in rows], dtype=np.float32)
