@@ -51,7 +51,7 @@ run: install
 
 # Two pytest workers (pytest-xdist), one test file each at a time: a file's module fixtures (a moto server, a
 # cluster brought up once) stay in one process, and one worker's JVM or pip start overlaps the other's CNN.
-# Files go out in collection order, the slowest first (tests/conftest.py, SLOW_FILES).
+# Files go out in collection order, the longest first (tests/conftest.py, FILE_SECONDS; bench/file_seconds.py).
 TEST_WORKERS ?= 2
 test: install jars browser  # pytest prints the 25 slowest tests (pyproject: --durations=25)
 	FRUITLAKE_S3A_JARS=$(FRUITLAKE_S3A_JARS) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)

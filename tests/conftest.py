@@ -27,18 +27,59 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-# The files whose tests start JVMs, clusters or many processes, slowest first (`--durations`, 2026-12-05). `make
-# test` hands files to its two pytest-xdist workers in collection order (--no-loadscope-reorder: xdist's own order
-# puts the files with the most tests first, which left these for the end, one worker idle while the other ran
-# them); so they start first and the many quick files fill the gaps.
-SLOW_FILES = ("test_cluster.py", "test_quiet_and_redacted.py", "test_s3.py", "test_node_runtime.py",
-              "test_jvmcache.py", "test_crash.py", "test_incremental.py", "test_quality.py", "test_pack.py",
-              "test_app.py", "test_late_refusals.py", "test_featurize.py", "test_models.py")
+# Seconds per test file (its tests' setup, call and teardown added up) in a whole `make test` on 2 cores,
+# 2026-12-05 (`python bench/file_seconds.py` measures them again from a run's JUnit XML). `make test` hands whole
+# files to its two pytest-xdist workers in collection order (--no-loadscope-reorder: xdist's own order puts the
+# files with the most tests first, which left the long ones of few tests for the end, one worker idle while the
+# other ran them). So the files are collected longest first: a worker free takes the longest file left, and the
+# quick files fill the gaps at the end. A file not in the table (a new one) goes first, as if it were the longest:
+# a short file first costs a few seconds, a long one last up to its whole length.
+FILE_SECONDS: dict[str, float] = {
+    "test_cluster.py": 131,
+    "test_quiet_and_redacted.py": 118,
+    "test_s3.py": 93,
+    "test_cloud.py": 92,
+    "test_pack.py": 71,
+    "test_late_refusals.py": 65,
+    "test_incremental.py": 61,
+    "test_node_runtime.py": 59,
+    "test_crash.py": 51,
+    "test_featurize.py": 49,
+    "test_jvmcache.py": 41,
+    "test_quality.py": 38,
+    "test_app.py": 27,
+    "test_models.py": 23,
+    "test_notebook.py": 18,
+    "test_hostile_names.py": 13,
+    "test_dry_run.py": 10,
+    "test_pipeline.py": 9,
+    "test_fetch.py": 9,
+    "test_reduce.py": 7,
+    "test_report.py": 7,
+    "test_store.py": 7,
+    "test_safety.py": 7,
+    "test_progress.py": 7,
+    "test_cloud_artifacts.py": 5,
+    "test_discover.py": 5,
+    "test_cloud_iam_policy.py": 5,
+    "test_messy_input.py": 5,
+    "test_run_errors.py": 4,
+    "test_images.py": 2,
+    "test_output.py": 1,
+    "test_latency_proxy.py": 1,
+    "test_session.py": 0,
+    "test_lock.py": 0,
+    "test_config.py": 0,
+    "test_cloud_docs.py": 0,
+    "test_cloud_config.py": 0,
+    "test_console.py": 0,
+    "test_cloud_pricing.py": 0,
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: number for number, name in enumerate(SLOW_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))  # stable: each file's order is kept
+    unknown = max(FILE_SECONDS.values()) + 1
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, unknown))  # stable: each file's order is kept
 
 
 def _require(path: Path, what: str) -> Path:

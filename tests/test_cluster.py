@@ -17,7 +17,8 @@ from fruitlake.featurize import make_featurizer, prepare_engine
 def cluster_run(standalone_cluster, sample_run, weights_path, tmp_path_factory) -> Path:
     """`python -m fruitlake run --master spark://...`, started in a folder where the weights file has a
     relative name: an executor (its own working folder, an environment without FRUITLAKE_WEIGHTS) that tried
-    to open the file would fail, so the run proves the network arrives by broadcast."""
+    to open the file would fail, so the run proves the network arrives by broadcast. No report: what is compared
+    is the data (the report of a run is tested on the sample run, test_report.py)."""
     driver = tmp_path_factory.mktemp("cluster-driver")
     (driver / "mobilenet_v2.h5").symlink_to(weights_path)
     env = {
@@ -31,7 +32,7 @@ def cluster_run(standalone_cluster, sample_run, weights_path, tmp_path_factory) 
     output = driver / "result"
     done = run_process([sys.executable, "-m", "fruitlake", "-v", "run", str(sample_run.root), str(output),
                         "--master", standalone_cluster.master_url, "--weights", "mobilenet_v2.h5",
-                        "--k", "5", "--batch-size", "8"], env, cwd=str(driver))
+                        "--k", "5", "--batch-size", "8", "--no-report"], env, cwd=str(driver))
     assert done.returncode == 0, explain(done)
     return output
 
@@ -108,7 +109,8 @@ def test_spark_submit_runs_fruitlake_in_the_session_it_starts(s3_env, s3a_jars, 
     submit = [str(spark_home() / "bin" / "spark-submit"), "--master", "local[2]", "--jars", jars,
               "--conf", "spark.ui.enabled=false", fruitlake.job.__file__]
     done = run_process([*submit, "-v", "run", f"s3://{S3_BUCKET}/{s3_images}", f"s3://{S3_BUCKET}/submitted",
-                        "--k", "3", "--batch-size", "8", "--weights", uris["weights"], "--onnx", uris["onnx"]], env)
+                        "--k", "3", "--batch-size", "8", "--weights", uris["weights"], "--onnx", uris["onnx"],
+                        "--no-report"], env)
     assert done.returncode == 0, explain(done)
     assert "s3:// has no connector of its own here: served by S3A" in done.stdout  # the driver's log
     manifest = s3_bucket.json("submitted/manifest.json")
