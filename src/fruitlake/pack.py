@@ -205,7 +205,9 @@ def _write_rows(rows: DataFrame, uri: str, size: int, count: int, file_mb: int) 
     """`rows` as Parquet files of ~`file_mb` MB at `uri`, in row groups several tasks can share."""
     files = max(1, math.ceil(size / (file_mb * 2**20)))
     per_file = max(1, math.ceil(count / files))
-    (rows.repartition(files).write.mode("errorifexists").option("maxRecordsPerFile", per_file)
+    # Coalesced, not shuffled: the rows are already on the local disks (CACHE_LEVEL), so a shuffle would write them
+    # a second time and make the JVM's heap grow with the bytes (README, Growth); maxRecordsPerFile bounds a file.
+    (rows.coalesce(files).write.mode("errorifexists").option("maxRecordsPerFile", per_file)
      .option("parquet.block.size", ROW_GROUP_BYTES).parquet(uri))
 
 
