@@ -10,6 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench
+
 work = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(tempfile.gettempdir()) / "fruitlake-pack-compare"
 n = int(sys.argv[1])
 here = str(Path(__file__).resolve().parents[1] / "src")
