@@ -1,4 +1,9 @@
-"""Command line: parses arguments into a config and calls the library. Nothing else lives here."""
+"""Command line: parses arguments into a config, calls the library, and serves the command as the user sees it.
+
+Serving means fruitlake's own log lines only (every line redacted, libraries' lines with `-v`), Ctrl-C noticed,
+and a failure as one line that says what to do (`console`). `run_serialized` is an EMR step's entry: the config
+`cloud submit` checked, as JSON.
+"""
 
 from __future__ import annotations
 

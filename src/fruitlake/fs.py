@@ -1,6 +1,9 @@
-"""Small side files and folder checks through Hadoop's FileSystem, so local paths, s3a:// and EMR's s3:// act alike.
+"""Side files, folder checks, renames and local copies through Hadoop's FileSystem, so local paths, s3a:// and
+EMR's s3:// act alike.
 
-Datasets go through Spark's readers and writers; this module is only for the manifest, reports and checks.
+Datasets go through Spark's readers and writers, and INPUT's images through `listing` and `fetch`; this module
+is for the rest: the manifest, markers and locks (`create_new`), checks of OUTPUT, the swap of a finished output
+(`rename`), and local copies of remote weights and models for libraries that read only local paths.
 """
 
 from __future__ import annotations
