@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import project, read_manifest, run, write_jpeg
+from helpers import read_manifest, run, write_jpeg
 from PIL import Image
 
 from fruitlake import FruitlakeError
@@ -86,7 +86,7 @@ def test_model_run_with_glob_characters_is_refused_before_anything_is_written(sp
                                                                               bracketed_model_run, tmp_path):
     output = tmp_path / "projected"
     with pytest.raises(FruitlakeError, match=r"--from-run .* glob .* rename"):
-        project(ProjectConfig(str(sample_root), str(output), from_run=str(bracketed_model_run)), spark=spark)
+        run(ProjectConfig(str(sample_root), str(output), from_run=str(bracketed_model_run)), spark=spark)
     assert not output.exists()
 
 
