@@ -1,6 +1,6 @@
 """Names and links that used to lose, multiply or leak files, or kill the run (issue 12, classes 1-4).
 
-1. INPUT, OUTPUT and --model are literal paths, never Hadoop glob patterns.
+1. INPUT, OUTPUT and --from-run are literal paths, never Hadoop glob patterns.
 2. A file name Hadoop finds awkward (a colon, %, #, unicode, 255 bytes...) is read, never a dead run.
 3. Every file under INPUT is read or counted in `skipped`, by reason.
 4. Symbolic links: loops are reported and never followed; links into OUTPUT are never read.
@@ -33,7 +33,7 @@ def read_names(found) -> list[str]:
     return sorted(row.path.removeprefix("file:") for row in found.listing.collect())
 
 
-# ---- 1. INPUT, OUTPUT and --model are literal -------------------------------------------------------------
+# ---- 1. INPUT, OUTPUT and --from-run are literal ----------------------------------------------------------
 
 # the literal INPUT folder's name -> siblings a glob of that name would match instead of (or as well as) it
 GLOB_NAMES = {

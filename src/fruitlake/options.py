@@ -69,8 +69,6 @@ def add_project_options(project: argparse.ArgumentParser) -> None:
     project.add_argument("--from-run", metavar="RUN_OUTPUT", dest="from_run", default=None,
                          help="(required) the OUTPUT of a finished `fruitlake run`: "
                               "its weights, image size, engine and PCA are used")
-    # The old name, hidden, for one release: `--model` read as the network, not a run's OUTPUT.
-    project.add_argument("--model", dest="from_run", help=argparse.SUPPRESS)
     project.add_argument("--weights", default=None,
                          help="where the run's weights file is now (default: the path its manifest records); "
                               "refused unless its sha256 is the recorded one")
