@@ -99,12 +99,6 @@ def run(config, **options) -> dict:
     return run_pipeline(config, **options).to_json()
 
 
-def project(config, **options) -> dict:
-    from fruitlake.pipeline import project as project_pipeline
-
-    return project_pipeline(config, **options).to_json()
-
-
 def run_process(command: list[str], env: dict[str, str], timeout: float = 900,
                 cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run a command in its own process group; on timeout the whole group (JVMs included) is killed."""

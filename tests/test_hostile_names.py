@@ -1,6 +1,6 @@
 """Names and links that used to lose, multiply or leak files, or kill the run (issue 12, classes 1-4).
 
-1. INPUT, OUTPUT and --model are literal paths, never Hadoop glob patterns.
+1. INPUT, OUTPUT and --from-run are literal paths, never Hadoop glob patterns.
 2. A file name Hadoop finds awkward (a colon, %, #, unicode, 255 bytes...) is read, never a dead run.
 3. Every file under INPUT is read or counted in `skipped`, by reason.
 4. Symbolic links: loops are reported and never followed; links into OUTPUT are never read.
@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import project, read_manifest, run, write_jpeg
+from helpers import read_manifest, run, write_jpeg
 from PIL import Image
 
 from fruitlake import FruitlakeError
@@ -33,7 +33,7 @@ def read_names(found) -> list[str]:
     return sorted(row.path.removeprefix("file:") for row in found.listing.collect())
 
 
-# ---- 1. INPUT, OUTPUT and --model are literal -------------------------------------------------------------
+# ---- 1. INPUT, OUTPUT and --from-run are literal ----------------------------------------------------------
 
 # the literal INPUT folder's name -> siblings a glob of that name would match instead of (or as well as) it
 GLOB_NAMES = {
@@ -86,7 +86,7 @@ def test_model_run_with_glob_characters_is_refused_before_anything_is_written(sp
                                                                               bracketed_model_run, tmp_path):
     output = tmp_path / "projected"
     with pytest.raises(FruitlakeError, match=r"--from-run .* glob .* rename"):
-        project(ProjectConfig(str(sample_root), str(output), from_run=str(bracketed_model_run)), spark=spark)
+        run(ProjectConfig(str(sample_root), str(output), from_run=str(bracketed_model_run)), spark=spark)
     assert not output.exists()
 
 

@@ -205,7 +205,7 @@ def test_project_images_applies_the_saved_model_without_refitting(growth, tmp_pa
     argv = ["project-images", str(images), str(refused), "--from-run", str(output), "--weights", str(other)]
     assert main(argv) == 2
     assert "sha256" in capsys.readouterr().err and not refused.exists()
-    assert main(["project-images", str(images), str(refused), "--model", str(images)]) == 2
+    assert main(["project-images", str(images), str(refused), "--from-run", str(images)]) == 2
     assert "not the OUTPUT of a finished fruitlake run" in capsys.readouterr().err and not refused.exists()
 
 

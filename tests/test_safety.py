@@ -73,7 +73,7 @@ def test_output_must_be_separate_from_input(tmp_path, input_, output, message):
 
 def test_siblings_sharing_a_prefix_are_separate(tmp_path):
     check_separate({"INPUT": f"file:{tmp_path}/images", "OUTPUT": f"file:{tmp_path}/images-out"})
-    check_separate({"INPUT": "s3a://bucket/in", "OUTPUT": "s3a://bucket/out", "--model": "s3a://bucket/run"})
+    check_separate({"INPUT": "s3a://bucket/in", "OUTPUT": "s3a://bucket/out", "--from-run": "s3a://bucket/run"})
 
 
 def test_temporary_folders_are_private():
@@ -192,8 +192,8 @@ def test_a_log_record_with_a_java_stack_trace_is_redacted_line_by_line(caplog):
 def test_output_and_model_names_spark_would_glob_are_refused(name):
     with pytest.raises(FruitlakeError, match=r"OUTPUT .* contains .*glob pattern.*rename the folder"):
         check_separate({"INPUT": "file:/data/in", "OUTPUT": f"file:/data/{name}"})
-    with pytest.raises(FruitlakeError, match=r"--model .* glob pattern"):
-        check_separate({"INPUT": "file:/data/in", "OUTPUT": "file:/data/out", "--model": f"s3a://b/{name}"})
+    with pytest.raises(FruitlakeError, match=r"--from-run .* glob pattern"):
+        check_separate({"INPUT": "file:/data/in", "OUTPUT": "file:/data/out", "--from-run": f"s3a://b/{name}"})
     check_separate({"INPUT": f"file:/data/{name}", "OUTPUT": "file:/data/out"})  # INPUT is escaped where read
 
 

@@ -82,12 +82,12 @@ def _add_project(commands: Subcommands) -> None:
 
 
 def _project(args: argparse.Namespace) -> int:
-    from fruitlake.pipeline import project
+    from fruitlake.pipeline import run
 
     config = options.project_config(args)
     if args.dry_run:
         return _dry_run(config, args)
-    _print_summary(project(config, progress=_progress(args)))
+    _print_summary(run(config, progress=_progress(args)))
     return 0
 
 

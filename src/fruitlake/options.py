@@ -60,7 +60,7 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
                           "or refit it on all stored features")
     run.add_argument("--no-report", dest="report", action="store_false",
                      help="skip report.html (plots, probe); `fruitlake report OUTPUT` writes it later")
-    add_growth_options(run, RunConfig)
+    add_common_options(run, RunConfig)
 
 
 def add_project_options(project: argparse.ArgumentParser) -> None:
@@ -69,15 +69,13 @@ def add_project_options(project: argparse.ArgumentParser) -> None:
     project.add_argument("--from-run", metavar="RUN_OUTPUT", dest="from_run", default=None,
                          help="(required) the OUTPUT of a finished `fruitlake run`: "
                               "its weights, image size, engine and PCA are used")
-    # The old name, hidden, for one release: `--model` read as the network, not a run's OUTPUT.
-    project.add_argument("--model", dest="from_run", help=argparse.SUPPRESS)
     project.add_argument("--weights", default=None,
                          help="where the run's weights file is now (default: the path its manifest records); "
                               "refused unless its sha256 is the recorded one")
-    add_growth_options(project, ProjectConfig)
+    add_common_options(project, ProjectConfig)
 
 
-def add_growth_options(command: argparse.ArgumentParser, kind: type[RunConfig] | type[ProjectConfig]) -> None:
+def add_common_options(command: argparse.ArgumentParser, kind: type[RunConfig] | type[ProjectConfig]) -> None:
     """Options shared by `run` and `project-images`: batch size, writing mode, re-runs, limits."""
     def default_of(name: str) -> Any:
         return default(kind, name)

@@ -20,7 +20,7 @@ from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, __version__, fs
 from fruitlake.commit import CommitResult, commit
-from fruitlake.config import Config, ProjectConfig, RunConfig
+from fruitlake.config import Config, RunConfig
 from fruitlake.lock import OutputLock
 from fruitlake.manifest import Counts, Manifest, PcaFacts, SparkFacts
 from fruitlake.output import MANIFEST, REPLACED, put_back
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 def run(config: Config, spark: SparkSession | None = None, progress: Progress | None = None) -> Manifest:
     """Run the whole pipeline; returns the manifest that was also written to OUTPUT/manifest.json.
+
+    A `RunConfig` fits the PCA; a `ProjectConfig` applies the network and PCA of the finished run in
+    `config.from_run` to INPUT, refitting nothing (project-images).
 
     With `spark` given (a notebook, spark-submit) that session is used and left running. `progress` shows
     each stage as it runs (the command line passes one; by default nothing is shown).
@@ -61,11 +64,6 @@ def run(config: Config, spark: SparkSession | None = None, progress: Progress | 
     log.info("%d images (%d new, %d rejected) -> k=%s (pca %s) in %.1f s", manifest.counts.images_total,
              committed.images_new, committed.images_rejected, pca.k, planned.pca.action, manifest.total_seconds)
     return manifest
-
-
-def project(config: ProjectConfig, spark: SparkSession | None = None, progress: Progress | None = None) -> Manifest:
-    """Apply the network and PCA of the finished run in `config.from_run` to INPUT; nothing is refitted."""
-    return run(config, spark, progress)
 
 
 @contextmanager

@@ -19,8 +19,8 @@ from fruitlake.cloud.config import (
 )
 from fruitlake.cloud.iam import Roles
 from fruitlake.cloud.limits import Limits, cluster_limits, step_command
-from fruitlake.cloud.network import Network
 from fruitlake.cloud.pricing import Estimate
+from fruitlake.cloud.vpc import Network
 
 log = logging.getLogger(__name__)
 

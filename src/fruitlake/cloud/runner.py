@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fruitlake import FruitlakeError
-from fruitlake.cloud import aws, bucket, emr, iam, network
+from fruitlake.cloud import aws, bucket, emr, iam, vpc
 from fruitlake.cloud.artifacts import (
     BOOTSTRAP_KEY,
     JOB_KEY,
@@ -57,7 +57,7 @@ class Plan:
     bucket_exists: bool
     bucket_ours: bool  # created by an earlier `up`; any other existing bucket keeps its settings
     roles_exist: dict[str, bool]
-    network: network.Network
+    network: vpc.Network
     reused: TimeLeft | None  # the active cluster `up` would reuse, and what is left of its lifetime
     abort_uploads_days: int | None  # of an existing bucket's lifecycle: None when nothing aborts abandoned uploads
 
@@ -131,7 +131,7 @@ def inspect(session: aws.Session, config: CloudConfig, cost: Estimate, wheel: st
         bucket_exists=exists,
         bucket_ours=ours,
         roles_exist=iam.roles_exist(aws.client(session, config, "iam"), config),
-        network=network.find_network(aws.client(session, config, "ec2"), config),
+        network=vpc.find_network(aws.client(session, config, "ec2"), config),
         reused=time_left(found, [], datetime.datetime.now(datetime.UTC)) if found else None,
         abort_uploads_days=bucket.abort_uploads_days(s3, config.bucket_name) if exists and not ours else None,
     )
@@ -176,8 +176,8 @@ def up(
     for what in roles.created:
         echo(f"created {what}")
     ec2 = aws.client(session, config, "ec2")
-    where = network.find_network(ec2, config)
-    network.tag_for_emr(ec2, where)
+    where = vpc.find_network(ec2, config)
+    vpc.tag_for_emr(ec2, where)
     for group_id, name in where.untagged_groups:
         echo(f"tagged security group {group_id} ({name}) for AmazonEMRServicePolicy_v2")
     request = emr.run_job_flow_request(config, uploaded, roles, where, cost, limits(config, cost))
