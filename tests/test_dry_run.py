@@ -95,7 +95,7 @@ def test_a_dry_run_reads_only_what_the_run_would_and_counts_the_rest_as_the_run_
         spark, weights_path, tmp_path, monkeypatch):
     """A file above 2 GiB (sparse: no disk used), one above --max-bytes, an empty one and one this process may not
     read (the OS's answer replaced, as tests run as root): none is opened, each is counted with the run's reason."""
-    import fruitlake.dryrun
+    import fruitlake.featurize
     import fruitlake.inventory
     from fruitlake.sample_data import write_sample_data
 
@@ -111,8 +111,8 @@ def test_a_dry_run_reads_only_what_the_run_would_and_counts_the_rest_as_the_run_
     locked.write_bytes(b"")  # empty too: rejected once, for the reason it is never opened
     monkeypatch.setattr(fruitlake.inventory, "readable", lambda path: path != str(locked))
     decoded: list[int] = []
-    decode = fruitlake.dryrun.decode
-    monkeypatch.setattr(fruitlake.dryrun, "decode", lambda data, *limits: decoded.append(len(data)) or
+    decode = fruitlake.featurize.decode  # the calibration decodes with the workers' code, on the driver
+    monkeypatch.setattr(fruitlake.featurize, "decode", lambda data, *limits: decoded.append(len(data)) or
                         decode(data, *limits))
     config = RunConfig(str(root), str(tmp_path / "out"), k=2, weights=weights_path, batch_size=2,
                        max_bytes=max_bytes)

@@ -26,6 +26,7 @@ from types import FrameType
 from typing import NoReturn, TextIO
 
 from fruitlake import FruitlakeError
+from fruitlake.fs import local_path
 from fruitlake.redaction import redact
 
 # Set by the SIGINT handler: a Ctrl-C often surfaces as a Py4J error (PySpark cancels the jobs and breaks the
@@ -213,9 +214,10 @@ def _write_problem(exc: BaseException, args: argparse.Namespace) -> str:
 
 def _under(path: str, output: str) -> bool:
     """`path` is OUTPUT, inside it or one of its parents (mkdir of a parent failed)."""
-    if "://" in output and not output.startswith("file:"):
+    local = local_path(output)
+    if local is None:
         return False
-    mine = os.path.abspath(output.removeprefix("file://").removeprefix("file:"))
+    mine = os.path.abspath(local)
     theirs = os.path.abspath(path)
     return theirs == mine or theirs.startswith(mine + os.sep) or mine.startswith(theirs.rstrip(os.sep) + os.sep)
 

@@ -12,17 +12,14 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake.commit import read_within, rejected_unread
 from fruitlake.config import Config
 from fruitlake.discover import tolerant_reads
-from fruitlake.featurize import engine_for
+from fruitlake.featurize import decode_contents, engine_for, network_features
 from fruitlake.fetch import Wanted, fetch
-from fruitlake.images import ImageRejected, decode
-from fruitlake.models import NETWORKS
 from fruitlake.plan import RunPlan, check_locations, plan
 from fruitlake.progress import Progress, Stages
 from fruitlake.session import session_for
@@ -169,17 +166,11 @@ def _calibrate(spark: SparkSession, planned: RunPlan) -> Calibration | None:
     if len(contents) < 2 * batch:  # the first batch is the warm-up
         return None
     engine = engine_for(planned.network.spec(spark))
-    normalise = NETWORKS[options.model].normalise
 
-    def featurize(chunk: list[bytes]) -> int:
-        decoded = []
-        for data in chunk:
-            try:
-                decoded.append(decode(data, options.image_size, options.max_pixels))
-            except ImageRejected:
-                continue
-        if decoded:
-            engine(normalise(np.stack(decoded)))
+    def featurize(chunk: list[bytes]) -> int:  # the workers' own decode and network, without the Arrow rows
+        images, good, _ = decode_contents(chunk, [None] * len(chunk), options)
+        if good:
+            network_features(images, options, engine)
         return len(chunk)
 
     featurize(contents[:batch])

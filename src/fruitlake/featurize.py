@@ -13,7 +13,7 @@ import queue
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,21 +248,26 @@ def with_contents(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]
 def decode_batch(batch: pa.RecordBatch, spec: EngineSpec, contents: Contents | None = None) -> Decoded:
     """Decode every row (its bytes from `contents`, or the batch's `content` column); returns the stacked good
     images, their row positions, and a reason per row."""
+    datas, problems = contents or (batch.column("content").to_pylist(), [None] * batch.num_rows)
+    return decode_contents(datas, problems, spec.options)
+
+
+def decode_contents(datas: Sequence[Any], problems: Sequence[str | None], options: EngineOptions) -> Decoded:
+    """`decode_batch` on files' bytes (None where `problems` says why a file has none; a problem None: read)."""
     arrays: list[NDArray[np.uint8]] = []
     good: list[int] = []
     reasons: list[str | None] = []
-    datas, problems = contents or (batch.column("content").to_pylist(), [None] * batch.num_rows)
     for position, (data, problem) in enumerate(zip(datas, problems, strict=True)):
         if problem is not None:
             reasons.append(reject_reason(problem))
             continue
         try:
-            arrays.append(decode(data, spec.options.image_size, spec.options.max_pixels))
+            arrays.append(decode(data, options.image_size, options.max_pixels))
             good.append(position)
             reasons.append(None)
         except ImageRejected as rejected:
             reasons.append(str(rejected))
-    size = spec.options.image_size
+    size = options.image_size
     stacked = np.stack(arrays) if arrays else np.empty((0, size, size, 3), dtype=np.uint8)
     return stacked, good, reasons
 
@@ -275,7 +280,7 @@ def featurize_batch(batch: pa.RecordBatch, decoded: Decoded, spec: EngineSpec, e
     """
     images, good, reasons = decoded
     rows, dim = batch.num_rows, NETWORKS[spec.options.model].feature_dim
-    vectors = engine(NETWORKS[spec.options.model].normalise(images)) if good else np.empty((0, dim), np.float32)
+    vectors = network_features(images, spec.options, engine) if good else np.empty((0, dim), np.float32)
     lengths = np.zeros(rows, dtype=np.int32)
     lengths[good] = dim
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int32)]).astype(np.int32)
@@ -288,6 +293,11 @@ def featurize_batch(batch: pa.RecordBatch, decoded: Decoded, spec: EngineSpec, e
     if VANISHED in reasons:  # a file gone or changed since it was listed: no row (counted as vanished)
         out = out.filter(pa.array([reason != VANISHED for reason in reasons], pa.bool_()))
     return out
+
+
+def network_features(images: NDArray[np.uint8], options: EngineOptions, engine: Engine) -> NDArray[np.float32]:
+    """The network's features of decoded images: its own normalisation, then the engine."""
+    return engine(NETWORKS[options.model].normalise(images))
 
 
 def _prefetched(

@@ -8,6 +8,7 @@ is for the rest: the manifest, markers and locks (`create_new`), checks of OUTPU
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -42,6 +43,15 @@ def qualify(spark: SparkSession, uri: str) -> str:
     """The URI as Spark's file listings spell it (e.g. `data/x` -> `file:/home/me/data/x`)."""
     fs, path = _fs_and_path(spark, uri)
     return str(fs.makeQualified(path).toString())
+
+
+def local_path(uri: str) -> str | None:
+    """The local path a `file:` URI or a plain path names (`file:///x`, `file:/x`, `/x` -> `/x`); None for another
+    file system's URI (`s3a://b/x`). Read as Hadoop's Path prints a URI, not percent-encoded: `%20`, spaces, `:`,
+    `?` and `#` are part of the name, and a plain path with a colon (`a:b`) is a local name."""
+    if uri.startswith("file:"):
+        return re.sub(r"^file:(//(?=/))?", "", uri)
+    return None if "://" in uri else uri
 
 
 def join(uri: str, *names: str) -> str:

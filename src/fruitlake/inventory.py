@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from collections import Counter
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlparse
 
 from fruitlake.fetch import UNREADABLE as UNREADABLE  # re-exported: the walk names unreadable files so
+from fruitlake.fs import local_path
 from fruitlake.redaction import redact
 
 if TYPE_CHECKING:  # annotations only: the name rules below serve `cloud plan` without PySpark or pyarrow
@@ -101,9 +101,10 @@ class Inventory:
 def take_inventory(root: str, writer: ListingWriter, avoid: tuple[str, ...] = ()) -> Inventory:
     """Walk INPUT (`root`, qualified: file:/x or s3a://bucket/x) into `writer`; `avoid`: qualified locations no
     link may lead into (OUTPUT)."""
-    if root.startswith("file:"):
-        avoided = [os.path.realpath(local_path(place)) for place in avoid]
-        inventory = _LocalWalk(local_path(root), avoided, writer).run()
+    local = local_path(root)
+    if local is not None:
+        avoided = [os.path.realpath(place) for place in map(local_path, avoid) if place is not None]
+        inventory = _LocalWalk(local, avoided, writer).run()
     else:
         inventory = _remote_walk(root.rstrip("/"), writer)
     writer.close()
@@ -149,11 +150,6 @@ def remote_skip_reason(relative: str) -> str | None:
     if not is_image_name(name):
         return EXTENSION
     return None
-
-
-def local_path(qualified: str) -> str:
-    """`file:/x` or `file:///x` (as Hadoop's Path prints it: not percent-encoded) -> `/x`."""
-    return re.sub(r"^file:(//(?=/))?", "", qualified)
 
 
 def _printable(path: str) -> str:

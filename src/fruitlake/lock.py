@@ -25,7 +25,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
@@ -135,6 +134,4 @@ class OutputLock:
         )
 
 
-def _local_path(uri: str) -> str | None:
-    parsed = urlparse(uri)
-    return parsed.path if parsed.scheme == "file" else None
+_local_path = fs.local_path  # a module attribute, so tests can take the object-store path on a local disk

@@ -6,7 +6,7 @@ import os
 import tempfile
 
 from fruitlake import FruitlakeError
-from fruitlake.inventory import local_path
+from fruitlake.fs import local_path
 from fruitlake.redaction import redact
 
 # What Hadoop's globber (and so every Spark reader and Spark ML's loader) treats as a pattern in a path.
@@ -22,8 +22,9 @@ def resolved(qualified_uri: str) -> str:
     """One spelling per location: a qualified URI without a trailing slash, local paths with every symlink
     resolved, as Hadoop prints a qualified local path (`file:/x`). (Hadoop prints qualified paths decoded: `%41`
     in a name is three characters, not `A`.)"""
-    if qualified_uri.startswith("file:"):
-        return "file:" + os.path.realpath(local_path(qualified_uri))
+    local = local_path(qualified_uri)
+    if local is not None:
+        return "file:" + os.path.realpath(local)
     return qualified_uri.rstrip("/")
 
 

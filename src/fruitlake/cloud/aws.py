@@ -63,5 +63,10 @@ def tag_list(tags: dict[str, str], key: str = "Key", value: str = "Value") -> li
     return [{key: k, value: v} for k, v in tags.items()]
 
 
+def tags_of(resource: JsonDict, field: str = "Tags") -> dict[str, str]:
+    """The tag list of an AWS resource description (`Tags`; S3's `TagSet`) as a dict: the inverse of `tag_list`."""
+    return {tag["Key"]: tag["Value"] for tag in resource.get(field, [])}
+
+
 def project_tags() -> dict[str, str]:
     return {PROJECT_TAG[0]: PROJECT_TAG[1]}

@@ -23,7 +23,7 @@ from fruitlake.cloud.artifacts import (
     bootstrap_args,
     uploads,
 )
-from fruitlake.cloud.aws import Client, JsonDict, error_code, project_tags, tag_list
+from fruitlake.cloud.aws import Client, JsonDict, error_code, project_tags, tag_list, tags_of
 from fruitlake.cloud.config import PROJECT_TAG, CloudConfig
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def _read(call: Callable[..., JsonDict], missing: str, **params: str) -> JsonDic
 def is_ours(s3: Client, bucket: str) -> bool:
     """Created by an earlier `up`: it carries the project tag `up` puts on the buckets it creates."""
     tagging = _read(s3.get_bucket_tagging, "NoSuchTagSet", Bucket=bucket)
-    tags = {tag["Key"]: tag["Value"] for tag in (tagging or {}).get("TagSet", [])}
+    tags = tags_of(tagging or {}, field="TagSet")
     return tags.get(PROJECT_TAG[0]) == PROJECT_TAG[1]
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from fruitlake import FruitlakeError
 from fruitlake.cloud.artifacts import LOGS_PREFIX, VENV_PYTHON, Uploaded
-from fruitlake.cloud.aws import Client, JsonDict, error_code, tag_list
+from fruitlake.cloud.aws import Client, JsonDict, error_code, tag_list, tags_of
 from fruitlake.cloud.config import (
     BUCKET_TAG,
     BUDGET_TAG,
@@ -164,7 +164,7 @@ def find_cluster(emr: Client, config: CloudConfig, states: list[str] | None = AC
             if summary["Name"] != config.name:
                 continue
             cluster = emr.describe_cluster(ClusterId=summary["Id"])["Cluster"]
-            tags = {tag["Key"]: tag["Value"] for tag in cluster.get("Tags", [])}
+            tags = tags_of(cluster)
             if tags.get(PROJECT_TAG[0]) == PROJECT_TAG[1] and tags.get(BUCKET_TAG) == config.bucket_name:
                 ours.append(cluster)
     if len(ours) > 1:

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fruitlake import FruitlakeError
-from fruitlake.cloud.aws import JsonDict
+from fruitlake.cloud.aws import JsonDict, tags_of
 from fruitlake.cloud.pricing import USD_TO_EUR, Estimate
 
 LIFETIME_TAG = "fruitlake:lifetime-minutes"
@@ -74,7 +74,7 @@ def hours(minutes: float) -> str:
 
 def cluster_limits(cluster: JsonDict) -> tuple[int, int]:
     """(lifetime, step limit) in minutes, from the tags `up` put on the cluster."""
-    tags = {tag["Key"]: tag["Value"] for tag in cluster.get("Tags", [])}
+    tags = tags_of(cluster)
     try:
         return int(tags[LIFETIME_TAG]), int(tags[STEP_LIMIT_TAG])
     except (KeyError, ValueError):

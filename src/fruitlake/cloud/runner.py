@@ -284,7 +284,7 @@ def status(session: aws.Session, config: CloudConfig, echo: Echo = print) -> aws
     if cluster is None:
         echo(f"no cluster {config.name!r} for s3://{config.bucket_name} in {config.region}")
         return None
-    tags = {tag["Key"]: tag["Value"] for tag in cluster.get("Tags", [])}
+    tags = aws.tags_of(cluster)
     state = cluster["Status"]
     reason = state.get("StateChangeReason", {}).get("Message")
     echo(

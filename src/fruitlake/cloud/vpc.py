@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fruitlake import FruitlakeError
-from fruitlake.cloud.aws import Client, JsonDict
+from fruitlake.cloud.aws import Client, JsonDict, tag_list, tags_of
 from fruitlake.cloud.config import EMR_MANAGED_TAG, CloudConfig
 
 # The EMR-managed security groups EMR reuses by name in a VPC; ServiceAccess exists for private subnets only.
@@ -39,13 +39,9 @@ class Network:
         return [subnet.subnet_id for subnet in self.subnets]
 
 
-def _tags(resource: JsonDict) -> dict[str, str]:
-    return {tag["Key"]: tag["Value"] for tag in resource.get("Tags", [])}
-
-
 def _is_tagged(resource: JsonDict) -> bool:
     key, value = EMR_MANAGED_TAG
-    return _tags(resource).get(key) == value
+    return tags_of(resource).get(key) == value
 
 
 def untagged_emr_groups(ec2: Client, vpc_id: str) -> tuple[tuple[str, str], ...]:
@@ -123,4 +119,4 @@ def tag_for_emr(ec2: Client, network: Network) -> None:
     resources += [group_id for group_id, _ in network.untagged_groups]
     if resources:
         key, value = EMR_MANAGED_TAG
-        ec2.create_tags(Resources=resources, Tags=[{"Key": key, "Value": value}])
+        ec2.create_tags(Resources=resources, Tags=tag_list({key: value}))
