@@ -142,9 +142,8 @@ ONNX_FORMAT = "2"  # bump when the conversion changes: the cache then converts a
 META_SHA256, META_MODEL, META_IMAGE_SIZE = "fruitlake.weights_sha256", "fruitlake.model", "fruitlake.image_size"
 META_PRECISION = "fruitlake.precision"  # fp32 (absent in files of earlier versions) or int8
 # int8: ONNX Runtime static quantization, per-channel signed weights and unsigned activations in ONNX Runtime's
-# integer operators (QOperator), calibrated with MinMax. Measured on an Intel Xeon with AVX-512 VNNI and AMX, one
-# thread, batch 16, against fp32's 150 img/s: QOperator u8s8 223 img/s, QDQ u8s8 140, QDQ s8s8 73 (ONNX Runtime
-# fuses QDQ into integer kernels less well here), all at cosine 0.94 to fp32. The calibration images are
+# integer operators (QOperator), calibrated with MinMax: faster than QDQ at the same cosine to fp32 (measured:
+# bench/README.md). The calibration images are
 # `sample_data.draw_fruit` drawn in memory from a fixed seed (no JPEG codec involved), so the same weights give
 # the same int8 model on every machine; fruit-like shapes and colours on light backgrounds, as fruit photos.
 INT8_CALIBRATION = {"images": 64, "classes": 16, "seed": 0}

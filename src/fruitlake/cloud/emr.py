@@ -39,9 +39,8 @@ PROPAGATION_ERRORS = (
 SPOT_TIMEOUT_MINUTES = 10  # then the core fleet switches to on-demand (EMR's minimum is 5)
 
 # YARN kills an executor whose container outgrows executor memory + memoryOverhead, and the Python workers
-# (one per task, so spark.executor.cores of them) live in the overhead. One ONNX Runtime worker peaked at
-# 401 MiB RSS (MobileNetV2, 224 px, batches of 16, 1 thread; `python bench/worker_rss.py`, 2026-12-01);
-# 512 MiB each leaves ~25% for pyarrow and larger photos. Set by spark.executor.memoryOverhead, not
+# (one per task, so spark.executor.cores of them) live in the overhead. 512 MiB each: one ONNX Runtime worker's
+# peak RSS and ~25% for pyarrow and larger photos (measured: bench/README.md). Set by spark.executor.memoryOverhead, not
 # spark.executor.pyspark.memory: PySpark enforces the latter as an address-space rlimit in each worker, which
 # ONNX Runtime's thread arenas exceed long before their RSS does.
 PYTHON_WORKER_MIB = 512

@@ -17,10 +17,9 @@ from fruitlake.cloud.config import CloudConfig
 from fruitlake.cloud.pricing import VCPUS
 from fruitlake.inventory import remote_skip_reason, split_folders
 
-# The featurize stage of `fruitlake run`, fp32, 224 px, per vCPU (2026-12-02, `bench/bench.py --n 10000`): 200 img/s
-# on a 2-vCPU AMD EPYC with AVX-512 (100x100 JPEGs); 176 img/s on a 2-vCPU Zen 4 (2026-11-28). EC2's older m5
-# vCPUs are slower: the estimate takes 60 per vCPU. Phone photos (megapixels) decode slower: with more than
-# LARGE_IMAGE_BYTES per image on average the rate is LARGE_IMAGE_SHARE of it (`--large-photos`: 0.35 on 12 MP).
+# The featurize stage's images/s per vCPU, fp32, 224 px, below what the bench measured on recent CPUs since EC2's
+# older m5 vCPUs are slower. Phone photos (megapixels) decode slower: with more than LARGE_IMAGE_BYTES per image
+# on average the rate is LARGE_IMAGE_SHARE of it. The measurements: bench/README.md.
 IMAGES_PER_VCPU_SECOND = 60.0
 LARGE_IMAGE_BYTES = 500_000
 LARGE_IMAGE_SHARE = 0.35
