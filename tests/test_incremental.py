@@ -221,18 +221,18 @@ def test_overwrite_starts_again_from_scratch(growth, spark, weights_path, tmp_pa
 
 def test_a_file_deleted_during_the_run_is_skipped_not_fatal(spark, sample_root, weights_path, tmp_path,
                                                              monkeypatch):
-    import fruitlake.commit as commit
+    import fruitlake.featurize_stage as featurize_stage
 
     root = tmp_path / "in"
     shutil.copytree(sample_root / "Test", root)
     victim = sorted(root.rglob("*.jpg"))[0]
-    real = commit.size_partitions
+    real = featurize_stage.size_partitions
 
     def delete_then_size(*args):  # runs just before a batch of files is read
         victim.unlink(missing_ok=True)
         return real(*args)
 
-    monkeypatch.setattr(commit, "size_partitions", delete_then_size)
+    monkeypatch.setattr(featurize_stage, "size_partitions", delete_then_size)
     manifest = run(RunConfig(str(root), str(tmp_path / "out"), k=2, weights=weights_path, report=False), spark=spark)
     assert (manifest["images_total"], manifest["images_ok"], manifest["images_rejected"]) == (6, 5, 0)
     assert manifest["images_vanished"] == 1

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake.commit import read_within, rejected_unread
 from fruitlake.config import Config
 from fruitlake.discover import tolerant_reads
 from fruitlake.featurize import decode_contents, engine_for, network_features
+from fruitlake.featurize_stage import read_within, rejected_unread
 from fruitlake.fetch import Wanted, fetch
 from fruitlake.plan import RunPlan, check_locations, plan
 from fruitlake.progress import Progress, Stages

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, __version__, fs
-from fruitlake.commit import CommitResult, commit
 from fruitlake.config import Config, RunConfig
+from fruitlake.featurize_stage import CommitResult, featurize_stage
 from fruitlake.lock import OutputLock
 from fruitlake.manifest import Counts, Manifest, PcaFacts, SparkFacts
 from fruitlake.output import MANIFEST, REPLACED, put_back
@@ -51,7 +51,7 @@ def run(config: Config, spark: SparkSession | None = None, progress: Progress | 
         with OutputLock(session, config.output):
             with plan(session, config, stages, from_run).releasing() as planned, \
                     _previous_put_back_on_failure(session, planned):
-                committed = commit(session, planned, stages)
+                committed = featurize_stage(session, planned, stages)
                 if isinstance(config, RunConfig) and config.report:
                     _preload_report()
                 pca, rewritten = _reduce_and_publish(session, planned, committed, stages)

@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.commit import CommitResult
+from fruitlake.featurize_stage import CommitResult
 from fruitlake.output import (
     FEATURES,
     PCA_CSV,

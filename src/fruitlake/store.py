@@ -156,7 +156,7 @@ def pending(listing: DataFrame, done: DataFrame | None) -> DataFrame:
             .drop(SPLIT_KEY))
 
 
-# The rejects whose reason names a limit (commit.py, images.py): they stand only while the limit is the same.
+# The rejects whose reason names a limit (featurize_stage.py, images.py): they stand only while the limit is the same.
 FILE_TOO_LARGE, IMAGE_TOO_LARGE = "file too large to read:", "image too large to decode safely:"
 # A file the workers could not read (access denied, an archived S3 object, an I/O error): its reject reason
 # (fetch.py's ACCESS_DENIED, READ_FAILED) starts with READ_FAILED_PREFIX, and it is tried again by every run.

@@ -1,4 +1,5 @@
-"""commit(plan) -> CommitResult: the pending images through the CNN into OUTPUT/_store, in batches.
+"""The featurize stage, `featurize_stage(plan) -> CommitResult`: the pending images through the CNN into
+OUTPUT/_store, in batches (the Python workers' side of it is `featurize.py`).
 
 Each batch of `--commit-every` images is one committed store write (`store.py`): a kill loses only the batch in
 flight, and the next run picks up what was committed. Afterwards the store holds one batch with exactly the
@@ -55,7 +56,7 @@ class CommitResult:
         return self.stored.where(F.col("error").isNull()).drop(ENGINE)
 
 
-def commit(spark: SparkSession, plan: RunPlan, stages: Stages) -> CommitResult:
+def featurize_stage(spark: SparkSession, plan: RunPlan, stages: Stages) -> CommitResult:
     """Featurize the pending files into the store and compact it to one batch. From here on OUTPUT is written."""
     with stages("featurize", spark) as shown:
         return _commit(spark, plan, shown)
