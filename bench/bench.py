@@ -189,7 +189,8 @@ def worker_costs(source: Path, n: int = 960, batch_size: int = 16) -> dict[str, 
     from fruitlake.models import NETWORKS, onnx_model
 
     engine = _build_onnx(onnx_model("mobilenet_v2", WEIGHTS, 224).model_bytes, threads=1)
-    spec = EngineSpec("bench", EngineOptions("mobilenet_v2", 224, batch_size=batch_size), payload=None)
+    spec = EngineSpec(key="bench", options=EngineOptions(model="mobilenet_v2", image_size=224, batch_size=batch_size),
+                      payload=None)
     normalise = NETWORKS["mobilenet_v2"].normalise
     files = sorted(source.rglob("*.jpg"))[:n]
     batches = [pa.RecordBatch.from_pydict({

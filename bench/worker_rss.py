@@ -48,7 +48,8 @@ def measure(batches: int, batch_size: int, image_size: int) -> float:
 
     model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size).model_bytes  # a cache hit: no TensorFlow
     engine = _build_onnx(model_bytes, threads=1)
-    spec = EngineSpec("bench", EngineOptions("mobilenet_v2", image_size, batch_size=batch_size), payload=None)
+    options = EngineOptions(model="mobilenet_v2", image_size=image_size, batch_size=batch_size)
+    spec = EngineSpec(key="bench", options=options, payload=None)
     rng = np.random.default_rng(0)
 
     def arrow_batches():

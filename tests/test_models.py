@@ -137,7 +137,7 @@ def test_the_manifest_names_no_onnx_file_the_cache_could_not_keep(spark, weights
     monkeypatch.setenv("FRUITLAKE_CACHE", str(tmp_path / "a-file" / "cache"))
     monkeypatch.setattr(models, "load_network", lambda *args: None)
     monkeypatch.setattr(models, "keras_to_onnx", lambda network: b"onnx bytes")
-    network = RunNetwork(spark, EngineOptions("mobilenet_v2", 224), weights_path)
+    network = RunNetwork(spark, EngineOptions(model="mobilenet_v2", image_size=224), weights_path)
     try:
         network.check()
         assert network.facts({}).onnx_file is None

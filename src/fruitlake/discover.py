@@ -32,7 +32,7 @@ MAX_PARTITION_BYTES = 128 * 1024 * 1024
 FILE_COLUMNS = ["path", "label", "split", "length", "modification_time", "file_uri"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Discovered:
     images: DataFrame  # the images a run may read: FILE_COLUMNS (a packed table's rows carry `content` too)
     count: int  # every image file, zero-byte ones and those this process may not read included
@@ -238,8 +238,10 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = (),
                     inventory.unreadable, redact(uri), UNREADABLE)
         images = files.where(F.col("error").isNull()).drop("error")
         unreadable = files.where(F.col("error").isNotNull())
-    return Discovered(images, count, total_bytes, listing, dict(sorted(inventory.skipped.items())),
-                      list(inventory.sample), inventory.empty, inventory.largest, unreadable, root, scratch)
+    return Discovered(images=images, count=count, total_bytes=total_bytes, listing=listing,
+                      skipped=dict(sorted(inventory.skipped.items())), skipped_sample=list(inventory.sample),
+                      empty=inventory.empty, largest=inventory.largest, unreadable=unreadable, root=root,
+                      scratch=scratch)
 
 
 def _packed_table(spark: SparkSession, uri: str) -> DataFrame:
@@ -274,5 +276,6 @@ def discover_table(spark: SparkSession, uri: str) -> Discovered:
     partitions = size_partitions(spark, count, total_bytes)  # with pack's small row groups, every core gets work
     log.info("discovered %d images (%.1f MB) in the packed table %s, ~%d partitions", count, total_bytes / 1e6,
              redact(uri), partitions)
-    return Discovered(table, count, total_bytes, table.drop("content"), {}, [], int(stats["empty"] or 0),
-                      int(stats["largest"] or 0), root=resolve_input(spark, uri))
+    return Discovered(images=table, count=count, total_bytes=total_bytes, listing=table.drop("content"), skipped={},
+                      skipped_sample=[], empty=int(stats["empty"] or 0), largest=int(stats["largest"] or 0),
+                      root=resolve_input(spark, uri))

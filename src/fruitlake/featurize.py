@@ -56,7 +56,7 @@ Engine = Callable[[NDArray[np.float32]], NDArray[np.float32]]  # (n, s, s, 3) ->
 _ENGINES: dict[str, Engine] = {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EngineOptions:
     """Which network, on which engine, fed how: everything of a run that the workers need to know."""
 
@@ -68,7 +68,7 @@ class EngineOptions:
     max_pixels: int = 40_000_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EngineSpec:
     """What crosses to the workers: the options, the broadcast payload and the id under which a worker keeps the
     engine it built. Pickles (a Broadcast pickles as its id)."""
@@ -357,7 +357,7 @@ def make_featurizer(
 def make_spec(spark: SparkSession, payload: bytes | list[NDArray[np.float32]], options: EngineOptions) -> EngineSpec:
     """Driver side: broadcast the payload (ONNX bytes, or Keras weights) once; the spec carries its id."""
     require_cpu(options.precision)
-    return EngineSpec(uuid.uuid4().hex, options, spark.sparkContext.broadcast(payload))
+    return EngineSpec(key=uuid.uuid4().hex, options=options, payload=spark.sparkContext.broadcast(payload))
 
 
 def prepare_engine(spark: SparkSession, loaded: LoadedNetwork, engine: str, batch_size: int, max_pixels: int,
@@ -369,7 +369,8 @@ def prepare_engine(spark: SparkSession, loaded: LoadedNetwork, engine: str, batc
     weights = Weights(loaded.weights_path, loaded.weights_sha256)
     payload = (loaded.weights if engine == "keras"
                else onnx_model(loaded.network.name, weights, loaded.image_size).model_bytes)
-    options = EngineOptions(loaded.network.name, loaded.image_size, engine, precision, batch_size, max_pixels)
+    options = EngineOptions(model=loaded.network.name, image_size=loaded.image_size, engine=engine, precision=precision,
+                            batch_size=batch_size, max_pixels=max_pixels)
     return make_spec(spark, payload, options)
 
 

@@ -30,14 +30,14 @@ log = logging.getLogger(__name__)
 Selection = Callable[[DataFrame], DataFrame]  # the rows of one batch's files, from a frame of INPUT's files
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Batch:
     select: Selection
     files: int
     bytes: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CommitResult:
     """The store after the run's features were committed: one batch, holding exactly what is published."""
 
@@ -99,8 +99,9 @@ def _commit(spark: SparkSession, plan: RunPlan, shown: Stage) -> CommitResult:
             engines[engine] = engines.get(engine, 0) + row["count"]
         else:
             rejected += row["count"]
-    return CommitResult(images, batch, stored, ok, dict(sorted(engines.items())), rejected, vanished,
-                        images_done.value, dropping)
+    return CommitResult(images_new=images, batch=batch, stored=stored, images_ok=ok,
+                        feature_engines=dict(sorted(engines.items())), images_rejected=rejected,
+                        images_vanished=vanished, cnn_images=images_done.value, dropped_missing=dropping)
 
 
 def _batches(todo: DataFrame, first_run: bool, images: int, total_bytes: int, every: int) -> Iterator[Batch]:
@@ -111,18 +112,19 @@ def _batches(todo: DataFrame, first_run: bool, images: int, total_bytes: int, ev
     them, are fetched to select exactly those files.
     """
     if first_run and images <= every:
-        yield Batch(lambda frame: frame, images, total_bytes)
+        yield Batch(select=lambda frame: frame, files=images, bytes=total_bytes)
         return
     starts = batch_starts(todo, every)
     for number, low in enumerate(starts):
         high = starts[number + 1] if number + 1 < len(starts) else None
         if first_run:
             files = min(every, images - number * every)
-            yield Batch(partial(in_range, low=low, high=high), files, total_bytes * files // images)
+            yield Batch(select=partial(in_range, low=low, high=high), files=files, bytes=total_bytes * files // images)
         else:
             rows = in_range(todo, low, high).select("file_uri", "length").collect()
             uris = [row["file_uri"] for row in rows]
-            yield Batch(partial(select_files, file_uris=uris), len(rows), sum(row["length"] for row in rows))
+            yield Batch(select=partial(select_files, file_uris=uris), files=len(rows),
+                        bytes=sum(row["length"] for row in rows))
 
 
 def _featurize_pending(spark: SparkSession, plan: RunPlan, batches: Iterator[Batch], images: int,

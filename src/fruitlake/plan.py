@@ -26,7 +26,7 @@ from fruitlake.safety import check_separate
 from fruitlake.store import Store, missing, settled
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunPlan:
     """Everything the checks established; nothing has been written to OUTPUT yet."""
 
@@ -117,7 +117,8 @@ def _plan_found(spark: SparkSession, config: Config, stages: Stages, from_run: M
         except BaseException:
             network.release()  # its local copies of remote weights
             raise
-    return RunPlan(config, output, state, previous, found, store, pca, in_store, images_missing, network)
+    return RunPlan(config=config, output=output, state=state, previous=previous, found=found, store=store, pca=pca,
+                   in_store=in_store, images_missing=images_missing, network=network)
 
 
 def _check_k(config: Config, pca: PcaPlan, available: int) -> None:
@@ -152,10 +153,10 @@ def _network(spark: SparkSession, config: Config, from_run: Manifest | None) -> 
     """The run's network: as configured, or for project-images the one the run in --from-run used."""
     if from_run is None:
         assert isinstance(config, RunConfig)
-        options = EngineOptions(config.model, config.image_size, config.engine or "onnx", config.precision,
-                                config.batch_size, config.max_pixels)
+        options = EngineOptions(model=config.model, image_size=config.image_size, engine=config.engine or "onnx",
+                                precision=config.precision, batch_size=config.batch_size, max_pixels=config.max_pixels)
         return RunNetwork(spark, options, config.weights, config.onnx)
     used = from_run.network
-    options = EngineOptions(used.model, used.image_size, used.engine, used.precision, config.batch_size,
-                            config.max_pixels)
+    options = EngineOptions(model=used.model, image_size=used.image_size, engine=used.engine, precision=used.precision,
+                            batch_size=config.batch_size, max_pixels=config.max_pixels)
     return RunNetwork(spark, options, config.weights or used.weights)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 VECTOR, CENTRED, PROJECTED = "_features_vec", "_features_centred", "_pca_vec"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Reduction:
     model: PipelineModel
     k: int
@@ -169,10 +169,10 @@ def fit(features: DataFrame, n_images: int, n_features: int, k: int | None, vari
     pca_model = _pca_model(features.sparkSession, eigenvectors, shares, chosen)
     model = PipelineModel(stages=[centre_model, pca_model])
     log.info("PCA: k=%d keeps %.3f of the variance", chosen, curve[chosen - 1])
-    return Reduction(model, chosen, curve[chosen - 1], curve)
+    return Reduction(model=model, k=chosen, explained_variance=curve[chosen - 1], variance_curve=curve)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Projection:
     """The fitted values of a [centre, PCA] PipelineModel, as NumPy applies them: (x - mean) / scale @ components.
     Plain arrays: it pickles to the Python workers."""
@@ -189,7 +189,8 @@ class Projection:
         mean = centre.mean.toArray() if centre.getWithMean() else np.zeros_like(std)
         # Spark's StandardScaler leaves a feature of zero variance at 0: a scale of infinity does the same.
         scale = np.where(std != 0.0, std, np.inf) if centre.getWithStd() else np.ones_like(mean)
-        return cls(mean.astype(np.float64), scale.astype(np.float64), pca.pc.toArray().astype(np.float64))
+        return cls(mean=mean.astype(np.float64), scale=scale.astype(np.float64),
+                   components=pca.pc.toArray().astype(np.float64))
 
     def apply(self, features: NDArray[np.floating]) -> NDArray[np.float64]:
         projected: NDArray[np.float64] = ((features.astype(np.float64) - self.mean) / self.scale) @ self.components
@@ -230,7 +231,7 @@ def transform(model: PipelineModel, features: DataFrame) -> DataFrame:
 # ---------------------------------------------------------------- the rules: which PCA a run applies
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PcaPlan:
     action: str  # fit (first run, overwrite), refit, reuse (incremental), project (project-images)
     model_uri: str | None = None  # the saved PipelineModel applied by reuse and project
@@ -249,12 +250,13 @@ def plan_pca(spark: SparkSession, config: Config, output: str, previous: Manifes
     if isinstance(config, ProjectConfig):
         assert from_run is not None
         source = config.from_run.rstrip("/")
-        return PcaPlan("project", fs.join(source, PCA_MODEL), from_run.pca_facts, source)
+        return PcaPlan(action="project", model_uri=fs.join(source, PCA_MODEL), source=from_run.pca_facts,
+                       source_run=source)
     saved = fs.join(output, PCA_MODEL)
     if previous is None or not fs.exists(spark, saved):
-        return PcaPlan("fit")
+        return PcaPlan(action="fit")
     if config.pca == "refit":
-        return PcaPlan("refit")
+        return PcaPlan(action="refit")
     stored_k, stored_target = previous.pca_facts.k, previous.pca_facts.variance_target
     if config.k is not None and config.k != stored_k:
         raise FruitlakeError(
@@ -268,7 +270,7 @@ def plan_pca(spark: SparkSession, config: Config, output: str, previous: Manifes
             f"variance={config.variance} differs from the saved PCA's ({fitted}, k={stored_k}): --pca reuse "
             "keeps k; pass --pca refit to fit a new PCA on all stored features"
         )
-    return PcaPlan("reuse", saved, previous.pca_facts)
+    return PcaPlan(action="reuse", model_uri=saved, source=previous.pca_facts)
 
 
 def same_pca(plan: PcaPlan, previous: Manifest) -> bool:
