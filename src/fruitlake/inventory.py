@@ -47,6 +47,17 @@ def split_folders(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     names = {spelling: split for split, spellings in SPLIT_SPELLINGS.items() for spelling in spellings}
     return names | {name.lower(): split for name, split in (extra or {}).items()}
 
+
+def split_and_label(relative: str, root_name: str, extra: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The rule in Python, as `discover._describe` applies it in Spark SQL (test_split_rule holds them equal): the
+    label is the closest non-empty parent folder (`root_name` for a file directly below the root), the split the
+    closest folder below the root that `split_folders(extra)` names, "" when there is none."""
+    *folders, _ = relative.split("/")
+    folders = [folder for folder in folders if folder]  # an S3 key `Kiwi//x.jpg` is labelled Kiwi
+    by_name = split_folders(extra)
+    split = next((by_name[folder.lower()] for folder in reversed(folders) if folder.lower() in by_name), "")
+    return split, folders[-1] if folders else root_name
+
 # Reasons a file is not read (the keys of the manifest's `files_skipped`).
 EXTENSION = "extension"
 HIDDEN_NAME = "hidden name"

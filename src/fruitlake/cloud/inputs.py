@@ -15,7 +15,7 @@ from fruitlake import FruitlakeError
 from fruitlake.cloud.aws import Client
 from fruitlake.cloud.config import CloudConfig
 from fruitlake.cloud.pricing import VCPUS
-from fruitlake.inventory import remote_skip_reason, split_folders
+from fruitlake.inventory import remote_skip_reason, split_and_label
 
 # The featurize stage's images/s per vCPU, fp32, 224 px, below what the bench measured on recent CPUs since EC2's
 # older m5 vCPUs are slower. Phone photos (megapixels) decode slower: with more than LARGE_IMAGE_BYTES per image
@@ -77,13 +77,3 @@ def survey(s3: Client, uri: str) -> InputSurvey:
             size += int(item["Size"])
             found.groups[split_and_label(relative, prefix.rstrip("/").rpartition("/")[2] or bucket)] += 1
     return InputSurvey(uri, images, size, found.groups, found.skipped)
-
-
-def split_and_label(relative: str, root_name: str) -> tuple[str, str]:
-    """As discover.py reads them: the label is the parent folder, the split the closest split folder below the
-    root (any of `inventory.SPLIT_SPELLINGS`, any case, written as the split it names), "" when there is none."""
-    *folders, _ = relative.split("/")
-    label = folders[-1] if folders else root_name
-    by_name = split_folders()
-    split = next((by_name[folder.lower()] for folder in reversed(folders) if folder.lower() in by_name), "")
-    return split, label
