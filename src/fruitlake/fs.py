@@ -8,6 +8,7 @@ is for the rest: the manifest, markers and locks (`create_new`), checks of OUTPU
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -130,6 +131,26 @@ def create_new(spark: SparkSession, uri: str, data: bytes) -> bool:
     finally:
         stream.close()
     return True
+
+
+def json_bytes(document: dict[str, Any]) -> bytes:
+    """A JSON side file's bytes, as every one is written: indented, UTF-8, ending in a newline."""
+    return (json.dumps(document, indent=2) + "\n").encode("utf-8")
+
+
+def write_json(spark: SparkSession, uri: str, document: dict[str, Any]) -> None:
+    write_bytes(spark, uri, json_bytes(document))
+
+
+def read_json(spark: SparkSession, uri: str) -> dict[str, Any]:
+    """A JSON side file's object; one clear error when it is not valid JSON or holds no object."""
+    try:
+        document = json.loads(read_bytes(spark, uri).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FruitlakeError(f"{redact(uri)!r} is not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise FruitlakeError(f"{redact(uri)!r} holds no JSON object")
+    return document
 
 
 def read_bytes(spark: SparkSession, uri: str) -> bytes:

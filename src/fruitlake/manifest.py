@@ -9,14 +9,13 @@ shape, which the manifest holds and `to_json` flattens. Manifests of earlier ver
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.redaction import redact, redact_tree
+from fruitlake.redaction import redact_tree
 
 JsonDict = dict[str, Any]
 
@@ -123,11 +122,11 @@ class Manifest:
         return cls(**values)
 
     def write(self, spark: SparkSession, uri: str) -> None:
-        write_json(spark, uri, self.to_json())
+        fs.write_json(spark, uri, self.to_json())
 
     @classmethod
     def read(cls, spark: SparkSession, uri: str) -> Manifest:
-        return cls.from_json(read_json(spark, uri))
+        return cls.from_json(fs.read_json(spark, uri))
 
 
 _NESTED: dict[str, type] = {"counts": Counts, "pca_facts": PcaFacts, "network": NetworkFacts, "spark": SparkFacts}
@@ -152,17 +151,3 @@ def _part(kind: type, document: JsonDict) -> Any:
         else:
             raise FruitlakeError(f"manifest.json has no {item.name!r}: it was not written by fruitlake")
     return kind(**values)
-
-
-def write_json(spark: SparkSession, uri: str, document: JsonDict) -> None:
-    fs.write_bytes(spark, uri, (json.dumps(document, indent=2, sort_keys=False) + "\n").encode("utf-8"))
-
-
-def read_json(spark: SparkSession, uri: str) -> JsonDict:
-    try:
-        document = json.loads(fs.read_bytes(spark, uri).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FruitlakeError(f"{redact(uri)!r} is not valid JSON ({exc})") from None
-    if not isinstance(document, dict):
-        raise FruitlakeError(f"{redact(uri)!r} holds no JSON object")
-    return document

@@ -157,7 +157,7 @@ def _pack_found(spark: SparkSession, source: str, table: str, file_mb: int, miss
     marker = {"fruitlake_version": __version__, "source": redact(source), "source_root": redact(found.root),
               "missing": missing, "split_names": split_names, **result.to_json()}
     _swap_in(spark, table, staging, replace=existing is None or removed > 0,
-             marker=(json.dumps(marker, indent=2) + "\n").encode("utf-8"))
+             marker=fs.json_bytes(marker))
     log.info("packed %d images (%.1f MB) into %s, removed %d rows; %d in all", added, size / 1e6, redact(table),
              removed, total)
     return result

@@ -84,8 +84,7 @@ class Store:
         return StoreMeta(**json.loads(fs.read_bytes(self.spark, uri).decode("utf-8")))
 
     def write_meta(self, meta: StoreMeta) -> None:
-        body = json.dumps(meta.__dict__, indent=2) + "\n"
-        fs.write_bytes(self.spark, fs.join(self.uri, META), body.encode("utf-8"))
+        fs.write_json(self.spark, fs.join(self.uri, META), meta.__dict__)
 
     def clean(self) -> int:
         """Delete batches a killed run left uncommitted; returns how many."""

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, fs
 from fruitlake.config import FOLDS, REG_GRID
-from fruitlake.manifest import JsonDict, Manifest, read_json, write_json
+from fruitlake.manifest import JsonDict, Manifest
 from fruitlake.output import CLASSIFIER, FEATURES, MANIFEST
 from fruitlake.redaction import redact
 
@@ -202,7 +202,7 @@ def write_classifier(spark: SparkSession, output: str, trained: Trained) -> str:
     folder = fs.join(output.rstrip("/"), CLASSIFIER)
     fs.delete(spark, folder)
     trained.model.write().overwrite().save(fs.join(folder, CLASSIFIER_MODEL))
-    write_json(spark, fs.join(folder, METRICS), trained.metrics)
+    fs.write_json(spark, fs.join(folder, METRICS), trained.metrics)
     return folder
 
 
@@ -212,7 +212,8 @@ def read_classifier(spark: SparkSession, output: str) -> tuple[LogisticRegressio
     if not fs.exists(spark, fs.join(folder, METRICS)):
         raise FruitlakeError(f"{redact(output)!r} has no trained classifier ({CLASSIFIER}/{METRICS}): "
                              "run `fruitlake train OUTPUT` first")
-    return LogisticRegressionModel.load(fs.join(folder, CLASSIFIER_MODEL)), read_json(spark, fs.join(folder, METRICS))
+    metrics = fs.read_json(spark, fs.join(folder, METRICS))
+    return LogisticRegressionModel.load(fs.join(folder, CLASSIFIER_MODEL)), metrics
 
 
 def train_and_write(spark: SparkSession, output: str, grid: tuple[float, ...] = REG_GRID,

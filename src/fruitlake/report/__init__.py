@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import SparkSession
 
 from fruitlake import __version__, fs
-from fruitlake.manifest import JsonDict, Manifest, read_json, write_json
+from fruitlake.manifest import JsonDict, Manifest
 from fruitlake.output import CLASSIFIER, REPORT_DIR, REPORT_HTML, REPORT_JSON
 from fruitlake.redaction import redact, redact_tree
 from fruitlake.report.page import render_html
@@ -121,7 +121,7 @@ def build_report(spark: SparkSession, output: str, manifest: Manifest | None = N
                                      reason=results.rejects["reason"].map(redact))
     page = render_html(report, manifest, plots, rejects)
     report["seconds"] = round(time.perf_counter() - started, 3)
-    write_json(spark, fs.join(output, REPORT_JSON), report)
+    fs.write_json(spark, fs.join(output, REPORT_JSON), report)
     fs.write_bytes(spark, fs.join(output, REPORT_HTML), page.encode("utf-8"))
     log.info("report: %s -> %s", report["summary"], fs.join(output, REPORT_HTML))
     return report
@@ -132,7 +132,7 @@ def _classifier_metrics(spark: SparkSession, output: str) -> JsonDict | None:
     uri = fs.join(output, CLASSIFIER, "metrics.json")
     if not fs.exists(spark, uri):
         return None
-    return read_json(spark, uri)
+    return fs.read_json(spark, uri)
 
 
 def _figures(results: Results, probe: Probe | SkippedProbe, label_counts: dict[str, int],
