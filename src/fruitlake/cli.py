@@ -92,18 +92,17 @@ def _project(args: argparse.Namespace) -> int:
 
 
 def _add_pack(commands: Subcommands) -> None:
+    from fruitlake.config import DEFAULT_MODE, MISSING_CHOICES, MODES, PACK_DEFAULT_MISSING
     from fruitlake.config import PACK_DEFAULT_FILE_MB as DEFAULT_FILE_MB
-    from fruitlake.config import PACK_MISSING as MISSING
-    from fruitlake.config import PACK_MODES as MODES
 
     pack = commands.add_parser("pack", help="write the images of INPUT as a Parquet table of their bytes "
                                             "(fewer, larger objects on S3); `run TABLE OUTPUT` reads it")
     pack.add_argument("input", metavar="INPUT", help="folder or URI of images (Fruits-360 layout)")
     pack.add_argument("table", metavar="TABLE", help="folder or URI for the table")
-    pack.add_argument("--mode", choices=MODES, default="error",
+    pack.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                       help="error (default): refuse a TABLE that holds images; incremental: add only new or "
                            "changed images (one row per path, the newest); overwrite: pack again")
-    pack.add_argument("--missing", choices=MISSING, default="drop",
+    pack.add_argument("--missing", choices=MISSING_CHOICES, default=PACK_DEFAULT_MISSING,
                       help="--mode incremental: drop (default) the rows of files gone from INPUT, so that a run "
                            "from TABLE equals a run from INPUT, or keep them")
     pack.add_argument("--file-mb", type=int, default=DEFAULT_FILE_MB,

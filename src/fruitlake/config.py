@@ -13,20 +13,20 @@ from fruitlake import FruitlakeError
 from fruitlake.inventory import SPLITS
 from fruitlake.models import NETWORKS
 
-MODES = ("error", "overwrite", "incremental")
+MODES = ("error", "overwrite", "incremental")  # what a run (or pack) does with an OUTPUT (TABLE) that exists
+DEFAULT_MODE = "error"
 PCA_CHOICES = ("reuse", "refit")  # what an incremental run does with a saved PCA
-MISSING_CHOICES = ("keep", "drop")  # what an incremental run does with rows whose file left INPUT
+MISSING_CHOICES = ("keep", "drop")  # what an incremental run (or pack) does with rows whose file left INPUT
 ENGINES = ("onnx", "openvino", "keras")
 PRECISIONS = ("fp32", "bf16", "int8")
 WEIGHTS_ENV = "FRUITLAKE_WEIGHTS"
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB; beyond that we refuse, not risk OOM
 DEFAULT_VARIANCE = 0.95  # --variance
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # larger files are rejected unread (Spark's binaryFile stops at 2 GiB)
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # larger files are rejected unread (a Spark binary value stops at 2 GiB)
 SPARK_MAX_FILE_BYTES = 2**31 - 1
 # `fruitlake pack` (pack.py): here, so that building the command line never imports Spark.
 PACK_DEFAULT_FILE_MB = 128
-PACK_MODES = ("error", "incremental", "overwrite")
-PACK_MISSING = ("drop", "keep")  # --missing: the rows of files gone from INPUT leave the table, or stay
+PACK_DEFAULT_MISSING = "drop"  # a table mirrors INPUT: the rows of files gone from it leave the table
 # `fruitlake train` (train.py): here, so that building the command line never imports Spark.
 # L2 strengths tried (Spark's regParam). On the PCA features as they are, not standardised: measured on
 # grocery-fruits (k=386, Test folder), standardising scored 0.488-0.526 test accuracy, as it is 0.669-0.695, as
@@ -53,7 +53,7 @@ class RunConfig:
     batch_size: int = 16
     engine: str | None = None  # None: onnx for fp32, openvino for bf16
     precision: str = "fp32"
-    mode: str = "error"
+    mode: str = DEFAULT_MODE
     master: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -109,7 +109,7 @@ class ProjectConfig:
     from_run: str  # the OUTPUT of the finished `fruitlake run` whose network and PCA are applied
     weights: str | None = None
     batch_size: int = 16
-    mode: str = "error"
+    mode: str = DEFAULT_MODE
     master: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES

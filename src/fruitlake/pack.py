@@ -23,10 +23,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, __version__, fs
+from fruitlake.config import DEFAULT_MODE, MODES, PACK_DEFAULT_MISSING, SPARK_MAX_FILE_BYTES, check_split_names
+from fruitlake.config import MISSING_CHOICES as MISSING
 from fruitlake.config import PACK_DEFAULT_FILE_MB as DEFAULT_FILE_MB
-from fruitlake.config import PACK_MISSING as MISSING
-from fruitlake.config import PACK_MODES as MODES
-from fruitlake.config import SPARK_MAX_FILE_BYTES, check_split_names
 from fruitlake.discover import (
     TABLE_COLUMNS,
     TABLE_MARKER,
@@ -75,8 +74,8 @@ class Packed:
                 "files_unread": self.files_unread}
 
 
-def pack(spark: SparkSession, source: str, table: str, mode: str = "error", file_mb: int = DEFAULT_FILE_MB,
-         missing: str = "drop", split_names: Mapping[str, str] | None = None) -> Packed:
+def pack(spark: SparkSession, source: str, table: str, mode: str = DEFAULT_MODE, file_mb: int = DEFAULT_FILE_MB,
+         missing: str = PACK_DEFAULT_MISSING, split_names: Mapping[str, str] | None = None) -> Packed:
     """Pack the images of `source` into `table`; `split_names`: folder names naming a split besides the built-in
     spellings (name -> split), as `run --split-names`."""
     split_names = check_split_names(split_names or {})
