@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, __version__, fs
-from fruitlake.config import Config, RunConfig
+from fruitlake.config import Config
 from fruitlake.featurize_stage import CommitResult, featurize_stage
 from fruitlake.lock import OutputLock
 from fruitlake.manifest import Counts, Manifest, PcaFacts, SparkFacts
@@ -52,14 +52,14 @@ def run(config: Config, spark: SparkSession | None = None, progress: Progress | 
             with plan(session, config, stages, from_run).releasing() as planned, \
                     _previous_put_back_on_failure(session, planned):
                 committed = featurize_stage(session, planned, stages)
-                if isinstance(config, RunConfig) and config.report:
+                if planned.report:
                     _preload_report()
                 pca, rewritten = _reduce_and_publish(session, planned, committed, stages)
                 manifest = _manifest(session, planned, committed, pca, rewritten, stages, started).redacted()
                 manifest.write(session, fs.join(planned.output, MANIFEST))  # last: its presence means it finished
             if config.mode == "overwrite":  # the previous run, not needed now
                 fs.delete(session, fs.join(planned.output, REPLACED))
-            if isinstance(config, RunConfig) and config.report:
+            if planned.report:
                 _report(session, planned.output, manifest, stages)
     log.info("%d images (%d new, %d rejected) -> k=%s (pca %s) in %.1f s", manifest.counts.images_total,
              committed.images_new, committed.images_rejected, pca.k, planned.pca.action, manifest.total_seconds)

@@ -46,6 +46,11 @@ class RunPlan:
         return self.config.mode == "incremental"
 
     @property
+    def report(self) -> bool:
+        """Whether the run ends with its report: a run's option; project-images makes none."""
+        return isinstance(self.config, RunConfig) and self.config.report
+
+    @property
     def settled(self) -> DataFrame | None:
         """The stored rows this run does not redo: all but rejects for another --max-bytes or --max-pixels."""
         if self.in_store is None:
