@@ -568,7 +568,8 @@ def test_cli_plan_prints_the_plan_and_estimate_and_creates_nothing(session, caps
 
 
 def test_cli_plan_with_an_input_counts_its_images_and_prices_one_run_over_them(session, capsys):
-    from fruitlake.cloud.inputs import IMAGES_PER_VCPU_SECOND, RUN_OVERHEAD_HOURS, split_and_label
+    from fruitlake.cloud.inputs import IMAGES_PER_VCPU_SECOND, RUN_OVERHEAD_HOURS
+    from fruitlake.inventory import split_and_label
 
     s3 = session.client("s3")
     s3.create_bucket(Bucket="fruit-photos", CreateBucketConfiguration={"LocationConstraint": REGION})
