@@ -25,12 +25,14 @@ RELATIVE = [
     "Kiwi//a.jpg",  # an S3 key with an empty folder
     "Training//Kiwi/a.jpg",
     "holdout/Apple/a.jpg",  # named by --split-names below
+    "batch-2/Test/Apple/a.jpg",  # --split-names in any case; the closest split folder wins
+    "Test/BATCH-2/Apple/a.jpg",
     "Apple/Test.jpg",  # a file's own name never names a split
     "x/y/z/Apple/a b.jpg",
 ]
 
 
-@pytest.mark.parametrize("extra", [None, {"holdout": "Test", "Apple": "Validation"}])
+@pytest.mark.parametrize("extra", [None, {"holdout": "Test", "Batch-2": "Validation"}])
 def test_spark_sql_and_python_read_the_same_label_and_split_from_every_path(spark, extra):
     root = "s3a://bucket/images"
     frame = spark.createDataFrame([(f"{root}/{relative}", 1, None, f"{root}/{relative}") for relative in RELATIVE],
@@ -42,3 +44,4 @@ def test_spark_sql_and_python_read_the_same_label_and_split_from_every_path(spar
     assert in_python["Training/x/Test/Apple/a.jpg"] == ("Test", "Apple")
     assert in_python["Kiwi//a.jpg"] == ("", "Kiwi")
     assert in_python["holdout/Apple/a.jpg"] == (("Test", "Apple") if extra else ("", "Apple"))
+    assert in_python["Test/BATCH-2/Apple/a.jpg"] == (("Validation", "Apple") if extra else ("Test", "Apple"))
