@@ -58,6 +58,7 @@ def split_and_label(relative: str, root_name: str, extra: Mapping[str, str] | No
     split = next((by_name[folder.lower()] for folder in reversed(folders) if folder.lower() in by_name), "")
     return split, folders[-1] if folders else root_name
 
+
 # Reasons a file is not read (the keys of the manifest's `files_skipped`).
 EXTENSION = "extension"
 HIDDEN_NAME = "hidden name"
