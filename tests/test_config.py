@@ -2,6 +2,7 @@ import pytest
 
 from fruitlake import FruitlakeError, cli, options
 from fruitlake.config import ProjectConfig, RunConfig, from_json, parse_split_names, to_json
+from fruitlake.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -22,11 +23,14 @@ def test_bad_options_fail_fast_and_say_what_is_wrong(options, message):
         RunConfig(input="in", output="out", weights="w.h5", **options)
 
 
-def test_weights_default_to_the_environment(monkeypatch):
-    monkeypatch.setenv("FRUITLAKE_WEIGHTS", "/models/w.h5")
-    assert RunConfig("in", "out").weights == "/models/w.h5"
-    monkeypatch.delenv("FRUITLAKE_WEIGHTS")
-    assert RunConfig("in", "out").weights == "imagenet"
+def test_the_command_lines_weights_default_to_the_settings(monkeypatch):
+    args = cli.parser().parse_args(["run", "in", "out"])
+    assert options.run_config(args, Settings(weights="/models/w.h5")).weights == "/models/w.h5"
+    assert options.run_config(args, Settings()).weights == "imagenet"
+    monkeypatch.setenv("FRUITLAKE_WEIGHTS", "/models/env.h5")  # no settings given: the environment's
+    assert options.run_config(args).weights == "/models/env.h5"
+    assert options.run_config(cli.parser().parse_args(["run", "in", "out", "--weights", "w.h5"])).weights == "w.h5"
+    assert RunConfig("in", "out").weights == "imagenet"  # a config is a value: the environment is read at the edge
 
 
 def test_config_is_frozen_and_serialisable():

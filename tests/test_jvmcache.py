@@ -7,7 +7,8 @@ import textwrap
 
 from fruitlake import jvmcache, jvmcache_build
 from fruitlake.models import cache_dir
-from fruitlake.session import JVM_TUNING, LOCAL_JIT, _java_options
+from fruitlake.session import LOCAL_JIT, _java_options
+from fruitlake.settings import JVM_TUNING
 
 
 def test_local_sessions_use_the_archive_when_it_exists_and_only_then(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """End to end on local[2]: the run as a user starts it, checked from the files it leaves."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from fruitlake import FruitlakeError
 from fruitlake.cli import main
 from fruitlake.config import RunConfig
 from fruitlake.progress import STAGES
+from fruitlake.settings import Settings
 
 
 def test_one_csv_row_per_good_image_with_its_header(sample_run):
@@ -38,6 +40,9 @@ def test_manifest_says_what_happened(sample_run, weights_path):
     assert list(manifest["timings"]) == [stage for stage in STAGES if stage in manifest["timings"]]  # in order
     assert manifest["throughput_img_per_s"] > 0
     assert {"python", "spark", "tensorflow"} <= set(manifest["versions"])
+    # the FRUITLAKE_* settings in force: the command line (run in this process) read this environment's
+    assert manifest["settings"] == Settings.from_environ(os.environ).to_json()
+    assert manifest["settings"]["weights"] == os.environ.get("FRUITLAKE_WEIGHTS", "imagenet")
 
 
 def test_rejects_list_the_corrupt_file_and_nothing_else(sample_run):

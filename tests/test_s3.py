@@ -9,6 +9,7 @@ from helpers import S3_BUCKET, S3_SECRET, explain, run, run_process
 
 from fruitlake import FruitlakeError, s3
 from fruitlake.config import RunConfig
+from fruitlake.settings import Settings
 
 # ---- settings: pure functions of the environment ----------------------------------------------------------
 
@@ -62,21 +63,21 @@ def test_jars_come_from_the_offline_folder_or_from_maven(tmp_path):
     (jars / "hadoop-aws-3.3.1.jar").touch()
     (jars / "aws-java-sdk-bundle-1.11.901.jar").touch()
     (jars / "README").touch()
-    offline = s3.connector_jars({"FRUITLAKE_S3A_JARS": str(jars)})
+    offline = s3.connector_jars(Settings(s3a_jars=str(jars)))
     sdk, hadoop_aws = jars / "aws-java-sdk-bundle-1.11.901.jar", jars / "hadoop-aws-3.3.1.jar"
     assert offline == {"spark.jars": f"{sdk},{hadoop_aws}"}
     spark_home = tmp_path / "spark"
     (spark_home / "jars").mkdir(parents=True)
     maven = {"spark.jars.packages": "org.apache.hadoop:hadoop-aws:3.3.4"}
-    assert s3.connector_jars({}, str(spark_home)) == maven
+    assert s3.connector_jars(Settings(), str(spark_home)) == maven
     (spark_home / "jars" / "hadoop-aws-3.3.4.jar").touch()
-    assert s3.connector_jars({}, str(spark_home)) == {}  # already on Spark's classpath
+    assert s3.connector_jars(Settings(), str(spark_home)) == {}  # already on Spark's classpath
 
 
 def test_an_offline_folder_without_hadoop_aws_fails_before_spark_starts(tmp_path):
     (tmp_path / "aws-java-sdk-bundle-1.11.901.jar").touch()
     with pytest.raises(FruitlakeError, match=r"FRUITLAKE_S3A_JARS=.* holds no hadoop-aws-\*\.jar"):
-        s3.connector_jars({"FRUITLAKE_S3A_JARS": str(tmp_path)})
+        s3.connector_jars(Settings(s3a_jars=str(tmp_path)))
 
 
 def test_on_emr_s3_is_left_to_emrfs(monkeypatch, tmp_path):

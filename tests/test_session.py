@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from fruitlake import FruitlakeError
-from fruitlake.session import check_master, driver_memory, executor_count, spark_session
+from fruitlake.session import check_master, executor_count, spark_conf, spark_session
 
 
 def test_a_running_session_is_used_and_left_running_from_any_thread(spark):
@@ -52,10 +52,40 @@ def test_any_other_master_is_refused_before_a_jvm_starts(master):
         check_master(master)
 
 
-def test_the_driver_memory_is_a_size_or_refused_with_the_variable_named():
-    assert driver_memory({}) == "4g" and driver_memory({"FRUITLAKE_DRIVER_MEMORY": "2048m"}) == "2048m"
-    with pytest.raises(FruitlakeError, match="FRUITLAKE_DRIVER_MEMORY='lots' is not a memory size"):
-        driver_memory({"FRUITLAKE_DRIVER_MEMORY": "lots"})
+ARROW_BATCH, SPLIT_BYTES = "spark.sql.execution.arrow.maxRecordsPerBatch", "spark.sql.files.maxPartitionBytes"
+
+
+def test_spark_conf_restores_what_was_set_and_unsets_what_was_not(spark):
+    spark.conf.set(ARROW_BATCH, "777")
+    spark.conf.unset(SPLIT_BYTES)
+    default = spark.conf.get(SPLIT_BYTES)  # Spark's own (128 MB)
+    try:
+        with spark_conf(spark, {ARROW_BATCH: "16", SPLIT_BYTES: "4096"}):
+            assert (spark.conf.get(ARROW_BATCH), spark.conf.get(SPLIT_BYTES)) == ("16", "4096")
+            assert spark.range(3).count() == 3
+        assert spark.conf.get(ARROW_BATCH) == "777"
+        assert spark.conf.get(SPLIT_BYTES, None) is None  # unset again: Spark's default applies
+        assert spark.conf.get(SPLIT_BYTES) == default != "4096"
+
+        with pytest.raises(ZeroDivisionError), spark_conf(spark, {ARROW_BATCH: "8", SPLIT_BYTES: "1024"}):
+            assert spark.conf.get(ARROW_BATCH) == "8"
+            _ = 1 / 0
+        assert (spark.conf.get(ARROW_BATCH), spark.conf.get(SPLIT_BYTES, None)) == ("777", None)
+    finally:
+        spark.conf.unset(ARROW_BATCH)
+
+
+def test_a_stage_leaves_the_given_sessions_conf_as_it_was(spark):
+    """The settings the featurize and pack stages change (Arrow batches, file splits, tolerant reads)."""
+    from fruitlake.discover import READ_TOLERANTLY, file_splits, tolerant_reads
+
+    changed = {ARROW_BATCH: "16", **file_splits(spark, 100, 10_000_000), **dict.fromkeys(READ_TOLERANTLY, "true")}
+    before = {key: spark.conf.get(key, None) for key in changed}
+    with tolerant_reads(spark):
+        assert all(spark.conf.get(key) == "true" for key in READ_TOLERANTLY)
+    with spark_conf(spark, changed):
+        assert {key: spark.conf.get(key) for key in changed} == changed
+    assert {key: spark.conf.get(key, None) for key in changed} == before
 
 
 def test_a_jvm_that_does_not_start_leaves_no_folder_in_the_temp_directory(monkeypatch, tmp_path):

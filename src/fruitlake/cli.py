@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fruitlake import __version__, console, options
 from fruitlake.cloud import cli as cloud_cli
 from fruitlake.redaction import RedactingFilter
+from fruitlake.settings import Settings
 
 if TYPE_CHECKING:
     from fruitlake.config import Config
@@ -56,20 +57,20 @@ def _add_dry_run(command: argparse.ArgumentParser) -> None:
                               "OUTPUT is not written")
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.pipeline import run
 
-    config = options.run_config(args)
+    config = options.run_config(args, settings)
     if args.dry_run:
-        return _dry_run(config, args)
-    _print_summary(run(config, progress=_progress(args)))
+        return _dry_run(config, args, settings)
+    _print_summary(run(config, progress=_progress(args), settings=settings))
     return 0
 
 
-def _dry_run(config: Config, args: argparse.Namespace) -> int:
+def _dry_run(config: Config, args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.dryrun import dry_run
 
-    print("\n".join(dry_run(config, progress=_progress(args)).lines()))
+    print("\n".join(dry_run(config, progress=_progress(args), settings=settings).lines()))
     return 0
 
 
@@ -81,13 +82,13 @@ def _add_project(commands: Subcommands) -> None:
     _add_dry_run(project)
 
 
-def _project(args: argparse.Namespace) -> int:
+def _project(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.pipeline import run
 
     config = options.project_config(args)
     if args.dry_run:
-        return _dry_run(config, args)
-    _print_summary(run(config, progress=_progress(args)))
+        return _dry_run(config, args, settings)
+    _print_summary(run(config, progress=_progress(args), settings=settings))
     return 0
 
 
@@ -111,11 +112,11 @@ def _add_pack(commands: Subcommands) -> None:
     options.add_split_names(pack)
 
 
-def _pack(args: argparse.Namespace) -> int:
+def _pack(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.pack import pack
     from fruitlake.session import spark_session
 
-    with spark_session(args.master, uris=(args.input, args.table)) as spark:
+    with spark_session(args.master, uris=(args.input, args.table), settings=settings) as spark:
         packed = pack(spark, args.input, args.table, args.mode, args.file_mb, args.missing, args.split_names)
     print(json.dumps(packed.to_json()))
     return 0
@@ -130,7 +131,7 @@ def _add_sample_data(commands: Subcommands) -> None:
     sample.add_argument("--seed", type=int, default=0)
 
 
-def _sample_data(args: argparse.Namespace) -> int:
+def _sample_data(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.sample_data import write_sample_data
 
     written = write_sample_data(args.directory, args.classes, args.per_class, args.seed)
@@ -144,12 +145,12 @@ def _add_report(commands: Subcommands) -> None:
     report.add_argument("--master", default=None, help="Spark master (default local[*] or spark-submit's)")
 
 
-def _report(args: argparse.Namespace) -> int:
+def _report(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.output import REPORT_HTML
     from fruitlake.report import build_report
     from fruitlake.session import spark_session
 
-    with spark_session(args.master) as spark:
+    with spark_session(args.master, settings=settings) as spark:
         report = build_report(spark, args.output)
     probe = report["probe"]
     print(json.dumps({"report": f"{report['output']}/{REPORT_HTML}", "probe_accuracy": probe.get("accuracy"),
@@ -170,11 +171,11 @@ def _add_train(commands: Subcommands) -> None:
     train.add_argument("--master", default=None, help="Spark master (default local[*] or spark-submit's)")
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.session import spark_session
     from fruitlake.train import train_and_write
 
-    with spark_session(args.master, uris=(args.output,)) as spark:
+    with spark_session(args.master, uris=(args.output,), settings=settings) as spark:
         metrics = train_and_write(spark, args.output, tuple(args.reg), args.folds)
     print(json.dumps({key: metrics[key] for key in ("test_accuracy", "macro_f1", "train_rows", "test_rows",
                                                     "split_rule")} | {"regularisation": metrics["regularisation"]
@@ -197,16 +198,16 @@ def _add_export(commands: Subcommands) -> None:
     export.add_argument("--master", default=None, help="Spark master (default local[*] or spark-submit's)")
 
 
-def _export(args: argparse.Namespace) -> int:
+def _export(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.export import export
     from fruitlake.session import spark_session
 
-    with spark_session(args.master, uris=(args.output,)) as spark:
+    with spark_session(args.master, uris=(args.output,), settings=settings) as spark:
         result = export(spark, args.output, args.model, args.precision, args.weights)
     if args.web:
         from fruitlake.web import write_page
 
-        result["web"] = write_page(args.model, args.web)
+        result["web"] = write_page(args.model, args.web, settings)
     print(json.dumps(result))
     return 0
 
@@ -219,13 +220,14 @@ def _add_classify(commands: Subcommands) -> None:
     classify.add_argument("--top", type=int, default=3, help="labels listed per image (default 3)")
 
 
-def _classify(args: argparse.Namespace) -> int:
+def _classify(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.classify import run
 
     return run(args.model, args.images, args.top)
 
 
-COMMANDS = {
+Command = Callable[[argparse.Namespace, Settings], int]  # what a command does, with the parsed arguments
+COMMANDS: dict[str, tuple[Callable[[Subcommands], None], Command]] = {
     "run": (_add_run, _run),
     "project-images": (_add_project, _project),
     "report": (_add_report, _report),
@@ -250,7 +252,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return _serve(lambda: COMMANDS[args.command][1](args), args)
+    # The environment's FRUITLAKE_* variables, read here once (a bad one is the command's one-line refusal).
+    return _serve(lambda: COMMANDS[args.command][1](args, Settings.from_environ(os.environ)), args)
 
 
 def run_serialized(text: str, verbose: bool = False) -> int:
@@ -263,7 +266,7 @@ def run_serialized(text: str, verbose: bool = False) -> int:
     def handle() -> int:
         from fruitlake.pipeline import run
 
-        _print_summary(run(config, progress=_progress(args)))
+        _print_summary(run(config, progress=_progress(args), settings=Settings.from_environ(os.environ)))
         return 0
 
     return _serve(handle, args)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -12,6 +11,7 @@ from typing import Any, ClassVar
 from fruitlake import FruitlakeError
 from fruitlake.inventory import SPLITS
 from fruitlake.models import NETWORKS
+from fruitlake.settings import DEFAULT_WEIGHTS
 
 MODES = ("error", "overwrite", "incremental")  # what a run (or pack) does with an OUTPUT (TABLE) that exists
 DEFAULT_MODE = "error"
@@ -19,7 +19,6 @@ PCA_CHOICES = ("reuse", "refit")  # what an incremental run does with a saved PC
 MISSING_CHOICES = ("keep", "drop")  # what an incremental run (or pack) does with rows whose file left INPUT
 ENGINES = ("onnx", "openvino", "keras")
 PRECISIONS = ("fp32", "bf16", "int8")
-WEIGHTS_ENV = "FRUITLAKE_WEIGHTS"
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB; beyond that we refuse, not risk OOM
 DEFAULT_VARIANCE = 0.95  # --variance
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # larger files are rejected unread (a Spark binary value stops at 2 GiB)
@@ -37,17 +36,13 @@ FOLDS = 3
 DEFAULT_COMMIT_EVERY = 10_000  # images per committed batch: a crash loses at most the batch in flight
 
 
-def default_weights() -> str:
-    return os.environ.get(WEIGHTS_ENV) or "imagenet"
-
-
 @dataclass(frozen=True)
 class RunConfig:
     input: str
     output: str
     k: int | None = None
     variance: float = DEFAULT_VARIANCE
-    weights: str = dataclasses.field(default_factory=default_weights)
+    weights: str = DEFAULT_WEIGHTS  # the command line's default is $FRUITLAKE_WEIGHTS (options.run_config)
     model: str = "mobilenet_v2"
     image_size: int = 224
     batch_size: int = 16

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -23,6 +23,7 @@ from fruitlake.inventory import IMAGE_EXTENSIONS, UNREADABLE, split_folders, tak
 from fruitlake.listing import Scratch
 from fruitlake.redaction import redact
 from fruitlake.safety import resolved
+from fruitlake.session import spark_conf
 
 log = logging.getLogger(__name__)
 
@@ -140,18 +141,10 @@ def contents(frame: DataFrame) -> DataFrame:
 READ_TOLERANTLY = ("spark.sql.files.ignoreMissingFiles", "spark.sql.files.ignoreCorruptFiles")
 
 
-@contextmanager
-def tolerant_reads(spark: SparkSession) -> Iterator[None]:
+def tolerant_reads(spark: SparkSession) -> AbstractContextManager[None]:
     """While the block runs, a file Spark cannot read (deleted since the listing, access denied, an I/O error) is
     skipped instead of failing the job; the caller counts what it did not get back."""
-    before = {key: spark.conf.get(key, "false") for key in READ_TOLERANTLY}
-    for key in READ_TOLERANTLY:
-        spark.conf.set(key, "true")
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            spark.conf.set(key, value or "false")
+    return spark_conf(spark, dict.fromkeys(READ_TOLERANTLY, "true"))
 
 
 def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
@@ -172,21 +165,29 @@ def in_range(frame: DataFrame, low: str, high: str | None) -> DataFrame:
     return frame.where(uri >= low) if high is None else frame.where((uri >= low) & (uri < high))
 
 
+def _target_tasks(spark: SparkSession, count: int, total_bytes: int) -> int:
+    cores = spark.sparkContext.defaultParallelism
+    return max(2 * cores, math.ceil(count / IMAGES_PER_PARTITION), math.ceil(total_bytes / MAX_PARTITION_BYTES))
+
+
 def size_partitions(spark: SparkSession, count: int, total_bytes: int) -> int:
     """How many tasks `count` images of `total_bytes` make: ~500 images and at most 128 MB each, and every core
-    gets work. A packed table's Parquet is split into that many by Spark's file source settings."""
-    cores = spark.sparkContext.defaultParallelism
-    target = max(2 * cores, math.ceil(count / IMAGES_PER_PARTITION), math.ceil(total_bytes / MAX_PARTITION_BYTES))
-    split_bytes = math.ceil((total_bytes + count * FILE_OPEN_COST) / target)
-    spark.conf.set("spark.sql.files.openCostInBytes", str(FILE_OPEN_COST))
-    spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(FILE_OPEN_COST, min(split_bytes, MAX_PARTITION_BYTES))))
-    spark.conf.set("spark.sql.files.minPartitionNum", "1")
-    return max(1, min(target, count))
+    gets work. A packed table's Parquet is split into that many by `file_splits`."""
+    return max(1, min(_target_tasks(spark, count, total_bytes), count))
+
+
+def file_splits(spark: SparkSession, count: int, total_bytes: int) -> dict[str, str]:
+    """Spark's file source settings that split a packed table of `count` images of `total_bytes` into the tasks
+    `size_partitions` counts: for `session.spark_conf` around the query that reads it."""
+    split_bytes = math.ceil((total_bytes + count * FILE_OPEN_COST) / _target_tasks(spark, count, total_bytes))
+    return {"spark.sql.files.openCostInBytes": str(FILE_OPEN_COST),
+            "spark.sql.files.maxPartitionBytes": str(max(FILE_OPEN_COST, min(split_bytes, MAX_PARTITION_BYTES))),
+            "spark.sql.files.minPartitionNum": "1"}
 
 
 def spread(frame: DataFrame, count: int, total_bytes: int) -> DataFrame:
     """Rows of the listing in tasks sized by images and bytes (`size_partitions`), each a range of URIs; a packed
-    table's rows are split by Spark's file source instead."""
+    table's rows are split by Spark's file source instead (`file_splits`, in force where the rows are read)."""
     partitions = size_partitions(frame.sparkSession, count, total_bytes)
     if "content" in frame.columns:
         return frame
@@ -273,7 +274,8 @@ def discover_table(spark: SparkSession, uri: str) -> Discovered:
     count, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
     if count == 0:
         raise FruitlakeError(f"INPUT {uri!r} is a packed table that holds no images")
-    partitions = size_partitions(spark, count, total_bytes)  # with pack's small row groups, every core gets work
+    partitions = size_partitions(spark, count, total_bytes)  # with pack's small row groups (`file_splits`), every
+    # core gets work
     log.info("discovered %d images (%.1f MB) in the packed table %s, ~%d partitions", count, total_bytes / 1e6,
              redact(uri), partitions)
     return Discovered(images=table, count=count, total_bytes=total_bytes, listing=table.drop("content"), skipped={},

@@ -23,6 +23,7 @@ from fruitlake.fetch import Wanted, fetch
 from fruitlake.plan import RunPlan, check_locations, plan
 from fruitlake.progress import Progress, Stages
 from fruitlake.session import session_for
+from fruitlake.settings import Settings
 from fruitlake.store import FILE_TOO_LARGE, pending
 
 CALIBRATION_IMAGES = 48  # the first batch warms the engine up and is not timed
@@ -107,17 +108,18 @@ class DryRun:
         return out
 
 
-def dry_run(config: Config, spark: SparkSession | None = None, progress: Progress | None = None) -> DryRun:
+def dry_run(config: Config, spark: SparkSession | None = None, progress: Progress | None = None,
+            settings: Settings | None = None) -> DryRun:
     """Plan `config` as `pipeline.run` would, and report instead of running. OUTPUT is only read."""
-    with session_for(config, spark) as session:
-        return _dry_run(session, config, Stages(progress))
+    with session_for(config, spark, settings) as session:
+        return _dry_run(session, config, Stages(progress), settings)
 
 
-def _dry_run(spark: SparkSession, config: Config, stages: Stages) -> DryRun:
+def _dry_run(spark: SparkSession, config: Config, stages: Stages, settings: Settings | None) -> DryRun:
     from_run = check_locations(spark, config)
     split = F.coalesce(F.col("split"), F.lit("")).alias("split")
     label = F.coalesce(F.col("label"), F.lit("")).alias("label")
-    with plan(spark, config, stages, from_run).releasing() as planned:  # the listing, read until the end
+    with plan(spark, config, stages, from_run, settings).releasing() as planned:  # the listing, read until the end
         # A file the run would reject does not stop a dry run.
         with stages("calibrate", show=False), tolerant_reads(spark):
             todo = pending(planned.found.listing, planned.settled)

@@ -374,10 +374,15 @@ def prepare_engine(spark: SparkSession, loaded: LoadedNetwork, engine: str, batc
     return make_spec(spark, payload, options)
 
 
+def arrow_batches(spec: EngineSpec) -> dict[str, str]:
+    """The Spark setting that makes each Arrow batch the workers get one inference batch: for `session.spark_conf`
+    around the query that featurizes."""
+    return {"spark.sql.execution.arrow.maxRecordsPerBatch": str(spec.options.batch_size)}
+
+
 def featurize(images: DataFrame, spec: EngineSpec, images_done: Accumulator[int] | None = None) -> DataFrame:
     """Lazy: DataFrame[path, label, split, length, modification_time, features, error]; one row per image of
     `images` (rows of the listing, whose files the workers fetch, or rows with `content`), none for a file
-    gone or changed since it was listed."""
-    spark = images.sparkSession
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(spec.options.batch_size))
+    gone or changed since it was listed. Run its query inside `spark_conf(spark, arrow_batches(spec))`, or an
+    inference batch is as many rows as Spark's Arrow batches hold."""
     return images.mapInArrow(make_featurizer(spec, images_done), schema=FEATURES_SCHEMA)

@@ -17,12 +17,21 @@ from pyspark import Accumulator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake.discover import Discovered, batch_starts, in_range, select_files, size_partitions, tolerant_reads
-from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, EngineSpec, featurize
+from fruitlake.discover import (
+    Discovered,
+    batch_starts,
+    file_splits,
+    in_range,
+    select_files,
+    size_partitions,
+    tolerant_reads,
+)
+from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, EngineSpec, arrow_batches, featurize
 from fruitlake.images import EMPTY_FILE
 from fruitlake.output import set_aside
 from fruitlake.plan import RunPlan
 from fruitlake.progress import Stage, Stages
+from fruitlake.session import spark_conf
 from fruitlake.store import ENGINE, FILE_TOO_LARGE, UNKNOWN_ENGINE, pending
 
 log = logging.getLogger(__name__)
@@ -139,9 +148,10 @@ def _featurize_pending(spark: SparkSession, plan: RunPlan, batches: Iterator[Bat
     with tolerant_reads(spark):  # a packed table's Parquet file that cannot be read
         for batch in batches:
             partitions = size_partitions(spark, batch.files, batch.bytes)
-            rows = _featurized(plan.found, batch.select, plan.network.spec(spark), plan.config.max_bytes,
-                               images_done, partitions)
-            number = plan.store.append(rows, plan.network.options.engine)
+            spec = plan.network.spec(spark)
+            rows = _featurized(plan.found, batch.select, spec, plan.config.max_bytes, images_done, partitions)
+            with spark_conf(spark, arrow_batches(spec) | file_splits(spark, batch.files, batch.bytes)):
+                number = plan.store.append(rows, plan.network.options.engine)
             lost = batch.files - plan.store.read_batch(number).count()  # Parquet footers: no data is read
             if lost:
                 log.warning("%d files of store batch %d disappeared from INPUT, or changed, before they could be "

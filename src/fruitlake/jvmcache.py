@@ -46,8 +46,9 @@ def _spark_jars() -> Path | None:
     return jars.resolve() if jars.is_dir() else None
 
 
-def archive_path() -> Path | None:
-    """The archive for this Java and these Spark jars (their paths are part of what an archive must match)."""
+def archive_path(cache: Path | None = None) -> Path | None:
+    """The archive for this Java and these Spark jars (their paths are part of what an archive must match), in the
+    `cache` folder (Settings.cache; the environment's when not given)."""
     java, jars = launcher_java(), _spark_jars()
     if java is None or jars is None:
         return None
@@ -57,13 +58,13 @@ def archive_path() -> Path | None:
     for jar in sorted(jars.glob("*.jar")):
         facts = jar.stat()  # the JVM checks each jar's size and mtime against the archive
         key.update(f"{jar.name}\0{facts.st_size}\0{facts.st_mtime_ns}\0".encode())
-    return cache_dir() / "jvm" / f"spark-{key.hexdigest()[:24]}.jsa"
+    return (cache or cache_dir()) / "jvm" / f"spark-{key.hexdigest()[:24]}.jsa"
 
 
-def java_options(dump_to: Path | None = None) -> list[str]:
+def java_options(dump_to: Path | None = None, cache: Path | None = None) -> list[str]:
     """The driver JVM's options for the archive: write it to `dump_to` as the JVM exits (`jvmcache_build`),
     use it, or nothing."""
     if dump_to is not None:
         return [f"-XX:ArchiveClassesAtExit={dump_to}", QUIET]
-    archive = archive_path()
+    archive = archive_path(cache)
     return [f"-XX:SharedArchiveFile={archive}", QUIET] if archive is not None and archive.is_file() else []

@@ -96,6 +96,7 @@ class Manifest:
     featurize_img_per_s: float
     versions: dict[str, str]
     config: JsonDict
+    settings: JsonDict  # the FRUITLAKE_* settings in force (`Settings.to_json`), redacted as the rest
 
     def to_json(self) -> JsonDict:
         """The flat document of manifest.json, redacted (URIs may carry credentials)."""
@@ -134,7 +135,7 @@ _NESTED: dict[str, type] = {"counts": Counts, "pca_facts": PcaFacts, "network": 
 _OLD_DEFAULTS: JsonDict = {
     "command": "run", "input_root": None, "precision": "fp32", "onnx_file": None, "missing_policy": "keep",
     "images_missing": 0, "images_vanished": 0, "files_skipped": {}, "files_skipped_sample": [], "pca_model_from": None,
-    "datasets_rewritten": True, "timings": {}, "versions": {}, "config": {}, "spark_executors": 0,
+    "datasets_rewritten": True, "timings": {}, "versions": {}, "config": {}, "settings": {}, "spark_executors": 0,
     "spark_default_parallelism": 0, "spark_master": "", "featurize_img_per_s": 0.0, "batch_size": 16,
     "feature_dim": 1280, "variance_target": None, "explained_variance_curve": [], "pca_fitted_images": None,
     "pca_fitted_utc": None, "explained_variance": None, "feature_engines": {},

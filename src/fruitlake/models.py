@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fruitlake import FruitlakeError
+from fruitlake.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,9 @@ def import_onnxruntime() -> ModuleType:
     return module
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("FRUITLAKE_CACHE") or Path.home() / ".cache" / "fruitlake").expanduser()
+def cache_dir(settings: Settings | None = None) -> Path:
+    """fruitlake's cache folder: the settings' ($FRUITLAKE_CACHE), the environment's when none are given."""
+    return (Settings.from_environ(os.environ) if settings is None else settings).cache
 
 
 @dataclass(frozen=True)
@@ -174,9 +176,11 @@ class OnnxModel:
     model_bytes: bytes
 
 
-def onnx_cache_path(name: str, digest: str, image_size: int, precision: str = "fp32") -> Path:
+def onnx_cache_path(name: str, digest: str, image_size: int, precision: str = "fp32",
+                    cache: Path | None = None) -> Path:
     suffix = "" if precision == "fp32" else f"-{precision}"
-    return cache_dir() / "onnx" / f"{name}-{digest[:24]}-{image_size}px-opset{ONNX_OPSET}-f{ONNX_FORMAT}{suffix}.onnx"
+    file = f"{name}-{digest[:24]}-{image_size}px-opset{ONNX_OPSET}-f{ONNX_FORMAT}{suffix}.onnx"
+    return (cache or cache_dir()) / "onnx" / file
 
 
 def _cache(path: Path, model_bytes: bytes) -> None:
@@ -193,7 +197,7 @@ def _cache(path: Path, model_bytes: bytes) -> None:
 
 
 def onnx_model(name: str, weights: str | Weights, image_size: int, prebuilt: str | None = None,
-               precision: str = "fp32") -> OnnxModel:
+               precision: str = "fp32", cache: Path | None = None) -> OnnxModel:
     """The network as ONNX, converted once per weights file and size, or read from `prebuilt`.
 
     The conversion (TensorFlow import, Keras build, tf2onnx) costs ~10 s; its result is cached on disk keyed
@@ -206,12 +210,12 @@ def onnx_model(name: str, weights: str | Weights, image_size: int, prebuilt: str
         model_bytes = Path(prebuilt).read_bytes()
         check_onnx_origin(model_bytes, prebuilt, name, digest, image_size, precision)
         return OnnxModel(path, digest, prebuilt, model_bytes)
-    cached = onnx_cache_path(name, digest, image_size, precision)
+    cached = onnx_cache_path(name, digest, image_size, precision, cache)
     if cached.is_file() and cached.stat().st_size > 0:
         log.info("ONNX model from cache %s", cached)
         return OnnxModel(path, digest, str(cached), cached.read_bytes())
     if precision == "int8":
-        model_bytes = quantize_int8(onnx_model(name, found, image_size).model_bytes, name, image_size)
+        model_bytes = quantize_int8(onnx_model(name, found, image_size, cache=cache).model_bytes, name, image_size)
     else:
         model_bytes = keras_to_onnx(load_network(name, found, image_size))
     _cache(cached, model_bytes)

@@ -23,8 +23,10 @@ from fruitlake.store import Store, StoreMeta, require_meta
 
 
 class RunNetwork:
-    def __init__(self, spark: SparkSession, options: EngineOptions, weights: str, onnx: str | None = None) -> None:
+    def __init__(self, spark: SparkSession, options: EngineOptions, weights: str, onnx: str | None = None,
+                 cache: Path | None = None) -> None:
         self.options = options
+        self._cache = cache  # where ONNX conversions are kept (Settings.cache); None: the environment's
         self._local = fs.LocalCopies(spark)
         self.weights: Weights = weights_file(options.model, self._local.of(weights))
         self.source = weights if fs.is_remote(weights) else self.weights.path  # what the manifest shows
@@ -76,7 +78,8 @@ class RunNetwork:
             options = self.options
             prebuilt = self._local.of(self._onnx_uri) if self._onnx_uri else None
             quantized = "int8" if options.precision == "int8" else "fp32"  # bf16 is OpenVINO's, from fp32
-            self._converted = onnx_model(options.model, self.weights, options.image_size, prebuilt, quantized)
+            self._converted = onnx_model(options.model, self.weights, options.image_size, prebuilt, quantized,
+                                         self._cache)
             cached = self._converted.onnx_path  # not written when the cache folder may not be written
             self.onnx_file = self._onnx_uri or (cached if Path(cached).is_file() else None)
         return self._converted

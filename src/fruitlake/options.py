@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from typing import Any
 
 from fruitlake import FruitlakeError
@@ -16,10 +17,10 @@ from fruitlake.config import (
     PRECISIONS,
     ProjectConfig,
     RunConfig,
-    default_weights,
     parse_split_names,
 )
 from fruitlake.inventory import SPLIT_SPELLINGS
+from fruitlake.settings import Settings
 
 
 def default(kind: type[RunConfig] | type[ProjectConfig], name: str) -> Any:
@@ -114,9 +115,11 @@ def _split_names(text: str) -> dict[str, str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def run_config(args: argparse.Namespace, **overrides: Any) -> RunConfig:
-    """The RunConfig of parsed `run` options: every field by its option's name."""
-    return RunConfig(**{**_fields(RunConfig, args), "weights": args.weights or default_weights(), **overrides})
+def run_config(args: argparse.Namespace, settings: Settings | None = None, **overrides: Any) -> RunConfig:
+    """The RunConfig of parsed `run` options: every field by its option's name; without --weights, the settings'
+    ($FRUITLAKE_WEIGHTS; the environment's when no settings are given)."""
+    settings = Settings.from_environ(os.environ) if settings is None else settings
+    return RunConfig(**{**_fields(RunConfig, args), "weights": args.weights or settings.weights, **overrides})
 
 
 def project_config(args: argparse.Namespace) -> ProjectConfig:

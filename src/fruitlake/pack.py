@@ -33,6 +33,7 @@ from fruitlake.discover import (
     check_input_root,
     contents,
     discover,
+    file_splits,
     spread,
     tolerant_reads,
 )
@@ -41,6 +42,7 @@ from fruitlake.lock import OutputLock
 from fruitlake.output import LOCK
 from fruitlake.redaction import redact
 from fruitlake.safety import check_separate
+from fruitlake.session import spark_conf
 from fruitlake.store import CURRENT, SPLIT_KEY, pending, with_split_key
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,8 @@ def _pack_found(spark: SparkSession, source: str, table: str, file_mb: int, miss
     # 300,000 tiny files, README, Growth), while a disk block is written as its task makes it.
     rows = rows.persist(CACHE_LEVEL)
     try:
-        with tolerant_reads(spark):  # a file Spark cannot read is left out and counted, not a dead pack
+        # A file Spark cannot read is left out and counted, not a dead pack; a packed INPUT is read in `spread`'s tasks.
+        with tolerant_reads(spark), spark_conf(spark, file_splits(spark, found.count, found.total_bytes)):
             stats = rows.agg(F.count(F.lit(1)).alias("n"), _packed_bytes()).first()
             assert stats is not None
             added, size = int(stats["n"]), int(stats["bytes"] or 0)

@@ -10,6 +10,7 @@ The order is what makes a run safe to kill and to repeat:
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
 from collections.abc import Iterator
@@ -30,32 +31,37 @@ from fruitlake.publish import publish, refused_late, up_to_date
 from fruitlake.redaction import redact
 from fruitlake.reduce import reduce
 from fruitlake.session import executor_count, session_for
+from fruitlake.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def run(config: Config, spark: SparkSession | None = None, progress: Progress | None = None) -> Manifest:
+def run(config: Config, spark: SparkSession | None = None, progress: Progress | None = None,
+        settings: Settings | None = None) -> Manifest:
     """Run the whole pipeline; returns the manifest that was also written to OUTPUT/manifest.json.
 
     A `RunConfig` fits the PCA; a `ProjectConfig` applies the network and PCA of the finished run in
     `config.from_run` to INPUT, refitting nothing (project-images).
 
     With `spark` given (a notebook, spark-submit) that session is used and left running. `progress` shows
-    each stage as it runs (the command line passes one; by default nothing is shown).
+    each stage as it runs (the command line passes one; by default nothing is shown). `settings`: the FRUITLAKE_*
+    variables in force (the environment's when not given), recorded in the manifest.
     """
     started, stages = time.perf_counter(), Stages(progress)
-    with session_for(config, spark) as session:
+    settings = Settings.from_environ(os.environ) if settings is None else settings
+    with session_for(config, spark, settings) as session:
         if spark is None:  # the session this run started: its start is part of the run
             stages.took("session", time.perf_counter() - started)
         from_run = check_locations(session, config)
         with OutputLock(session, config.output):
-            with plan(session, config, stages, from_run).releasing() as planned, \
+            with plan(session, config, stages, from_run, settings).releasing() as planned, \
                     _previous_put_back_on_failure(session, planned):
                 committed = featurize_stage(session, planned, stages)
                 if planned.report:
                     _preload_report()
                 pca, rewritten = _reduce_and_publish(session, planned, committed, stages)
-                manifest = _manifest(session, planned, committed, pca, rewritten, stages, started).redacted()
+                manifest = _manifest(session, planned, committed, pca, rewritten, stages, started,
+                                     settings).redacted()
                 manifest.write(session, fs.join(planned.output, MANIFEST))  # last: its presence means it finished
             if config.mode == "overwrite":  # the previous run, not needed now
                 fs.delete(session, fs.join(planned.output, REPLACED))
@@ -104,7 +110,7 @@ def _reduce_and_publish(spark: SparkSession, planned: RunPlan, committed: Commit
 
 
 def _manifest(spark: SparkSession, planned: RunPlan, committed: CommitResult, pca: PcaFacts, rewritten: bool,
-              stages: Stages, started: float) -> Manifest:
+              stages: Stages, started: float, settings: Settings) -> Manifest:
     config, found, context = planned.config, planned.found, spark.sparkContext
     seconds = time.perf_counter() - started
     counts = Counts(
@@ -123,7 +129,7 @@ def _manifest(spark: SparkSession, planned: RunPlan, committed: CommitResult, pc
         timings=dict(stages.seconds), total_seconds=round(seconds, 3),
         throughput_img_per_s=round(found.count / seconds, 2),
         featurize_img_per_s=round(committed.cnn_images / max(stages.seconds.get("featurize", 0.0), 1e-9), 2),
-        versions=versions(spark), config=config.to_dict(),
+        versions=versions(spark), config=config.to_dict(), settings=settings.to_json(),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -23,6 +24,7 @@ from fruitlake.progress import Stages
 from fruitlake.redaction import redact
 from fruitlake.reduce import PcaPlan, plan_pca
 from fruitlake.safety import check_separate
+from fruitlake.settings import Settings
 from fruitlake.store import Store, missing, settled
 
 
@@ -80,9 +82,11 @@ def check_locations(spark: SparkSession, config: Config) -> Manifest | None:
     return from_run
 
 
-def plan(spark: SparkSession, config: Config, stages: Stages, from_run: Manifest | None = None) -> RunPlan:
+def plan(spark: SparkSession, config: Config, stages: Stages, from_run: Manifest | None = None,
+         settings: Settings | None = None) -> RunPlan:
     """Every check that can refuse the run, and what the later stages read; `from_run` is the manifest
-    `check_locations` read for project-images (read here if not given)."""
+    `check_locations` read for project-images (read here if not given); `settings`: where the network's ONNX
+    conversion is cached (the environment's when not given)."""
     output = config.output.rstrip("/")
     state = inspect_output(spark, output, config.mode)
     previous = state.manifest if config.mode == "incremental" else None
@@ -98,14 +102,15 @@ def plan(spark: SparkSession, config: Config, stages: Stages, from_run: Manifest
         found = discover(spark, config.input, avoid=avoid, split_names=config.split_names)
         shown.count(found.count)
     try:
-        return _plan_found(spark, config, stages, from_run, output, state, previous, found)
+        return _plan_found(spark, config, stages, from_run, output, state, previous, found,
+                           None if settings is None else settings.cache)
     except BaseException:
         found.release()
         raise
 
 
 def _plan_found(spark: SparkSession, config: Config, stages: Stages, from_run: Manifest | None, output: str,
-                state: OutputState, previous: Manifest | None, found: Discovered) -> RunPlan:
+                state: OutputState, previous: Manifest | None, found: Discovered, cache: Path | None) -> RunPlan:
     if previous is not None:
         check_input_root(previous.input_root, found.root)
     store = Store(spark, output)
@@ -115,7 +120,7 @@ def _plan_found(spark: SparkSession, config: Config, stages: Stages, from_run: M
     images_missing = gone.count() if gone is not None else 0
     _check_k(config, pca, found.count + (images_missing if config.missing == "keep" else 0))
     with stages("load_model") as shown:
-        network = _network(spark, config, from_run)
+        network = _network(spark, config, from_run, cache)
         shown.note(f"{network.options.model} ({network.options.engine}, {network.options.precision})")
         try:
             _check_network(network, config, store, from_run)
@@ -154,14 +159,14 @@ def _finished_run(spark: SparkSession, uri: str) -> Manifest:
     return manifest
 
 
-def _network(spark: SparkSession, config: Config, from_run: Manifest | None) -> RunNetwork:
+def _network(spark: SparkSession, config: Config, from_run: Manifest | None, cache: Path | None) -> RunNetwork:
     """The run's network: as configured, or for project-images the one the run in --from-run used."""
     if from_run is None:
         assert isinstance(config, RunConfig)
         options = EngineOptions(model=config.model, image_size=config.image_size, engine=config.engine or "onnx",
                                 precision=config.precision, batch_size=config.batch_size, max_pixels=config.max_pixels)
-        return RunNetwork(spark, options, config.weights, config.onnx)
+        return RunNetwork(spark, options, config.weights, config.onnx, cache)
     used = from_run.network
     options = EngineOptions(model=used.model, image_size=used.image_size, engine=used.engine, precision=used.precision,
                             batch_size=config.batch_size, max_pixels=config.max_pixels)
-    return RunNetwork(spark, options, config.weights or used.weights)
+    return RunNetwork(spark, options, config.weights or used.weights, cache=cache)

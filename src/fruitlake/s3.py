@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from fruitlake import FruitlakeError, fs
+from fruitlake.settings import S3A_JARS as JARS_ENV
+from fruitlake.settings import Settings
 
 if TYPE_CHECKING:  # annotations only: Python workers (fetch.py) read the settings below without PySpark
     from pyspark.sql import SparkSession
@@ -29,7 +31,6 @@ S3A_FILESYSTEM = "org.apache.hadoop.fs.s3a.S3AFileSystem"
 S3A_ABSTRACT_FILESYSTEM = "org.apache.hadoop.fs.s3a.S3A"
 HADOOP_AWS_PACKAGE = "org.apache.hadoop:hadoop-aws:3.3.4"  # the Hadoop release PySpark 3.5 is built on
 CREDENTIALS_CHAIN = "com.amazonaws.auth.DefaultAWSCredentialsProviderChain"  # env keys, profile, roles
-JARS_ENV = "FRUITLAKE_S3A_JARS"
 # Files every EMR node has; there EMR configures s3:// (S3A since EMR 7.10, EMRFS before) and s3a://: fruitlake
 # changes nothing.
 EMR_MARKERS = ("/mnt/var/lib/info/job-flow.json", "/var/aws/emr/userData.json", "/usr/share/aws/emr")
@@ -68,9 +69,9 @@ def hadoop_settings(environ: Mapping[str, str]) -> dict[str, str]:
     return settings
 
 
-def connector_jars(environ: Mapping[str, str], spark_home: str | None = None) -> dict[str, str]:
+def connector_jars(settings: Settings, spark_home: str | None = None) -> dict[str, str]:
     """Where the S3A classes come from: $FRUITLAKE_S3A_JARS (offline), Spark's own jars, or Maven Central."""
-    folder = environ.get(JARS_ENV)
+    folder = settings.s3a_jars
     if folder:
         jars = sorted(Path(folder).glob("*.jar"))
         if not any(jar.name.startswith("hadoop-aws-") for jar in jars):
@@ -84,14 +85,17 @@ def connector_jars(environ: Mapping[str, str], spark_home: str | None = None) ->
     return {"spark.jars.packages": HADOOP_AWS_PACKAGE}
 
 
-def session_conf(uris: Iterable[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Spark confs for a session fruitlake creates: the connector jars and S3A settings, or nothing at all."""
+def session_conf(uris: Iterable[str], environ: Mapping[str, str] | None = None,
+                 settings: Settings | None = None) -> dict[str, str]:
+    """Spark confs for a session fruitlake creates: the connector jars (`settings`, from `environ` when not given)
+    and S3A settings from the AWS variables of `environ` (the process's when not given), or nothing at all."""
     environ = os.environ if environ is None else environ
+    settings = Settings.from_environ(environ) if settings is None else settings
     if not uses_s3(uris) or on_emr():
         return {}
     import pyspark
 
-    conf = connector_jars(environ, environ.get("SPARK_HOME") or str(Path(pyspark.__file__).parent))
+    conf = connector_jars(settings, environ.get("SPARK_HOME") or str(Path(pyspark.__file__).parent))
     conf.update({f"spark.hadoop.{key}": value for key, value in hadoop_settings(environ).items()})
     log.info("S3 through S3A, connector from %s", conf.get("spark.jars") or conf.get("spark.jars.packages")
              or "Spark's jars")

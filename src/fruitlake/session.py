@@ -19,25 +19,22 @@ from fruitlake import FruitlakeError, jvmcache, s3
 from fruitlake.config import Config, ProjectConfig
 from fruitlake.console import notice_interrupts
 from fruitlake.safety import private_temp_dir
+from fruitlake.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MASTER = "local[*]"
-DEFAULT_DRIVER_MEMORY = "4g"
 # The master URLs Spark knows (SparkContext.createTaskScheduler, SparkSubmit): anything else would start a JVM
 # only to fail in it with a stack trace.
 MASTER_URL = re.compile(r"local(\[(\*|\d+)(\s*,\s*\d+)?\])?|local-cluster\[\d+,\s*\d+,\s*\d+\]|yarn"
                         r"|spark://[^/\s]+(:\d+)?(,[^/\s]+(:\d+)?)*|(k8s|mesos)://\S+")
-JVM_MEMORY = re.compile(r"\d+([kmgtp]b?)?", re.IGNORECASE)  # what spark.driver.memory takes (`4g`, `4096m`)
 LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
-def spark_log_level() -> str:
+def spark_log_level(settings: Settings) -> str:
     """The JVM's log level: $FRUITLAKE_SPARK_LOG_LEVEL, else INFO when fruitlake logs INFO (`-v`), else OFF
     (whatever goes wrong reaches the user as fruitlake's own one-line message)."""
-    chosen = os.environ.get("FRUITLAKE_SPARK_LOG_LEVEL")
-    if chosen:
-        return chosen.upper()
+    if settings.spark_log_level:
+        return settings.spark_log_level
     return "INFO" if logging.getLogger("fruitlake").isEnabledFor(logging.INFO) else "OFF"
 
 
@@ -46,19 +43,19 @@ def spark_log_level() -> str:
 # Arrow, Parquet); C1 alone compiles in a fraction of that. Measured on 2 cores, 10,000 images, in pairs of runs
 # alternated: the whole run 174.8/169.9 s -> 156.0/160.5 s (README, Performance).
 LOCAL_JIT = "-XX:TieredStopAtLevel=1"
-JVM_TUNING = "FRUITLAKE_JVM_TUNING"  # "off": a local JVM with Java's defaults (both JITs, no class archive)
 
 
-def _java_options(master: str, archive_dump: Path | None = None) -> str:
+def _java_options(master: str, archive_dump: Path | None = None, settings: Settings | None = None) -> str:
     """Spark's logging configured before the JVM prints anything (setLogLevel comes too late for start-up);
     in local mode, the quick JIT only and the class archive (`jvmcache.py`: used, or written to `archive_dump`
     as the JVM exits), unless $FRUITLAKE_JVM_TUNING=off."""
+    settings = Settings.from_environ(os.environ) if settings is None else settings
     location = LOG4J2_CONFIG.as_uri()
-    level = spark_log_level()
-    console_level = "ALL" if level == "INFO" and "FRUITLAKE_SPARK_LOG_LEVEL" not in os.environ else level
+    level = spark_log_level(settings)
+    console_level = "ALL" if level == "INFO" and settings.spark_log_level is None else level
     options = [f"-Dlog4j2.configurationFile={location}", f"-Dfruitlake.log.level={console_level}"]
-    if master.startswith("local") and os.environ.get(JVM_TUNING, "").lower() != "off":
-        options += [LOCAL_JIT, *jvmcache.java_options(archive_dump)]
+    if master.startswith("local") and settings.jvm_tuning:
+        options += [LOCAL_JIT, *jvmcache.java_options(archive_dump, settings.cache)]
     return " ".join(f'"{option}"' if " " in option else option for option in options)
 
 
@@ -105,21 +102,13 @@ def require_java(environ: Mapping[str, str]) -> None:
                          "(e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
 
 
-def driver_memory(environ: Mapping[str, str]) -> str:
-    """$FRUITLAKE_DRIVER_MEMORY, a size the JVM takes, or a refusal before the JVM starts."""
-    memory = environ.get("FRUITLAKE_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY).strip()
-    if not JVM_MEMORY.fullmatch(memory):
-        raise FruitlakeError(f"FRUITLAKE_DRIVER_MEMORY={memory!r} is not a memory size: give a number of MB or "
-                             f"one with k, m, g or t (default {DEFAULT_DRIVER_MEMORY})")
-    return memory
-
-
-def _builder(master: str, app_name: str, local_dir: str | None = None,
-             archive_dump: Path | None = None) -> SparkSession.Builder:
+def _builder(master: str, app_name: str, local_dir: str | None = None, archive_dump: Path | None = None,
+             settings: Settings | None = None) -> SparkSession.Builder:
+    settings = Settings.from_environ(os.environ) if settings is None else settings
     builder = (
         SparkSession.builder.master(master)
         .appName(app_name)
-        .config("spark.driver.memory", driver_memory(os.environ))
+        .config("spark.driver.memory", settings.driver_memory)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.adaptive.coalescePartitions.parallelismFirst", "false")
@@ -127,7 +116,7 @@ def _builder(master: str, app_name: str, local_dir: str | None = None,
         .config("spark.python.worker.reuse", "true")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", _java_options(master, archive_dump))
+        .config("spark.driver.extraJavaOptions", _java_options(master, archive_dump, settings))
     )
     if master.startswith("local") and "SPARK_LOCAL_DIRS" not in os.environ:
         # Shuffle, cached features and broadcast weights land here: a 0o700 folder, not world-readable /tmp.
@@ -147,11 +136,14 @@ def executor_count(spark: SparkSession) -> int:
 
 @contextmanager
 def spark_session(
-    master: str | None = None, app_name: str = "fruitlake", uris: Sequence[str] = (), archive_dump: Path | None = None
+    master: str | None = None, app_name: str = "fruitlake", uris: Sequence[str] = (), archive_dump: Path | None = None,
+    settings: Settings | None = None,
 ) -> Iterator[SparkSession]:
     """The session for a run that reads and writes `uris` (s3:// and s3a:// ones get the S3 connector).
 
-    `archive_dump`: a local session's JVM writes its class archive there as it exits (`jvmcache_build`)."""
+    `archive_dump`: a local session's JVM writes its class archive there as it exits (`jvmcache_build`).
+    `settings`: the environment's (`Settings.from_environ`) unless given; `master` wins over its master."""
+    settings = Settings.from_environ(os.environ) if settings is None else settings
     if master:
         master = check_master(master)
     active = SparkSession.getActiveSession()
@@ -172,13 +164,12 @@ def spark_session(
     # Spark's Python workers must run this interpreter, or they will not find our packages.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    master = check_master(master or os.environ.get("FRUITLAKE_MASTER", DEFAULT_MASTER))
-    driver_memory(os.environ)  # refused before anything is made, as a bad master is
+    master = check_master(master or settings.master)
     require_java(os.environ)
     require_reachable(master)
-    conf = s3.session_conf(uris)
+    conf = s3.session_conf(uris, settings=settings)
     local_dir = private_temp_dir("fruitlake-spark-")
-    builder = _builder(master, app_name, local_dir, archive_dump)
+    builder = _builder(master, app_name, local_dir, archive_dump, settings)
     for key, value in conf.items():
         builder = builder.config(key, value)
     try:
@@ -189,7 +180,7 @@ def spark_session(
             raise
         raise FruitlakeError(s3.jvm_did_not_start(conf)) from None
     notice_interrupts()  # PySpark has just put its own SIGINT handler (cancel every job) in place of ours
-    spark.sparkContext.setLogLevel(spark_log_level())
+    spark.sparkContext.setLogLevel(spark_log_level(settings))
     try:
         s3.configure_session(spark, uris)
         yield spark
@@ -199,12 +190,32 @@ def spark_session(
 
 
 @contextmanager
-def session_for(config: Config, spark: SparkSession | None) -> Iterator[SparkSession]:
+def spark_conf(spark: SparkSession, changes: Mapping[str, str]) -> Iterator[None]:
+    """`changes` in force in the session's SQL conf while the block runs. Afterwards, raised or not, each key has
+    its value from before again, or is unset again: a session fruitlake is given (a notebook's) is left as it was.
+
+    Runtime SQL settings (Arrow batches, file splits) are read when a query runs, not when its DataFrame is made:
+    the block must hold the action."""
+    before = {key: spark.conf.get(key, None) for key in changes}  # None: not set, Spark's default applies
+    try:
+        for key, value in changes.items():
+            spark.conf.set(key, value)
+        yield
+    finally:
+        for key, previous in before.items():
+            if previous is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, previous)
+
+
+@contextmanager
+def session_for(config: Config, spark: SparkSession | None, settings: Settings | None = None) -> Iterator[SparkSession]:
     """`spark`, set up for the config's locations (S3), or a session started for it and stopped afterwards."""
     uris = (config.input, config.output) + ((config.from_run,) if isinstance(config, ProjectConfig) else ())
     if spark is not None:
         s3.configure_session(spark, uris)
         yield spark
         return
-    with spark_session(config.master, uris=uris) as own:
+    with spark_session(config.master, uris=uris, settings=settings) as own:
         yield own

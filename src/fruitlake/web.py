@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fruitlake import FruitlakeError
 from fruitlake.classify import load
-from fruitlake.models import cache_dir
+from fruitlake.settings import ORT_WEB_TGZ, Settings
 
 ORT_WEB = "onnxruntime-web"
 ORT_WEB_VERSION = "1.31.1"
@@ -32,7 +32,6 @@ ORT_WEB_INTEGRITY = "sha512-5GeH+bWQ+HxM10z7erGlsWqryrwMbSvm/1tkIsKTT48g0fI19VXV
 # The wasm-only build (no WebGL/WebGPU): its loader and its SIMD wasm, which it fetches from beside itself.
 # (The package has no LICENSE file; its MIT notice heads ort.wasm.min.js.)
 ORT_WEB_FILES = ("dist/ort.wasm.min.js", "dist/ort-wasm-simd-threaded.mjs", "dist/ort-wasm-simd-threaded.wasm")
-TARBALL_ENV = "FRUITLAKE_ORT_WEB_TGZ"  # a local copy of the npm tarball (offline machines); still checked
 MODEL_FILE, PAGE = "model.onnx", "index.html"
 
 
@@ -40,15 +39,16 @@ def _integrity(path: Path) -> str:
     return "sha512-" + base64.b64encode(hashlib.sha512(path.read_bytes()).digest()).decode("ascii")
 
 
-def ort_web_tarball() -> Path:
-    """The npm tarball of onnxruntime-web ORT_WEB_VERSION: FRUITLAKE_ORT_WEB_TGZ, the cache, or `npm pack`."""
-    given = os.environ.get(TARBALL_ENV)
-    cached = cache_dir() / "npm" / f"{ORT_WEB}-{ORT_WEB_VERSION}.tgz"
+def ort_web_tarball(settings: Settings) -> Path:
+    """The npm tarball of onnxruntime-web ORT_WEB_VERSION: $FRUITLAKE_ORT_WEB_TGZ (offline machines; still
+    checked), the cache, or `npm pack`."""
+    given = settings.ort_web_tgz
+    cached = settings.cache / "npm" / f"{ORT_WEB}-{ORT_WEB_VERSION}.tgz"
     path = Path(given) if given else cached
     if not path.is_file():
         if shutil.which("npm") is None:
             raise FruitlakeError(f"--web needs {ORT_WEB} {ORT_WEB_VERSION} from npm: install npm, or set "
-                                 f"{TARBALL_ENV} to its tarball (`npm pack {ORT_WEB}@{ORT_WEB_VERSION}`)")
+                                 f"{ORT_WEB_TGZ} to its tarball (`npm pack {ORT_WEB}@{ORT_WEB_VERSION}`)")
         cached.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cached.parent) as scratch:
             done = subprocess.run(["npm", "pack", f"{ORT_WEB}@{ORT_WEB_VERSION}", "--silent",
@@ -64,12 +64,13 @@ def ort_web_tarball() -> Path:
     return path
 
 
-def write_page(model: str, folder: str) -> str:
+def write_page(model: str, folder: str, settings: Settings | None = None) -> str:
     """DIR/index.html, DIR/model.onnx and onnxruntime-web's files; returns DIR's index.html."""
     classifier = load(model)  # refuses a file that is not an exported model
     target = Path(folder)
     target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(ort_web_tarball(), "r:gz") as archive:
+    settings = Settings.from_environ(os.environ) if settings is None else settings
+    with tarfile.open(ort_web_tarball(settings), "r:gz") as archive:
         for name in ORT_WEB_FILES:
             try:
                 member = archive.extractfile(f"package/{name}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from typing import TYPE_CHECKING
 
 from fruitlake import FruitlakeError
@@ -19,6 +20,7 @@ from fruitlake.cloud.config import (
 )
 from fruitlake.config import RunConfig
 from fruitlake.options import add_run_options, run_config
+from fruitlake.settings import Settings
 
 if TYPE_CHECKING:
     from fruitlake.cloud.aws import Session
@@ -122,11 +124,11 @@ def config_from(args: argparse.Namespace) -> CloudConfig:
     return CloudConfig(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
 
-def _run_config(args: argparse.Namespace) -> RunConfig:
+def _run_config(args: argparse.Namespace, settings: Settings | None = None) -> RunConfig:
     """The run as `fruitlake run` would check it, here, not on the cluster."""
     if getattr(args, "master", None):
         raise FruitlakeError("--master is chosen by EMR (YARN); drop it from `cloud submit`")
-    return run_config(args)
+    return run_config(args, settings)
 
 
 def _ask(question: str) -> bool:
@@ -144,7 +146,7 @@ def _session_and_config(config: CloudConfig) -> tuple[Session, CloudConfig]:
     return session, aws.resolve_bucket(config, session)
 
 
-def _plan(args: argparse.Namespace) -> int:
+def _plan(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.cloud import runner
     from fruitlake.cloud.pricing import check_budget, estimate
 
@@ -165,7 +167,7 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _up(args: argparse.Namespace) -> int:
+def _up(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.cloud import runner
 
     config = config_from(args)  # refuses a non-EU region before any AWS call
@@ -178,11 +180,11 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _submit(args: argparse.Namespace) -> int:
+def _submit(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.cloud import runner
 
     config = config_from(args)
-    run = _run_config(args)
+    run = _run_config(args, settings)
     session, config = _session_and_config(config)
     timeout = args.timeout_minutes * 60 if args.timeout_minutes is not None else None
     runner.submit(session, config, run, wait=not args.no_wait, poll_seconds=args.poll_seconds, timeout_seconds=timeout,
@@ -190,7 +192,7 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
+def _status(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.cloud import runner
 
     session, config = _session_and_config(config_from(args))
@@ -198,7 +200,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _down(args: argparse.Namespace) -> int:
+def _down(args: argparse.Namespace, settings: Settings) -> int:
     from fruitlake.cloud import runner
 
     session, config = _session_and_config(config_from(args))
@@ -210,5 +212,5 @@ def _down(args: argparse.Namespace) -> int:
 ACTIONS = {"plan": _plan, "up": _up, "submit": _submit, "status": _status, "down": _down}
 
 
-def handle(args: argparse.Namespace) -> int:
-    return ACTIONS[args.cloud_command](args)
+def handle(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    return ACTIONS[args.cloud_command](args, Settings.from_environ(os.environ) if settings is None else settings)
