@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from fruitlake.discover import read_images
-from fruitlake.featurize import engine_for, featurize, make_featurizer, prepare_engine
+from fruitlake.featurize import arrow_batches, engine_for, featurize, make_featurizer, prepare_engine
 from fruitlake.images import decode
 from fruitlake.models import mobilenet_v2_normalise
+from fruitlake.session import spark_conf
 
 
 def direct_keras_features(loaded_network, paths):
@@ -30,7 +31,8 @@ def test_features_equal_a_direct_keras_call(spark, loaded_network, sample_root, 
     # One task: one Python worker builds the engine (Keras' is ~10 s of CPU), in batches of 5, 5, 5, 5 and 4.
     # collect() then sort: a Spark orderBy would sample the input first and run the network twice
     images = read_images(spark, str(sample_root)).coalesce(1)
-    rows = sorted(featurize(images, spec, done).collect(), key=lambda r: r.path)
+    with spark_conf(spark, arrow_batches(spec)):
+        rows = sorted(featurize(images, spec, done).collect(), key=lambda r: r.path)
     assert len(rows) == 24 and all(row.error is None for row in rows)
     assert done.value == 24  # every image through the network once, no more
     got = np.array([row.features for row in rows], dtype=np.float32)
@@ -76,7 +78,8 @@ def test_bad_files_become_rows_with_a_reason(spark, loaded_network, sample_root,
     shutil.copytree(sample_root, root)
     (root / "Training" / "Banana" / "broken.jpg").write_bytes(b"definitely not a jpeg")
     spec = prepare_engine(spark, loaded_network, "onnx", batch_size=4, max_pixels=10**8)
-    rows = featurize(read_images(spark, str(root)), spec).collect()
+    with spark_conf(spark, arrow_batches(spec)):
+        rows = featurize(read_images(spark, str(root)), spec).collect()
     bad = [row for row in rows if row.error is not None]
     assert [row.path.rsplit("/", 1)[-1] for row in bad] == ["broken.jpg"]
     assert bad[0].features is None and "not an image" in bad[0].error
@@ -92,7 +95,8 @@ def test_bf16_features_stay_close_to_fp32(spark, loaded_network, sample_root):
     rows = {}
     for precision in ("fp32", "bf16"):
         spec = prepare_engine(spark, loaded_network, "openvino", 8, 10**8, precision=precision)
-        ordered = sorted(featurize(images, spec).collect(), key=lambda r: r.path)
+        with spark_conf(spark, arrow_batches(spec)):
+            ordered = sorted(featurize(images, spec).collect(), key=lambda r: r.path)
         rows[precision] = np.array([r.features for r in ordered])
     a, b = rows["fp32"], rows["bf16"]
     cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
