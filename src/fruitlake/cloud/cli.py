@@ -175,7 +175,8 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     session, config = _session_and_config(config)
     plan = runner.inspect(session, config, cost, runner.wheel_description(args.wheel, args.source))
     print("\n".join(plan.lines()))
-    runner.up(session, config, cost, args.wheel, args.source, wait=args.wait, poll_seconds=args.poll_seconds)
+    runner.up(session, config, cost, args.wheel, args.source, wait=args.wait, poll_seconds=args.poll_seconds,
+              cache=settings.cache)
     print("next: upload images with `aws s3 sync`, then `fruitlake cloud submit`")
     return 0
 
@@ -188,7 +189,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     session, config = _session_and_config(config)
     timeout = args.timeout_minutes * 60 if args.timeout_minutes is not None else None
     runner.submit(session, config, run, wait=not args.no_wait, poll_seconds=args.poll_seconds, timeout_seconds=timeout,
-                  step_hours=args.step_hours)
+                  step_hours=args.step_hours, cache=settings.cache)
     return 0
 
 

@@ -153,6 +153,7 @@ def up(
     wait: bool = False,
     poll_seconds: float = 30.0,
     settle_seconds: float | None = None,
+    cache: Path | None = None,
 ) -> str:
     """Bucket, artifacts, roles, network tags, cluster; every step safe to repeat. Returns the cluster id.
 
@@ -161,9 +162,10 @@ def up(
 
     `wheelhouse`: the nodes' pinned wheels; by default downloaded once (cached) for the wheel's node extra.
     `settle_seconds`: the wait after creating IAM roles, before RunJobFlow (default IAM_SETTLE_SECONDS).
+    `cache`: fruitlake's cache folder (Settings.cache), where the wheelhouse is kept; the environment's when not given.
     """
     wheel_path = check_wheel(wheel) if wheel else build_wheel(source)
-    wheelhouse = wheelhouse or build_wheelhouse(wheel_path, echo=echo)
+    wheelhouse = wheelhouse or build_wheelhouse(wheel_path, cache / "wheelhouse" if cache else None, echo=echo)
     s3 = aws.client(session, config, "s3")
     state = bucket.ensure_bucket(s3, config)
     if state.created:
@@ -235,6 +237,7 @@ def submit(
     poll_seconds: float = 30.0,
     timeout_seconds: float | None = None,
     step_hours: float | None = None,
+    cache: Path | None = None,
 ) -> str:
     """Add a step running `run` to our active cluster; wait for it unless told not to.
 
@@ -242,6 +245,7 @@ def submit(
     refused when it and the steps queued before it could outlast what is left of the cluster's lifetime.
     `run` is the run as checked here. The weights are converted to ONNX here and both files uploaded; the step
     gets the same config with their URIs, serialized (`fruitlake.job --config JSON`): nothing is parsed again.
+    `cache`: fruitlake's cache folder (Settings.cache) for the ONNX conversion; the environment's when not given.
     """
     check_uri_in_bucket(config, "INPUT", run.input)
     check_output_writable(config, run.output)
@@ -261,7 +265,7 @@ def submit(
     step_minutes = minutes_of(step_hours) if step_hours is not None else left.step_minutes
     left.check(step_minutes)  # before converting or uploading anything
     uploaded = upload_network(aws.client(session, config, "s3"), config, run.weights, run.model, run.image_size,
-                             echo, "int8" if run.precision == "int8" else "fp32")
+                             echo, "int8" if run.precision == "int8" else "fp32", cache)
     on_cluster = to_json(dataclasses.replace(run, weights=uploaded.weights_uri, onnx=uploaded.onnx_uri, master=None))
     if len(on_cluster) > emr.MAX_STEP_ARGUMENT:
         raise FruitlakeError(f"the run's configuration is {len(on_cluster)} characters, more than an EMR step "

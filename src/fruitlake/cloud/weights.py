@@ -44,12 +44,13 @@ def _uploaded_size(s3: Client, bucket: str, key: str) -> int | None:
         raise
 
 
-def _local_weights(s3: Client, weights: str) -> str:
-    """A local path for `weights`: 'imagenet' and local files as they are, an s3:// object downloaded once."""
+def _local_weights(s3: Client, weights: str, cache: Path | None = None) -> str:
+    """A local path for `weights`: 'imagenet' and local files as they are, an s3:// object downloaded once (into
+    `cache`, fruitlake's cache folder; the environment's when not given)."""
     if not weights.startswith("s3://"):
         return weights
     bucket, key = split_s3_uri(weights)
-    local = cache_dir() / "s3" / bucket / key
+    local = (cache or cache_dir()) / "s3" / bucket / key
     size = _uploaded_size(s3, bucket, key)
     if size is None:
         raise FruitlakeError(f"--weights {weights!r} does not exist")
@@ -66,14 +67,15 @@ def _upload(s3: Client, bucket: str, key: str, path: Path, echo: Callable[[str],
 
 
 def upload_network(s3: Client, config: CloudConfig, weights: str, model: str, image_size: int,
-                   echo: Callable[[str], None] = print, precision: str = "fp32") -> UploadedNetwork:
+                   echo: Callable[[str], None] = print, precision: str = "fp32",
+                   cache: Path | None = None) -> UploadedNetwork:
     """Convert the weights to ONNX on this machine (cached by their sha256) and put both in the bucket.
 
     Weights already in the bucket stay where they are; others go to weights/<sha256 prefix>/, the ONNX file
     beside them. Files already uploaded with the same size are not sent again.
     """
     try:
-        converted = onnx_model(model, _local_weights(s3, weights), image_size, precision=precision)
+        converted = onnx_model(model, _local_weights(s3, weights, cache), image_size, precision=precision, cache=cache)
     except ModuleNotFoundError as exc:
         raise FruitlakeError(
             f"converting the weights to ONNX needs {exc.name}, which this machine lacks: "
