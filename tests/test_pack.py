@@ -80,17 +80,20 @@ def test_pack_refuses_a_folder_it_did_not_write(sample_root, tmp_path, capsys):
 
 def test_a_table_is_read_by_several_tasks_not_one_per_file(spark, tmp_path, monkeypatch):
     """Spark splits Parquet files only between row groups: pack writes small ones, so a one-file table still
-    gives every core work."""
+    gives every core work, read with the file splits a run sets for its reads (and restores afterwards)."""
     import fruitlake.pack
-    from fruitlake.discover import discover
+    from fruitlake.discover import discover, file_splits
     from fruitlake.sample_data import write_sample_data
+    from fruitlake.session import spark_conf
 
     monkeypatch.setattr(fruitlake.pack, "ROW_GROUP_BYTES", 64 * 1024)  # the sample is small: smaller groups
     root, table = tmp_path / "in", tmp_path / "table"
     write_sample_data(root, classes=4, per_class=100, seed=2)
     pack(spark, str(root), str(table), file_mb=128)
     assert len(list(table.glob("*.parquet"))) == 1
-    assert discover(spark, str(table)).images.rdd.getNumPartitions() >= spark.sparkContext.defaultParallelism
+    found = discover(spark, str(table))
+    with spark_conf(spark, file_splits(spark, found.count, found.total_bytes)):
+        assert found.images.rdd.getNumPartitions() >= spark.sparkContext.defaultParallelism
 
 
 def packed(spark, table) -> list[tuple[str, int]]:
