@@ -274,8 +274,8 @@ def discover_table(spark: SparkSession, uri: str) -> Discovered:
     count, total_bytes = int(stats["n"]), int(stats["bytes"] or 0)
     if count == 0:
         raise FruitlakeError(f"INPUT {uri!r} is a packed table that holds no images")
-    partitions = size_partitions(spark, count, total_bytes)  # with pack's small row groups (`file_splits`), every
-    # core gets work
+    # With pack's small row groups, every core gets work (read inside `file_splits`).
+    partitions = size_partitions(spark, count, total_bytes)
     log.info("discovered %d images (%.1f MB) in the packed table %s, ~%d partitions", count, total_bytes / 1e6,
              redact(uri), partitions)
     return Discovered(images=table, count=count, total_bytes=total_bytes, listing=table.drop("content"), skipped={},

@@ -90,9 +90,9 @@ def session_conf(uris: Iterable[str], environ: Mapping[str, str] | None = None,
     """Spark confs for a session fruitlake creates: the connector jars (`settings`, from `environ` when not given)
     and S3A settings from the AWS variables of `environ` (the process's when not given), or nothing at all."""
     environ = os.environ if environ is None else environ
-    settings = Settings.from_environ(environ) if settings is None else settings
     if not uses_s3(uris) or on_emr():
         return {}
+    settings = Settings.from_environ(environ) if settings is None else settings
     import pyspark
 
     conf = connector_jars(settings, environ.get("SPARK_HOME") or str(Path(pyspark.__file__).parent))
