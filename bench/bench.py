@@ -50,7 +50,8 @@ def ensure_images(root: Path, n: int) -> Path:
 
 def _engine(kind: str, image_size: int, threads: int):
     from fruitlake.featurize import _build_keras, _build_onnx, _build_openvino
-    from fruitlake.models import load_network, onnx_model
+    from fruitlake.models import load_network
+    from fruitlake.onnx_cache import onnx_model
 
     if kind.startswith("keras"):
         loaded = load_network("mobilenet_v2", WEIGHTS, image_size)
@@ -186,7 +187,8 @@ def worker_costs(source: Path, n: int = 960, batch_size: int = 16) -> dict[str, 
     import pyarrow as pa
 
     from fruitlake.featurize import EngineOptions, EngineSpec, _build_onnx, decode_batch, featurize_batch
-    from fruitlake.models import NETWORKS, onnx_model
+    from fruitlake.models import NETWORKS
+    from fruitlake.onnx_cache import onnx_model
 
     engine = _build_onnx(onnx_model("mobilenet_v2", WEIGHTS, 224).model_bytes, threads=1)
     spec = EngineSpec(key="bench", options=EngineOptions(model="mobilenet_v2", image_size=224, batch_size=batch_size),
@@ -517,7 +519,8 @@ def draft_quality(factor: int, k: int = 50) -> None:
 
     from fruitlake.featurize import _build_onnx
     from fruitlake.images import decode
-    from fruitlake.models import NETWORKS, onnx_model
+    from fruitlake.models import NETWORKS
+    from fruitlake.onnx_cache import onnx_model
     from fruitlake.report import classification_probe
 
     def full(data: bytes) -> np.ndarray:  # decode every pixel, then resize: what draft scaling replaces

@@ -95,7 +95,7 @@ def test_spark_submit_runs_fruitlake_in_the_session_it_starts(s3_env, s3a_jars, 
     $FRUITLAKE_MASTER, and, off EMR, serves s3:// with S3A, configured from the AWS environment; the weights
     and their ONNX file are read from the bucket through the same connector, as `cloud submit` uploads them."""
     import fruitlake.job
-    from fruitlake.models import onnx_model
+    from fruitlake.onnx_cache import onnx_model
 
     converted = onnx_model("mobilenet_v2", weights_path, 224)
     network = {"weights": "weights/mobilenet.h5", "onnx": "weights/mobilenet.onnx"}

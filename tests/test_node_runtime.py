@@ -138,7 +138,8 @@ def test_a_step_runs_from_the_node_venv_on_the_uploaded_onnx_file(node, sample_r
     from fruitlake.config import RunConfig, to_json
     from fruitlake.featurize import _build_onnx
     from fruitlake.images import decode
-    from fruitlake.models import NETWORKS, onnx_model
+    from fruitlake.models import NETWORKS
+    from fruitlake.onnx_cache import onnx_model
 
     python, root, _, _ = node
     converted = onnx_model("mobilenet_v2", weights_path, 224)  # on "the user's machine", where TensorFlow is

@@ -32,7 +32,9 @@ from fruitlake.fetch import CHANGED, Fetched, Wanted, fetch
 from fruitlake.fetch import VANISHED as GONE
 from fruitlake.images import ImageRejected, decode
 from fruitlake.inventory import UNREADABLE
-from fruitlake.models import NETWORKS, LoadedNetwork, Weights, import_onnxruntime, onnx_model
+from fruitlake.models import NETWORKS, LoadedNetwork, Weights
+from fruitlake.onnx_cache import onnx_model
+from fruitlake.onnx_runtime import import_onnxruntime
 
 log = logging.getLogger(__name__)
 

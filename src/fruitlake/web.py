@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 from fruitlake import FruitlakeError
+from fruitlake.cache import cache_dir
 from fruitlake.classify import load
-from fruitlake.models import cache_dir
 
 ORT_WEB = "onnxruntime-web"
 ORT_WEB_VERSION = "1.31.1"

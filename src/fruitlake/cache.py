@@ -1,0 +1,11 @@
+"""fruitlake's cache folder ($FRUITLAKE_CACHE, else ~/.cache/fruitlake): ONNX conversions, the JVM's class archive,
+the web runtime and the wheelhouse are kept under it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FRUITLAKE_CACHE") or Path.home() / ".cache" / "fruitlake").expanduser()
