@@ -49,7 +49,7 @@ def ensure_images(root: Path, n: int) -> Path:
 # ---------------------------------------------------------------- bare engines (no Spark, no decoding)
 
 def _engine(kind: str, image_size: int, threads: int):
-    from fruitlake.featurize import _build_keras, _build_onnx, _build_openvino
+    from fruitlake.engines import _build_keras, _build_onnx, _build_openvino
     from fruitlake.models import load_network
     from fruitlake.onnx_cache import onnx_model
 
@@ -186,7 +186,8 @@ def worker_costs(source: Path, n: int = 960, batch_size: int = 16) -> dict[str, 
     the engine, and building the Arrow batch it returns. One process, no Spark: the costs themselves."""
     import pyarrow as pa
 
-    from fruitlake.featurize import EngineOptions, EngineSpec, _build_onnx, decode_batch, featurize_batch
+    from fruitlake.engines import EngineOptions, EngineSpec, _build_onnx
+    from fruitlake.featurize import decode_batch, featurize_batch
     from fruitlake.models import NETWORKS
     from fruitlake.onnx_cache import onnx_model
 
@@ -277,7 +278,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     print(f"machine: {cores} cores, python {sys.version.split()[0]}; N={args.n}; weights {WEIGHTS}")
     source = ensure_images(work, args.n)
-    from fruitlake.featurize import cpu_supports_bf16
+    from fruitlake.engines import cpu_supports_bf16
 
     bf16 = cpu_supports_bf16() and not args.skip_bf16
     rows = []
@@ -517,7 +518,7 @@ def draft_quality(factor: int, k: int = 50) -> None:
     from PIL import Image, ImageOps
     from sklearn.decomposition import PCA
 
-    from fruitlake.featurize import _build_onnx
+    from fruitlake.engines import _build_onnx
     from fruitlake.images import decode
     from fruitlake.models import NETWORKS
     from fruitlake.onnx_cache import onnx_model

@@ -43,7 +43,8 @@ def measure(batches: int, batch_size: int, image_size: int) -> float:
     import numpy as np
     import pyarrow as pa
 
-    from fruitlake.featurize import EngineOptions, EngineSpec, _build_onnx, _prefetched, featurize_batch
+    from fruitlake.engines import EngineOptions, EngineSpec, _build_onnx
+    from fruitlake.featurize import _prefetched, featurize_batch
     from fruitlake.onnx_cache import onnx_model
 
     model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size).model_bytes  # a cache hit: no TensorFlow

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import S3_BUCKET, S3_SECRET, explain, read_csv_dir, read_manifest, run_process, spark_home
+from helpers import S3_BUCKET, S3_SECRET, explain, prepare_engine, read_csv_dir, read_manifest, run_process, spark_home
 from pyspark import cloudpickle
 
-from fruitlake.featurize import make_featurizer, prepare_engine
+from fruitlake.featurize import make_featurizer
 
 
 @pytest.fixture(scope="module")

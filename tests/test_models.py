@@ -90,7 +90,7 @@ def test_the_int8_model_is_deterministic_and_says_what_it_is(weights_path, int8_
 def test_int8_features_stay_close_to_fp32_on_a_cpu_with_vnni(int8_twice, tmp_path):
     """Features within cosine 0.85 of fp32 on photo-like images, where int8 runs (VNNI); elsewhere it is refused
     (next test)."""
-    from fruitlake.featurize import _build_onnx, cpu_supports_int8
+    from fruitlake.engines import _build_onnx, cpu_supports_int8
     from fruitlake.images import decode
     from fruitlake.sample_data import write_sample_data
 
@@ -106,13 +106,13 @@ def test_int8_features_stay_close_to_fp32_on_a_cpu_with_vnni(int8_twice, tmp_pat
 
 
 def test_int8_is_refused_on_a_cpu_without_vnni(monkeypatch):
-    import fruitlake.featurize
-    from fruitlake.featurize import require_cpu
+    import fruitlake.engines
+    from fruitlake.engines import require_cpu
 
-    monkeypatch.setattr(fruitlake.featurize.platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(fruitlake.featurize, "Path", lambda _: type("Info", (), {"read_text": lambda self: (
+    monkeypatch.setattr(fruitlake.engines.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(fruitlake.engines, "Path", lambda _: type("Info", (), {"read_text": lambda self: (
         "flags\t: fpu sse sse2 avx avx2 fma\n")})())
-    assert not fruitlake.featurize.cpu_supports_int8()
+    assert not fruitlake.engines.cpu_supports_int8()
     with pytest.raises(FruitlakeError, match="--precision int8 needs a CPU with VNNI"):
         require_cpu("int8")
     require_cpu("fp32")  # fp32 runs anywhere
@@ -131,7 +131,7 @@ def test_the_manifest_names_no_onnx_file_the_cache_could_not_keep(spark, weights
     """A cache folder that cannot be made (here inside a file) costs a conversion next time, and the manifest's
     onnx_file must not name the file that was never written. The conversion is stubbed: no TensorFlow."""
     import fruitlake.onnx_cache as onnx_cache
-    from fruitlake.featurize import EngineOptions
+    from fruitlake.engines import EngineOptions
     from fruitlake.network import RunNetwork
 
     (tmp_path / "a-file").write_text("")

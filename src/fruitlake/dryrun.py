@@ -17,7 +17,8 @@ from pyspark.sql import functions as F
 
 from fruitlake.config import Config
 from fruitlake.discover import tolerant_reads
-from fruitlake.featurize import decode_contents, engine_for, network_features
+from fruitlake.engines import engine_for
+from fruitlake.featurize import decode_contents, network_features
 from fruitlake.featurize_stage import read_within, rejected_unread
 from fruitlake.fetch import Wanted, fetch
 from fruitlake.plan import RunPlan, check_locations, plan

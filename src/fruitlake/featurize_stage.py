@@ -18,7 +18,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake.discover import Discovered, batch_starts, in_range, select_files, size_partitions, tolerant_reads
-from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, EngineSpec, featurize
+from fruitlake.engines import EngineSpec
+from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, featurize
 from fruitlake.images import EMPTY_FILE
 from fruitlake.output import set_aside
 from fruitlake.plan import RunPlan
