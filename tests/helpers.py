@@ -116,6 +116,15 @@ def prepare_engine(spark, loaded, engine: str, batch_size: int, max_pixels: int,
     return make_spec(spark, payload, options)
 
 
+def read_images(spark, uri: str, split_names=None):
+    """The images of INPUT (`uri`) with their bytes (`content`), read by the Python workers; `split_names`: other
+    folder names naming a split (name -> split)."""
+    from fruitlake.discover import contents, discover, spread
+
+    found = discover(spark, uri, split_names=split_names)
+    return contents(spread(found.images, found.count, found.total_bytes))
+
+
 def run_process(command: list[str], env: dict[str, str], timeout: float = 900,
                 cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run a command in its own process group; on timeout the whole group (JVMs included) is killed."""

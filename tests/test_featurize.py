@@ -4,9 +4,8 @@ from pathlib import Path
 import cloudpickle
 import numpy as np
 import pytest
-from helpers import prepare_engine
+from helpers import prepare_engine, read_images
 
-from fruitlake.discover import read_images
 from fruitlake.engines import engine_for
 from fruitlake.featurize import featurize, make_featurizer
 from fruitlake.images import decode

@@ -1,8 +1,12 @@
-"""Get the SparkSession we are given (spark-submit, notebooks) or create a local one; stop only our own."""
+"""Get the SparkSession we are given (spark-submit, notebooks) or create a local one; stop only our own.
+
+Also the settings a job tunes on the session: file splits sized by images and bytes, tolerant reads.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -208,3 +212,37 @@ def session_for(config: Config, spark: SparkSession | None) -> Iterator[SparkSes
         return
     with spark_session(config.master, uris=uris) as own:
         yield own
+
+
+IMAGES_PER_PARTITION = 500
+FILE_OPEN_COST = 4096
+MAX_PARTITION_BYTES = 128 * 1024 * 1024
+
+
+READ_TOLERANTLY = ("spark.sql.files.ignoreMissingFiles", "spark.sql.files.ignoreCorruptFiles")
+
+
+@contextmanager
+def tolerant_reads(spark: SparkSession) -> Iterator[None]:
+    """While the block runs, a file Spark cannot read (deleted since the listing, access denied, an I/O error) is
+    skipped instead of failing the job; the caller counts what it did not get back."""
+    before = {key: spark.conf.get(key, "false") for key in READ_TOLERANTLY}
+    for key in READ_TOLERANTLY:
+        spark.conf.set(key, "true")
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value or "false")
+
+
+def size_partitions(spark: SparkSession, count: int, total_bytes: int) -> int:
+    """How many tasks `count` images of `total_bytes` make: ~500 images and at most 128 MB each, and every core
+    gets work. A packed table's Parquet is split into that many by Spark's file source settings."""
+    cores = spark.sparkContext.defaultParallelism
+    target = max(2 * cores, math.ceil(count / IMAGES_PER_PARTITION), math.ceil(total_bytes / MAX_PARTITION_BYTES))
+    split_bytes = math.ceil((total_bytes + count * FILE_OPEN_COST) / target)
+    spark.conf.set("spark.sql.files.openCostInBytes", str(FILE_OPEN_COST))
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(FILE_OPEN_COST, min(split_bytes, MAX_PARTITION_BYTES))))
+    spark.conf.set("spark.sql.files.minPartitionNum", "1")
+    return max(1, min(target, count))
