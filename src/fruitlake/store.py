@@ -22,7 +22,8 @@ from fruitlake import FruitlakeError, fs
 from fruitlake.featurize import FEATURES_SCHEMA
 from fruitlake.featurize import READ_FAILED as READ_FAILED_PREFIX
 from fruitlake.fetch import READ_FAILED as READ_FAILED  # re-exported: a reason tried again
-from fruitlake.output import PARQUET_OPTIONS, STORE
+from fruitlake.output import STORE
+from fruitlake.write import PARQUET_OPTIONS
 
 log = logging.getLogger(__name__)
 
