@@ -1,5 +1,5 @@
 """fruitlake's cache folder ($FRUITLAKE_CACHE, else ~/.cache/fruitlake): ONNX conversions, the JVM's class archive,
-the web runtime and the wheelhouse are kept under it."""
+the wheelhouse, weights copied from S3 and the web runtime are kept under it."""
 
 from __future__ import annotations
 
