@@ -49,8 +49,9 @@ def ensure_images(root: Path, n: int) -> Path:
 # ---------------------------------------------------------------- bare engines (no Spark, no decoding)
 
 def _engine(kind: str, image_size: int, threads: int):
-    from fruitlake.featurize import _build_keras, _build_onnx, _build_openvino
-    from fruitlake.models import load_network, onnx_model
+    from fruitlake.engines import _build_keras, _build_onnx, _build_openvino
+    from fruitlake.models import load_network
+    from fruitlake.onnx_cache import onnx_model
 
     if kind.startswith("keras"):
         loaded = load_network("mobilenet_v2", WEIGHTS, image_size)
@@ -185,8 +186,10 @@ def worker_costs(source: Path, n: int = 960, batch_size: int = 16) -> dict[str, 
     the engine, and building the Arrow batch it returns. One process, no Spark: the costs themselves."""
     import pyarrow as pa
 
-    from fruitlake.featurize import EngineOptions, EngineSpec, _build_onnx, decode_batch, featurize_batch
-    from fruitlake.models import NETWORKS, onnx_model
+    from fruitlake.engines import EngineOptions, EngineSpec, _build_onnx
+    from fruitlake.featurize import decode_batch, featurize_batch
+    from fruitlake.models import NETWORKS
+    from fruitlake.onnx_cache import onnx_model
 
     engine = _build_onnx(onnx_model("mobilenet_v2", WEIGHTS, 224).model_bytes, threads=1)
     spec = EngineSpec(key="bench", options=EngineOptions(model="mobilenet_v2", image_size=224, batch_size=batch_size),
@@ -275,7 +278,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     print(f"machine: {cores} cores, python {sys.version.split()[0]}; N={args.n}; weights {WEIGHTS}")
     source = ensure_images(work, args.n)
-    from fruitlake.featurize import cpu_supports_bf16
+    from fruitlake.engines import cpu_supports_bf16
 
     bf16 = cpu_supports_bf16() and not args.skip_bf16
     rows = []
@@ -515,9 +518,10 @@ def draft_quality(factor: int, k: int = 50) -> None:
     from PIL import Image, ImageOps
     from sklearn.decomposition import PCA
 
-    from fruitlake.featurize import _build_onnx
+    from fruitlake.engines import _build_onnx
     from fruitlake.images import decode
-    from fruitlake.models import NETWORKS, onnx_model
+    from fruitlake.models import NETWORKS
+    from fruitlake.onnx_cache import onnx_model
     from fruitlake.report import classification_probe
 
     def full(data: bytes) -> np.ndarray:  # decode every pixel, then resize: what draft scaling replaces

@@ -22,7 +22,7 @@ WEIGHTS = str(REPO.parent / "shared/models/mobilenet_v2_1.0_224_no_top.h5")
 
 
 def convert(image_size: int) -> None:
-    from fruitlake.models import onnx_model
+    from fruitlake.onnx_cache import onnx_model
 
     onnx_model("mobilenet_v2", WEIGHTS, image_size)  # cached on disk for the measured process
 
@@ -43,8 +43,9 @@ def measure(batches: int, batch_size: int, image_size: int) -> float:
     import numpy as np
     import pyarrow as pa
 
-    from fruitlake.featurize import EngineOptions, EngineSpec, _build_onnx, _prefetched, featurize_batch
-    from fruitlake.models import onnx_model
+    from fruitlake.engines import EngineOptions, EngineSpec, _build_onnx
+    from fruitlake.featurize import _prefetched, featurize_batch
+    from fruitlake.onnx_cache import onnx_model
 
     model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size).model_bytes  # a cache hit: no TensorFlow
     engine = _build_onnx(model_bytes, threads=1)

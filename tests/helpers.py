@@ -99,6 +99,32 @@ def run(config, **options) -> dict:
     return run_pipeline(config, **options).to_json()
 
 
+def prepare_engine(spark, loaded, engine: str, batch_size: int, max_pixels: int, precision: str = "fp32"):
+    """Driver side, from a network loaded in Keras: its payload and `EngineSpec`, as a run's would be.
+
+    The ONNX form comes from the conversion cache a run uses (keyed by the weights' sha256): converted once.
+    """
+    from fruitlake.engines import EngineOptions, make_spec
+    from fruitlake.models import Weights
+    from fruitlake.onnx_cache import onnx_model
+
+    weights = Weights(loaded.weights_path, loaded.weights_sha256)
+    payload = (loaded.weights if engine == "keras"
+               else onnx_model(loaded.network.name, weights, loaded.image_size).model_bytes)
+    options = EngineOptions(model=loaded.network.name, image_size=loaded.image_size, engine=engine, precision=precision,
+                            batch_size=batch_size, max_pixels=max_pixels)
+    return make_spec(spark, payload, options)
+
+
+def read_images(spark, uri: str, split_names=None):
+    """The images of INPUT (`uri`) with their bytes (`content`), read by the Python workers; `split_names`: other
+    folder names naming a split (name -> split)."""
+    from fruitlake.discover import contents, discover, spread
+
+    found = discover(spark, uri, split_names=split_names)
+    return contents(spread(found.images, found.count, found.total_bytes))
+
+
 def run_process(command: list[str], env: dict[str, str], timeout: float = 900,
                 cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run a command in its own process group; on timeout the whole group (JVMs included) is killed."""

@@ -24,10 +24,10 @@ import pytest
 from moto_aws import ACCOUNT, REGION, TLSMotoServer, loopback_only, point_at, self_signed_certificate  # noqa: E402
 
 from fruitlake import FruitlakeError  # noqa: E402
+from fruitlake.cache import cache_dir  # noqa: E402
 from fruitlake.cli import main  # noqa: E402
 from fruitlake.cloud import artifacts, bucket, emr, runner  # noqa: E402
 from fruitlake.cloud.config import CloudConfig  # noqa: E402
-from fruitlake.models import cache_dir  # noqa: E402
 
 BUCKET = f"fruitlake-{ACCOUNT}-{REGION}"
 VENV_PYTHON = "/opt/fruitlake/venv/bin/python"
@@ -362,7 +362,7 @@ def test_submit_converts_here_uploads_both_files_and_adds_a_spark_submit_step(se
     assert f"added step {step['Id']} to cluster {cluster_id}" in capsys.readouterr().out
 
     # the uploaded ONNX file says which weights it was made from: what the cluster's driver checks
-    from fruitlake.models import META_SHA256, onnx_metadata
+    from fruitlake.convert import META_SHA256, onnx_metadata
 
     body = session.client("s3").get_object(Bucket=BUCKET, Key=onnx_key)["Body"].read()
     assert onnx_metadata(body)[META_SHA256] == sha256_of(weights_path)

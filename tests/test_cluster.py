@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import S3_BUCKET, S3_SECRET, explain, read_csv_dir, read_manifest, run_process, spark_home
+from helpers import S3_BUCKET, S3_SECRET, explain, prepare_engine, read_csv_dir, read_manifest, run_process, spark_home
 from pyspark import cloudpickle
 
-from fruitlake.featurize import make_featurizer, prepare_engine
+from fruitlake.featurize import make_featurizer
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_spark_submit_runs_fruitlake_in_the_session_it_starts(s3_env, s3a_jars, 
     $FRUITLAKE_MASTER, and, off EMR, serves s3:// with S3A, configured from the AWS environment; the weights
     and their ONNX file are read from the bucket through the same connector, as `cloud submit` uploads them."""
     import fruitlake.job
-    from fruitlake.models import onnx_model
+    from fruitlake.onnx_cache import onnx_model
 
     converted = onnx_model("mobilenet_v2", weights_path, 224)
     network = {"weights": "weights/mobilenet.h5", "onnx": "weights/mobilenet.onnx"}

@@ -1,4 +1,4 @@
-"""The one line a failed command ends with (`console.outcome`), from synthetic errors: the exit code, the words,
+"""The one line a failed command ends with (`outcome.outcome`), from synthetic errors: the exit code, the words,
 the redaction. The real processes behind some of them (Ctrl-C, a read-only OUTPUT, a path through a file, an
 unreachable host) stay in test_quiet_and_redacted.py, which shows that nothing else reaches the terminal."""
 
@@ -10,7 +10,8 @@ import errno
 import pytest
 
 from fruitlake import FruitlakeError
-from fruitlake.console import INTERRUPTED, outcome
+from fruitlake.console import INTERRUPTED
+from fruitlake.outcome import outcome
 
 SECRET = "wJalrXUtnFEMI-console-SECRET"
 

@@ -2,19 +2,12 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import read_images
 from PIL import Image
 
 from fruitlake import FruitlakeError
-from fruitlake.discover import (
-    batch_starts,
-    check_input_root,
-    contents,
-    discover,
-    in_range,
-    read_images,
-    resolve_input,
-    split_changes,
-)
+from fruitlake.discover import check_input_root, contents, discover, resolve_input, split_changes
+from fruitlake.store import batch_starts, in_range
 
 
 def make_tree(root: Path) -> None:
@@ -189,7 +182,7 @@ def test_an_incremental_run_from_a_root_that_changes_splits_is_refused_with_the_
 
 
 def test_a_folder_with_packs_marker_that_pack_did_not_write_is_refused_not_an_exception(spark, tmp_path):
-    from fruitlake.discover import TABLE_MARKER
+    from fruitlake.packed_table import TABLE_MARKER
 
     bare, foreign = tmp_path / "bare", tmp_path / "foreign"
     bare.mkdir()

@@ -4,9 +4,10 @@ from pathlib import Path
 import cloudpickle
 import numpy as np
 import pytest
+from helpers import prepare_engine, read_images
 
-from fruitlake.discover import read_images
-from fruitlake.featurize import arrow_batches, engine_for, featurize, make_featurizer, prepare_engine
+from fruitlake.engines import engine_for
+from fruitlake.featurize import arrow_batches, featurize, make_featurizer
 from fruitlake.images import decode
 from fruitlake.models import mobilenet_v2_normalise
 from fruitlake.session import spark_conf
@@ -87,7 +88,7 @@ def test_bad_files_become_rows_with_a_reason(spark, loaded_network, sample_root,
 
 
 def test_bf16_features_stay_close_to_fp32(spark, loaded_network, sample_root):
-    from fruitlake.featurize import cpu_supports_bf16
+    from fruitlake.engines import cpu_supports_bf16
 
     if not cpu_supports_bf16():
         pytest.skip("this CPU has no bf16 support (the CLI refuses --precision bf16 here)")

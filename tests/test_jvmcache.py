@@ -6,7 +6,7 @@ import sys
 import textwrap
 
 from fruitlake import jvmcache, jvmcache_build
-from fruitlake.models import cache_dir
+from fruitlake.cache import cache_dir
 from fruitlake.session import LOCAL_JIT, _java_options
 from fruitlake.settings import JVM_TUNING
 

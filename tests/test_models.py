@@ -46,7 +46,7 @@ def test_imagenet_download_failure_says_to_pass_a_local_file(monkeypatch, tmp_pa
 def test_onnx_conversion_matches_keras(loaded_network):
     import onnxruntime as ort
 
-    from fruitlake.models import keras_to_onnx
+    from fruitlake.convert import keras_to_onnx
 
     batch = np.random.default_rng(0).uniform(-1, 1, size=(3, 224, 224, 3)).astype(np.float32)
     session = ort.InferenceSession(keras_to_onnx(loaded_network), providers=["CPUExecutionProvider"])
@@ -58,7 +58,7 @@ def test_onnx_conversion_matches_keras(loaded_network):
 @pytest.fixture(scope="module")
 def int8_twice(weights_path, tmp_path_factory):
     """The fp32 model (shared cache) and the int8 one quantized twice, each in a fresh cache."""
-    from fruitlake.models import onnx_model
+    from fruitlake.onnx_cache import onnx_model
 
     fp32 = onnx_model("mobilenet_v2", weights_path, 224)  # the shared cache: converted once per machine
     built = []
@@ -75,7 +75,8 @@ def int8_twice(weights_path, tmp_path_factory):
 def test_the_int8_model_is_deterministic_and_says_what_it_is(weights_path, int8_twice):
     """Quantized twice in fresh caches: the same bytes (a fixed calibration set, no JPEG codec); its metadata
     names the weights and int8, which --onnx checks."""
-    from fruitlake.models import META_PRECISION, META_SHA256, onnx_metadata, onnx_model
+    from fruitlake.convert import META_PRECISION, META_SHA256, onnx_metadata
+    from fruitlake.onnx_cache import onnx_model
 
     fp32, built = int8_twice
     assert built[0].model_bytes == built[1].model_bytes
@@ -89,7 +90,7 @@ def test_the_int8_model_is_deterministic_and_says_what_it_is(weights_path, int8_
 def test_int8_features_stay_close_to_fp32_on_a_cpu_with_vnni(int8_twice, tmp_path):
     """Features within cosine 0.85 of fp32 on photo-like images, where int8 runs (VNNI); elsewhere it is refused
     (next test)."""
-    from fruitlake.featurize import _build_onnx, cpu_supports_int8
+    from fruitlake.engines import _build_onnx, cpu_supports_int8
     from fruitlake.images import decode
     from fruitlake.sample_data import write_sample_data
 
@@ -105,13 +106,13 @@ def test_int8_features_stay_close_to_fp32_on_a_cpu_with_vnni(int8_twice, tmp_pat
 
 
 def test_int8_is_refused_on_a_cpu_without_vnni(monkeypatch):
-    import fruitlake.featurize
-    from fruitlake.featurize import require_cpu
+    import fruitlake.engines
+    from fruitlake.engines import require_cpu
 
-    monkeypatch.setattr(fruitlake.featurize.platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(fruitlake.featurize, "Path", lambda _: type("Info", (), {"read_text": lambda self: (
+    monkeypatch.setattr(fruitlake.engines.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(fruitlake.engines, "Path", lambda _: type("Info", (), {"read_text": lambda self: (
         "flags\t: fpu sse sse2 avx avx2 fma\n")})())
-    assert not fruitlake.featurize.cpu_supports_int8()
+    assert not fruitlake.engines.cpu_supports_int8()
     with pytest.raises(FruitlakeError, match="--precision int8 needs a CPU with VNNI"):
         require_cpu("int8")
     require_cpu("fp32")  # fp32 runs anywhere
@@ -129,14 +130,14 @@ def test_int8_runs_on_the_onnx_engine_only(engine):
 def test_the_manifest_names_no_onnx_file_the_cache_could_not_keep(spark, weights_path, tmp_path, monkeypatch):
     """A cache folder that cannot be made (here inside a file) costs a conversion next time, and the manifest's
     onnx_file must not name the file that was never written. The conversion is stubbed: no TensorFlow."""
-    import fruitlake.models as models
-    from fruitlake.featurize import EngineOptions
+    import fruitlake.onnx_cache as onnx_cache
+    from fruitlake.engines import EngineOptions
     from fruitlake.network import RunNetwork
 
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("FRUITLAKE_CACHE", str(tmp_path / "a-file" / "cache"))
-    monkeypatch.setattr(models, "load_network", lambda *args: None)
-    monkeypatch.setattr(models, "keras_to_onnx", lambda network: b"onnx bytes")
+    monkeypatch.setattr(onnx_cache, "load_network", lambda *args: None)
+    monkeypatch.setattr(onnx_cache, "keras_to_onnx", lambda network: b"onnx bytes")
     network = RunNetwork(spark, EngineOptions(model="mobilenet_v2", image_size=224), weights_path)
     try:
         network.check()

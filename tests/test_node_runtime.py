@@ -136,9 +136,10 @@ def test_a_step_runs_from_the_node_venv_on_the_uploaded_onnx_file(node, sample_r
     submit` passes it (--weights and --onnx in it): no TensorFlow on the node, so the run can only have used
     the ONNX file; its features match ONNX Runtime run here on the same images."""
     from fruitlake.config import RunConfig, to_json
-    from fruitlake.featurize import _build_onnx
+    from fruitlake.engines import _build_onnx
     from fruitlake.images import decode
-    from fruitlake.models import NETWORKS, onnx_model
+    from fruitlake.models import NETWORKS
+    from fruitlake.onnx_cache import onnx_model
 
     python, root, _, _ = node
     converted = onnx_model("mobilenet_v2", weights_path, 224)  # on "the user's machine", where TensorFlow is

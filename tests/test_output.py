@@ -5,7 +5,7 @@ from helpers import manifest_document
 
 from fruitlake import FruitlakeError
 from fruitlake.output import clear_output, inspect_output
-from fruitlake.output import publish_datasets as publish
+from fruitlake.write import publish_datasets as publish
 
 
 def parquet_writer(spark, values):

@@ -82,9 +82,9 @@ def test_a_table_is_read_by_several_tasks_not_one_per_file(spark, tmp_path, monk
     """Spark splits Parquet files only between row groups: pack writes small ones, so a one-file table still
     gives every core work, read with the file splits a run sets for its reads (and restores afterwards)."""
     import fruitlake.pack
-    from fruitlake.discover import discover, file_splits
+    from fruitlake.discover import discover
     from fruitlake.sample_data import write_sample_data
-    from fruitlake.session import spark_conf
+    from fruitlake.session import file_splits, spark_conf
 
     monkeypatch.setattr(fruitlake.pack, "ROW_GROUP_BYTES", 64 * 1024)  # the sample is small: smaller groups
     root, table = tmp_path / "in", tmp_path / "table"

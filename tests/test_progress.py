@@ -100,8 +100,8 @@ def test_a_log_record_under_a_live_line_gets_a_line_of_its_own():
             deadline = time.monotonic() + 60
             while "load_model" not in stream.getvalue() and time.monotonic() < deadline:
                 time.sleep(0.01)
-            logging.getLogger("fruitlake.models").warning("could not cache")
-        logging.getLogger("fruitlake.models").warning("after the stage")
+            logging.getLogger("fruitlake.onnx_cache").warning("could not cache")
+        logging.getLogger("fruitlake.onnx_cache").warning("after the stage")
     finally:
         root.removeHandler(handler)
     text = stream.getvalue()

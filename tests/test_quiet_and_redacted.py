@@ -102,7 +102,7 @@ def test_the_readme_path_on_a_terminal_prints_only_fruitlakes_lines_and_redraws_
     on_screen = "\n".join(line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n"))  # what stays
     assert not_fruitlake(on_screen) == [], text[-3000:]
     [cache] = [line for line in on_screen.splitlines() if MESSAGE_LINE.match(line)]
-    assert "WARNING fruitlake.models: could not cache the ONNX model in " in cache, cache
+    assert "WARNING fruitlake.onnx_cache: could not cache the ONNX model in " in cache, cache
     assert "(Not a directory): the run goes on" in cache and "set FRUITLAKE_CACHE" in cache, cache
     stages = [line.split()[0] for line in on_screen.splitlines() if line.strip() and line != cache]
     assert stages == list(STAGES), text[-3000:]

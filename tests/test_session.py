@@ -77,7 +77,7 @@ def test_spark_conf_restores_what_was_set_and_unsets_what_was_not(spark):
 
 def test_a_stage_leaves_the_given_sessions_conf_as_it_was(spark):
     """The settings the featurize and pack stages change (Arrow batches, file splits, tolerant reads)."""
-    from fruitlake.discover import READ_TOLERANTLY, file_splits, tolerant_reads
+    from fruitlake.session import READ_TOLERANTLY, file_splits, tolerant_reads
 
     changed = {ARROW_BATCH: "16", **file_splits(spark, 100, 10_000_000), **dict.fromkeys(READ_TOLERANTLY, "true")}
     before = {key: spark.conf.get(key, None) for key in changed}

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from fruitlake import FruitlakeError
 from fruitlake.config import DEFAULT_MAX_PIXELS
 from fruitlake.images import ImageRejected, decode
-from fruitlake.models import import_onnxruntime
+from fruitlake.onnx_runtime import import_onnxruntime
 
 # The exported model's contract (export.py writes it, apps read it).
 INPUT, PROBABILITIES, FEATURES = "image", "probabilities", "features"

@@ -1,7 +1,7 @@
 """Command line: parses arguments into a config, calls the library, and serves the command as the user sees it.
 
 Serving means fruitlake's own log lines only (every line redacted, libraries' lines with `-v`), Ctrl-C noticed,
-and a failure as one line that says what to do (`console`). `run_serialized` is an EMR step's entry: the config
+and a failure as one line that says what to do (`outcome`). `run_serialized` is an EMR step's entry: the config
 `cloud submit` checked, as JSON.
 """
 
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fruitlake import __version__, console, options
 from fruitlake.cloud import cli as cloud_cli
+from fruitlake.outcome import outcome
 from fruitlake.redaction import RedactingFilter
 from fruitlake.settings import Settings
 
@@ -285,7 +286,7 @@ def _serve(command: Callable[[], int], args: argparse.Namespace) -> int:
     console.INTERRUPTED.clear()
     console.notice_interrupts()
     with console.redacted_output(args.verbose):
-        code, message = console.outcome(command, args)
+        code, message = outcome(command, args)
         if message:
             print(message, file=sys.stderr)
         return code

@@ -8,9 +8,7 @@ counted by reason, and neither the driver nor Spark holds a list or a file index
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -21,15 +19,13 @@ from fruitlake import FruitlakeError, fs
 from fruitlake.fetch import check_scheme
 from fruitlake.inventory import IMAGE_EXTENSIONS, UNREADABLE, split_folders, take_inventory
 from fruitlake.listing import Scratch
+from fruitlake.packed_table import TABLE_MARKER, read_packed_table
 from fruitlake.redaction import redact
 from fruitlake.safety import resolved
-from fruitlake.session import spark_conf
+from fruitlake.session import size_partitions
 
 log = logging.getLogger(__name__)
 
-IMAGES_PER_PARTITION = 500
-FILE_OPEN_COST = 4096
-MAX_PARTITION_BYTES = 128 * 1024 * 1024
 FILE_COLUMNS = ["path", "label", "split", "length", "modification_time", "file_uri"]
 
 
@@ -117,13 +113,6 @@ def check_input_root(before: str | None, root: str) -> None:
             "or use --mode overwrite")
 
 
-def read_images(spark: SparkSession, uri: str, split_names: Mapping[str, str] | None = None) -> DataFrame:
-    """The images of INPUT (`uri`) with their bytes (`content`), read by the Python workers; `split_names`: other
-    folder names naming a split (name -> split)."""
-    found = discover(spark, uri, split_names=split_names)
-    return contents(spread(found.images, found.count, found.total_bytes))
-
-
 CONTENT_FIELD = T.StructField("content", T.BinaryType(), True)
 
 
@@ -138,53 +127,6 @@ def contents(frame: DataFrame) -> DataFrame:
     return frame.mapInArrow(with_contents, T.StructType([*frame.schema.fields, CONTENT_FIELD]))
 
 
-READ_TOLERANTLY = ("spark.sql.files.ignoreMissingFiles", "spark.sql.files.ignoreCorruptFiles")
-
-
-def tolerant_reads(spark: SparkSession) -> AbstractContextManager[None]:
-    """While the block runs, a file Spark cannot read (deleted since the listing, access denied, an I/O error) is
-    skipped instead of failing the job; the caller counts what it did not get back."""
-    return spark_conf(spark, dict.fromkeys(READ_TOLERANTLY, "true"))
-
-
-def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
-    """Only these files of a frame of INPUT's files."""
-    return images.where(F.col("file_uri").isin(file_uris))
-
-
-def batch_starts(files: DataFrame, every: int) -> list[str]:
-    """The first `file_uri` of each run of `every` files in URI order: a distributed sort, of which the driver
-    receives one URI per batch."""
-    ranked = files.select("file_uri").orderBy("file_uri").rdd.zipWithIndex()
-    return sorted(row["file_uri"] for row, index in ranked.filter(lambda pair: pair[1] % every == 0).collect())
-
-
-def in_range(frame: DataFrame, low: str, high: str | None) -> DataFrame:
-    """The files whose URI is in [low, high): a batch of files without a list of them."""
-    uri = F.col("file_uri")
-    return frame.where(uri >= low) if high is None else frame.where((uri >= low) & (uri < high))
-
-
-def _target_tasks(spark: SparkSession, count: int, total_bytes: int) -> int:
-    cores = spark.sparkContext.defaultParallelism
-    return max(2 * cores, math.ceil(count / IMAGES_PER_PARTITION), math.ceil(total_bytes / MAX_PARTITION_BYTES))
-
-
-def size_partitions(spark: SparkSession, count: int, total_bytes: int) -> int:
-    """How many tasks `count` images of `total_bytes` make: ~500 images and at most 128 MB each, and every core
-    gets work. A packed table's Parquet is split into that many by `file_splits`."""
-    return max(1, min(_target_tasks(spark, count, total_bytes), count))
-
-
-def file_splits(spark: SparkSession, count: int, total_bytes: int) -> dict[str, str]:
-    """Spark's file source settings that split a packed table of `count` images of `total_bytes` into the tasks
-    `size_partitions` counts: for `session.spark_conf` around the query that reads it."""
-    split_bytes = math.ceil((total_bytes + count * FILE_OPEN_COST) / _target_tasks(spark, count, total_bytes))
-    return {"spark.sql.files.openCostInBytes": str(FILE_OPEN_COST),
-            "spark.sql.files.maxPartitionBytes": str(max(FILE_OPEN_COST, min(split_bytes, MAX_PARTITION_BYTES))),
-            "spark.sql.files.minPartitionNum": "1"}
-
-
 def spread(frame: DataFrame, count: int, total_bytes: int) -> DataFrame:
     """Rows of the listing in tasks sized by images and bytes (`size_partitions`), each a range of URIs; a packed
     table's rows are split by Spark's file source instead (`file_splits`, in force where the rows are read)."""
@@ -192,10 +134,6 @@ def spread(frame: DataFrame, count: int, total_bytes: int) -> DataFrame:
     if "content" in frame.columns:
         return frame
     return frame.repartitionByRange(partitions, "file_uri")
-
-
-TABLE_MARKER = "_fruitlake_table.json"  # in a folder `fruitlake pack` wrote: a table of images, not image files
-TABLE_COLUMNS = ["path", "label", "split", "length", "modification_time", "file_uri", "content"]
 
 
 def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = (),
@@ -245,28 +183,10 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = (),
                       scratch=scratch)
 
 
-def _packed_table(spark: SparkSession, uri: str) -> DataFrame:
-    """The table's rows as `fruitlake pack` wrote them, or a refusal: a folder holding pack's marker and no
-    Parquet, or Parquet with other columns, is not a table pack wrote."""
-    from pyspark.errors import AnalysisException
-
-    shown = redact(uri)
-    try:
-        table = spark.read.parquet(uri)
-    except AnalysisException:  # no Parquet file to take a schema from
-        raise FruitlakeError(f"INPUT {shown!r} holds {TABLE_MARKER} but no Parquet table: it is not a table "
-                             "`fruitlake pack` wrote (pack it again with --mode overwrite)") from None
-    lacking = [name for name in TABLE_COLUMNS if name not in table.columns]
-    if lacking:
-        raise FruitlakeError(f"INPUT {shown!r} holds {TABLE_MARKER} but its Parquet lacks the columns "
-                             f"{', '.join(lacking)}: it is not a table `fruitlake pack` wrote")
-    return table.select(*TABLE_COLUMNS)
-
-
 def discover_table(spark: SparkSession, uri: str) -> Discovered:
     """The images of a packed table: the same rows a folder gives (path is the source file's URI), read from
     Parquet; `file_uri` is the source path too, so batches select rows by it as they select files."""
-    table = _packed_table(spark, uri)
+    table = read_packed_table(spark, uri)
     stats = table.agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes"),
                       F.sum((F.col("length") == 0).cast("long")).alias("empty"),
                       F.max("length").alias("largest")).first()

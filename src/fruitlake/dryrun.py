@@ -16,13 +16,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fruitlake.config import Config
-from fruitlake.discover import tolerant_reads
-from fruitlake.featurize import decode_contents, engine_for, network_features
+from fruitlake.engines import engine_for
+from fruitlake.featurize import decode_contents, network_features
 from fruitlake.featurize_stage import read_within, rejected_unread
 from fruitlake.fetch import Wanted, fetch
 from fruitlake.plan import RunPlan, check_locations, plan
 from fruitlake.progress import Progress, Stages
-from fruitlake.session import session_for
+from fruitlake.session import session_for, tolerant_reads
 from fruitlake.settings import Settings
 from fruitlake.store import FILE_TOO_LARGE, pending
 

@@ -3,7 +3,7 @@ web, and nothing else).
 
 The graph is three ONNX models joined with `onnx.compose.merge_models`:
   uint8 image [N, 224, 224, 3] RGB -> float, /127.5 - 1 (MobileNetV2's normalisation)
-  -> the run's network (the same ONNX conversion the run's engine used: `models.onnx_model`)
+  -> the run's network (the same ONNX conversion the run's engine used: `onnx_cache.onnx_model`)
   -> minus the PCA mean, times the k principal axes = `features` [N, k]
   -> times the classifier's coefficients, plus its intercepts, softmax = `probabilities` [N, labels].
 """
@@ -38,7 +38,9 @@ from fruitlake.classify import (
     RESIZE_RULE,
 )
 from fruitlake.manifest import JsonDict, Manifest
-from fruitlake.models import NETWORKS, import_onnxruntime, onnx_model, weights_file
+from fruitlake.models import NETWORKS, weights_file
+from fruitlake.onnx_cache import onnx_model
+from fruitlake.onnx_runtime import import_onnxruntime
 from fruitlake.output import PCA_MODEL
 from fruitlake.redaction import redact
 from fruitlake.train import IS_TEST, read_classifier, read_run, split_rows

@@ -17,22 +17,15 @@ from pyspark import Accumulator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake.discover import (
-    Discovered,
-    batch_starts,
-    file_splits,
-    in_range,
-    select_files,
-    size_partitions,
-    tolerant_reads,
-)
-from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, EngineSpec, arrow_batches, featurize
+from fruitlake.discover import Discovered
+from fruitlake.engines import EngineSpec
+from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, arrow_batches, featurize
 from fruitlake.images import EMPTY_FILE
 from fruitlake.output import set_aside
 from fruitlake.plan import RunPlan
 from fruitlake.progress import Stage, Stages
-from fruitlake.session import spark_conf
-from fruitlake.store import ENGINE, FILE_TOO_LARGE, UNKNOWN_ENGINE, pending
+from fruitlake.session import file_splits, size_partitions, spark_conf, tolerant_reads
+from fruitlake.store import ENGINE, FILE_TOO_LARGE, UNKNOWN_ENGINE, batch_starts, in_range, pending, select_files
 
 log = logging.getLogger(__name__)
 

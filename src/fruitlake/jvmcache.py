@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from fruitlake.models import cache_dir
+from fruitlake.cache import cache_dir
 
 # The JVM's CDS notes go to stdout (the command's result): a stale archive is used without a word, a dump
 # without its notes on classes it skips.

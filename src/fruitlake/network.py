@@ -15,9 +15,10 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.featurize import EngineOptions, EngineSpec, make_spec, require_cpu
+from fruitlake.engines import EngineOptions, EngineSpec, make_spec, require_cpu
 from fruitlake.manifest import NetworkFacts
-from fruitlake.models import NETWORKS, OnnxModel, Weights, load_network, onnx_model, weights_file
+from fruitlake.models import NETWORKS, Weights, load_network, weights_file
+from fruitlake.onnx_cache import OnnxModel, onnx_model
 from fruitlake.redaction import redact
 from fruitlake.store import Store, StoreMeta, require_meta
 

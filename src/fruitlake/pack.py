@@ -26,23 +26,14 @@ from fruitlake import FruitlakeError, __version__, fs
 from fruitlake.config import DEFAULT_MODE, MODES, PACK_DEFAULT_MISSING, SPARK_MAX_FILE_BYTES, check_split_names
 from fruitlake.config import MISSING_CHOICES as MISSING
 from fruitlake.config import PACK_DEFAULT_FILE_MB as DEFAULT_FILE_MB
-from fruitlake.discover import (
-    TABLE_COLUMNS,
-    TABLE_MARKER,
-    Discovered,
-    check_input_root,
-    contents,
-    discover,
-    file_splits,
-    spread,
-    tolerant_reads,
-)
+from fruitlake.discover import Discovered, check_input_root, contents, discover, spread
 from fruitlake.inventory import SAMPLE_SIZE
 from fruitlake.lock import OutputLock
 from fruitlake.output import LOCK
+from fruitlake.packed_table import TABLE_COLUMNS, TABLE_MARKER
 from fruitlake.redaction import redact
 from fruitlake.safety import check_separate
-from fruitlake.session import spark_conf
+from fruitlake.session import file_splits, spark_conf, tolerant_reads
 from fruitlake.store import CURRENT, SPLIT_KEY, pending, with_split_key
 
 log = logging.getLogger(__name__)

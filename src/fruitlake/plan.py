@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from fruitlake import FruitlakeError, fs
 from fruitlake.config import Config, ProjectConfig, RunConfig
 from fruitlake.discover import Discovered, check_input_root, discover
-from fruitlake.featurize import EngineOptions
+from fruitlake.engines import EngineOptions
 from fruitlake.manifest import Manifest
 from fruitlake.network import RunNetwork
 from fruitlake.output import MANIFEST, PCA_MODEL, OutputState, inspect_output

@@ -22,15 +22,11 @@ from fruitlake.output import (
     REJECTS,
     clear_output,
     datasets_of,
-    publish_datasets,
     put_back,
-    write_csv,
-    write_features,
-    write_model,
-    write_rejects,
 )
 from fruitlake.plan import RunPlan
 from fruitlake.reduce import same_pca, transform
+from fruitlake.write import publish_datasets, write_csv, write_features, write_model, write_rejects
 
 
 def up_to_date(spark: SparkSession, plan: RunPlan, committed: CommitResult) -> bool:

@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from fruitlake import FruitlakeError, fs
 from fruitlake.config import DEFAULT_VARIANCE, Config, ProjectConfig, RunConfig
-from fruitlake.featurize import _task_cpus
+from fruitlake.engines import _task_cpus
 from fruitlake.manifest import Manifest, PcaFacts
 from fruitlake.models import NETWORKS
 from fruitlake.output import PCA_MODEL

@@ -1,15 +1,19 @@
-"""Get the SparkSession we are given (spark-submit, notebooks) or create a local one; stop only our own."""
+"""Get the SparkSession we are given (spark-submit, notebooks) or create a local one; stop only our own.
+
+Also the settings a job tunes on the session: file splits sized by images and bytes, tolerant reads.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
 import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from pyspark import SparkContext
@@ -219,3 +223,37 @@ def session_for(config: Config, spark: SparkSession | None, settings: Settings |
         return
     with spark_session(config.master, uris=uris, settings=settings) as own:
         yield own
+
+
+IMAGES_PER_PARTITION = 500
+FILE_OPEN_COST = 4096
+MAX_PARTITION_BYTES = 128 * 1024 * 1024
+
+
+READ_TOLERANTLY = ("spark.sql.files.ignoreMissingFiles", "spark.sql.files.ignoreCorruptFiles")
+
+
+def tolerant_reads(spark: SparkSession) -> AbstractContextManager[None]:
+    """While the block runs, a file Spark cannot read (deleted since the listing, access denied, an I/O error) is
+    skipped instead of failing the job; the caller counts what it did not get back."""
+    return spark_conf(spark, dict.fromkeys(READ_TOLERANTLY, "true"))
+
+
+def _target_tasks(spark: SparkSession, count: int, total_bytes: int) -> int:
+    cores = spark.sparkContext.defaultParallelism
+    return max(2 * cores, math.ceil(count / IMAGES_PER_PARTITION), math.ceil(total_bytes / MAX_PARTITION_BYTES))
+
+
+def size_partitions(spark: SparkSession, count: int, total_bytes: int) -> int:
+    """How many tasks `count` images of `total_bytes` make: ~500 images and at most 128 MB each, and every core
+    gets work. A packed table's Parquet is split into that many by `file_splits`."""
+    return max(1, min(_target_tasks(spark, count, total_bytes), count))
+
+
+def file_splits(spark: SparkSession, count: int, total_bytes: int) -> dict[str, str]:
+    """Spark's file source settings that split a packed table of `count` images of `total_bytes` into the tasks
+    `size_partitions` counts: for `spark_conf` around the query that reads it."""
+    split_bytes = math.ceil((total_bytes + count * FILE_OPEN_COST) / _target_tasks(spark, count, total_bytes))
+    return {"spark.sql.files.openCostInBytes": str(FILE_OPEN_COST),
+            "spark.sql.files.maxPartitionBytes": str(max(FILE_OPEN_COST, min(split_bytes, MAX_PARTITION_BYTES))),
+            "spark.sql.files.minPartitionNum": "1"}

@@ -22,7 +22,8 @@ from fruitlake import FruitlakeError, fs
 from fruitlake.featurize import FEATURES_SCHEMA
 from fruitlake.featurize import READ_FAILED as READ_FAILED_PREFIX
 from fruitlake.fetch import READ_FAILED as READ_FAILED  # re-exported: a reason tried again
-from fruitlake.output import PARQUET_OPTIONS, STORE
+from fruitlake.output import STORE
+from fruitlake.write import PARQUET_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -184,3 +185,21 @@ def require_meta(store: Store, meta: StoreMeta) -> None:
             f"OUTPUT's stored features were made with another network: {problem}. "
             "Use the same weights and image size, or --mode overwrite to start again"
         )
+
+
+def select_files(images: DataFrame, file_uris: list[str]) -> DataFrame:
+    """Only these files of a frame of INPUT's files."""
+    return images.where(F.col("file_uri").isin(file_uris))
+
+
+def batch_starts(files: DataFrame, every: int) -> list[str]:
+    """The first `file_uri` of each run of `every` files in URI order: a distributed sort, of which the driver
+    receives one URI per batch."""
+    ranked = files.select("file_uri").orderBy("file_uri").rdd.zipWithIndex()
+    return sorted(row["file_uri"] for row, index in ranked.filter(lambda pair: pair[1] % every == 0).collect())
+
+
+def in_range(frame: DataFrame, low: str, high: str | None) -> DataFrame:
+    """The files whose URI is in [low, high): a batch of files without a list of them."""
+    uri = F.col("file_uri")
+    return frame.where(uri >= low) if high is None else frame.where((uri >= low) & (uri < high))

@@ -186,7 +186,7 @@ def build_wheelhouse(wheel: Path, cache: Path | None = None, echo: Callable[[str
 
     Cached by what decides its content (constraints, requirements, platform), so a second `up` downloads nothing.
     """
-    from fruitlake.models import cache_dir
+    from fruitlake.cache import cache_dir
 
     constraints = constraints_text()
     key = wheelhouse_key(wheel)

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fruitlake import FruitlakeError
+from fruitlake.cache import cache_dir
 from fruitlake.cloud.artifacts import WEIGHTS_PREFIX
 from fruitlake.cloud.aws import Client
 from fruitlake.cloud.config import CloudConfig
-from fruitlake.models import cache_dir, onnx_model
+from fruitlake.onnx_cache import onnx_model
 
 
 @dataclass(frozen=True)

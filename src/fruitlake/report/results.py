@@ -15,8 +15,9 @@ from pyspark.sql import functions as F
 
 from fruitlake import FruitlakeError, fs
 from fruitlake.manifest import Manifest
-from fruitlake.output import CSV_OPTIONS, FEATURES, MANIFEST, REJECTS
+from fruitlake.output import FEATURES, MANIFEST, REJECTS
 from fruitlake.redaction import redact
+from fruitlake.write import CSV_OPTIONS
 
 log = logging.getLogger(__name__)
 
