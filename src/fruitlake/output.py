@@ -53,6 +53,7 @@ OWN_HIDDEN = {hidden for name in KNOWN_NAMES
 # 1280 distinct floats per row: a dictionary never pays, and building one (then falling back) was most of the
 # JVM's CPU while featurizing.
 PARQUET_OPTIONS = {"parquet.enable.dictionary": "false"}
+# The features dataset: written by the Python workers (publish.py, fruitlake.parquet), `pca` added by reduce.py.
 FEATURE_COLUMNS = ["path", "label", "split", "length", "modification_time", "features", "pca"]
 
 
@@ -159,10 +160,6 @@ def pc_columns(k: int) -> list[Column]:
 def write_csv(reduced: DataFrame, uri: str, k: int) -> None:
     rows = reduced.select("path", "label", "split", *pc_columns(k)).orderBy("path")  # narrow rows: a cheap sort
     rows.write.mode("overwrite").options(**CSV_OPTIONS).csv(uri)
-
-
-def write_features(reduced: DataFrame, uri: str) -> None:
-    reduced.select(*FEATURE_COLUMNS).write.mode("overwrite").options(**PARQUET_OPTIONS).parquet(uri)
 
 
 def write_rejects(rejects: DataFrame, uri: str) -> None:
