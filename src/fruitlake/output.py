@@ -171,7 +171,7 @@ def write_model(model: PipelineModel, uri: str) -> None:
     model.write().overwrite().save(uri)
 
 
-def publish_datasets(spark: SparkSession, output: str, writers: dict[str, Callable[[str], None]]) -> None:
+def publish_datasets(spark: SparkSession, output: str, writers: dict[str, Callable[[str], object]]) -> None:
     """Write each dataset under OUTPUT/_publish/<name>, in the order given, then rename each over OUTPUT/<name>.
 
     A kill before the renames leaves the old datasets; during them, each dataset is whole (old, new, or

@@ -109,7 +109,7 @@ def _write_part(batches: Iterable[pa.RecordBatch], schema: pa.Schema, target: Ta
     written = Path(folder) / f".{name}.{uuid.uuid4().hex}.tmp"  # hidden: Spark's readers skip it
     rows, buffered, size = 0, [], 0
     try:
-        with pq.ParquetWriter(written, schema, **WRITE_OPTIONS) as writer:  # type: ignore[arg-type]
+        with pq.ParquetWriter(written, schema, **WRITE_OPTIONS) as writer:
             for batch in batches:
                 buffered.append(batch)
                 size += batch.nbytes

@@ -45,7 +45,7 @@ def publish(spark: SparkSession, plan: RunPlan, committed: CommitResult, model: 
     stored, output = committed.stored, plan.output
     rows = committed.good.select(*FEATURE_COLUMNS[:-1])  # the stored rows; `pca` comes with the projection
     staged_features = fs.join(output, PUBLISH, FEATURES)
-    writers: dict[str, Callable[[str], None]] = {  # the PCA is computed once: the CSV reads the features back
+    writers: dict[str, Callable[[str], object]] = {  # the PCA is computed once: the CSV reads the features back
         FEATURES: lambda uri: parquet.write(rows, projecting(model, rows.schema), uri),
         PCA_CSV: lambda uri: write_csv(spark.read.parquet(staged_features), uri, k),
         REJECTS: lambda uri: write_rejects(stored.where(F.col("error").isNotNull()), uri),

@@ -44,7 +44,8 @@ def matrix(column: pa.Array | pa.ChunkedArray, dim: int) -> NDArray[np.float32]:
     if column.null_count:
         raise ValueError("a row without features (a rejected image) among the rows to compute with")
     if not pa.types.is_binary(column.type):
-        return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+        floats: NDArray[np.float32] = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        return floats.reshape(-1, dim)
     offsets = np.frombuffer(column.buffers()[1], np.int32, count=len(column) + 1, offset=4 * column.offset)
     size = dim * FLOAT.itemsize
     if offsets[-1] - offsets[0] != len(column) * size:
