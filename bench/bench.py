@@ -289,6 +289,8 @@ def main() -> None:
 
     if args.run_only:
         run_figures(args, source, show)
+        if args.other_src:  # the same figures for the other checkout, in this run
+            run_figures(args, source, show, {"PYTHONPATH": str(args.other_src)}, f"fruitlake run from {args.other_src}")
     elif not args.only_extra:
         main_figures(args, source, cores, bf16, show)
     if args.memory:
@@ -305,13 +307,13 @@ def main() -> None:
         s3_latency(work, args.s3_latency, args.delay_ms / 1000)
 
 
-def run_figures(args, source: Path, show) -> dict:
+def run_figures(args, source: Path, show, env_extra: dict | None = None, name: str = "fruitlake run (onnx, fp32)"):
     """`fruitlake run` end to end: its rate, its featurize stage's, and the seconds of each part outside it."""
     print(f"end to end, {args.n} synthetic 100x100 JPEGs, 224 px, k=50, wall clock incl. start-up:")
-    e2e = fruitlake_run(source, ["--k", "50", "--batch-size", "16"], verbose=True)
+    e2e = fruitlake_run(source, ["--k", "50", "--batch-size", "16"], env_extra, verbose=True)
     timings = e2e["manifest"]["timings"]
     featurize_rate = e2e["manifest"]["images_total"] / timings["featurize"]
-    show("fruitlake run (onnx, fp32)", e2e["img_s"], f"{e2e['wall_s']:.1f} s; stages {timings}")
+    show(name, e2e["img_s"], f"{e2e['wall_s']:.1f} s; stages {timings}")
     show("  its featurize stage", featurize_rate, f"end to end = {e2e['img_s'] / featurize_rate:.2f} of it")
     show_parts(e2e)
     report = json.loads((e2e["output"] / "report.json").read_text())

@@ -36,7 +36,7 @@ def test_features_equal_a_direct_keras_call(spark, loaded_network, sample_root, 
         rows = sorted(featurize(images, spec, done).collect(), key=lambda r: r.path)
     assert len(rows) == 24 and all(row.error is None for row in rows)
     assert done.value == 24  # every image through the network once, no more
-    got = np.array([row.features for row in rows], dtype=np.float32)
+    got = np.array([np.frombuffer(row.features, "<f4") for row in rows])  # the store's float32 bytes
     expected = np.stack([keras_features[str(Path(row.path.removeprefix("file:")))] for row in rows])
     assert got.shape == (24, 1280)
     assert np.abs(got - expected).max() <= 1e-4
@@ -98,7 +98,7 @@ def test_bf16_features_stay_close_to_fp32(spark, loaded_network, sample_root):
         spec = prepare_engine(spark, loaded_network, "openvino", 8, 10**8, precision=precision)
         with spark_conf(spark, arrow_batches(spec)):
             ordered = sorted(featurize(images, spec).collect(), key=lambda r: r.path)
-        rows[precision] = np.array([r.features for r in ordered])
+        rows[precision] = np.array([np.frombuffer(r.features, "<f4") for r in ordered])
     a, b = rows["fp32"], rows["bf16"]
     cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     print(f"bf16 vs fp32: cosine similarity per image, min {cosine.min():.4f}")

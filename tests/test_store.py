@@ -1,26 +1,35 @@
 from datetime import datetime
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import types as T
 
 from fruitlake import FruitlakeError
 from fruitlake.featurize import FEATURES_SCHEMA
-from fruitlake.store import READ_FAILED, Store, StoreMeta, missing, pending, require_meta, settled
+from fruitlake.store import LIST_SCHEMA, READ_FAILED, Store, StoreMeta, missing, pending, require_meta, settled
 
 T0, T1 = datetime(2025, 1, 1, 12, 0, 0), datetime(2025, 1, 8, 12, 0, 0)
+ONE, TWO = (np.array([value], "<f4").tobytes() for value in (1.0, 2.0))  # one feature each, as stored
 
 
-def rows(spark, *specs):
-    """specs: (path, length, time, value or None for a reject)"""
-    data = [
-        (path, "Kiwi", None, length, when, None if value is None else [float(value)] * 3,
-         "corrupt image data: x" if value is None else None)
-        for path, length, when, value in specs
-    ]
-    return spark.createDataFrame(data, FEATURES_SCHEMA)
+def rows(spark, *specs, schema=FEATURES_SCHEMA):
+    """specs: (path, length, time, value or None for a reject); features of 3 equal values, as the store holds
+    them (float32 bytes) or, with the LIST_SCHEMA of stores before that layout, as lists of floats."""
+    def features(value):
+        if value is None:
+            return None
+        return [float(value)] * 3 if schema == LIST_SCHEMA else np.full(3, value, "<f4").tobytes()
+
+    data = [(path, "Kiwi", None, length, when, features(value), "corrupt image data: x" if value is None else None)
+            for path, length, when, value in specs]
+    return spark.createDataFrame(data, T.StructType(schema.fields[:7]))
 
 
 def as_dict(frame):
-    return {row.path: (row.length, row.features and row.features[0]) for row in frame.collect()}
+    return {row.path: (row.length, row.features and float(np.frombuffer(row.features, "<f4")[0]))
+            for row in frame.collect()}
 
 
 def test_batches_commit_whole_and_the_newest_row_of_a_path_wins(spark, tmp_path):
@@ -39,14 +48,19 @@ def test_batches_commit_whole_and_the_newest_row_of_a_path_wins(spark, tmp_path)
 
 def test_each_row_names_the_engine_of_its_features_and_a_store_of_earlier_versions_is_read(spark, tmp_path):
     store = Store(spark, str(tmp_path / "out"))
-    # What earlier versions wrote: the features schema alone, no engine column.
-    rows(spark, ("a", 10, T0, 1), ("b", 20, T0, 2)).write.parquet(str(tmp_path / "out" / "_store" / "batch=000001"))
+    # What earlier versions wrote: no engine column, and features as lists of floats.
+    old = rows(spark, ("a", 10, T0, 1), ("b", 20, T0, 2), schema=LIST_SCHEMA)
+    old.write.parquet(str(tmp_path / "out" / "_store" / "batch=000001"))
     assert store.append(rows(spark, ("b", 21, T1, 5), ("c", 30, T0, None)), engine="keras") == 2
     assert store.append(rows(spark, ("d", 40, T0, 4)), engine="onnx") == 3
     expected = {"a": None, "b": "keras", "c": None, "d": "onnx"}  # a reject was made by no engine
     assert {row.path: row.engine for row in store.rows().collect()} == expected
+    assert as_dict(store.rows()) == {"a": (10, 1.0), "b": (21, 5.0), "c": (30, None), "d": (40, 4.0)}
     store.compact(store.rows())
     assert {row.path: row.engine for row in store.rows().collect()} == expected
+    assert as_dict(store.rows()) == {"a": (10, 1.0), "b": (21, 5.0), "c": (30, None), "d": (40, 4.0)}
+    batch = next((tmp_path / "out" / "_store").glob("batch=*/part-*.parquet"))
+    assert pq.read_schema(batch).field("features").type == pa.binary()  # compacted: in the store's layout now
 
 
 def test_a_batch_without_success_marker_is_ignored_then_deleted(spark, tmp_path):
@@ -81,15 +95,15 @@ def test_a_file_whose_folder_now_names_another_split_is_pending_and_a_rerun_is_s
     """The store keys rows by file; a stored row whose split the listing now says otherwise (a folder named by
     --split-names, or by a spelling added since) is done again, and rows without a split (null) stay settled."""
     store = Store(spark, str(tmp_path / "out"))
-    stored = [("Train/a", "Kiwi", None, 10, T0, [1.0], None), ("Test/b", "Kiwi", "Test", 20, T0, [2.0], None),
-              ("c", "Kiwi", None, 30, T0, [3.0], None), ("holdout/d", "Kiwi", "Test", 40, T0, [4.0], None)]
+    stored = [("Train/a", "Kiwi", None, 10, T0, ONE, None), ("Test/b", "Kiwi", "Test", 20, T0, TWO, None),
+              ("c", "Kiwi", None, 30, T0, TWO, None), ("holdout/d", "Kiwi", "Test", 40, T0, ONE, None)]
     store.append(spark.createDataFrame(stored, FEATURES_SCHEMA))
     listing = spark.createDataFrame(
         [("Train/a", 10, T0, "Training"), ("Test/b", 20, T0, "Test"), ("c", 30, T0, None), ("holdout/d", 40, T0, None)],
         "path string, length long, modification_time timestamp, split string",
     )
     assert sorted(row.path for row in pending(listing, store.rows()).collect()) == ["Train/a", "holdout/d"]
-    store.append(spark.createDataFrame([(path, "Kiwi", split, length, when, [9.0], None) for path, length, when, split
+    store.append(spark.createDataFrame([(path, "Kiwi", split, length, when, ONE, None) for path, length, when, split
                                         in listing.collect() if path in ("Train/a", "holdout/d")], FEATURES_SCHEMA))
     assert pending(listing, store.rows()).count() == 0  # the next run with the same data finds nothing to do
 
@@ -112,7 +126,7 @@ def test_a_file_that_could_not_be_read_is_tried_again_and_a_limit_reject_only_un
                "large": "file too large to read: 50 bytes exceeds the limit of 40 bytes",
                "huge": "image too large to decode safely: 9 pixels exceeds the limit of 8 pixels"}
     stored = spark.createDataFrame(
-        [(path, "Kiwi", None, 50, T0, None if error else [1.0], error) for path, error in reasons.items()],
+        [(path, "Kiwi", None, 50, T0, None if error else ONE, error) for path, error in reasons.items()],
         FEATURES_SCHEMA)
     assert sorted(row.path for row in settled(stored, 40, 8).collect()) == ["corrupt", "huge", "large", "ok"]
     assert sorted(row.path for row in settled(stored, 60, 9).collect()) == ["corrupt", "ok"]

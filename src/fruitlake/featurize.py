@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
+from fruitlake import vectors
 from fruitlake.engines import Engine, EngineOptions, EngineSpec, engine_for
 from fruitlake.fetch import CHANGED, Fetched, Wanted, fetch
 from fruitlake.fetch import VANISHED as GONE
@@ -35,7 +36,7 @@ FEATURES_SCHEMA = T.StructType(
         T.StructField("split", T.StringType(), True),
         T.StructField("length", T.LongType(), True),
         T.StructField("modification_time", T.TimestampType(), True),
-        T.StructField("features", T.ArrayType(T.FloatType(), False), True),
+        T.StructField("features", vectors.STORED, True),  # float32 values as bytes: see fruitlake.vectors
         T.StructField("error", T.StringType(), True),
     ]
 )
@@ -131,13 +132,8 @@ def featurize_batch(batch: pa.RecordBatch, decoded: Decoded, spec: EngineSpec, e
     """
     images, good, reasons = decoded
     rows, dim = batch.num_rows, NETWORKS[spec.options.model].feature_dim
-    vectors = network_features(images, spec.options, engine) if good else np.empty((0, dim), np.float32)
-    lengths = np.zeros(rows, dtype=np.int32)
-    lengths[good] = dim
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int32)]).astype(np.int32)
-    features = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors.astype(np.float32, copy=False).ravel()),
-                                        type=FEATURES_FIELD.type,
-                                        mask=pa.array(lengths == 0) if len(good) < rows else None)
+    computed = network_features(images, spec.options, engine) if good else np.empty((0, dim), np.float32)
+    features = vectors.to_arrow(computed, good, rows)
     schema = pa.schema([*(batch.schema.field(name) for name in PASSTHROUGH), FEATURES_FIELD, ERROR_FIELD])
     columns = [batch.column(name) for name in PASSTHROUGH]
     out = pa.RecordBatch.from_arrays([*columns, features, pa.array(reasons, pa.string())], schema=schema)

@@ -12,7 +12,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fruitlake import FruitlakeError, fs
+from fruitlake import FruitlakeError, fs, parquet
 from fruitlake.featurize_stage import CommitResult
 from fruitlake.output import (
     FEATURES,
@@ -25,8 +25,8 @@ from fruitlake.output import (
     put_back,
 )
 from fruitlake.plan import RunPlan
-from fruitlake.reduce import same_pca, transform
-from fruitlake.write import publish_datasets, write_csv, write_features, write_model, write_rejects
+from fruitlake.reduce import projecting, same_pca
+from fruitlake.write import FEATURE_COLUMNS, publish_datasets, write_csv, write_model, write_rejects
 
 
 def up_to_date(spark: SparkSession, plan: RunPlan, committed: CommitResult) -> bool:
@@ -39,10 +39,10 @@ def up_to_date(spark: SparkSession, plan: RunPlan, committed: CommitResult) -> b
 
 def publish(spark: SparkSession, plan: RunPlan, committed: CommitResult, model: PipelineModel, k: int) -> None:
     stored, output = committed.stored, plan.output
-    reduced = transform(model, committed.good.drop("error"))
+    rows = committed.good.select(*FEATURE_COLUMNS[:-1])  # the stored rows; `pca` comes with the projection
     staged_features = fs.join(output, PUBLISH, FEATURES)
-    writers: dict[str, Callable[[str], None]] = {  # the PCA is computed once: the CSV reads the features back
-        FEATURES: lambda uri: write_features(reduced, uri),
+    writers: dict[str, Callable[[str], object]] = {  # the PCA is computed once: the CSV reads the features back
+        FEATURES: lambda uri: parquet.write(rows, projecting(model, rows.schema), uri),
         PCA_CSV: lambda uri: write_csv(spark.read.parquet(staged_features), uri, k),
         REJECTS: lambda uri: write_rejects(stored.where(F.col("error").isNotNull()), uri),
         PCA_MODEL: lambda uri: write_model(model, uri),

@@ -24,12 +24,13 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 from threadpoolctl import threadpool_limits
 
-from fruitlake import FruitlakeError, fs
+from fruitlake import FruitlakeError, fs, vectors
 from fruitlake.config import DEFAULT_VARIANCE, Config, ProjectConfig, RunConfig
 from fruitlake.engines import _task_cpus
 from fruitlake.manifest import Manifest, PcaFacts
 from fruitlake.models import NETWORKS
 from fruitlake.output import PCA_MODEL
+from fruitlake.parquet import ArrowMap
 from fruitlake.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,7 @@ def covariance(features: DataFrame, n_features: int) -> tuple[NDArray[np.float64
         pending = 0
         for batch in chain(batches, [None]):  # None: add the last rows
             if batch is not None and batch.num_rows:
-                # The arrays' values are one float buffer in Arrow: a view of it, no copy per row
-                rows.append(batch.column(0).flatten().to_numpy(zero_copy_only=False).reshape(-1, d))
+                rows.append(vectors.matrix(batch.column(0), d))  # a view of the Arrow buffer, no copy per row
                 pending += batch.num_rows
             if pending and (batch is None or pending >= GRAM_ROWS):
                 x = np.concatenate(rows).astype(np.float64)
@@ -200,32 +200,37 @@ class Projection:
 PCA_FIELD = T.StructField("pca", T.ArrayType(T.DoubleType(), False), True)
 
 
-def transform(model: PipelineModel, features: DataFrame) -> DataFrame:
-    """Adds `pca` (array<double>, k values) to `features` (whose `features` are never null).
+def projecting(model: PipelineModel, schema: T.StructType) -> ArrowMap:
+    """Rows of `schema` with their stored `features` (never null) -> the same rows with `features` as the features
+    dataset has them (array<float>) and `pca` (array<double>, k values).
 
     NumPy in the Python workers, Arrow in and out: one matrix product per Arrow batch. Spark ML's own transform
     (array -> vector, centre, project, vector -> array) goes row by row through the JVM: 15.7 s of a 10,000-image
     run's write stage on a busy machine. The same values within float64 rounding (tests/test_reduce.py).
     """
     projection = Projection.of(model)
-    d, k = projection.components.shape
-    position = features.columns.index("features")
-    schema = T.StructType([*features.schema.fields, PCA_FIELD])
-    pca_type = to_arrow_schema(T.StructType([PCA_FIELD])).field("pca").type
+    d = projection.components.shape[0]
+    position = schema.names.index("features")
+    fields = [T.StructField("features", vectors.PUBLISHED, True) if field.name == "features" else field
+              for field in schema.fields]
+    published = T.StructType([*fields, PCA_FIELD])
+    features_type, pca_type = (to_arrow_schema(published).field(name).type for name in ("features", "pca"))
 
     def project(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         with threadpool_limits(limits=_task_cpus(), user_api="blas"):
             for batch in batches:
-                column = batch.column(position)
-                if column.null_count:
-                    raise ValueError("PCA projection of a row without features (a rejected image)")
-                x = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
-                values = pa.array(projection.apply(x).ravel())
-                offsets = pa.array(np.arange(batch.num_rows + 1, dtype=np.int32) * k)
-                yield pa.RecordBatch.from_arrays([*batch.columns, pa.ListArray.from_arrays(offsets, values, pca_type)],
-                                                 names=[*batch.schema.names, "pca"])
+                x = vectors.matrix(batch.column(position), d)
+                columns = list(batch.columns)
+                columns[position] = vectors.lists(x, features_type)
+                yield pa.RecordBatch.from_arrays([*columns, vectors.lists(projection.apply(x), pca_type)],
+                                                 names=published.names)
 
-    return features.mapInArrow(project, schema)
+    return ArrowMap(function=project, schema=published)
+
+
+def transform(model: PipelineModel, features: DataFrame) -> DataFrame:
+    """`features` (stored rows, none rejected) as the features dataset has them, with `pca`: see `projecting`."""
+    return projecting(model, features.schema).apply(features)
 
 
 # ---------------------------------------------------------------- the rules: which PCA a run applies

@@ -18,12 +18,12 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fruitlake import FruitlakeError, fs
+from fruitlake import FruitlakeError, fs, vectors
 from fruitlake.featurize import FEATURES_SCHEMA
 from fruitlake.featurize import READ_FAILED as READ_FAILED_PREFIX
 from fruitlake.fetch import READ_FAILED as READ_FAILED  # re-exported: a reason tried again
 from fruitlake.output import STORE
-from fruitlake.write import PARQUET_OPTIONS
+from fruitlake.parquet import PARQUET_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ KEY = ["path", "length", "modification_time"]  # a file is the same file while t
 ENGINE = "engine"  # onnx, openvino or keras: mixed in one store (same features within 1e-4), so said per row
 STORE_SCHEMA = T.StructType([*FEATURES_SCHEMA.fields, T.StructField(ENGINE, T.StringType(), True)])
 COLUMNS = [field.name for field in STORE_SCHEMA.fields]
+LIST_SCHEMA = T.StructType([T.StructField(field.name, vectors.PUBLISHED, True) if field.name == "features" else field
+                            for field in STORE_SCHEMA.fields])  # the rows as stores before the binary layout hold them
 UNKNOWN_ENGINE = "unknown"  # features stored by a version that did not record their engine
 
 
@@ -111,8 +113,13 @@ class Store:
         return number
 
     def read_batch(self, number: int) -> DataFrame:
-        """STORE_SCHEMA; a batch of an earlier version, without `engine`, reads as null there."""
-        return self.spark.read.schema(STORE_SCHEMA).parquet(self._batch_uri(number))
+        """STORE_SCHEMA. Batches of earlier versions are read too: without `engine` it is null; features stored as
+        lists of floats come as the binary values of `fruitlake.vectors` (the run's compaction rewrites them)."""
+        uri = self._batch_uri(number)
+        if self.spark.read.parquet(uri).schema["features"].dataType == vectors.STORED:  # the Parquet footer only
+            return self.spark.read.schema(STORE_SCHEMA).parquet(uri)
+        log.info("store batch %d holds features as lists of floats (an earlier version): converting as read", number)
+        return vectors.lists_to_binary(self.spark.read.schema(LIST_SCHEMA).parquet(uri))
 
     def rows(self) -> DataFrame | None:
         """One row per path, from the newest committed batch holding it; None while the store is empty."""

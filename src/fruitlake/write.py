@@ -1,4 +1,5 @@
-"""Land the datasets under OUTPUT through Spark's writers (local, s3a://, EMR's s3://), swapped in whole.
+"""Land the datasets under OUTPUT (local, s3a://, EMR's s3://), swapped in whole: the CSVs and the PCA model through
+Spark's writers, the features dataset through `fruitlake.parquet`.
 
 Datasets are written under OUTPUT/_publish first and renamed into place one by one when all are written, so a
 reader sees a complete old or a complete new dataset, never part of one; the manifest is written last.
@@ -25,9 +26,7 @@ CSV_OPTIONS = {
     "header": "true", "quote": '"', "escape": '"', "encoding": "UTF-8",
     "ignoreLeadingWhiteSpace": "false", "ignoreTrailingWhiteSpace": "false",
 }
-# 1280 distinct floats per row: a dictionary never pays, and building one (then falling back) was most of the
-# JVM's CPU while featurizing.
-PARQUET_OPTIONS = {"parquet.enable.dictionary": "false"}
+# The features dataset: written by the Python workers (publish.py, fruitlake.parquet), `pca` added by reduce.py.
 FEATURE_COLUMNS = ["path", "label", "split", "length", "modification_time", "features", "pca"]
 
 
@@ -40,10 +39,6 @@ def write_csv(reduced: DataFrame, uri: str, k: int) -> None:
     rows.write.mode("overwrite").options(**CSV_OPTIONS).csv(uri)
 
 
-def write_features(reduced: DataFrame, uri: str) -> None:
-    reduced.select(*FEATURE_COLUMNS).write.mode("overwrite").options(**PARQUET_OPTIONS).parquet(uri)
-
-
 def write_rejects(rejects: DataFrame, uri: str) -> None:
     rows = rejects.select("path", F.col("error").alias("reason")).coalesce(1).sortWithinPartitions("path")
     rows.write.mode("overwrite").options(**CSV_OPTIONS).csv(uri)
@@ -53,7 +48,7 @@ def write_model(model: PipelineModel, uri: str) -> None:
     model.write().overwrite().save(uri)
 
 
-def publish_datasets(spark: SparkSession, output: str, writers: dict[str, Callable[[str], None]]) -> None:
+def publish_datasets(spark: SparkSession, output: str, writers: dict[str, Callable[[str], object]]) -> None:
     """Write each dataset under OUTPUT/_publish/<name>, in the order given, then rename each over OUTPUT/<name>.
 
     A kill before the renames leaves the old datasets; during them, each dataset is whole (old, new, or
