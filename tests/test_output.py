@@ -1,4 +1,5 @@
 import json
+import threading
 
 import pytest
 from helpers import manifest_document
@@ -35,6 +36,24 @@ def test_a_failing_writer_leaves_the_published_dataset_untouched(spark, tmp_path
         publish(spark, output, {"a": parquet_writer(spark, [5]), "b": broken})
     assert [r.v for r in spark.read.parquet(f"{output}/a").collect()] == [1]
     assert not (tmp_path / "out" / "b").exists()
+
+
+def test_the_first_dataset_is_written_before_the_others_which_are_written_side_by_side(spark, tmp_path):
+    output = tmp_path / "out"
+    together = threading.Barrier(2, timeout=60)  # broken, and the publication failed, if one waited for the other
+
+    def reading_the_first(values):
+        def write(uri):
+            first = spark.read.parquet(str(output / "_publish" / "first")).count()  # the CSV reads the features
+            together.wait()
+            parquet_writer(spark, [*values, first])(uri)
+
+        return write
+
+    publish(spark, str(output), {"first": parquet_writer(spark, [1, 2]), "b": reading_the_first([3]),
+                                 "c": reading_the_first([4])})
+    assert sorted(r.v for r in spark.read.parquet(str(output / "b")).collect()) == [2, 3]
+    assert sorted(r.v for r in spark.read.parquet(str(output / "c")).collect()) == [2, 4]
 
 
 def test_what_each_mode_may_write_into(spark, tmp_path):

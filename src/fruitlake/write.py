@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
+from pyspark import inheritable_thread_target
 from pyspark.ml import PipelineModel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -49,18 +51,29 @@ def write_model(model: PipelineModel, uri: str) -> None:
 
 
 def publish_datasets(spark: SparkSession, output: str, writers: dict[str, Callable[[str], object]]) -> None:
-    """Write each dataset under OUTPUT/_publish/<name>, in the order given, then rename each over OUTPUT/<name>.
+    """Write each dataset under OUTPUT/_publish/<name>, then rename each over OUTPUT/<name>. The first is written
+    alone, as the others may read it back (the CSV reads the features); the others side by side: each is a few
+    small Spark jobs, which one after another leave the cores idle in between.
 
     A kill before the renames leaves the old datasets; during them, each dataset is whole (old, new, or
     briefly absent) and the manifest still names the old store batch, so the next incremental run publishes
-    again.
+    again. A writer that fails fails the publication, once every other writer has ended.
     """
     staging, retired = fs.join(output, PUBLISH), fs.join(output, RETIRED)
     fs.delete(spark, staging)
-    for name, write in writers.items():
+
+    def write(name: str) -> None:
         started = time.perf_counter()
-        write(fs.join(staging, name))
+        writers[name](fs.join(staging, name))
         log.info("wrote %s in %.1f s", name, time.perf_counter() - started)
+
+    first, *others = writers
+    write(first)
+    with ThreadPoolExecutor(max_workers=max(1, len(others)), thread_name_prefix="publish") as pool:
+        # Each thread's jobs in this thread's job group (the stage's progress counts their tasks).
+        written = [pool.submit(inheritable_thread_target(write), name) for name in others]
+    for future in written:
+        future.result()  # raises the first writer's error
     fs.delete(spark, retired)
     for name in writers:
         target = fs.join(output, name)
