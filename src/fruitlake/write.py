@@ -69,11 +69,14 @@ def publish_datasets(spark: SparkSession, output: str, writers: dict[str, Callab
 
     first, *others = writers
     write(first)
+    started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, len(others)), thread_name_prefix="publish") as pool:
         # Each thread's jobs in this thread's job group (the stage's progress counts their tasks).
         written = [pool.submit(inheritable_thread_target(write), name) for name in others]
     for future in written:
         future.result()  # raises the first writer's error
+    if others:
+        log.info("wrote %s side by side in %.1f s", ", ".join(others), time.perf_counter() - started)
     fs.delete(spark, retired)
     for name in writers:
         target = fs.join(output, name)
