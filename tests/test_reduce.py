@@ -82,16 +82,17 @@ def test_pca_reuse_refuses_a_variance_it_would_ignore_as_it_refuses_another_k(sp
 
     from fruitlake.config import RunConfig
     from fruitlake.manifest import Manifest
+    from fruitlake.plan import command_of
     from fruitlake.reduce import plan_pca
 
     (tmp_path / "out" / "pca_model").mkdir(parents=True)
     previous = Manifest.from_json(manifest_document(variance_target=saved_target))  # k=1
-    config = RunConfig(str(tmp_path / "in"), str(tmp_path / "out"), mode="incremental", **options)
+    choice = command_of(RunConfig(str(tmp_path / "in"), str(tmp_path / "out"), mode="incremental", **options)).fit
     if refused:
         with pytest.raises(FruitlakeError, match=r"differs from the saved PCA's .* pass --pca refit"):
-            plan_pca(spark, config, str(tmp_path / "out"), previous, None)
+            plan_pca(spark, choice, str(tmp_path / "out"), previous, None, None)
     else:
-        assert plan_pca(spark, config, str(tmp_path / "out"), previous, None).action == "reuse"
+        assert plan_pca(spark, choice, str(tmp_path / "out"), previous, None, None).action == "reuse"
 
 
 @pytest.mark.parametrize("with_std", [False, True], ids=["centred", "standardised"])

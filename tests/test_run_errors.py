@@ -136,12 +136,12 @@ def test_an_output_or_table_that_is_a_file_is_refused_before_anything_is_written
     from fruitlake import FruitlakeError
     from fruitlake.config import RunConfig
     from fruitlake.pack import pack
-    from fruitlake.plan import check_locations
+    from fruitlake.plan import check_locations, command_of
 
     taken = tmp_path / "results.txt"
     taken.write_text("my results")
     with pytest.raises(FruitlakeError, match="exists and is a file, not a folder"):
-        check_locations(spark, RunConfig(str(sample_root), str(taken), report=False))
+        check_locations(spark, command_of(RunConfig(str(sample_root), str(taken), report=False)))
     with pytest.raises(FruitlakeError, match="TABLE .* exists and is a file, not a folder"):
         pack(spark, str(sample_root), str(taken))
     assert taken.read_text() == "my results"

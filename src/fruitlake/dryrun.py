@@ -20,7 +20,7 @@ from fruitlake.engines import engine_for
 from fruitlake.featurize import decode_contents, network_features
 from fruitlake.featurize_stage import read_within, rejected_unread
 from fruitlake.fetch import Wanted, fetch
-from fruitlake.plan import RunPlan, check_locations, plan
+from fruitlake.plan import Command, RunPlan, check_locations, command_of, plan
 from fruitlake.progress import Progress, Stages
 from fruitlake.session import session_for, tolerant_reads
 from fruitlake.settings import Settings
@@ -111,15 +111,18 @@ class DryRun:
 def dry_run(config: Config, spark: SparkSession | None = None, progress: Progress | None = None,
             settings: Settings | None = None) -> DryRun:
     """Plan `config` as `pipeline.run` would, and report instead of running. OUTPUT is only read."""
-    with session_for(config, spark, settings) as session:
-        return _dry_run(session, config, Stages(progress), settings)
+    command = command_of(config)
+    with session_for(command.uris, config.master, spark, settings) as session:
+        return _dry_run(session, config, command, Stages(progress), settings)
 
 
-def _dry_run(spark: SparkSession, config: Config, stages: Stages, settings: Settings | None) -> DryRun:
-    from_run = check_locations(spark, config)
+def _dry_run(spark: SparkSession, config: Config, command: Command, stages: Stages,
+             settings: Settings | None) -> DryRun:
+    from_run = check_locations(spark, command)
     split = F.coalesce(F.col("split"), F.lit("")).alias("split")
     label = F.coalesce(F.col("label"), F.lit("")).alias("label")
-    with plan(spark, config, stages, from_run, settings).releasing() as planned:  # the listing, read until the end
+    # The listing, read until the end.
+    with plan(spark, config, stages, from_run, settings, command).releasing() as planned:
         # A file the run would reject does not stop a dry run.
         with stages("calibrate", show=False), tolerant_reads(spark):
             todo = pending(planned.found.listing, planned.settled)

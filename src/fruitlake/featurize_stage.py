@@ -1,5 +1,6 @@
-"""The featurize stage, `featurize_stage(plan) -> CommitResult`: the pending images through the CNN into
-OUTPUT/_store, in batches (the Python workers' side of it is `featurize.py`).
+"""The featurize stage, `featurize_stage(spark, FeaturizeInput, stages) -> CommitResult`: the pending images
+through the CNN into OUTPUT/_store, in batches (the Python workers' side of it is `featurize.py`). Its input is
+what it needs of the plan (`RunPlan.featurizing` builds it), nothing of the config.
 
 Each batch of `--commit-every` images is one committed store write (`store.py`): a kill loses only the batch in
 flight, and the next run picks up what was committed. Afterwards the store holds one batch with exactly the
@@ -21,15 +22,40 @@ from fruitlake.discover import Discovered
 from fruitlake.engines import EngineSpec
 from fruitlake.featurize import FEATURES_SCHEMA, PASSTHROUGH, arrow_batches, featurize
 from fruitlake.images import EMPTY_FILE
+from fruitlake.network import RunNetwork
 from fruitlake.output import set_aside
-from fruitlake.plan import RunPlan
 from fruitlake.progress import Stage, Stages
 from fruitlake.session import file_splits, size_partitions, spark_conf, tolerant_reads
-from fruitlake.store import ENGINE, FILE_TOO_LARGE, UNKNOWN_ENGINE, batch_starts, in_range, pending, select_files
+from fruitlake.store import (
+    ENGINE,
+    FILE_TOO_LARGE,
+    UNKNOWN_ENGINE,
+    Store,
+    batch_starts,
+    in_range,
+    pending,
+    select_files,
+)
 
 log = logging.getLogger(__name__)
 
 Selection = Callable[[DataFrame], DataFrame]  # the rows of one batch's files, from a frame of INPUT's files
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeaturizeInput:
+    """What the featurize stage reads: INPUT's listing, the store, the network and the run's limits."""
+
+    output: str  # OUTPUT without a trailing slash
+    set_aside: bool  # an overwrite of a previous run: set it aside before the store is touched
+    found: Discovered
+    store: Store
+    network: RunNetwork
+    first_run: bool  # the store held nothing (not an incremental run): every file is pending
+    settled: DataFrame | None  # the stored rows this run does not redo
+    drop_missing: bool  # --missing drop, and stored rows whose file left INPUT
+    commit_every: int
+    max_bytes: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,32 +83,40 @@ class CommitResult:
     def good(self) -> DataFrame:
         return self.stored.where(F.col("error").isNull()).drop(ENGINE)
 
+    @property
+    def rejected(self) -> DataFrame:
+        return self.stored.where(F.col("error").isNotNull())
 
-def featurize_stage(spark: SparkSession, plan: RunPlan, stages: Stages) -> CommitResult:
+    @property
+    def changed(self) -> bool:
+        """Whether the store's rows differ from those before the run: new files featurized, or rows dropped."""
+        return bool(self.images_new) or self.dropped_missing
+
+
+def featurize_stage(spark: SparkSession, work: FeaturizeInput, stages: Stages) -> CommitResult:
     """Featurize the pending files into the store and compact it to one batch. From here on OUTPUT is written."""
     with stages("featurize", spark) as shown:
-        return _commit(spark, plan, shown)
+        return _commit(spark, work, shown)
 
 
-def _commit(spark: SparkSession, plan: RunPlan, shown: Stage) -> CommitResult:
-    config, store, found = plan.config, plan.store, plan.found
-    if config.mode == "overwrite" and not plan.state.empty:
-        set_aside(spark, plan.output)  # back in place if the run is refused late (`publish.refused_late`)
+def _commit(spark: SparkSession, work: FeaturizeInput, shown: Stage) -> CommitResult:
+    store, found, first_run = work.store, work.found, work.first_run
+    if work.set_aside:
+        set_aside(spark, work.output)  # back in place if the run is refused late (`publish.refused_late`)
     store.clean()
     if store.read_meta() is None:
-        store.write_meta(plan.network.identity)
-    first_run = plan.in_store is None
+        store.write_meta(work.network.identity)
     images_done = spark.sparkContext.accumulator(0)
     # Counted, sorted and read per batch: cached, so INPUT is listed and the store joined once (no features).
-    todo = pending(found.listing, plan.settled).select("path", "file_uri", "length").persist()
+    todo = pending(found.listing, work.settled).select("path", "file_uri", "length").persist()
     try:
         images = found.count if first_run else todo.count()
         shown.follow(lambda: images_done.value, images)
-        vanished = _featurize_pending(spark, plan, _batches(todo, first_run, images, found.total_bytes,
-                                                            config.commit_every), images, images_done)
+        vanished = _featurize_pending(spark, work, _batches(todo, first_run, images, found.total_bytes,
+                                                            work.commit_every), images, images_done)
     finally:
         todo.unpersist()
-    dropping = config.missing == "drop" and plan.images_missing > 0
+    dropping = work.drop_missing
     batches = store.batches()
     if len(batches) == 1 and not dropping:
         batch = batches[0]
@@ -129,7 +163,7 @@ def _batches(todo: DataFrame, first_run: bool, images: int, total_bytes: int, ev
                         bytes=sum(row["length"] for row in rows))
 
 
-def _featurize_pending(spark: SparkSession, plan: RunPlan, batches: Iterator[Batch], images: int,
+def _featurize_pending(spark: SparkSession, work: FeaturizeInput, batches: Iterator[Batch], images: int,
                        images_done: Accumulator[int]) -> int:
     """Commit each batch to the store; returns how many pending files vanished before they could be read.
 
@@ -141,11 +175,11 @@ def _featurize_pending(spark: SparkSession, plan: RunPlan, batches: Iterator[Bat
     with tolerant_reads(spark):  # a packed table's Parquet file that cannot be read
         for batch in batches:
             partitions = size_partitions(spark, batch.files, batch.bytes)
-            spec = plan.network.spec(spark)
-            rows = _featurized(plan.found, batch.select, spec, plan.config.max_bytes, images_done, partitions)
+            spec = work.network.spec(spark)
+            rows = _featurized(work.found, batch.select, spec, work.max_bytes, images_done, partitions)
             with spark_conf(spark, arrow_batches(spec) | file_splits(spark, batch.files, batch.bytes)):
-                number = plan.store.append(rows, plan.network.options.engine)
-            lost = batch.files - plan.store.read_batch(number).count()  # Parquet footers: no data is read
+                number = work.store.append(rows, work.network.options.engine)
+            lost = batch.files - work.store.read_batch(number).count()  # Parquet footers: no data is read
             if lost:
                 log.warning("%d files of store batch %d disappeared from INPUT, or changed, before they could be "
                             "read", lost, number)

@@ -5,6 +5,9 @@ The order is what makes a run safe to kill and to repeat:
    is touched, so a refusal leaves it as it was;
 2. `commit` puts the CNN's output into OUTPUT/_store in batches (`store.py`), which later runs pick up;
 3. `publish` writes the datasets aside and swaps them in whole; the manifest is written last.
+
+The runner wires the stages: each gets the narrow input the plan built for it (`planned.featurizing`,
+`planned.command.fit`, `planned.publishing`) and the previous stage's result, never the config.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from fruitlake.featurize_stage import CommitResult, featurize_stage
 from fruitlake.lock import OutputLock
 from fruitlake.manifest import Counts, Manifest, PcaFacts, SparkFacts
 from fruitlake.output import MANIFEST, REPLACED, put_back
-from fruitlake.plan import RunPlan, check_locations, plan
+from fruitlake.plan import RunPlan, check_locations, command_of, plan
 from fruitlake.progress import Progress, Stages
 from fruitlake.publish import publish, refused_late, up_to_date
 from fruitlake.redaction import redact
@@ -49,14 +52,15 @@ def run(config: Config, spark: SparkSession | None = None, progress: Progress | 
     """
     started, stages = time.perf_counter(), Stages(progress)
     settings = Settings.from_environ(os.environ) if settings is None else settings
-    with session_for(config, spark, settings) as session:
+    command = command_of(config)
+    with session_for(command.uris, config.master, spark, settings) as session:
         if spark is None:  # the session this run started: its start is part of the run
             stages.took("session", time.perf_counter() - started)
-        from_run = check_locations(session, config)
+        from_run = check_locations(session, command)
         with OutputLock(session, config.output):
-            with plan(session, config, stages, from_run, settings).releasing() as planned, \
+            with plan(session, config, stages, from_run, settings, command).releasing() as planned, \
                     _previous_put_back_on_failure(session, planned):
-                committed = featurize_stage(session, planned, stages)
+                committed = featurize_stage(session, planned.featurizing, stages)
                 if planned.report:
                     _preload_report()
                 pca, rewritten = _reduce_and_publish(session, planned, committed, stages)
@@ -94,17 +98,18 @@ def _previous_put_back_on_failure(spark: SparkSession, planned: RunPlan) -> Iter
 def _reduce_and_publish(spark: SparkSession, planned: RunPlan, committed: CommitResult,
                         stages: Stages) -> tuple[PcaFacts, bool]:
     """The PCA applied and whether the datasets were written again (not when nothing changed)."""
-    if up_to_date(spark, planned, committed):
+    target = planned.publishing
+    if up_to_date(spark, target, committed.batch, committed.changed):
         assert planned.previous is not None
         return planned.previous.pca_facts, False
     try:
         with stages("reduce", spark) as shown:
-            model, pca = reduce(planned.pca, planned.config, committed.good, committed.images_ok)
+            model, pca = reduce(planned.pca, planned.command.fit, committed.good, committed.images_ok)
             shown.note(f"k={pca.k} ({planned.pca.action})")
     except FruitlakeError as refusal:
-        raise refused_late(spark, planned, refusal) from None
+        raise refused_late(spark, target, refusal) from None
     with stages("write", spark) as shown:
-        publish(spark, planned, committed, model, pca.k)
+        publish(spark, target, committed.good, committed.rejected, model, pca.k)
         shown.count(committed.images_ok)
     return pca, True
 

@@ -25,10 +25,9 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from threadpoolctl import threadpool_limits
 
 from fruitlake import FruitlakeError, fs, vectors
-from fruitlake.config import DEFAULT_VARIANCE, Config, ProjectConfig, RunConfig
+from fruitlake.config import DEFAULT_VARIANCE
 from fruitlake.engines import _task_cpus
 from fruitlake.manifest import Manifest, PcaFacts
-from fruitlake.models import NETWORKS
 from fruitlake.output import PCA_MODEL
 from fruitlake.parquet import ArrowMap
 from fruitlake.redaction import redact
@@ -249,31 +248,41 @@ class PcaPlan:
         return self.action in ("fit", "refit")
 
 
-def plan_pca(spark: SparkSession, config: Config, output: str, previous: Manifest | None,
-             from_run: Manifest | None) -> PcaPlan:
-    """Fit on a first run; reuse the saved PCA on an incremental one unless told to refit; project-images
-    applies the PCA of the run it names (`from_run`, that run's manifest)."""
-    if isinstance(config, ProjectConfig):
-        assert from_run is not None
-        source = config.from_run.rstrip("/")
+@dataclass(frozen=True, kw_only=True)
+class PcaChoice:
+    """How a `fruitlake run` chooses its PCA (project-images fits none and has none)."""
+
+    pca: str  # reuse or refit: what an incremental run does with the saved PCA
+    k: int | None  # None: the smallest k that reaches `variance`
+    variance: float
+    feature_dim: int  # the network's features, the most components a PCA can keep
+
+
+def plan_pca(spark: SparkSession, choice: PcaChoice | None, output: str, previous: Manifest | None,
+             from_run: Manifest | None, source_run: str | None) -> PcaPlan:
+    """Fit on a first run; reuse the saved PCA on an incremental one unless told to refit (`choice`, a run's);
+    project-images (no `choice`) applies the PCA of the run in `source_run`, whose manifest is `from_run`."""
+    if choice is None:
+        assert from_run is not None and source_run is not None  # project-images names its run
+        source = source_run.rstrip("/")
         return PcaPlan(action="project", model_uri=fs.join(source, PCA_MODEL), source=from_run.pca_facts,
                        source_run=source)
     saved = fs.join(output, PCA_MODEL)
     if previous is None or not fs.exists(spark, saved):
         return PcaPlan(action="fit")
-    if config.pca == "refit":
+    if choice.pca == "refit":
         return PcaPlan(action="refit")
     stored_k, stored_target = previous.pca_facts.k, previous.pca_facts.variance_target
-    if config.k is not None and config.k != stored_k:
+    if choice.k is not None and choice.k != stored_k:
         raise FruitlakeError(
-            f"k={config.k} differs from the saved PCA's k={stored_k}: --pca reuse keeps k; "
+            f"k={choice.k} differs from the saved PCA's k={stored_k}: --pca reuse keeps k; "
             "pass --pca refit to fit a new PCA on all stored features"
         )
     # A --variance other than the default is one the user gave: refused, as a --k, unless the saved PCA's own.
-    if config.k is None and config.variance != DEFAULT_VARIANCE and config.variance != stored_target:
+    if choice.k is None and choice.variance != DEFAULT_VARIANCE and choice.variance != stored_target:
         fitted = f"variance {stored_target}" if stored_target is not None else "a fixed k"
         raise FruitlakeError(
-            f"variance={config.variance} differs from the saved PCA's ({fitted}, k={stored_k}): --pca reuse "
+            f"variance={choice.variance} differs from the saved PCA's ({fitted}, k={stored_k}): --pca reuse "
             "keeps k; pass --pca refit to fit a new PCA on all stored features"
         )
     return PcaPlan(action="reuse", model_uri=saved, source=previous.pca_facts)
@@ -289,8 +298,9 @@ def same_pca(plan: PcaPlan, previous: Manifest) -> bool:
             and fitted is not None and previous.pca_facts.pca_fitted_utc == fitted)
 
 
-def reduce(plan: PcaPlan, config: Config, good: DataFrame, images_ok: int) -> tuple[PipelineModel, PcaFacts]:
-    """The PCA to apply to the decoded images' features, and what the manifest says about it."""
+def reduce(plan: PcaPlan, choice: PcaChoice | None, good: DataFrame, images_ok: int) -> tuple[PipelineModel, PcaFacts]:
+    """The PCA to apply to the decoded images' features, and what the manifest says about it; `choice`: how a
+    run fits it (None for project-images, which never fits)."""
     if not plan.fits:
         assert plan.model_uri is not None  # reuse and project name the saved model
         model = PipelineModel.load(plan.model_uri)
@@ -298,12 +308,12 @@ def reduce(plan: PcaPlan, config: Config, good: DataFrame, images_ok: int) -> tu
         assert source is not None  # a reused or projected PCA has the facts of its fit
         assert isinstance(pca, PCAModel)  # the pipeline is [centre, PCA], as `fit` makes it
         return model, dataclasses.replace(source, k=pca.getK())
-    assert isinstance(config, RunConfig)  # project-images never fits
-    reduction = fit(good, images_ok, NETWORKS[config.model].feature_dim, config.k, config.variance)
+    assert choice is not None  # project-images never fits
+    reduction = fit(good, images_ok, choice.feature_dim, choice.k, choice.variance)
     return reduction.model, PcaFacts(
         k=reduction.k,
         explained_variance=round(reduction.explained_variance, 6),
-        variance_target=None if config.k is not None else config.variance,
+        variance_target=None if choice.k is not None else choice.variance,
         explained_variance_curve=[round(v, 6) for v in reduction.variance_curve],
         pca_fitted_images=images_ok,
         pca_fitted_utc=datetime.now(UTC).isoformat(timespec="microseconds"),

@@ -20,7 +20,6 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, jvmcache, s3
-from fruitlake.config import Config, ProjectConfig
 from fruitlake.console import notice_interrupts
 from fruitlake.safety import private_temp_dir
 from fruitlake.settings import Settings
@@ -214,14 +213,15 @@ def spark_conf(spark: SparkSession, changes: Mapping[str, str]) -> Iterator[None
 
 
 @contextmanager
-def session_for(config: Config, spark: SparkSession | None, settings: Settings | None = None) -> Iterator[SparkSession]:
-    """`spark`, set up for the config's locations (S3), or a session started for it and stopped afterwards."""
-    uris = (config.input, config.output) + ((config.from_run,) if isinstance(config, ProjectConfig) else ())
+def session_for(uris: tuple[str, ...], master: str | None, spark: SparkSession | None,
+                settings: Settings | None = None) -> Iterator[SparkSession]:
+    """`spark`, set up for the run's locations `uris` (S3), or a session started for them (on `master`) and
+    stopped afterwards."""
     if spark is not None:
         s3.configure_session(spark, uris)
         yield spark
         return
-    with spark_session(config.master, uris=uris, settings=settings) as own:
+    with spark_session(master, uris=uris, settings=settings) as own:
         yield own
 
 
