@@ -105,12 +105,10 @@ def prepare_engine(spark, loaded, engine: str, batch_size: int, max_pixels: int,
     The ONNX form comes from the conversion cache a run uses (keyed by the weights' sha256): converted once.
     """
     from fruitlake.engines import EngineOptions, make_spec
-    from fruitlake.models import Weights
     from fruitlake.onnx_cache import onnx_model
 
-    weights = Weights(loaded.weights_path, loaded.weights_sha256)
     payload = (loaded.weights if engine == "keras"
-               else onnx_model(loaded.network.name, weights, loaded.image_size).model_bytes)
+               else onnx_model(loaded.network.name, loaded.weights_file, loaded.image_size).model_bytes)
     options = EngineOptions(model=loaded.network.name, image_size=loaded.image_size, engine=engine, precision=precision,
                             batch_size=batch_size, max_pixels=max_pixels)
     return make_spec(spark, payload, options)

@@ -44,7 +44,7 @@ def test_what_crosses_to_executors_does_not_name_the_weights_file(spark, loaded_
     finally:
         spec.payload.unpersist()
     assert len(shipped) < 100_000  # the 14 MB of weights travel once, in the broadcast, not in each task
-    path = loaded_network.weights_path
+    path = loaded_network.weights_file.path
     assert path.encode() not in shipped and os.path.basename(path).encode() not in shipped
 
 
@@ -117,7 +117,7 @@ def test_spark_submit_runs_fruitlake_in_the_session_it_starts(s3_env, s3a_jars, 
     assert manifest["spark_master"] == "local[2]" and manifest["spark_default_parallelism"] == 2
     assert manifest["input"] == f"s3://{S3_BUCKET}/{s3_images}"
     assert (manifest["weights"], manifest["onnx_file"]) == (uris["weights"], uris["onnx"])
-    assert manifest["weights_sha256"] == converted.weights_sha256
+    assert manifest["weights_sha256"] == converted.weights_file.sha256
     assert (manifest["images_ok"], manifest["images_rejected"], manifest["k"]) == (24, 1, 3)
     table = s3_bucket.csv("submitted/pca_csv")
     assert len(table) == 24 and table["path"].str.startswith(f"s3://{S3_BUCKET}/{s3_images}/").all()

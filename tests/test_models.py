@@ -8,7 +8,7 @@ from fruitlake.models import NETWORKS, load_network, resolve_weights, sha256_of
 
 
 def test_real_weights_load_with_their_checksum(loaded_network, weights_path):
-    assert loaded_network.weights_sha256 == sha256_of(weights_path)
+    assert loaded_network.weights_file.sha256 == sha256_of(weights_path)
     assert len(loaded_network.weights) > 100
     assert loaded_network.build_keras().output_shape == (None, 1280)
 
@@ -82,7 +82,7 @@ def test_the_int8_model_is_deterministic_and_says_what_it_is(weights_path, int8_
     assert built[0].model_bytes == built[1].model_bytes
     assert Path(built[0].onnx_path).name.endswith("-int8.onnx")
     meta = onnx_metadata(built[0].model_bytes)
-    assert meta[META_PRECISION] == "int8" and meta[META_SHA256] == fp32.weights_sha256
+    assert meta[META_PRECISION] == "int8" and meta[META_SHA256] == fp32.weights_file.sha256
     with pytest.raises(FruitlakeError, match=r"fruitlake.precision=int8; expected .*, fp32\)"):
         onnx_model("mobilenet_v2", weights_path, 224, prebuilt=built[0].onnx_path)  # an int8 file is not fp32
 

@@ -157,7 +157,7 @@ def test_a_step_runs_from_the_node_venv_on_the_uploaded_onnx_file(node, sample_r
     assert done.returncode == 0, done.stderr[-4000:]
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["onnx_file"] == converted.onnx_path
-    assert manifest["weights"] == weights_path and manifest["weights_sha256"] == converted.weights_sha256
+    assert manifest["weights"] == weights_path and manifest["weights_sha256"] == converted.weights_file.sha256
     assert manifest["images_ok"] == manifest["images_total"] > 3 and manifest["k"] == 3
     assert "tensorflow" not in manifest["versions"]
 

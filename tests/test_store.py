@@ -8,7 +8,8 @@ from pyspark.sql import types as T
 
 from fruitlake import FruitlakeError
 from fruitlake.featurize import FEATURES_SCHEMA
-from fruitlake.store import LIST_SCHEMA, READ_FAILED, Store, StoreMeta, missing, pending, require_meta, settled
+from fruitlake.models import NetworkId
+from fruitlake.store import LIST_SCHEMA, READ_FAILED, Store, missing, pending, require_meta, settled
 
 T0, T1 = datetime(2025, 1, 1, 12, 0, 0), datetime(2025, 1, 8, 12, 0, 0)
 ONE, TWO = (np.array([value], "<f4").tobytes() for value in (1.0, 2.0))  # one feature each, as stored
@@ -110,15 +111,15 @@ def test_a_file_whose_folder_now_names_another_split_is_pending_and_a_rerun_is_s
 
 def test_features_of_another_network_are_never_mixed_in(spark, tmp_path):
     store = Store(spark, str(tmp_path / "out"))
-    meta = StoreMeta("mobilenet_v2", 224, "ab" * 32)
+    meta = NetworkId(model="mobilenet_v2", image_size=224, weights_sha256="ab" * 32)
     require_meta(store, meta)  # an empty store accepts anything
     store.write_meta(meta)
     assert store.read_meta() == meta
     require_meta(store, meta)
     with pytest.raises(FruitlakeError, match="image_size 160 differs from the stored features' 224"):
-        require_meta(store, StoreMeta("mobilenet_v2", 160, "ab" * 32))
+        require_meta(store, NetworkId(model="mobilenet_v2", image_size=160, weights_sha256="ab" * 32))
     with pytest.raises(FruitlakeError, match="weights_sha256 .* differs"):
-        require_meta(store, StoreMeta("mobilenet_v2", 224, "cd" * 32))
+        require_meta(store, NetworkId(model="mobilenet_v2", image_size=224, weights_sha256="cd" * 32))
 
 
 def test_a_file_that_could_not_be_read_is_tried_again_and_a_limit_reject_only_under_another_limit(spark):

@@ -51,7 +51,7 @@ def keras_to_onnx(loaded: LoadedNetwork, opset: int = ONNX_OPSET) -> bytes:
     model = loaded.build_keras()
     spec = (tf.TensorSpec((None, loaded.image_size, loaded.image_size, 3), tf.float32, name="images"),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
-    origin = {META_SHA256: loaded.weights_sha256, META_MODEL: loaded.network.name,
+    origin = {META_SHA256: loaded.weights_file.sha256, META_MODEL: loaded.network.name,
               META_IMAGE_SIZE: str(loaded.image_size)}
     for key, value in origin.items():
         proto.metadata_props.add(key=key, value=value)

@@ -29,7 +29,7 @@ _ENGINES: dict[str, Engine] = {}
 
 @dataclass(frozen=True, kw_only=True)
 class EngineOptions:
-    """Which network, on which engine, fed how: everything of a run that the workers need to know."""
+    """(b) Which network, on which engine, fed how: everything of a run that the workers need to know."""
 
     model: str
     image_size: int
@@ -41,8 +41,8 @@ class EngineOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class EngineSpec:
-    """What crosses to the workers: the options, the broadcast payload and the id under which a worker keeps the
-    engine it built. Pickles (a Broadcast pickles as its id)."""
+    """(b) What crosses to the workers: the options, the broadcast payload and the id under which a worker keeps
+    the engine it built. Pickles (a Broadcast pickles as its id)."""
 
     key: str
     options: EngineOptions

@@ -185,30 +185,30 @@ def export(spark: SparkSession, output: str, target: str, precision: str = "fp32
     if precision not in PRECISIONS:
         raise FruitlakeError(f"--precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
     manifest, head, metrics = read_head(spark, output)
-    net = manifest.network
-    found = weights_file(net.model, weights or net.weights)
-    if found.sha256 != net.weights_sha256:
+    net, used = manifest.network, manifest.network.identity
+    found = weights_file(used.model, weights or net.weights)
+    if found.sha256 != used.weights_sha256:
         raise FruitlakeError(f"weights {found.path!r} (sha256 {found.sha256[:16]}...) are not the run's "
-                             f"(sha256 {net.weights_sha256[:16]}...): pass the run's weights with --weights")
-    if net.feature_dim != NETWORKS[net.model].feature_dim or net.feature_dim != head.axes.shape[0]:
+                             f"(sha256 {used.weights_sha256[:16]}...): pass the run's weights with --weights")
+    if net.feature_dim != NETWORKS[used.model].feature_dim or net.feature_dim != head.axes.shape[0]:
         raise FruitlakeError(f"the run's PCA takes {head.axes.shape[0]} features, the network gives {net.feature_dim}")
     metadata = {
         META_LABELS: json.dumps(head.labels, ensure_ascii=False),
-        META_SHA256: net.weights_sha256,
+        META_SHA256: used.weights_sha256,
         META_K: str(head.axes.shape[1]),
         META_VERSION: __version__,
         META_PRECISION: precision,
-        META_IMAGE_SIZE: str(net.image_size),
+        META_IMAGE_SIZE: str(used.image_size),
         META_RESIZE: RESIZE_RULE,
-        "fruitlake.model": net.model,
+        "fruitlake.model": used.model,
         "fruitlake.classifier_test_accuracy": str(metrics["test_accuracy"]),
     }
-    fp32 = build_model(onnx_model(net.model, found, net.image_size).model_bytes, head, net.image_size, metadata)
+    fp32 = build_model(onnx_model(used.model, found, used.image_size).model_bytes, head, used.image_size, metadata)
     result: JsonDict = {"precision": precision, "labels": len(head.labels), "k": head.axes.shape[1]}
     if precision == "int8":
-        int8 = build_model(onnx_model(net.model, found, net.image_size, precision="int8").model_bytes, head,
-                           net.image_size, metadata)
-        accuracies, scored = accuracies_on_test_rows(spark, output, net.image_size, {
+        int8 = build_model(onnx_model(used.model, found, used.image_size, precision="int8").model_bytes, head,
+                           used.image_size, metadata)
+        accuracies, scored = accuracies_on_test_rows(spark, output, used.image_size, {
             "fp32": fp32.SerializeToString(), "int8": int8.SerializeToString()})
         fp32_accuracy, int8_accuracy = accuracies["fp32"], accuracies["int8"]
         result.update(fp32_test_accuracy=round(fp32_accuracy, 6), int8_test_accuracy=round(int8_accuracy, 6),

@@ -15,6 +15,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, fs
+from fruitlake.models import NetworkId
 from fruitlake.redaction import redact_tree
 
 JsonDict = dict[str, Any]
@@ -34,18 +35,15 @@ class PcaFacts:
 
 @dataclass(frozen=True)
 class NetworkFacts:
-    """The network every feature was made with."""
+    """(c) What the manifest records of the network: its identity, and how this run used it."""
 
-    model: str
+    identity: NetworkId  # model, image size, weights' sha256, precision: flat in manifest.json, as before
     engine: str  # this run's: what featurized its cnn_images, and what project-images --from-run it uses
     # The published features by the engine that made them: an incremental run publishes earlier runs' features
     # too, which may come from other engines ("unknown": stored by a version that did not record it).
     feature_engines: dict[str, int]
-    precision: str  # of every stored feature: an incremental run refuses another
     weights: str  # as given: a URI, or the local file
-    weights_sha256: str
     onnx_file: str | None  # the ONNX file the engine was made from (None for keras, or when none could be cached)
-    image_size: int
     feature_dim: int
     batch_size: int
 
@@ -104,7 +102,7 @@ class Manifest:
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
             if item.name in _NESTED:
-                document.update(dataclasses.asdict(value))
+                document.update(_flat(value))
             else:
                 document[item.name] = value
         redacted: JsonDict = redact_tree(document)
@@ -131,6 +129,7 @@ class Manifest:
 
 
 _NESTED: dict[str, type] = {"counts": Counts, "pca_facts": PcaFacts, "network": NetworkFacts, "spark": SparkFacts}
+_INNER: dict[str, type] = {"identity": NetworkId}  # parts within a part, flat in the document as well
 # Keys that manifests of earlier versions lack, with what those versions did.
 _OLD_DEFAULTS: JsonDict = {
     "command": "run", "input_root": None, "precision": "fp32", "onnx_file": None, "missing_policy": "keep",
@@ -142,10 +141,24 @@ _OLD_DEFAULTS: JsonDict = {
 }
 
 
+def _flat(part: Any) -> JsonDict:
+    """A part's fields as manifest.json holds them: those of a part within it (`NetworkId`) beside its own."""
+    document: JsonDict = {}
+    for item in dataclasses.fields(part):
+        value = getattr(part, item.name)
+        if item.name in _INNER:
+            document.update(_flat(value))
+        else:
+            document[item.name] = value
+    return document
+
+
 def _part(kind: type, document: JsonDict) -> Any:
     values = {}
     for item in dataclasses.fields(kind):
-        if item.name in document:
+        if item.name in _INNER:
+            values[item.name] = _part(_INNER[item.name], document)
+        elif item.name in document:
             values[item.name] = document[item.name]
         elif item.name in _OLD_DEFAULTS:
             values[item.name] = _OLD_DEFAULTS[item.name]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ def _build_mobilenet_v2(image_size: int, weights: str | None) -> KerasModel:
 
 @dataclass(frozen=True)
 class Network:
+    """A registry entry: an architecture, how to build it, normalise its input and how many features it gives."""
+
     name: str
     feature_dim: int
     build: Callable[[int, str | None], KerasModel]  # (image_size, weights path or None) -> keras.Model
@@ -85,9 +87,27 @@ def resolve_weights(network: Network, weights: str) -> Path:
     return path
 
 
+@dataclass(frozen=True, kw_only=True)
+class NetworkId:
+    """(a) The identity of a run's network: features made with the same one are comparable, and only those."""
+
+    model: str
+    image_size: int
+    weights_sha256: str
+    precision: str = "fp32"  # bf16 and int8 features differ from fp32 ones by a few percent
+
+    def mismatch(self, other: NetworkId) -> str | None:
+        """What of `other` differs from this identity (that of stored features), or None."""
+        for item in fields(self):
+            mine, theirs = getattr(self, item.name), getattr(other, item.name)
+            if mine != theirs:
+                return f"{item.name} {theirs!r} differs from the stored features' {mine!r}"
+        return None
+
+
 @dataclass(frozen=True)
 class Weights:
-    """A weights file, found and hashed once: the sha256 says which network every feature was made with."""
+    """A loaded artefact: a weights file, found and hashed once (its sha256 is the `NetworkId`'s)."""
 
     path: str
     sha256: str
@@ -103,13 +123,12 @@ def weights_file(name: str, weights: str | Weights) -> Weights:
 
 @dataclass(frozen=True)
 class LoadedNetwork:
-    """What the driver knows after loading: plain arrays, no live model, so it pickles and broadcasts."""
+    """A loaded artefact: the network in Keras as plain arrays, no live model, so it pickles and broadcasts."""
 
     network: Network
     image_size: int
-    weights_path: str
-    weights_sha256: str
-    weights: list[NDArray[np.float32]]
+    weights_file: Weights
+    weights: list[NDArray[np.float32]]  # Keras' get_weights()
 
     def build_keras(self) -> KerasModel:
         model = self.network.build(self.image_size, None)
@@ -130,4 +149,4 @@ def load_network(name: str, weights: str | Weights, image_size: int) -> LoadedNe
         ) from None
     if model.output_shape[-1] != network.feature_dim:
         raise FruitlakeError(f"{network.name} gives {model.output_shape[-1]} features, not {network.feature_dim}")
-    return LoadedNetwork(network, image_size, path, found.sha256, model.get_weights())
+    return LoadedNetwork(network, image_size, found, model.get_weights())

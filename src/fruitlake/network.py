@@ -1,8 +1,8 @@
 """The network of a run, resolved once on the driver: engine options, weights file and sha256, ONNX file.
 
-From this one value derive the store's identity (`StoreMeta`), the manifest's network fields (`NetworkFacts`)
-and the engine the workers build (`EngineSpec`). The network itself is built only when the CNN has work: an
-incremental run with nothing new never pays for it.
+From this one value derive the network's identity (`models.NetworkId`, which the store keeps), the manifest's
+network fields (`NetworkFacts`) and the engine the workers build (`EngineSpec`). The network itself is built
+only when the CNN has work: an incremental run with nothing new never pays for it.
 
 Weights (and a prebuilt ONNX file) given as a URI, e.g. s3:// on EMR, are copied to a local folder through
 Hadoop's FileSystem first: Keras and ONNX Runtime read local files only.
@@ -17,13 +17,15 @@ from pyspark.sql import SparkSession
 from fruitlake import FruitlakeError, fs
 from fruitlake.engines import EngineOptions, EngineSpec, make_spec, require_cpu
 from fruitlake.manifest import NetworkFacts
-from fruitlake.models import NETWORKS, Weights, load_network, weights_file
+from fruitlake.models import NETWORKS, NetworkId, Weights, load_network, weights_file
 from fruitlake.onnx_cache import OnnxModel, onnx_model
 from fruitlake.redaction import redact
-from fruitlake.store import Store, StoreMeta, require_meta
+from fruitlake.store import Store, require_meta
 
 
 class RunNetwork:
+    """The driver's resolver of a run's network: from it come (a) `identity`, (b) `spec()` and (c) `facts()`."""
+
     def __init__(self, spark: SparkSession, options: EngineOptions, weights: str, onnx: str | None = None,
                  cache: Path | None = None) -> None:
         self.options = options
@@ -37,19 +39,18 @@ class RunNetwork:
         self._spec: EngineSpec | None = None
 
     @property
-    def identity(self) -> StoreMeta:
+    def identity(self) -> NetworkId:
         """What stored features must share with this run's to be mixed with them."""
         options = self.options
-        return StoreMeta(options.model, options.image_size, self.weights.sha256, options.precision)
+        return NetworkId(model=options.model, image_size=options.image_size, weights_sha256=self.weights.sha256,
+                         precision=options.precision)
 
     def facts(self, feature_engines: dict[str, int]) -> NetworkFacts:
         """The manifest's network fields; `feature_engines`: the published features by the engine that made them."""
         options = self.options
         return NetworkFacts(
-            model=options.model, engine=options.engine, feature_engines=feature_engines,
-            precision=options.precision, weights=self.source,
-            weights_sha256=self.weights.sha256, onnx_file=self.onnx_file, image_size=options.image_size,
-            feature_dim=NETWORKS[options.model].feature_dim, batch_size=options.batch_size,
+            identity=self.identity, engine=options.engine, feature_engines=feature_engines, weights=self.source,
+            onnx_file=self.onnx_file, feature_dim=NETWORKS[options.model].feature_dim, batch_size=options.batch_size,
         )
 
     def require(self, expected_sha256: str | None, store: Store | None) -> None:

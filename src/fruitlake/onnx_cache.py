@@ -18,10 +18,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class OnnxModel:
-    """The ONNX form of a network with given weights: where the weights and the converted file are, and its bytes."""
+    """A loaded artefact: the ONNX form of a network with given weights, where the converted file is, and its bytes."""
 
-    weights_path: str
-    weights_sha256: str
+    weights_file: Weights
     onnx_path: str  # the cached conversion, or the prebuilt file given with --onnx
     model_bytes: bytes
 
@@ -55,18 +54,18 @@ def onnx_model(name: str, weights: str | Weights, image_size: int, prebuilt: str
     (an EMR step: TensorFlow is not installed there) is used only if its metadata names these weights.
     """
     found = weights_file(name, weights)
-    path, digest = found.path, found.sha256
+    digest = found.sha256
     if prebuilt is not None:
         model_bytes = Path(prebuilt).read_bytes()
         check_onnx_origin(model_bytes, prebuilt, name, digest, image_size, precision)
-        return OnnxModel(path, digest, prebuilt, model_bytes)
+        return OnnxModel(found, prebuilt, model_bytes)
     cached = onnx_cache_path(name, digest, image_size, precision, cache)
     if cached.is_file() and cached.stat().st_size > 0:
         log.info("ONNX model from cache %s", cached)
-        return OnnxModel(path, digest, str(cached), cached.read_bytes())
+        return OnnxModel(found, str(cached), cached.read_bytes())
     if precision == "int8":
         model_bytes = quantize_int8(onnx_model(name, found, image_size, cache=cache).model_bytes, name, image_size)
     else:
         model_bytes = keras_to_onnx(load_network(name, found, image_size))
     _cache(cached, model_bytes)
-    return OnnxModel(path, digest, str(cached), model_bytes)
+    return OnnxModel(found, str(cached), model_bytes)

@@ -205,7 +205,7 @@ def _check_network(network: RunNetwork, config: Config, store: Store, from_run: 
     """The weights are those of --from-run or of OUTPUT's store, and load into the network (checked only when
     neither vouches for them), before anything is written."""
     incremental = config.mode == "incremental"
-    network.require(from_run.network.weights_sha256 if from_run is not None else None,
+    network.require(from_run.network.identity.weights_sha256 if from_run is not None else None,
                     store if incremental else None)
     if from_run is None and not (incremental and store.read_meta() is not None):
         network.check()
@@ -231,7 +231,7 @@ def _network(spark: SparkSession, command: Command, config: Config, from_run: Ma
         assert command.weights is not None  # a run's weights default to $FRUITLAKE_WEIGHTS
         return RunNetwork(spark, command.network, command.weights, command.onnx, cache)
     assert from_run is not None  # project-images: the network of the run it names
-    used = from_run.network
-    options = EngineOptions(model=used.model, image_size=used.image_size, engine=used.engine, precision=used.precision,
-                            batch_size=config.batch_size, max_pixels=config.max_pixels)
+    used, identity = from_run.network, from_run.network.identity
+    options = EngineOptions(model=identity.model, image_size=identity.image_size, engine=used.engine,
+                            precision=identity.precision, batch_size=config.batch_size, max_pixels=config.max_pixels)
     return RunNetwork(spark, options, command.weights or used.weights, cache=cache)

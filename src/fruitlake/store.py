@@ -10,9 +10,9 @@ Readers of the datasets never look here: Spark skips folders whose names start w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -22,6 +22,7 @@ from fruitlake import FruitlakeError, fs, vectors
 from fruitlake.featurize import FEATURES_SCHEMA
 from fruitlake.featurize import READ_FAILED as READ_FAILED_PREFIX
 from fruitlake.fetch import READ_FAILED as READ_FAILED  # re-exported: a reason tried again
+from fruitlake.models import NetworkId
 from fruitlake.output import STORE
 from fruitlake.parquet import PARQUET_OPTIONS
 
@@ -37,23 +38,6 @@ COLUMNS = [field.name for field in STORE_SCHEMA.fields]
 LIST_SCHEMA = T.StructType([T.StructField(field.name, vectors.PUBLISHED, True) if field.name == "features" else field
                             for field in STORE_SCHEMA.fields])  # the rows as stores before the binary layout hold them
 UNKNOWN_ENGINE = "unknown"  # features stored by a version that did not record their engine
-
-
-@dataclass(frozen=True)
-class StoreMeta:
-    """What every stored feature was made with; features from another network must never be mixed in."""
-
-    model: str
-    image_size: int
-    weights_sha256: str
-    precision: str = "fp32"  # bf16 features differ from fp32 ones by a few percent
-
-    def mismatch(self, other: StoreMeta) -> str | None:
-        for name in ("model", "image_size", "weights_sha256", "precision"):
-            if getattr(self, name) != getattr(other, name):
-                mine, theirs = getattr(self, name), getattr(other, name)
-                return f"{name} {theirs!r} differs from the stored features' {mine!r}"
-        return None
 
 
 class Store:
@@ -80,14 +64,15 @@ class Store:
     def exists(self) -> bool:
         return fs.exists(self.spark, self.uri)
 
-    def read_meta(self) -> StoreMeta | None:
+    def read_meta(self) -> NetworkId | None:
+        """The network every stored feature was made with (_meta.json; without `precision` before bf16: fp32)."""
         uri = fs.join(self.uri, META)
         if not fs.exists(self.spark, uri):
             return None
-        return StoreMeta(**json.loads(fs.read_bytes(self.spark, uri).decode("utf-8")))
+        return NetworkId(**json.loads(fs.read_bytes(self.spark, uri).decode("utf-8")))
 
-    def write_meta(self, meta: StoreMeta) -> None:
-        fs.write_json(self.spark, fs.join(self.uri, META), meta.__dict__)
+    def write_meta(self, meta: NetworkId) -> None:
+        fs.write_json(self.spark, fs.join(self.uri, META), dataclasses.asdict(meta))
 
     def clean(self) -> int:
         """Delete batches a killed run left uncommitted; returns how many."""
@@ -185,7 +170,8 @@ def missing(done: DataFrame | None, listing: DataFrame) -> DataFrame | None:
     return done.join(listing.select("path"), on="path", how="left_anti")
 
 
-def require_meta(store: Store, meta: StoreMeta) -> None:
+def require_meta(store: Store, meta: NetworkId) -> None:
+    """Refuse to mix features of `meta` into a store of another network's."""
     stored = store.read_meta()
     if stored is not None and (problem := stored.mismatch(meta)):
         raise FruitlakeError(

@@ -164,7 +164,7 @@ def train(spark: SparkSession, output: str, grid: tuple[float, ...] = REG_GRID, 
         },
         "k": manifest.pca_facts.k,
         "pca_fitted_utc": manifest.pca_facts.pca_fitted_utc,
-        "weights_sha256": manifest.network.weights_sha256,
+        "weights_sha256": manifest.network.identity.weights_sha256,
         **confusion_metrics(labels, confusion),
         "seconds": round(time.perf_counter() - started, 3),
     }

@@ -83,12 +83,12 @@ def upload_network(s3: Client, config: CloudConfig, weights: str, model: str, im
             "pip install 'fruitlake[convert]' (the cluster itself never installs TensorFlow)"
         ) from None
     bucket = config.bucket_name
-    prefix = f"{WEIGHTS_PREFIX}{converted.weights_sha256[:16]}/"
+    prefix = f"{WEIGHTS_PREFIX}{converted.weights_file.sha256[:16]}/"
     if weights.startswith("s3://"):
         weights_uri = weights
     else:
-        weights_key = prefix + Path(converted.weights_path).name
-        _upload(s3, bucket, weights_key, Path(converted.weights_path), echo)
+        weights_key = prefix + Path(converted.weights_file.path).name
+        _upload(s3, bucket, weights_key, Path(converted.weights_file.path), echo)
         weights_uri = config.s3_uri(weights_key)
     onnx_file = Path(converted.onnx_path)
     if not onnx_file.is_file():  # the conversion cache could not be written (a read-only home)
@@ -96,4 +96,4 @@ def upload_network(s3: Client, config: CloudConfig, weights: str, model: str, im
         onnx_file.write_bytes(converted.model_bytes)
     onnx_key = prefix + onnx_file.name
     _upload(s3, bucket, onnx_key, onnx_file, echo)
-    return UploadedNetwork(weights_uri, config.s3_uri(onnx_key), converted.weights_sha256)
+    return UploadedNetwork(weights_uri, config.s3_uri(onnx_key), converted.weights_file.sha256)

@@ -183,6 +183,7 @@ def _skipped(manifest: Manifest) -> str:
 def _facts(manifest: Manifest) -> str:
     """What the run read, chose and ran on."""
     counts, pca, network, spark = manifest.counts, manifest.pca_facts, manifest.network, manifest.spark
+    used = network.identity
     chosen_by = f"variance target {pca.variance_target}" if pca.variance_target else "fixed --k"
     rows: list[tuple[str, object]] = [
         ("input", manifest.input),
@@ -194,12 +195,12 @@ def _facts(manifest: Manifest) -> str:
         ("k (principal components)", pca.k),
         ("explained variance at k", _percent(pca.explained_variance, 2)),
         ("k chosen by", chosen_by),
-        ("model", f"{network.model} ({network.feature_dim} features, {network.image_size} px input)"),
-        ("engine", f"{network.engine} ({network.precision})"
+        ("model", f"{used.model} ({network.feature_dim} features, {used.image_size} px input)"),
+        ("engine", f"{network.engine} ({used.precision})"
                    f"{_other_engines(network.engine, network.feature_engines)}"),
         ("batch size", network.batch_size),
         ("weights", network.weights),
-        ("weights sha256", network.weights_sha256),
+        ("weights sha256", used.weights_sha256),
         ("Spark master", f"{spark.spark_master} (default parallelism {spark.spark_default_parallelism})"),
         ("total time", f"{manifest.total_seconds:,.1f} s"),
         ("throughput", f"{manifest.throughput_img_per_s:,.2f} images/s overall, "
