@@ -98,14 +98,7 @@ class Manifest:
 
     def to_json(self) -> JsonDict:
         """The flat document of manifest.json, redacted (URIs may carry credentials)."""
-        document: JsonDict = {}
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            if item.name in _NESTED:
-                document.update(_flat(value))
-            else:
-                document[item.name] = value
-        redacted: JsonDict = redact_tree(document)
+        redacted: JsonDict = redact_tree(_flat(self))
         return redacted
 
     def redacted(self) -> Manifest:
@@ -142,11 +135,12 @@ _OLD_DEFAULTS: JsonDict = {
 
 
 def _flat(part: Any) -> JsonDict:
-    """A part's fields as manifest.json holds them: those of a part within it (`NetworkId`) beside its own."""
+    """A part's fields as manifest.json holds them, the fields of the parts within it (the manifest's `counts`...,
+    `NetworkFacts`' `NetworkId`) beside its own."""
     document: JsonDict = {}
     for item in dataclasses.fields(part):
         value = getattr(part, item.name)
-        if item.name in _INNER:
+        if item.name in _NESTED or item.name in _INNER:
             document.update(_flat(value))
         else:
             document[item.name] = value
