@@ -54,11 +54,10 @@ def _engine(kind: str, image_size: int, threads: int):
     from fruitlake.onnx_cache import onnx_model
 
     if kind.startswith("keras"):
-        loaded = load_network("mobilenet_v2", WEIGHTS, image_size)
+        model = load_network("mobilenet_v2", WEIGHTS, image_size)
         if kind == "keras-predict":
-            model = loaded.build_keras()
             return lambda batch: model.predict(batch, verbose=0)
-        return _build_keras("mobilenet_v2", image_size, loaded.weights, threads)
+        return _build_keras("mobilenet_v2", image_size, model.get_weights(), threads)
     precision = "int8" if kind == "onnx-int8" else "fp32"
     model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size, precision=precision).model_bytes
     if kind in ("onnx", "onnx-int8"):
@@ -191,14 +190,13 @@ def worker_costs(source: Path, n: int = 960, batch_size: int = 16) -> dict[str, 
     the engine, and building the Arrow batch it returns. One process, no Spark: the costs themselves."""
     import pyarrow as pa
 
-    from fruitlake.engines import EngineOptions, EngineSpec, _build_onnx
+    from fruitlake.engines import EngineSpec, _build_onnx
     from fruitlake.featurize import decode_batch, featurize_batch
     from fruitlake.models import NETWORKS
     from fruitlake.onnx_cache import onnx_model
 
     engine = _build_onnx(onnx_model("mobilenet_v2", WEIGHTS, 224).model_bytes, threads=1)
-    spec = EngineSpec(key="bench", options=EngineOptions(model="mobilenet_v2", image_size=224, batch_size=batch_size),
-                      payload=None)
+    spec = EngineSpec(model="mobilenet_v2", image_size=224, batch_size=batch_size, key="bench")
     normalise = NETWORKS["mobilenet_v2"].normalise
     files = sorted(source.rglob("*.jpg"))[:n]
     batches = [pa.RecordBatch.from_pydict({

@@ -43,14 +43,13 @@ def measure(batches: int, batch_size: int, image_size: int) -> float:
     import numpy as np
     import pyarrow as pa
 
-    from fruitlake.engines import EngineOptions, EngineSpec, _build_onnx
+    from fruitlake.engines import EngineSpec, _build_onnx
     from fruitlake.featurize import _prefetched, featurize_batch
     from fruitlake.onnx_cache import onnx_model
 
     model_bytes = onnx_model("mobilenet_v2", WEIGHTS, image_size).model_bytes  # a cache hit: no TensorFlow
     engine = _build_onnx(model_bytes, threads=1)
-    options = EngineOptions(model="mobilenet_v2", image_size=image_size, batch_size=batch_size)
-    spec = EngineSpec(key="bench", options=options, payload=None)
+    spec = EngineSpec(model="mobilenet_v2", image_size=image_size, batch_size=batch_size, key="bench")
     rng = np.random.default_rng(0)
 
     def arrow_batches():

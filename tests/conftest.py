@@ -109,7 +109,8 @@ def spark():
 
 
 @pytest.fixture(scope="session")
-def loaded_network(weights_path):
+def keras_network(weights_path):
+    """MobileNetV2 in Keras with the real weights, at 224 px."""
     from fruitlake.models import load_network
 
     return load_network("mobilenet_v2", weights_path, 224)

@@ -99,19 +99,21 @@ def run(config, **options) -> dict:
     return run_pipeline(config, **options).to_json()
 
 
-def prepare_engine(spark, loaded, engine: str, batch_size: int, max_pixels: int, precision: str = "fp32"):
-    """Driver side, from a network loaded in Keras: its payload and `EngineSpec`, as a run's would be.
+def prepare_engine(spark, network, weights: str, engine: str, batch_size: int, max_pixels: int,
+                   precision: str = "fp32"):
+    """Driver side, from MobileNetV2 loaded in Keras (`network`) with the weights file `weights`: its payload and
+    broadcast `EngineSpec`, as a run's would be.
 
     The ONNX form comes from the conversion cache a run uses (keyed by the weights' sha256): converted once.
     """
-    from fruitlake.engines import EngineOptions, make_spec
+    from fruitlake.engines import EngineSpec, broadcast
     from fruitlake.onnx_cache import onnx_model
 
-    payload = (loaded.weights if engine == "keras"
-               else onnx_model(loaded.network.name, loaded.weights_file, loaded.image_size).model_bytes)
-    options = EngineOptions(model=loaded.network.name, image_size=loaded.image_size, engine=engine, precision=precision,
-                            batch_size=batch_size, max_pixels=max_pixels)
-    return make_spec(spark, payload, options)
+    spec = EngineSpec(model="mobilenet_v2", image_size=int(network.input_shape[1]), engine=engine,
+                      precision=precision, batch_size=batch_size, max_pixels=max_pixels)
+    payload = (network.get_weights() if engine == "keras"
+               else onnx_model(spec.model, weights, spec.image_size).model_bytes)
+    return broadcast(spark, spec, payload)
 
 
 def read_images(spark, uri: str, split_names=None):

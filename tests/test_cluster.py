@@ -37,14 +37,14 @@ def cluster_run(standalone_cluster, sample_run, weights_path, tmp_path_factory) 
     return output
 
 
-def test_what_crosses_to_executors_does_not_name_the_weights_file(spark, loaded_network):
-    spec = prepare_engine(spark, loaded_network, "keras", 8, 10**6)
+def test_what_crosses_to_executors_does_not_name_the_weights_file(spark, keras_network, weights_path):
+    spec = prepare_engine(spark, keras_network, weights_path, "keras", 8, 10**6)
     try:
         shipped = cloudpickle.dumps(make_featurizer(spec, None))
     finally:
         spec.payload.unpersist()
     assert len(shipped) < 100_000  # the 14 MB of weights travel once, in the broadcast, not in each task
-    path = loaded_network.weights_file.path
+    path = weights_path
     assert path.encode() not in shipped and os.path.basename(path).encode() not in shipped
 
 

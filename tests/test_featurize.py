@@ -13,21 +13,22 @@ from fruitlake.models import mobilenet_v2_normalise
 from fruitlake.session import spark_conf
 
 
-def direct_keras_features(loaded_network, paths):
+def direct_keras_features(keras_network, paths):
     batch = np.stack([decode(Path(p.removeprefix("file:")).read_bytes(), 224, 10**8) for p in paths])
-    return loaded_network.build_keras()(mobilenet_v2_normalise(batch), training=False).numpy()
+    return keras_network(mobilenet_v2_normalise(batch), training=False).numpy()
 
 
 @pytest.fixture(scope="module")
-def keras_features(loaded_network, sample_root) -> dict[str, np.ndarray]:
+def keras_features(keras_network, sample_root) -> dict[str, np.ndarray]:
     """A direct Keras call on the driver, once for the three engines: each sample image's path -> its features."""
     paths = sorted(str(path) for path in sample_root.rglob("*.jpg"))
-    return dict(zip(paths, direct_keras_features(loaded_network, paths), strict=True))
+    return dict(zip(paths, direct_keras_features(keras_network, paths), strict=True))
 
 
 @pytest.mark.parametrize("engine", ["onnx", "openvino", "keras"])
-def test_features_equal_a_direct_keras_call(spark, loaded_network, sample_root, keras_features, engine):
-    spec = prepare_engine(spark, loaded_network, engine, batch_size=5, max_pixels=10**8)
+def test_features_equal_a_direct_keras_call(spark, keras_network, weights_path, sample_root, keras_features,
+                                            engine):
+    spec = prepare_engine(spark, keras_network, weights_path, engine, batch_size=5, max_pixels=10**8)
     done = spark.sparkContext.accumulator(0)
     # One task: one Python worker builds the engine (Keras' is ~10 s of CPU), in batches of 5, 5, 5, 5 and 4.
     # collect() then sort: a Spark orderBy would sample the input first and run the network twice
@@ -42,17 +43,17 @@ def test_features_equal_a_direct_keras_call(spark, loaded_network, sample_root, 
     assert np.abs(got - expected).max() <= 1e-4
 
 
-def test_what_crosses_to_the_executors_pickles(spark, loaded_network):
-    spec = prepare_engine(spark, loaded_network, "onnx", batch_size=4, max_pixels=10**8)
+def test_what_crosses_to_the_executors_pickles(spark, keras_network, weights_path):
+    spec = prepare_engine(spark, keras_network, weights_path, "onnx", batch_size=4, max_pixels=10**8)
     # The broadcast pickles as its id: the 9 MB of model bytes travel once, not inside every task's closure.
     assert len(pickle.dumps(spec)) < 2_000
     assert len(cloudpickle.dumps(make_featurizer(spec, spark.sparkContext.accumulator(0)))) < 20_000
 
 
-def test_each_python_worker_builds_the_engine_once_and_reuses_it_across_tasks(spark, loaded_network):
+def test_each_python_worker_builds_the_engine_once_and_reuses_it_across_tasks(spark, keras_network, weights_path):
     """Where it matters: 8 tasks on local[2]'s reused Python workers. Every task of one worker process gets the
     very object its first task built (a rebuilt engine would be another object)."""
-    spec = prepare_engine(spark, loaded_network, "onnx", batch_size=4, max_pixels=10**8)
+    spec = prepare_engine(spark, keras_network, weights_path, "onnx", batch_size=4, max_pixels=10**8)
 
     def built(_):
         import os
@@ -72,13 +73,13 @@ def test_each_python_worker_builds_the_engine_once_and_reuses_it_across_tasks(sp
     assert len(engines) < 8  # workers ran several tasks each (Spark reuses Python workers)
 
 
-def test_bad_files_become_rows_with_a_reason(spark, loaded_network, sample_root, tmp_path):
+def test_bad_files_become_rows_with_a_reason(spark, keras_network, weights_path, sample_root, tmp_path):
     import shutil
 
     root = tmp_path / "mixed"
     shutil.copytree(sample_root, root)
     (root / "Training" / "Banana" / "broken.jpg").write_bytes(b"definitely not a jpeg")
-    spec = prepare_engine(spark, loaded_network, "onnx", batch_size=4, max_pixels=10**8)
+    spec = prepare_engine(spark, keras_network, weights_path, "onnx", batch_size=4, max_pixels=10**8)
     with spark_conf(spark, arrow_batches(spec)):
         rows = featurize(read_images(spark, str(root)), spec).collect()
     bad = [row for row in rows if row.error is not None]
@@ -87,7 +88,7 @@ def test_bad_files_become_rows_with_a_reason(spark, loaded_network, sample_root,
     assert sum(row.features is not None for row in rows) == 24
 
 
-def test_bf16_features_stay_close_to_fp32(spark, loaded_network, sample_root):
+def test_bf16_features_stay_close_to_fp32(spark, keras_network, weights_path, sample_root):
     from fruitlake.engines import cpu_supports_bf16
 
     if not cpu_supports_bf16():
@@ -95,7 +96,7 @@ def test_bf16_features_stay_close_to_fp32(spark, loaded_network, sample_root):
     images = read_images(spark, str(sample_root))
     rows = {}
     for precision in ("fp32", "bf16"):
-        spec = prepare_engine(spark, loaded_network, "openvino", 8, 10**8, precision=precision)
+        spec = prepare_engine(spark, keras_network, weights_path, "openvino", 8, 10**8, precision=precision)
         with spark_conf(spark, arrow_batches(spec)):
             ordered = sorted(featurize(images, spec).collect(), key=lambda r: r.path)
         rows[precision] = np.array([np.frombuffer(r.features, "<f4") for r in ordered])

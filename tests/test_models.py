@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from fruitlake import FruitlakeError
-from fruitlake.models import NETWORKS, load_network, resolve_weights, sha256_of
+from fruitlake.models import NETWORKS, load_network, resolve_weights, sha256_of, weights_file
 
 
-def test_real_weights_load_with_their_checksum(loaded_network, weights_path):
-    assert loaded_network.weights_file.sha256 == sha256_of(weights_path)
-    assert len(loaded_network.weights) > 100
-    assert loaded_network.build_keras().output_shape == (None, 1280)
+def test_real_weights_load_with_their_checksum(keras_network, weights_path):
+    assert weights_file("mobilenet_v2", weights_path).sha256 == sha256_of(weights_path)
+    assert len(keras_network.get_weights()) > 100
+    assert keras_network.output_shape == (None, 1280)
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
@@ -43,15 +43,16 @@ def test_imagenet_download_failure_says_to_pass_a_local_file(monkeypatch, tmp_pa
         resolve_weights(network, "imagenet")
 
 
-def test_onnx_conversion_matches_keras(loaded_network):
+def test_onnx_conversion_matches_keras(keras_network, weights_path):
     import onnxruntime as ort
 
     from fruitlake.convert import keras_to_onnx
 
     batch = np.random.default_rng(0).uniform(-1, 1, size=(3, 224, 224, 3)).astype(np.float32)
-    session = ort.InferenceSession(keras_to_onnx(loaded_network), providers=["CPUExecutionProvider"])
+    onnx = keras_to_onnx(keras_network, "mobilenet_v2", sha256_of(weights_path))
+    session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
     onnx_out = session.run(None, {session.get_inputs()[0].name: batch})[0]
-    keras_out = loaded_network.build_keras()(batch, training=False).numpy()
+    keras_out = keras_network(batch, training=False).numpy()
     assert np.abs(onnx_out - keras_out).max() <= 1e-4
 
 
@@ -131,14 +132,14 @@ def test_the_manifest_names_no_onnx_file_the_cache_could_not_keep(spark, weights
     """A cache folder that cannot be made (here inside a file) costs a conversion next time, and the manifest's
     onnx_file must not name the file that was never written. The conversion is stubbed: no TensorFlow."""
     import fruitlake.onnx_cache as onnx_cache
-    from fruitlake.engines import EngineOptions
+    from fruitlake.engines import EngineSpec
     from fruitlake.network import RunNetwork
 
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("FRUITLAKE_CACHE", str(tmp_path / "a-file" / "cache"))
     monkeypatch.setattr(onnx_cache, "load_network", lambda *args: None)
-    monkeypatch.setattr(onnx_cache, "keras_to_onnx", lambda network: b"onnx bytes")
-    network = RunNetwork(spark, EngineOptions(model="mobilenet_v2", image_size=224), weights_path)
+    monkeypatch.setattr(onnx_cache, "keras_to_onnx", lambda *args: b"onnx bytes")
+    network = RunNetwork(spark, EngineSpec(model="mobilenet_v2", image_size=224), weights_path)
     try:
         network.check()
         assert network.facts({}).onnx_file is None

@@ -6,7 +6,7 @@ TensorFlow and tf2onnx are imported only inside `keras_to_onnx`; reading a file'
 from __future__ import annotations
 
 from fruitlake import FruitlakeError
-from fruitlake.models import LoadedNetwork
+from fruitlake.models import KerasModel
 from fruitlake.onnx_runtime import import_onnxruntime
 
 ONNX_OPSET = 17
@@ -43,16 +43,16 @@ def check_onnx_origin(model_bytes: bytes, shown: str, name: str, digest: str, im
         )
 
 
-def keras_to_onnx(loaded: LoadedNetwork, opset: int = ONNX_OPSET) -> bytes:
-    """Convert the Keras network once, on the driver; the workers get the bytes and need no TensorFlow."""
+def keras_to_onnx(model: KerasModel, name: str, weights_sha256: str, opset: int = ONNX_OPSET) -> bytes:
+    """Convert the Keras network `name` (`load_network`'s) once, on the driver; the workers get the bytes and need
+    no TensorFlow. The file is stamped with `name`, its weights' sha256 and its input size."""
     import tensorflow as tf
     import tf2onnx
 
-    model = loaded.build_keras()
-    spec = (tf.TensorSpec((None, loaded.image_size, loaded.image_size, 3), tf.float32, name="images"),)
+    image_size = int(model.input_shape[1])
+    spec = (tf.TensorSpec((None, image_size, image_size, 3), tf.float32, name="images"),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
-    origin = {META_SHA256: loaded.weights_file.sha256, META_MODEL: loaded.network.name,
-              META_IMAGE_SIZE: str(loaded.image_size)}
+    origin = {META_SHA256: weights_sha256, META_MODEL: name, META_IMAGE_SIZE: str(image_size)}
     for key, value in origin.items():
         proto.metadata_props.add(key=key, value=value)
     return bytes(proto.SerializeToString())

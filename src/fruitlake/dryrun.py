@@ -158,7 +158,7 @@ def _calibrate(spark: SparkSession, planned: RunPlan) -> Calibration | None:
     """Seconds per image of decode + network on one core, from the first images of INPUT the run would read,
     read on the driver: the first files of the listing, fetched here, or the first row groups of a packed table
     (its rows carry their bytes, and the files they came from may be gone)."""
-    options = planned.network.options
+    spec = planned.network.spec
     readable = read_within(planned.found, lambda frame: frame, planned.config.max_bytes).limit(CALIBRATION_IMAGES)
     if "content" in readable.columns:  # a packed table
         contents = [row["content"] for row in readable.select("content").collect()]
@@ -167,15 +167,15 @@ def _calibrate(spark: SparkSession, planned: RunPlan) -> Calibration | None:
         wanted = (Wanted(uri=row["file_uri"], length=row["length"], modification_time=row["modification_time"])
                   for row in rows)
         contents = [fetched.content for fetched in fetch(wanted) if fetched.content is not None]
-    batch = options.batch_size
+    batch = spec.batch_size
     if len(contents) < 2 * batch:  # the first batch is the warm-up
         return None
-    engine = engine_for(planned.network.spec(spark))
+    engine = engine_for(planned.network.broadcast(spark))
 
     def featurize(chunk: list[bytes]) -> int:  # the workers' own decode and network, without the Arrow rows
-        images, good, _ = decode_contents(chunk, [None] * len(chunk), options)
+        images, good, _ = decode_contents(chunk, [None] * len(chunk), spec)
         if good:
-            network_features(images, options, engine)
+            network_features(images, spec, engine)
         return len(chunk)
 
     featurize(contents[:batch])

@@ -1,8 +1,8 @@
 """The engines that run a network on a batch (ONNX Runtime, OpenVINO, Keras), and what a CPU can run them at.
 
 What crosses to the executors is an `EngineSpec`: plain fields plus a broadcast of the weights (Keras) or the
-ONNX model bytes, never a live model. Each Python worker keeps the engine it built in `_ENGINES`, keyed by an
-id made on the driver, and reuses it for every batch of every task (Spark reuses Python workers).
+ONNX model bytes (`broadcast`), never a live model. Each Python worker keeps the engine it built in `_ENGINES`,
+keyed by an id made on the driver, and reuses it for every batch of every task (Spark reuses Python workers).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,10 @@ _ENGINES: dict[str, Engine] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
-class EngineOptions:
-    """(b) Which network, on which engine, fed how: everything of a run that the workers need to know."""
+class EngineSpec:
+    """(b) What crosses to the workers: which network, on which engine, fed how; once `broadcast`, the payload
+    (ONNX bytes or Keras weights) and the id under which a worker keeps the engine it built. Pickles (a Broadcast
+    pickles as its id)."""
 
     model: str
     image_size: int
@@ -37,16 +39,8 @@ class EngineOptions:
     precision: str = "fp32"
     batch_size: int = 16
     max_pixels: int = 40_000_000
-
-
-@dataclass(frozen=True, kw_only=True)
-class EngineSpec:
-    """(b) What crosses to the workers: the options, the broadcast payload and the id under which a worker keeps
-    the engine it built. Pickles (a Broadcast pickles as its id)."""
-
-    key: str
-    options: EngineOptions
-    payload: Broadcast[Any]
+    key: str = ""  # set by `broadcast`, with the payload
+    payload: Broadcast[Any] | None = None
 
 
 def _task_cpus() -> int:
@@ -147,25 +141,28 @@ def _build_keras(model: str, image_size: int, weights: list[NDArray[np.float32]]
 
 
 def engine_for(spec: EngineSpec) -> Engine:
-    """The engine of this Python worker for `spec`, built on first use."""
+    """The engine of this Python worker for `spec` (a `broadcast` one), built on first use."""
     engine = _ENGINES.get(spec.key)
     if engine is None:
-        threads, options = _task_cpus(), spec.options
-        if options.engine == "onnx":
-            if options.precision == "int8" and not cpu_supports_int8():
+        if spec.payload is None:
+            raise ValueError(f"the engine spec of {spec.model} carries no payload: broadcast it first")
+        threads = _task_cpus()
+        if spec.engine == "onnx":
+            if spec.precision == "int8" and not cpu_supports_int8():
                 raise RuntimeError("this executor's CPU has no VNNI (AVX512_VNNI/AVX-VNNI/AMX): int8 features "
                                    "would drift; run without --precision int8")
             engine = _build_onnx(spec.payload.value, threads)
-        elif options.engine == "openvino":
-            engine = _build_openvino(spec.payload.value, threads, options.precision)
+        elif spec.engine == "openvino":
+            engine = _build_openvino(spec.payload.value, threads, spec.precision)
         else:
-            engine = _build_keras(options.model, options.image_size, spec.payload.value, threads)
+            engine = _build_keras(spec.model, spec.image_size, spec.payload.value, threads)
         _ENGINES.clear()  # one network per worker: a new run's engine replaces the last one
         _ENGINES[spec.key] = engine
     return engine
 
 
-def make_spec(spark: SparkSession, payload: bytes | list[NDArray[np.float32]], options: EngineOptions) -> EngineSpec:
-    """Driver side: broadcast the payload (ONNX bytes, or Keras weights) once; the spec carries its id."""
-    require_cpu(options.precision)
-    return EngineSpec(key=uuid.uuid4().hex, options=options, payload=spark.sparkContext.broadcast(payload))
+def broadcast(spark: SparkSession, spec: EngineSpec, payload: bytes | list[NDArray[np.float32]]) -> EngineSpec:
+    """Driver side: broadcast the payload (ONNX bytes, or Keras weights) once; the spec returned carries it and
+    the id under which the workers keep its engine."""
+    require_cpu(spec.precision)
+    return replace(spec, key=uuid.uuid4().hex, payload=spark.sparkContext.broadcast(payload))

@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from fruitlake import vectors
-from fruitlake.engines import Engine, EngineOptions, EngineSpec, engine_for
+from fruitlake.engines import Engine, EngineSpec, engine_for
 from fruitlake.fetch import CHANGED, Fetched, Wanted, fetch
 from fruitlake.fetch import VANISHED as GONE
 from fruitlake.images import ImageRejected, decode
@@ -101,10 +101,10 @@ def decode_batch(batch: pa.RecordBatch, spec: EngineSpec, contents: Contents | N
     """Decode every row (its bytes from `contents`, or the batch's `content` column); returns the stacked good
     images, their row positions, and a reason per row."""
     datas, problems = contents or (batch.column("content").to_pylist(), [None] * batch.num_rows)
-    return decode_contents(datas, problems, spec.options)
+    return decode_contents(datas, problems, spec)
 
 
-def decode_contents(datas: Sequence[Any], problems: Sequence[str | None], options: EngineOptions) -> Decoded:
+def decode_contents(datas: Sequence[Any], problems: Sequence[str | None], spec: EngineSpec) -> Decoded:
     """`decode_batch` on files' bytes (None where `problems` says why a file has none; a problem None: read)."""
     arrays: list[NDArray[np.uint8]] = []
     good: list[int] = []
@@ -114,12 +114,12 @@ def decode_contents(datas: Sequence[Any], problems: Sequence[str | None], option
             reasons.append(reject_reason(problem))
             continue
         try:
-            arrays.append(decode(data, options.image_size, options.max_pixels))
+            arrays.append(decode(data, spec.image_size, spec.max_pixels))
             good.append(position)
             reasons.append(None)
         except ImageRejected as rejected:
             reasons.append(str(rejected))
-    size = options.image_size
+    size = spec.image_size
     stacked = np.stack(arrays) if arrays else np.empty((0, size, size, 3), dtype=np.uint8)
     return stacked, good, reasons
 
@@ -131,8 +131,8 @@ def featurize_batch(batch: pa.RecordBatch, decoded: Decoded, spec: EngineSpec, e
     (mapInPandas' conversions of a column of arrays and of the timestamps were ~10% of the workers' time).
     """
     images, good, reasons = decoded
-    rows, dim = batch.num_rows, NETWORKS[spec.options.model].feature_dim
-    computed = network_features(images, spec.options, engine) if good else np.empty((0, dim), np.float32)
+    rows, dim = batch.num_rows, NETWORKS[spec.model].feature_dim
+    computed = network_features(images, spec, engine) if good else np.empty((0, dim), np.float32)
     features = vectors.to_arrow(computed, good, rows)
     schema = pa.schema([*(batch.schema.field(name) for name in PASSTHROUGH), FEATURES_FIELD, ERROR_FIELD])
     columns = [batch.column(name) for name in PASSTHROUGH]
@@ -142,9 +142,9 @@ def featurize_batch(batch: pa.RecordBatch, decoded: Decoded, spec: EngineSpec, e
     return out
 
 
-def network_features(images: NDArray[np.uint8], options: EngineOptions, engine: Engine) -> NDArray[np.float32]:
+def network_features(images: NDArray[np.uint8], spec: EngineSpec, engine: Engine) -> NDArray[np.float32]:
     """The network's features of decoded images: its own normalisation, then the engine."""
-    return engine(NETWORKS[options.model].normalise(images))
+    return engine(NETWORKS[spec.model].normalise(images))
 
 
 def _prefetched(
@@ -204,7 +204,7 @@ def make_featurizer(
 def arrow_batches(spec: EngineSpec) -> dict[str, str]:
     """The Spark setting that makes each Arrow batch the workers get one inference batch: for `session.spark_conf`
     around the query that featurizes."""
-    return {"spark.sql.execution.arrow.maxRecordsPerBatch": str(spec.options.batch_size)}
+    return {"spark.sql.execution.arrow.maxRecordsPerBatch": str(spec.batch_size)}
 
 
 def featurize(images: DataFrame, spec: EngineSpec, images_done: Accumulator[int] | None = None) -> DataFrame:

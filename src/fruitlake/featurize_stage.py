@@ -175,10 +175,10 @@ def _featurize_pending(spark: SparkSession, work: FeaturizeInput, batches: Itera
     with tolerant_reads(spark):  # a packed table's Parquet file that cannot be read
         for batch in batches:
             partitions = size_partitions(spark, batch.files, batch.bytes)
-            spec = work.network.spec(spark)
+            spec = work.network.broadcast(spark)
             rows = _featurized(work.found, batch.select, spec, work.max_bytes, images_done, partitions)
             with spark_conf(spark, arrow_batches(spec) | file_splits(spark, batch.files, batch.bytes)):
-                number = work.store.append(rows, work.network.options.engine)
+                number = work.store.append(rows, work.network.spec.engine)
             lost = batch.files - work.store.read_batch(number).count()  # Parquet footers: no data is read
             if lost:
                 log.warning("%d files of store batch %d disappeared from INPUT, or changed, before they could be "

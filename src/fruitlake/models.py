@@ -121,25 +121,10 @@ def weights_file(name: str, weights: str | Weights) -> Weights:
     return Weights(str(path), sha256_of(path))
 
 
-@dataclass(frozen=True)
-class LoadedNetwork:
-    """A loaded artefact: the network in Keras as plain arrays, no live model, so it pickles and broadcasts."""
-
-    network: Network
-    image_size: int
-    weights_file: Weights
-    weights: list[NDArray[np.float32]]  # Keras' get_weights()
-
-    def build_keras(self) -> KerasModel:
-        model = self.network.build(self.image_size, None)
-        model.set_weights(self.weights)
-        return model
-
-
-def load_network(name: str, weights: str | Weights, image_size: int) -> LoadedNetwork:
+def load_network(name: str, weights: str | Weights, image_size: int) -> KerasModel:
+    """The network in Keras with these weights, checked: they load into it and it gives its feature size."""
     network = NETWORKS[name]
-    found = weights_file(name, weights)
-    path = found.path
+    path = weights_file(name, weights).path
     try:
         model = network.build(image_size, path)
     except (ValueError, OSError, KeyError, TypeError) as exc:
@@ -149,4 +134,4 @@ def load_network(name: str, weights: str | Weights, image_size: int) -> LoadedNe
         ) from None
     if model.output_shape[-1] != network.feature_dim:
         raise FruitlakeError(f"{network.name} gives {model.output_shape[-1]} features, not {network.feature_dim}")
-    return LoadedNetwork(network, image_size, found, model.get_weights())
+    return model

@@ -1,8 +1,8 @@
-"""The network of a run, resolved once on the driver: engine options, weights file and sha256, ONNX file.
+"""The network of a run, resolved once on the driver: its engine spec, weights file and sha256, ONNX file.
 
 From this one value derive the network's identity (`models.NetworkId`, which the store keeps), the manifest's
-network fields (`NetworkFacts`) and the engine the workers build (`EngineSpec`). The network itself is built
-only when the CNN has work: an incremental run with nothing new never pays for it.
+network fields (`NetworkFacts`) and what the workers get (the `EngineSpec`, broadcast with its payload). The
+network itself is built only when the CNN has work: an incremental run with nothing new never pays for it.
 
 Weights (and a prebuilt ONNX file) given as a URI, e.g. s3:// on EMR, are copied to a local folder through
 Hadoop's FileSystem first: Keras and ONNX Runtime read local files only.
@@ -15,7 +15,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from fruitlake import FruitlakeError, fs
-from fruitlake.engines import EngineOptions, EngineSpec, make_spec, require_cpu
+from fruitlake.engines import EngineSpec, broadcast, require_cpu
 from fruitlake.manifest import NetworkFacts
 from fruitlake.models import NETWORKS, NetworkId, Weights, load_network, weights_file
 from fruitlake.onnx_cache import OnnxModel, onnx_model
@@ -24,33 +24,33 @@ from fruitlake.store import Store, require_meta
 
 
 class RunNetwork:
-    """The driver's resolver of a run's network: from it come (a) `identity`, (b) `spec()` and (c) `facts()`."""
+    """The driver's resolver of a run's network: from it come (a) `identity`, (b) `broadcast()` and (c) `facts()`."""
 
-    def __init__(self, spark: SparkSession, options: EngineOptions, weights: str, onnx: str | None = None,
+    def __init__(self, spark: SparkSession, spec: EngineSpec, weights: str, onnx: str | None = None,
                  cache: Path | None = None) -> None:
-        self.options = options
+        self.spec = spec  # as planned: no payload yet
         self._cache = cache  # where ONNX conversions are kept (Settings.cache); None: the environment's
         self._local = fs.LocalCopies(spark)
-        self.weights: Weights = weights_file(options.model, self._local.of(weights))
+        self.weights: Weights = weights_file(spec.model, self._local.of(weights))
         self.source = weights if fs.is_remote(weights) else self.weights.path  # what the manifest shows
         self._onnx_uri = onnx
         self.onnx_file: str | None = None  # the ONNX file the engine was made from, if kept (not for keras)
         self._converted: OnnxModel | None = None
-        self._spec: EngineSpec | None = None
+        self._broadcast: EngineSpec | None = None
 
     @property
     def identity(self) -> NetworkId:
         """What stored features must share with this run's to be mixed with them."""
-        options = self.options
-        return NetworkId(model=options.model, image_size=options.image_size, weights_sha256=self.weights.sha256,
-                         precision=options.precision)
+        spec = self.spec
+        return NetworkId(model=spec.model, image_size=spec.image_size, weights_sha256=self.weights.sha256,
+                         precision=spec.precision)
 
     def facts(self, feature_engines: dict[str, int]) -> NetworkFacts:
         """The manifest's network fields; `feature_engines`: the published features by the engine that made them."""
-        options = self.options
+        spec = self.spec
         return NetworkFacts(
-            identity=self.identity, engine=options.engine, feature_engines=feature_engines, weights=self.source,
-            onnx_file=self.onnx_file, feature_dim=NETWORKS[options.model].feature_dim, batch_size=options.batch_size,
+            identity=self.identity, engine=spec.engine, feature_engines=feature_engines, weights=self.source,
+            onnx_file=self.onnx_file, feature_dim=NETWORKS[spec.model].feature_dim, batch_size=spec.batch_size,
         )
 
     def require(self, expected_sha256: str | None, store: Store | None) -> None:
@@ -64,39 +64,38 @@ class RunNetwork:
             )
         if store is not None:
             require_meta(store, self.identity)
-        require_cpu(self.options.precision)
+        require_cpu(self.spec.precision)
 
     def check(self) -> None:
         """Load the weights into the network (a file of another architecture fails here). For ONNX engines a
         conversion cached for this checksum proves it already, and is what the run will use."""
-        if self.options.engine == "keras":
-            load_network(self.options.model, self.weights, self.options.image_size)
+        if self.spec.engine == "keras":
+            load_network(self.spec.model, self.weights, self.spec.image_size)
         else:
             self._onnx()
 
     def _onnx(self) -> OnnxModel:
         """The ONNX model, converted (or read and checked) once per run."""
         if self._converted is None:
-            options = self.options
+            spec = self.spec
             prebuilt = self._local.of(self._onnx_uri) if self._onnx_uri else None
-            quantized = "int8" if options.precision == "int8" else "fp32"  # bf16 is OpenVINO's, from fp32
-            self._converted = onnx_model(options.model, self.weights, options.image_size, prebuilt, quantized,
-                                         self._cache)
+            quantized = "int8" if spec.precision == "int8" else "fp32"  # bf16 is OpenVINO's, from fp32
+            self._converted = onnx_model(spec.model, self.weights, spec.image_size, prebuilt, quantized, self._cache)
             cached = self._converted.onnx_path  # not written when the cache folder may not be written
             self.onnx_file = self._onnx_uri or (cached if Path(cached).is_file() else None)
         return self._converted
 
-    def spec(self, spark: SparkSession) -> EngineSpec:
-        """The engine for the workers, broadcast on first use."""
-        if self._spec is None:
-            options = self.options
-            payload = load_network(options.model, self.weights, options.image_size).weights \
-                if options.engine == "keras" else self._onnx().model_bytes
-            self._spec = make_spec(spark, payload, options)
+    def broadcast(self, spark: SparkSession) -> EngineSpec:
+        """The spec for the workers, with its payload broadcast on first use."""
+        if self._broadcast is None:
+            spec = self.spec
+            payload = load_network(spec.model, self.weights, spec.image_size).get_weights() \
+                if spec.engine == "keras" else self._onnx().model_bytes
+            self._broadcast = broadcast(spark, spec, payload)
             self._converted = None  # broadcast: the driver need not keep the bytes
-        return self._spec
+        return self._broadcast
 
     def release(self) -> None:
-        if self._spec is not None:
-            self._spec.payload.unpersist()
+        if self._broadcast is not None and self._broadcast.payload is not None:
+            self._broadcast.payload.unpersist()
         self._local.remove()

@@ -66,6 +66,6 @@ def onnx_model(name: str, weights: str | Weights, image_size: int, prebuilt: str
     if precision == "int8":
         model_bytes = quantize_int8(onnx_model(name, found, image_size, cache=cache).model_bytes, name, image_size)
     else:
-        model_bytes = keras_to_onnx(load_network(name, found, image_size))
+        model_bytes = keras_to_onnx(load_network(name, found, image_size), name, digest)
     _cache(cached, model_bytes)
     return OnnxModel(found, str(cached), model_bytes)

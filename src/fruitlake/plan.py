@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from fruitlake import FruitlakeError, fs
 from fruitlake.config import Config, RunConfig
 from fruitlake.discover import Discovered, check_input_root, discover
-from fruitlake.engines import EngineOptions
+from fruitlake.engines import EngineSpec
 from fruitlake.featurize_stage import FeaturizeInput
 from fruitlake.manifest import Manifest
 from fruitlake.models import NETWORKS
@@ -44,7 +44,7 @@ class Command:
     output: str
     from_run: str | None  # project-images: the OUTPUT of the finished run whose network and PCA it applies
     fit: PcaChoice | None  # run: how its PCA is fitted or reused; project-images loads --from-run's
-    network: EngineOptions | None  # run: the network as configured; project-images: None, --from-run's
+    network: EngineSpec | None  # run: the network as configured; project-images: None, --from-run's
     weights: str | None  # the weights file; for project-images where --from-run's lives now (None: where it was)
     onnx: str | None  # run: a prebuilt ONNX conversion of the weights
     report: bool  # the run ends with its report; project-images makes none
@@ -60,8 +60,8 @@ def command_of(config: Config) -> Command:
     if isinstance(config, RunConfig):
         fit = PcaChoice(pca=config.pca, k=config.k, variance=config.variance,
                         feature_dim=NETWORKS[config.model].feature_dim)
-        network = EngineOptions(model=config.model, image_size=config.image_size, engine=config.engine or "onnx",
-                                precision=config.precision, batch_size=config.batch_size, max_pixels=config.max_pixels)
+        network = EngineSpec(model=config.model, image_size=config.image_size, engine=config.engine or "onnx",
+                             precision=config.precision, batch_size=config.batch_size, max_pixels=config.max_pixels)
         return Command(name=config.command, input=config.input, output=config.output, from_run=None, fit=fit,
                        network=network, weights=config.weights, onnx=config.onnx, report=config.report)
     return Command(name=config.command, input=config.input, output=config.output, from_run=config.from_run, fit=None,
@@ -185,7 +185,7 @@ def _plan_found(spark: SparkSession, config: Config, command: Command, stages: S
     _check_k(command, pca, found.count + (images_missing if config.missing == "keep" else 0))
     with stages("load_model") as shown:
         network = _network(spark, command, config, from_run, cache)
-        shown.note(f"{network.options.model} ({network.options.engine}, {network.options.precision})")
+        shown.note(f"{network.spec.model} ({network.spec.engine}, {network.spec.precision})")
         try:
             _check_network(network, config, store, from_run)
         except BaseException:
@@ -232,6 +232,6 @@ def _network(spark: SparkSession, command: Command, config: Config, from_run: Ma
         return RunNetwork(spark, command.network, command.weights, command.onnx, cache)
     assert from_run is not None  # project-images: the network of the run it names
     used, identity = from_run.network, from_run.network.identity
-    options = EngineOptions(model=identity.model, image_size=identity.image_size, engine=used.engine,
-                            precision=identity.precision, batch_size=config.batch_size, max_pixels=config.max_pixels)
-    return RunNetwork(spark, options, command.weights or used.weights, cache=cache)
+    spec = EngineSpec(model=identity.model, image_size=identity.image_size, engine=used.engine,
+                      precision=identity.precision, batch_size=config.batch_size, max_pixels=config.max_pixels)
+    return RunNetwork(spark, spec, command.weights or used.weights, cache=cache)
