@@ -254,7 +254,8 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="also run 4N images and compare driver peak RSS")
     parser.add_argument("--heap", help="FRUITLAKE_DRIVER_MEMORY for the --memory pair of runs (default: fruitlake's)")
     parser.add_argument("--cluster", action="store_true",
-                        help="run the --memory pair on a standalone cluster on 127.0.0.1 (driver JVM alone)")
+                        help="run the --memory pair (and --planning's runs) on a standalone cluster on 127.0.0.1 "
+                             "(the driver's JVM alone)")
     parser.add_argument("--sizes", nargs="?", const="224,160,128,96",
                         help="speed and grocery-fruits probe at these image sizes (default 224,160,128,96)")
     parser.add_argument("--large-photos", type=int, nargs="?", const=100,
@@ -305,7 +306,7 @@ def main() -> None:
     if args.draft_quality:
         draft_quality(args.draft_quality)
     if args.planning:
-        planning(work, args.planning)
+        planning(work, args.planning, args.cluster)
     if args.s3_latency:
         s3_latency(work, args.s3_latency, args.delay_ms / 1000)
 
@@ -584,10 +585,10 @@ def tiny_tree(folder: Path, n: int, labels: int = 100) -> Path:
     return folder
 
 
-def dry_run(source: Path) -> dict:
+def dry_run(source: Path, master: list[str]) -> dict:
     """`fruitlake run SOURCE OUT --dry-run`: wall clock, the steps it reports, the driver's peak RSS."""
     output = Path(tempfile.mkdtemp(prefix="fruitlake-bench-")) / "out"
-    run = watched(["run", str(source), str(output), "--dry-run", "--quiet"])
+    run = watched(["run", str(source), str(output), "--dry-run", "--quiet", *master])
     if output.exists():
         raise SystemExit(f"fruitlake run --dry-run wrote {output}")
     steps = next(line for line in run["out"].splitlines() if line.startswith("this dry run took "))
@@ -598,31 +599,40 @@ def _rss(run: dict) -> str:
     return ", ".join(f"{part} {mb:.0f}" for part, mb in sorted(run["peak_rss_mb"].items()))
 
 
-def planning(work: Path, n: int) -> None:
+def planning(work: Path, n: int, cluster: bool = False) -> None:
     """Goal: listing and planning time at most linear in the files, driver RSS within +25% from N/10 to N; for
-    the folder of files, then for the table `fruitlake pack` makes of it."""
-    print(f"planning: `fruitlake run --dry-run` over N/10={n // 10:,} and N={n:,} tiny JPEGs (local files), "
-          "then `fruitlake pack` of each and a dry run of the table:")
-    runs: dict[str, dict[int, dict]] = {"folder": {}, "table": {}}
+    the folder of files, then for the table `fruitlake pack` makes of it. In local mode the one JVM is the driver
+    and the executors together; with `cluster` the executors run in a standalone worker's JVM (as on EMR, where
+    the driver runs apart from them), and the JVM measured is the driver alone."""
+    where = "a standalone cluster on 127.0.0.1 (the driver's JVM alone)" if cluster else "local mode (one JVM)"
+    print(f"planning, {where}: `fruitlake run --dry-run` over N/10={n // 10:,} and N={n:,} tiny JPEGs (local "
+          "files), then `fruitlake pack` of each and a dry run of the table:")
     for count in (n // 10, n):
-        tree = tiny_tree(work / f"tiny-{count}", count)
-        runs["folder"][count] = run = dry_run(tree)
-        print(f"  folder {count:>10,} files: {run['wall_s']:6.1f} s ({run['steps']}); peak RSS (MB) {_rss(run)}",
-              flush=True)
-    for count in (n // 10, n):
-        table = work / f"tiny-{count}.table"
-        if not (table / "_fruitlake_table.json").exists():
-            packed = watched(["pack", str(work / f"tiny-{count}"), str(table), "--mode", "overwrite"])
-            print(f"  pack   {count:>10,} files: {packed['wall_s']:6.1f} s; peak RSS (MB) {_rss(packed)}", flush=True)
-        runs["table"][count] = run = dry_run(table)
-        print(f"  table  {count:>10,} rows:  {run['wall_s']:6.1f} s ({run['steps']}); peak RSS (MB) {_rss(run)}",
-              flush=True)
+        tiny_tree(work / f"tiny-{count}", count)
+    runs: dict[str, dict[int, dict]] = {"folder": {}, "pack": {}, "table": {}}
+    with standalone_cluster(work, os.cpu_count() or 1) if cluster else nullcontext(None) as url:
+        master = ["--master", url] if url else []
+        for count in (n // 10, n):
+            runs["folder"][count] = run = dry_run(work / f"tiny-{count}", master)
+            print(f"  folder {count:>10,} files: {run['wall_s']:6.1f} s ({run['steps']}); peak RSS (MB) "
+                  f"{_rss(run)}", flush=True)
+        for count in (n // 10, n):
+            table = work / f"tiny-{count}.table{'-cluster' if cluster else ''}"
+            runs["pack"][count] = packed = watched(["pack", str(work / f"tiny-{count}"), str(table), "--mode",
+                                                    "overwrite", *master])
+            print(f"  pack   {count:>10,} files: {packed['wall_s']:6.1f} s; peak RSS (MB) {_rss(packed)}",
+                  flush=True)
+            runs["table"][count] = run = dry_run(table, master)
+            print(f"  table  {count:>10,} rows:  {run['wall_s']:6.1f} s ({run['steps']}); peak RSS (MB) "
+                  f"{_rss(run)}", flush=True)
     for kind, pair in runs.items():
         small, large = pair[n // 10]["peak_rss_mb"], pair[n]["peak_rss_mb"]
         growth = "; ".join(f"{part} {small.get(part, 0):.0f} -> {large.get(part, 0):.0f} MB "
                            f"({large.get(part, 0) / small.get(part, 1) - 1:+.0%})" for part in ("driver", "jvm"))
+        both = sum(large.get(part, 0) for part in ("driver", "jvm")) / sum(small.get(part, 0)
+                                                                         for part in ("driver", "jvm"))
         print(f"  {kind}: time N / time N/10 {pair[n]['wall_s'] / pair[n // 10]['wall_s']:.1f} (linear: 10); "
-              f"peak RSS {growth} (goal within +25%)")
+              f"peak RSS {growth}; together {both - 1:+.0%} (goal within +25%)")
 
 
 def s3_latency(work: Path, n: int, delay: float) -> None:
