@@ -228,11 +228,12 @@ def test_the_listing_writer_keeps_rows_and_times_exactly(tmp_path):
 
     writer = ListingWriter(tmp_path, rows_per_chunk=3)
     for index in range(7):
-        writer.add(f"file:/x/{index}.jpg", f"file:/x/{index}.jpg", index, 1_700_000_000_123 + index,
-                   "denied" if index == 4 else None)
+        writer.add(f"file:/x/{index}.jpg", "x", "Test" if index % 2 else None, f"file:/x/{index}.jpg", index,
+                   1_700_000_000_123 + index, "denied" if index == 4 else None)
     writer.close()
     assert (writer.chunks, writer.most_held) == (3, 3)
     rows = pq.read_table(tmp_path / FILE_NAME).to_pylist()
     assert [row["length"] for row in rows] == list(range(7))
     assert rows[6]["modification_time"] == when(1_700_000_000_129)
     assert [row["error"] for row in rows].count("denied") == 1
+    assert [row["split"] for row in rows[:3]] == [None, "Test", None] and {row["label"] for row in rows} == {"x"}

@@ -1,12 +1,13 @@
-"""The label/split rule is written twice, in Spark SQL (`discover._describe`, a run's rows) and in Python
-(`inventory.split_and_label`, `fruitlake cloud plan`'s estimate from S3 keys): they must agree on every path."""
+"""The label/split rule is written once (`inventory.split_and_label`): the walk applies it to every listed file (a
+run's rows, through the listing) and `fruitlake cloud plan` to S3 keys; both must give the same on every path."""
 
 from __future__ import annotations
 
+import pyarrow.parquet as pq
 import pytest
 
-from fruitlake.discover import _describe
-from fruitlake.inventory import split_and_label
+from fruitlake.inventory import Labels, split_and_label
+from fruitlake.listing import FILE_NAME, ListingWriter
 
 RELATIVE = [
     "a.jpg",
@@ -33,14 +34,19 @@ RELATIVE = [
 
 
 @pytest.mark.parametrize("extra", [None, {"holdout": "Test", "Batch-2": "Validation"}])
-def test_spark_sql_and_python_read_the_same_label_and_split_from_every_path(spark, extra):
+def test_the_listing_and_the_cloud_estimate_read_the_same_label_and_split_from_every_path(spark, tmp_path, extra):
     root = "s3a://bucket/images"
-    frame = spark.createDataFrame([(f"{root}/{relative}", 1, None, f"{root}/{relative}") for relative in RELATIVE],
-                                  "path string, length long, modification_time timestamp, file_uri string")
-    in_sql = {row.path[len(root) + 1:]: (row.split or "", row.label)
-              for row in _describe(frame, root, extra).collect()}
+    writer, labels = ListingWriter(tmp_path), Labels(root, extra)
+    for relative in RELATIVE:  # as the walk hands them on: one folder's files together
+        path = f"{root}/{relative}"
+        split, label = labels.of(path)
+        writer.add(path, label, split, path, 1, 0)
+    writer.close()
+    listed = {row.path[len(root) + 1:]: (row.split or "", row.label)
+              for row in spark.read.parquet(str(tmp_path / FILE_NAME)).collect()}  # as a run reads the listing
     in_python = {relative: split_and_label(relative, "images", extra) for relative in RELATIVE}
-    assert in_sql == in_python
+    assert listed == in_python
+    assert pq.read_table(tmp_path / FILE_NAME).column("split").null_count == sum(not s for s, _ in listed.values())
     assert in_python["Training/x/Test/Apple/a.jpg"] == ("Test", "Apple")
     assert in_python["Kiwi//a.jpg"] == ("", "Kiwi")
     assert in_python["holdout/Apple/a.jpg"] == (("Test", "Apple") if extra else ("", "Apple"))

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -52,32 +52,6 @@ class Discovered:
         """Remove the listing's scratch files: call once nothing reads `images` or `listing` any more."""
         if self.scratch is not None:
             self.scratch.remove()
-
-
-def _split_of(relative_path: Column, names: Mapping[str, str]) -> Column:
-    """The split named by the closest ancestor folder below the root whose name (any case) is in `names`
-    (folder name in lower case -> split), else null."""
-    folders = F.split(relative_path, "/")
-    named = F.filter(folders, lambda folder, index: (index < F.size(folders) - 1) & F.lower(folder).isin(*names))
-    by_name = F.create_map(*(F.lit(part) for pair in names.items() for part in pair))
-    return by_name[F.lower(F.get(F.reverse(named), 0))]
-
-
-def _describe(frame: DataFrame, root: str, split_names: Mapping[str, str] | None = None) -> DataFrame:
-    """Label and split from each file's path below `root`; `split_names`: folder names naming a split
-    besides the built-in spellings (name -> split)."""
-    relative = F.substring(F.col("path"), len(root) + 2, 1 << 30)
-    return frame.select(
-        "path",
-        # The closest named folder: an S3 key `Kiwi//x.jpg` is labelled Kiwi, as `Kiwi/x.jpg` is.
-        F.element_at(F.filter(F.split("path", "/"), lambda folder: folder != ""), -2).alias("label"),
-        _split_of(relative, split_folders(split_names)).alias("split"),
-        "length",
-        "modification_time",
-        "file_uri",
-        *(["content"] if "content" in frame.columns else []),
-        *(["error"] if "error" in frame.columns else []),
-    )
 
 
 def resolve_input(spark: SparkSession, uri: str) -> str:
@@ -156,7 +130,8 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = (),
         log.info("INPUT %s is %s: its files are matched by that location", redact(uri), redact(root))
     scratch = Scratch()
     try:
-        inventory = take_inventory(root, scratch.writer(), tuple(fs.qualify(spark, place) for place in avoid))
+        inventory = take_inventory(root, scratch.writer(), tuple(fs.qualify(spark, place) for place in avoid),
+                                   split_names)
         if inventory.skipped:
             log.warning("%s under INPUT %s (listed in the manifest's files_skipped)", inventory.summary(),
                         redact(uri))
@@ -164,7 +139,7 @@ def discover(spark: SparkSession, uri: str, avoid: tuple[str, ...] = (),
             names = ", ".join(IMAGE_EXTENSIONS)
             raise FruitlakeError(f"INPUT {uri!r} holds no images ({names} in any case, or JPEG, PNG, GIF, BMP, "
                                  f"WebP content); {inventory.summary()}")
-        files = _describe(scratch.read(spark), root, split_names or {})
+        files = scratch.read(spark).select(*FILE_COLUMNS, "error")
     except BaseException:
         scratch.remove()
         raise

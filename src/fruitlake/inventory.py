@@ -49,9 +49,10 @@ def split_folders(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def split_and_label(relative: str, root_name: str, extra: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """The rule in Python, as `discover._describe` applies it in Spark SQL (test_split_rule holds them equal): the
-    label is the closest non-empty parent folder (`root_name` for a file directly below the root), the split the
-    closest folder below the root that `split_folders(extra)` names, "" when there is none."""
+    """The one rule for a file's split and label, from its path below INPUT (`relative`), applied by the walk to
+    every listed file and by `fruitlake cloud plan` to S3 keys: the label is the closest non-empty parent folder
+    (`root_name` for a file directly below the root), the split the closest folder below the root that
+    `split_folders(extra)` names, "" when there is none."""
     *folders, _ = relative.split("/")
     folders = [folder for folder in folders if folder]  # an S3 key `Kiwi//x.jpg` is labelled Kiwi
     by_name = split_folders(extra)
@@ -82,6 +83,25 @@ def hidden_name(name: str) -> bool:
     return name.startswith(".") or name.endswith("._COPYING_")
 
 
+class Labels:
+    """Split and label of the files below `root` (qualified, as their paths start), by `split_and_label`: worked out
+    once per folder, since a walk lists one folder's files together."""
+
+    def __init__(self, root: str, extra: Mapping[str, str] | None = None) -> None:
+        root = root.rstrip("/")
+        self.prefix, self.root_name, self.extra = len(root) + 1, root.rpartition("/")[2], dict(extra or {})
+        self._folder: str | None = None
+        self._labels: tuple[str | None, str] = (None, "")
+
+    def of(self, path: str) -> tuple[str | None, str]:
+        """(split or None, label) of the file at `path`."""
+        folder = path[self.prefix:].rpartition("/")[0]
+        if folder != self._folder:
+            split, label = split_and_label(f"{folder}/file" if folder else "file", self.root_name, self.extra)
+            self._folder, self._labels = folder, (split or None, label)
+        return self._labels
+
+
 @dataclass
 class Inventory:
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> files not read
@@ -110,21 +130,23 @@ class Inventory:
         return f"{total} file{'s' if total > 1 else ''} skipped: {parts}" if total else "no file skipped"
 
 
-def take_inventory(root: str, writer: ListingWriter, avoid: tuple[str, ...] = ()) -> Inventory:
-    """Walk INPUT (`root`, qualified: file:/x or s3a://bucket/x) into `writer`; `avoid`: qualified locations no
-    link may lead into (OUTPUT)."""
-    local = local_path(root)
+def take_inventory(root: str, writer: ListingWriter, avoid: tuple[str, ...] = (),
+                   split_names: Mapping[str, str] | None = None) -> Inventory:
+    """Walk INPUT (`root`, qualified: file:/x or s3a://bucket/x) into `writer`, each file with its split and label;
+    `avoid`: qualified locations no link may lead into (OUTPUT); `split_names`: folder names naming a split
+    besides the built-in spellings (name -> split)."""
+    local, labels = local_path(root), Labels(root, split_names)
     if local is not None:
         avoided = [os.path.realpath(place) for place in map(local_path, avoid) if place is not None]
-        inventory = _LocalWalk(local, avoided, writer).run()
+        inventory = _LocalWalk(local, avoided, writer, labels).run()
     else:
-        inventory = _remote_walk(root.rstrip("/"), writer)
+        inventory = _remote_walk(root.rstrip("/"), writer, labels)
     writer.close()
     inventory.chunks = writer.chunks
     return inventory
 
 
-def _remote_walk(root: str, writer: ListingWriter) -> Inventory:
+def _remote_walk(root: str, writer: ListingWriter, labels: Labels) -> Inventory:
     """An object store's keys below `root`, from ListObjectsV2 pages: no links, pipes or undecodable names there.
     Folder markers (keys ending in `/`) are no files."""
     from fruitlake.fetch import s3_client
@@ -147,7 +169,7 @@ def _remote_walk(root: str, writer: ListingWriter) -> Inventory:
                 continue
             length = int(entry["Size"])
             inventory.read(length)
-            writer.add(path, f"{parsed.scheme}://{bucket}/{quote(key)}", length,
+            writer.add(path, *reversed(labels.of(path)), f"{parsed.scheme}://{bucket}/{quote(key)}", length,
                        int(entry["LastModified"].timestamp() * 1000))
     return inventory
 
@@ -202,8 +224,8 @@ def _sniffed(path: str) -> bool:
 class _LocalWalk:
     """os.scandir, links never followed, one folder's entries at a time (none is held as a list)."""
 
-    def __init__(self, root: str, avoid: list[str], writer: ListingWriter) -> None:
-        self.root, self.avoid, self.writer = root, avoid, writer
+    def __init__(self, root: str, avoid: list[str], writer: ListingWriter, labels: Labels) -> None:
+        self.root, self.avoid, self.writer, self.labels = root, avoid, writer, labels
         self.inventory = Inventory()
 
     def run(self) -> Inventory:
@@ -266,5 +288,7 @@ class _LocalWalk:
                     inventory.read(status.st_size)
                     error = None if readable(entry.path) else UNREADABLE
                     inventory.unreadable += error is not None
-                    self.writer.add("file:" + entry.path, "file:" + quote(entry.path), status.st_size,
+                    path = "file:" + entry.path
+                    split, label = self.labels.of(path)
+                    self.writer.add(path, label, split, "file:" + quote(entry.path), status.st_size,
                                     status.st_mtime_ns // 1_000_000, error)

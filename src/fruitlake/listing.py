@@ -1,5 +1,5 @@
-"""The listing of INPUT as data: one row per image file (path, file URI, length, modification time, and the reason
-it is rejected unread, if any), written by the driver's walk to Parquet in chunks and read by Spark.
+"""The listing of INPUT as data: one row per image file (path, label, split, file URI, length, modification time,
+and the reason it is rejected unread, if any), written by the driver's walk to Parquet in chunks and read by Spark.
 
 The driver never holds the files as a Python list, nor Spark a file index of INPUT: the walk hands each file to a
 `ListingWriter`, which writes a row group every `ROWS_PER_CHUNK` rows into a scratch folder; Spark reads those
@@ -31,6 +31,8 @@ ROWS_PER_CHUNK = 50_000  # ~5 MB of rows in memory at most, whatever the number 
 FILE_NAME = "listing.parquet"
 SCHEMA = pa.schema([
     pa.field("path", pa.string(), nullable=False),  # as Hadoop's Path prints it: the store's identity of a file
+    pa.field("label", pa.string(), nullable=False),  # by the walk's rule (`inventory.split_and_label`)
+    pa.field("split", pa.string()),  # Training, Test or Validation; null when no folder names one
     pa.field("file_uri", pa.string(), nullable=False),  # percent-encoded URI: what the workers fetch
     pa.field("length", pa.int64(), nullable=False),
     pa.field("modification_time", pa.timestamp("ms", tz="UTC"), nullable=False),
@@ -54,8 +56,10 @@ class ListingWriter:
         self.chunks = 0  # row groups written
         self.most_held = 0  # the most rows ever held in memory at once
 
-    def add(self, path: str, file_uri: str, length: int, modification_millis: int, error: str | None = None) -> None:
-        for name, value in zip(_COLUMNS, (path, file_uri, length, modification_millis, error), strict=True):
+    def add(self, path: str, label: str, split: str | None, file_uri: str, length: int, modification_millis: int,
+            error: str | None = None) -> None:
+        values = (path, label, split, file_uri, length, modification_millis, error)
+        for name, value in zip(_COLUMNS, values, strict=True):
             self._rows[name].append(value)
         self.rows += 1
         self.most_held = max(self.most_held, len(self._rows["path"]))
