@@ -7,7 +7,7 @@ import textwrap
 
 from fruitlake import jvmcache, jvmcache_build
 from fruitlake.cache import cache_dir
-from fruitlake.session import LOCAL_JIT, _java_options
+from fruitlake.session import LOCAL_GC, LOCAL_JIT, _java_options
 from fruitlake.settings import JVM_TUNING
 
 
@@ -24,11 +24,19 @@ def test_local_sessions_use_the_archive_when_it_exists_and_only_then(tmp_path, m
     # A cluster's driver runs no tasks: it keeps the JVM's defaults.
     assert "SharedArchive" not in _java_options("spark://127.0.0.1:7077")
     assert LOCAL_JIT not in _java_options("spark://127.0.0.1:7077")
+    assert LOCAL_GC in _java_options("local[2]") and LOCAL_GC not in _java_options("spark://127.0.0.1:7077")
     monkeypatch.setenv(JVM_TUNING, "off")
     assert "SharedArchive" not in _java_options("local[2]") and LOCAL_JIT not in _java_options("local[2]")
+    assert LOCAL_GC not in _java_options("local[2]")
     monkeypatch.delenv(JVM_TUNING)
     assert jvmcache.java_options(tmp_path / "new.part")[0] == f"-XX:ArchiveClassesAtExit={tmp_path / 'new.part'}"
     assert f"-XX:ArchiveClassesAtExit={tmp_path / 'new.part'}" in _java_options("local[2]", tmp_path / "new.part")
+
+
+def test_a_local_sessions_jvm_collects_with_the_serial_collector(spark):
+    """In local mode the JVM's heap follows what survives a collection, not how fast tasks allocate (LOCAL_GC)."""
+    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    assert {bean.getName() for bean in beans} == {"Copy", "MarkSweepCompact"}  # the serial collector's two
 
 
 def test_the_archive_is_keyed_by_the_java_and_the_spark_jars(tmp_path, monkeypatch):
