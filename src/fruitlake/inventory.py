@@ -169,7 +169,8 @@ def _remote_walk(root: str, writer: ListingWriter, labels: Labels) -> Inventory:
                 continue
             length = int(entry["Size"])
             inventory.read(length)
-            writer.add(path, *reversed(labels.of(path)), f"{parsed.scheme}://{bucket}/{quote(key)}", length,
+            split, label = labels.of(path)
+            writer.add(path, label, split, f"{parsed.scheme}://{bucket}/{quote(key)}", length,
                        int(entry["LastModified"].timestamp() * 1000))
     return inventory
 
